@@ -1,0 +1,86 @@
+"""The modular-arithmetic data set: every input pair, the task's labels and the paper's train/test split.
+
+A batch index is always ``x * p + y`` (row-major over the (x, y) grid), so the ``p^2`` rows of
+:func:`make_all_data` can be reshaped to a ``(p, p)`` grid indexed ``[x, y]``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+
+__all__ = [
+    "TASKS",
+    "task_function",
+    "make_all_data",
+    "make_labels",
+    "train_test_split",
+    "train_test_masks",
+]
+
+#: The task functions of the original code, by name. ``rand`` is a fixed random table (see task_function).
+TASKS = ("add", "subtract", "x2xyy2", "rand")
+
+
+def task_function(fn: str, p: int, seed: int = 0) -> Callable[[Tensor, Tensor], Tensor]:
+    """Return ``f(x, y) -> z`` (elementwise on integer tensors) for the task named ``fn``.
+
+    * ``add``: ``(x + y) mod p`` (the chapter's task)
+    * ``subtract``: ``(x - y) mod p``
+    * ``x2xyy2``: ``(x^2 + xy + y^2) mod p``
+    * ``rand``: a fixed random table ``T[x, y]`` drawn with ``numpy.random.default_rng(seed)``
+    """
+    if fn == "add":
+        return lambda x, y: (x + y) % p
+    if fn == "subtract":
+        return lambda x, y: (x - y) % p
+    if fn == "x2xyy2":
+        return lambda x, y: (x * x + x * y + y * y) % p
+    if fn == "rand":
+        table = torch.from_numpy(np.random.default_rng(seed).integers(0, p, size=(p, p)))
+        return lambda x, y: table.to(x.device)[x, y]
+    raise ValueError(f"unknown task {fn!r}; expected one of {TASKS}")
+
+
+def make_all_data(p: int = 113) -> Int[Tensor, "p_sq 3"]:
+    """All ``p^2`` inputs ``[x, y, =]`` in row-major (x, y) order; the ``=`` token has id ``p``."""
+    x = torch.arange(p).repeat_interleave(p)
+    y = torch.arange(p).repeat(p)
+    return torch.stack([x, y, torch.full_like(x, p)], dim=1)
+
+
+def make_labels(all_data: Int[Tensor, "batch 3"], p: int | None = None, fn: str = "add", seed: int = 0) -> Int[Tensor, "batch"]:
+    """Labels ``fn(x, y)`` for each row of ``all_data`` (p defaults to the ``=`` token id)."""
+    if p is None:
+        p = int(all_data[0, 2])
+    return task_function(fn, p, seed)(all_data[:, 0], all_data[:, 1])
+
+
+def train_test_split(p: int = 113, frac_train: float = 0.3, seed: int = 0) -> tuple[Int[Tensor, "n_train"], Int[Tensor, "n_test"]]:
+    """The paper's split, as indices into :func:`make_all_data` (``x * p + y``).
+
+    Recipe (released training code): list the pairs ``(x, y)`` row-major, seed **Python's** ``random`` with
+    ``seed``, ``random.shuffle`` the list, take the first ``int(frac_train * p^2)`` as train. The train indices
+    keep the shuffled order (the order the paper's batch had); the test indices too.
+    """
+    if not 0.0 < frac_train < 1.0:
+        raise ValueError(f"frac_train must lie strictly between 0 and 1, got {frac_train}")
+    pairs = [(i, j) for i in range(p) for j in range(p)]
+    rng = random.Random(seed)
+    rng.shuffle(pairs)
+    n_train = int(frac_train * len(pairs))
+    indices = torch.tensor([i * p + j for i, j in pairs], dtype=torch.long)
+    return indices[:n_train], indices[n_train:]
+
+
+def train_test_masks(p: int = 113, frac_train: float = 0.3, seed: int = 0) -> tuple[Bool[Tensor, "p_sq"], Bool[Tensor, "p_sq"]]:
+    """Boolean masks over the ``p^2`` rows of ``all_data``: ``(is_train, is_test)``."""
+    train, _ = train_test_split(p, frac_train, seed)
+    is_train = torch.zeros(p * p, dtype=torch.bool)
+    is_train[train] = True
+    return is_train, ~is_train

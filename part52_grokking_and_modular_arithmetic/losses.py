@@ -1,0 +1,76 @@
+"""The loss, defined once: float64 cross-entropy, and scoring of last-position logits on the split.
+
+float64 matters: in float32 the log-softmax cannot represent losses below ~1e-7, which produces loss spikes
+late in training (grokking_facts §2).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+__all__ = ["cross_entropy_high_precision", "score_logits", "bias_correct"]
+
+Mode = Literal["all", "train", "test"]
+
+
+def cross_entropy_high_precision(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> Float[Tensor, ""]:
+    """Mean cross-entropy computed with a float64 log-softmax (returned as a float64 scalar).
+
+    ``logits`` are the last-position logits, one row per example; ``labels`` the correct classes.
+    Gradients flow back to ``logits`` in their own dtype.
+    """
+    if logits.ndim != 2:
+        raise ValueError(f"logits must have shape (batch, vocab), got {tuple(logits.shape)}")
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
+    logprobs = logits.to(torch.float64).log_softmax(dim=-1)
+    return -logprobs.gather(-1, labels[:, None]).mean()
+
+
+def bias_correct(logits: Float[Tensor, "batch vocab"], original_logits: Float[Tensor, "batch vocab"]) -> Float[Tensor, "batch vocab"]:
+    """Add back the batch mean of ``original_logits - logits`` (restores the constant direction a projection
+    removed)."""
+    if original_logits.shape != logits.shape:
+        raise ValueError(f"original_logits must match logits {tuple(logits.shape)}, got {tuple(original_logits.shape)}")
+    return logits + (original_logits - logits).mean(0, keepdim=True)
+
+
+def score_logits(
+    logits: Float[Tensor, "batch vocab"],
+    labels: Int[Tensor, "batch"],
+    *,
+    mode: Mode = "all",
+    train_indices: Int[Tensor, "n_train"] | None = None,
+    bias_correction: bool = False,
+    original_logits: Float[Tensor, "batch vocab"] | None = None,
+) -> float:
+    """Loss of last-position logits over **all** p^2 pairs, or only the train / test ones.
+
+    Args:
+        logits: ``(p^2, vocab)`` in ``all_data`` order (batch index ``x*p + y``). A ``(p, p, vocab)`` grid is
+            flattened.
+        mode: ``"all"``, ``"train"`` or ``"test"``; the latter two need ``train_indices``.
+        bias_correction: add back the mean of ``original_logits - logits`` first.
+    """
+    if logits.ndim == 3:
+        logits = logits.reshape(-1, logits.shape[-1])
+    if original_logits is not None and original_logits.ndim == 3:
+        original_logits = original_logits.reshape(-1, original_logits.shape[-1])
+    if bias_correction:
+        if original_logits is None:
+            raise ValueError("bias_correction=True needs original_logits")
+        logits = bias_correct(logits, original_logits)
+    if mode == "all":
+        return cross_entropy_high_precision(logits, labels).item()
+    if mode not in ("train", "test"):
+        raise ValueError(f"mode must be 'all', 'train' or 'test', got {mode!r}")
+    if train_indices is None:
+        raise ValueError(f"mode={mode!r} needs train_indices")
+    is_train = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+    is_train[train_indices.to(logits.device)] = True
+    mask = is_train if mode == "train" else ~is_train
+    return cross_entropy_high_precision(logits[mask], labels[mask]).item()
