@@ -7,7 +7,7 @@ A batch index is always ``x * p + y`` (row-major over the (x, y) grid), so the `
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -129,7 +129,7 @@ def fft2d(tensor: Float[Tensor, "p p *rest"]) -> Float[Tensor, "p p *rest"]:
 def frequency_block_indices(k: int) -> list[int]:
     """Basis rows that belong to frequency ``k``'s 3x3 block: ``[0, 2k-1, 2k]`` (const, cos k, sin k)."""
     if k < 1:
-        raise ValueError(f"frequencies start at 1, got {k}")
+        raise ValueError(f"frequencies start at 1 (frequency k's block is index k-1 of arrange_by_2d_freqs), got {k}")
     return [0, 2 * k - 1, 2 * k]
 
 
@@ -162,9 +162,12 @@ def project_onto_frequency(batch_vecs: Float[Tensor, "batch *rest"], freq: int) 
     p = math.isqrt(batch_vecs.shape[0])
     if p * p != batch_vecs.shape[0]:
         raise ValueError(f"the batch axis must have size p^2 (one row per (x, y) pair), got {batch_vecs.shape[0]}")
+    if not 1 <= freq <= n_frequencies(p):
+        raise ValueError(f"freq must lie in 1 ... {n_frequencies(p)} for p = {p}, got {freq}")
     idx = frequency_block_indices(freq)
     basis = _basis_like(batch_vecs, p)
-    terms = einops.rearrange(basis[idx][:, None, :] * basis[idx][None, :, None], "a b x y -> (a b) (x y)")
+    block = basis[idx]  # (3, p): const, cos freq, sin freq
+    terms = einops.rearrange(torch.einsum("ax,by->abxy", block, block), "a b x y -> (a b) (x y)")
     # the 9 terms are orthonormal, so the projection onto their span is the sum of the projections
     coeffs = torch.tensordot(terms, batch_vecs, dims=([1], [0]))  # (9, *rest)
     return torch.tensordot(terms.T, coeffs, dims=([1], [0]))
@@ -177,6 +180,8 @@ def get_trig_sum_directions(k: int, p: int = 113) -> tuple[Float[Tensor, "p p"],
     ``cos_dir = (term(2k-1, 2k-1) - term(2k, 2k)) / sqrt 2`` and
     ``sin_dir = (term(2k, 2k-1) + term(2k-1, 2k)) / sqrt 2``.
     """
+    if not 1 <= k <= n_frequencies(p):
+        raise ValueError(f"frequency k must lie in 1 ... {n_frequencies(p)} for p = {p}, got {k}")
     c, s = 2 * k - 1, 2 * k
     cos_dir = (fourier_2d_basis_term(c, c, p) - fourier_2d_basis_term(s, s, p)) / math.sqrt(2)
     sin_dir = (fourier_2d_basis_term(s, c, p) + fourier_2d_basis_term(c, s, p)) / math.sqrt(2)

@@ -19,7 +19,7 @@ unembed.W_U                   (d_model, d_vocab_out)             same
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import einops
 import torch

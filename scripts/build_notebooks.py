@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Build the exercises and solutions notebooks from the single jupytext source.
+
+Source: ``notebooks/grokking_and_modular_arithmetic.py`` (jupytext "percent" format). Reference code sits
+between nbgrader-style markers::
+
+    def fft1d(x):
+        \"\"\"docstring stays in both notebooks\"\"\"
+        ### BEGIN SOLUTION
+        return x @ basis.T
+        ### END SOLUTION
+
+* solutions notebook: the marker lines are dropped, the code stays;
+* exercises notebook: everything from ``### BEGIN SOLUTION`` to ``### END SOLUTION`` becomes
+  ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` at the indentation of the marker.
+
+A code cell tagged ``solutions-only`` is left out of the exercises notebook; one tagged ``exercises-only`` is
+left out of the solutions notebook (cell ids stay stable either way: they are derived from the source cell).
+
+The written notebooks carry no outputs and no execution counts, kernelspec ``python3``, stable cell ids
+and nothing else in their metadata (apart from cell tags), so building twice gives byte-identical files.
+
+Usage::
+
+    python scripts/build_notebooks.py           # (re)write exercises/ and solutions/
+    python scripts/build_notebooks.py --check   # exit 1 if the committed notebooks differ from a fresh build
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NAME = "grokking_and_modular_arithmetic"
+SOURCE = REPO_ROOT / "notebooks" / f"{NAME}.py"
+EXERCISES = REPO_ROOT / "exercises" / f"{NAME}_exercises.ipynb"
+SOLUTIONS = REPO_ROOT / "solutions" / f"{NAME}_solutions.ipynb"
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+STUB_LINES = ("# YOUR CODE HERE", "raise NotImplementedError()")
+KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
+LANGUAGE_INFO = {"name": "python"}
+KEPT_CELL_METADATA = ("tags",)
+
+
+class BuildError(ValueError):
+    """The source notebook is malformed (unbalanced solution markers, ...)."""
+
+
+def _strip_solution_markers(source: str, *, exercises: bool, where: str) -> str:
+    """Apply the solution markers of one code cell for the exercises or the solutions notebook."""
+    out: list[str] = []
+    inside = False
+    for lineno, line in enumerate(source.split("\n"), start=1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise BuildError(f"{where}, line {lineno}: nested {BEGIN!r}")
+            inside = True
+            if exercises:
+                indent = line[: len(line) - len(line.lstrip())]
+                out.extend(indent + stub for stub in STUB_LINES)
+            continue
+        if stripped == END:
+            if not inside:
+                raise BuildError(f"{where}, line {lineno}: {END!r} without {BEGIN!r}")
+            inside = False
+            continue
+        if BEGIN in line or END in line:
+            raise BuildError(f"{where}, line {lineno}: solution markers must be alone on their line")
+        if inside and exercises:
+            continue
+        out.append(line)
+    if inside:
+        raise BuildError(f"{where}: {BEGIN!r} is never closed")
+    return "\n".join(out)
+
+
+def _cell_id(index: int, cell_type: str) -> str:
+    # Ids derive from the cell's position in the source, so both notebooks share them and rebuilds are stable.
+    return f"{cell_type[:2]}{index:03d}"
+
+
+def build_notebook(source_path: Path = SOURCE, *, exercises: bool) -> nbformat.NotebookNode:
+    """Read the jupytext source and return the exercises (``exercises=True``) or solutions notebook."""
+    src = jupytext.read(source_path, fmt="py:percent")
+    cells = []
+    for index, cell in enumerate(src.cells):
+        tags = list(cell.metadata.get("tags", []))
+        if exercises and "solutions-only" in tags:
+            continue
+        if not exercises and "exercises-only" in tags:
+            continue
+        metadata = {k: cell.metadata[k] for k in KEPT_CELL_METADATA if k in cell.metadata}
+        where = f"{source_path.name}, cell {index}"
+        if cell.cell_type == "code":
+            text = _strip_solution_markers(cell.source, exercises=exercises, where=where)
+            new = nbformat.v4.new_code_cell(source=text, metadata=metadata)
+        elif cell.cell_type == "markdown":
+            if BEGIN in cell.source or END in cell.source:
+                raise BuildError(f"{where}: solution markers belong in code cells (use <details> in markdown)")
+            new = nbformat.v4.new_markdown_cell(source=cell.source, metadata=metadata)
+        else:
+            new = nbformat.v4.new_raw_cell(source=cell.source, metadata=metadata)
+        new.id = _cell_id(index, cell.cell_type)
+        cells.append(new)
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": dict(KERNELSPEC), "language_info": dict(LANGUAGE_INFO)})
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    nbformat.validate(nb)
+    return nb
+
+
+def render(nb: nbformat.NotebookNode) -> str:
+    """Serialise a notebook deterministically (nbformat's sorted keys, one-space indent, final newline)."""
+    text = nbformat.writes(nb, version=4)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def built_notebooks(source_path: Path = SOURCE) -> dict[Path, str]:
+    """The text each target file should hold."""
+    return {
+        EXERCISES: render(build_notebook(source_path, exercises=True)),
+        SOLUTIONS: render(build_notebook(source_path, exercises=False)),
+    }
+
+
+def check(source_path: Path = SOURCE) -> list[Path]:
+    """Return the target notebooks that are missing or differ from a fresh build."""
+    stale = []
+    for path, text in built_notebooks(source_path).items():
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            stale.append(path)
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="only check that the committed notebooks are up to date")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = check()
+        for path in stale:
+            print(f"out of date: {path.relative_to(REPO_ROOT)} (run python scripts/build_notebooks.py)", file=sys.stderr)
+        if not stale:
+            print("notebooks are in sync with", SOURCE.relative_to(REPO_ROOT))
+        return 1 if stale else 0
+    for path, text in built_notebooks().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            print(f"unchanged: {path.relative_to(REPO_ROOT)}")
+            continue
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

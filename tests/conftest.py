@@ -1,0 +1,25 @@
+"""Shared pytest setup: no hub access, quiet progress bars, TransformerLens' deprecation warning filtered.
+
+jaxtyping + beartype run-time checks of the package's annotations are switched on in pyproject.toml
+(``--jaxtyping-packages=part52_grokking_and_modular_arithmetic,beartype.beartype``).
+"""
+
+import os
+
+# Tests never reach the Hugging Face hub (a miss costs ~23 s of retries); the fake-hub tests pass endpoint= explicitly.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+from part52_grokking_and_modular_arithmetic.model import silence_transformer_lens_deprecation  # noqa: E402
+
+silence_transformer_lens_deprecation()
+
+
+@pytest.fixture(scope="session")
+def p113_model():
+    """A paper-initialised (untrained) p = 113 model, shared read-only across tests."""
+    from part52_grokking_and_modular_arithmetic.model import make_model
+
+    return make_model(113, seed=0)

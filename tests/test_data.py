@@ -1,0 +1,67 @@
+"""The data set and the paper's split."""
+
+import random
+
+import pytest
+import torch
+
+from part52_grokking_and_modular_arithmetic import data
+
+
+def test_all_data_is_row_major_with_equals_token():
+    p = 7
+    all_data = data.make_all_data(p)
+    assert all_data.shape == (p * p, 3)
+    x, y = 3, 5
+    assert all_data[x * p + y].tolist() == [x, y, p]
+
+
+def test_split_matches_paper_recipe_counts_for_seed_0():
+    train, test = data.train_test_split(113, 0.3, 0)
+    assert (len(train), len(test)) == (3830, 8939)
+    assert len(set(train.tolist()) | set(test.tolist())) == 113 * 113
+
+
+def test_split_reproduces_the_released_code_with_global_random():
+    p, frac, seed = 113, 0.3, 0
+    pairs = [(i, j, p) for i in range(p) for j in range(p)]
+    random.seed(seed)
+    random.shuffle(pairs)
+    div = int(frac * len(pairs))
+    expected = [i * p + j for i, j, _ in pairs[:div]]
+    train, _ = data.train_test_split(p, frac, seed)
+    assert train.tolist() == expected
+
+
+def test_split_depends_on_seed_and_masks_agree():
+    a, _ = data.train_test_split(23, 0.5, 0)
+    b, _ = data.train_test_split(23, 0.5, 1)
+    assert set(a.tolist()) != set(b.tolist())
+    is_train, is_test = data.train_test_masks(23, 0.5, 0)
+    assert is_train.sum() == len(a) and not (is_train & is_test).any()
+    assert set(is_train.nonzero().flatten().tolist()) == set(a.tolist())
+    with pytest.raises(ValueError, match="frac_train"):
+        data.train_test_split(23, 1.5, 0)
+
+
+@pytest.mark.parametrize(
+    "fn, formula",
+    [("add", lambda x, y, p: (x + y) % p), ("subtract", lambda x, y, p: (x - y) % p), ("x2xyy2", lambda x, y, p: (x * x + x * y + y * y) % p)],
+)
+def test_labels_follow_the_task(fn, formula):
+    p = 11
+    all_data = data.make_all_data(p)
+    labels = data.make_labels(all_data, p, fn)
+    for x, y, _ in all_data.tolist()[::7]:
+        assert labels[x * p + y].item() == formula(x, y, p)
+
+
+def test_random_task_is_a_fixed_table():
+    p = 11
+    all_data = data.make_all_data(p)
+    a = data.make_labels(all_data, p, "rand", seed=3)
+    b = data.make_labels(all_data, p, "rand", seed=3)
+    assert torch.equal(a, b) and a.min() >= 0 and a.max() < p
+    assert not torch.equal(a, data.make_labels(all_data, p, "rand", seed=4))
+    with pytest.raises(ValueError, match="unknown task"):
+        data.task_function("mul", p)
