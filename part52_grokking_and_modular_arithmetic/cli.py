@@ -1,0 +1,266 @@
+"""Command line of the course package: ``python -m part52_grokking_and_modular_arithmetic <command>``
+(also installed as ``grokking-course``).
+
+Commands:
+
+* ``train``    — train the model with the paper's recipe (every :class:`~.config.TrainConfig` field is an
+  option) and write the checkpoint history, resuming an interrupted run at the same path;
+* ``download`` — fetch the course's checkpoint history from the Hugging Face hub (hub only);
+* ``info``     — say what a run file holds (p, epochs, checkpoints, final losses, config);
+* ``report``   — the main job of :mod:`.report` (provision the model, run the solutions notebook, write an
+  offline HTML report); its options are :mod:`.report`'s own (``report --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from .config import TrainConfig
+from .data import TASKS
+
+__all__ = ["main", "build_parser"]
+
+PROG = "python -m part52_grokking_and_modular_arithmetic"
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_train_parser(sub) -> None:
+    from .provision import default_run_path
+
+    d = _DEFAULTS
+    tp = sub.add_parser(
+        "train",
+        help="train the model and write its checkpoint history",
+        description=(
+            "Train the one-layer transformer on (x op y) mod p with the paper's recipe: full-batch AdamW, a linear "
+            "warm-up from lr 0, float64 cross-entropy over all p+1 logits at the last position, the paper init. "
+            "The checkpoint history (paper layout, one state dict every --save-every epochs, the train loss of every "
+            "epoch, the test loss every --test-every epochs, the config and the train split) is written atomically "
+            "at every checkpoint, so an interrupted run resumes from its last checkpoint when the same command is "
+            "run again."
+        ),
+    )
+    tp.add_argument("--p", type=int, default=d["p"], help=f"the modulus, an odd prime (default: {d['p']})")
+    tp.add_argument("--fn", choices=TASKS, default=d["fn"], help=f"the task: one of {', '.join(TASKS)} (default: {d['fn']})")
+    tp.add_argument(
+        "--frac-train", type=float, default=d["frac_train"],
+        help=f"fraction of the p^2 pairs used for training, in (0, 1) (default: {d['frac_train']})",
+    )
+    tp.add_argument(
+        "--seed", type=int, default=d["seed"],
+        help=f"seeds the train/test split (Python's random) and the initialisation (default: {d['seed']})",
+    )
+    tp.add_argument("--lr", type=float, default=d["lr"], help=f"AdamW learning rate after warm-up (default: {d['lr']:g})")
+    tp.add_argument(
+        "--weight-decay", type=float, default=d["weight_decay"],
+        help=f"AdamW weight decay, applied to every parameter (default: {d['weight_decay']:g})",
+    )
+    tp.add_argument(
+        "--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), default=list(d["betas"]),
+        help=f"AdamW betas (default: {d['betas'][0]:g} {d['betas'][1]:g})",
+    )
+    tp.add_argument(
+        "--warmup-steps", type=int, default=d["warmup_steps"],
+        help=f"length of the linear warm-up from lr 0, in epochs (default: {d['warmup_steps']})",
+    )
+    tp.add_argument("--epochs", type=_positive_int, default=d["epochs"], help=f"number of full-batch epochs (default: {d['epochs']:,})")
+    tp.add_argument(
+        "--save-every", type=_positive_int, default=d["save_every"],
+        help=f"keep a checkpoint (and write the file) every N epochs (default: {d['save_every']})",
+    )
+    tp.add_argument(
+        "--test-every", type=_positive_int, default=d["test_every"],
+        help=f"record the test loss every N epochs (default: {d['test_every']})",
+    )
+    tp.add_argument(
+        "--stop-at-test-loss", type=float, default=d["stop_at_test_loss"], metavar="LOSS",
+        help="stop early once the test loss falls below LOSS (default: run all epochs)",
+    )
+    tp.add_argument(
+        "--out", type=Path, default=None,
+        help=f"where to write the run file (default: {default_run_path()}; the PART52_RUN_PATH environment variable "
+        "overrides it). The course notebooks read that default path.",
+    )
+    tp.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run of the same config")
+    tp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_download_parser(sub) -> None:
+    from .provision import HUB_FILENAME, HUB_REPO_ID
+
+    dp = sub.add_parser(
+        "download",
+        help="fetch the course's checkpoint history from the Hugging Face hub",
+        description=(
+            "Download the course's checkpoint history from the Hugging Face hub into the Hugging Face cache "
+            "(HF_HOME / HF_HUB_CACHE) and check it; with --out, also copy it there. A copy already in the cache "
+            "is used without any network access. HF_ENDPOINT and HF_HUB_OFFLINE are honoured. When the hub "
+            "cannot be reached the command fails within --timeout seconds."
+        ),
+    )
+    dp.add_argument("--out", type=Path, default=None, help="also copy the file here (default: leave it in the Hugging Face cache only)")
+    dp.add_argument("--endpoint", default=None, help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    dp.add_argument("--repo-id", default=HUB_REPO_ID, help=f"hub repository (default: {HUB_REPO_ID})")
+    dp.add_argument("--filename", default=HUB_FILENAME, help=f"file in the repository (default: {HUB_FILENAME})")
+    dp.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    dp.add_argument("--timeout", type=float, default=5.0, help="seconds allowed to decide that the hub is unreachable (default: 5)")
+    dp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_info_parser(sub) -> None:
+    ip = sub.add_parser(
+        "info",
+        help="say what a run file holds",
+        description="Print what a checkpoint-history file holds: p, epochs, checkpoints, final losses, config, split.",
+    )
+    ip.add_argument("path", nargs="?", type=Path, default=None, help="the run file (default: the package's default run path)")
+
+
+def _add_report_parser(sub) -> None:
+    # ---- `report`: owned by report.py (the notebook helper); this only forwards the arguments. ----
+    sub.add_parser(
+        "report",
+        help="run the main job: provision the model, execute the solutions notebook, write an offline HTML report "
+        "(options: `report --help`)",
+        add_help=False,
+        prefix_chars="\0",  # leave every option (including --help) to report.main
+    ).add_argument("report_args", nargs=argparse.REMAINDER)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Grokking & Modular Arithmetic: train, download and inspect the checkpoint history of the grokking run.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{train,download,info,report}")
+    sub.required = True
+    _add_train_parser(sub)
+    _add_download_parser(sub)
+    _add_info_parser(sub)
+    _add_report_parser(sub)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------
+def _cmd_train(args) -> int:
+    from .provision import default_run_path
+
+    config = TrainConfig(
+        p=args.p, fn=args.fn, frac_train=args.frac_train, seed=args.seed, lr=args.lr, weight_decay=args.weight_decay,
+        betas=tuple(args.betas), warmup_steps=args.warmup_steps, epochs=args.epochs, save_every=args.save_every,
+        test_every=args.test_every, stop_at_test_loss=args.stop_at_test_loss,
+    )
+    out = args.out if args.out is not None else default_run_path()
+    print(f"Training {config} -> {out}", flush=True)
+    from .train import train
+
+    try:
+        data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. {out} holds the last checkpoint; run the same command again to resume.", file=sys.stderr)
+        return 130
+    print(f"Wrote {out}")
+    print(_format_info(data))
+    return 0
+
+
+def _cmd_download(args) -> int:
+    from .provision import download_full_run_data
+
+    path = download_full_run_data(
+        args.out, repo_id=args.repo_id, filename=args.filename, revision=args.revision, endpoint=args.endpoint,
+        progress=not args.quiet, hub_timeout=args.timeout,
+    )
+    print(f"Checked {args.repo_id}/{args.filename}: {path}")
+    return 0
+
+
+def _format_info(data: dict) -> str:
+    from .provision import analysed_checkpoint_index, run_config
+
+    cfg = run_config(data)
+    epochs = [int(e) for e in data["epochs"]]
+    train_losses, test_losses = data["train_losses"], data["test_losses"]
+    i = analysed_checkpoint_index(data)
+    lines = [
+        f"  p:               {cfg.p} (task {cfg.fn})",
+        f"  epochs trained:  {len(train_losses):,} (train loss every epoch)",
+        f"  checkpoints:     {len(epochs)} at epochs {epochs[0]} … {epochs[-1]}"
+        + (f", every {epochs[1] - epochs[0]}" if len(epochs) > 1 else ""),
+        f"  analysed:        index {i} (epoch {epochs[i]})",
+        f"  test losses:     {len(test_losses):,} (every {cfg.test_every} epochs)",
+        f"  final losses:    train {float(train_losses[-1]):.3e}, test "
+        + (f"{float(test_losses[-1]):.3e}" if len(test_losses) else "n/a"),
+    ]
+    if isinstance(data.get("config"), dict):
+        lines.append("  config:          " + ", ".join(f"{k}={v}" for k, v in data["config"].items()))
+    else:
+        lines.append(
+            f"  config:          none stored (hub file); assumed paper recipe: frac_train={cfg.frac_train}, "
+            f"seed={cfg.seed}, lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}"
+        )
+    resume = data.get("resume")
+    if isinstance(resume, dict) and "finished" in resume:
+        if resume["finished"]:
+            lines.append("  status:          finished" + (" (stopped early)" if resume.get("stopped_early") else ""))
+        else:
+            lines.append(
+                f"  status:          unfinished ({int(resume.get('epochs_done', len(train_losses))):,} of {cfg.epochs:,} epochs); "
+                "run `train` with the same options and --out to resume it"
+            )
+    if "train_indices" in data:
+        lines.append(f"  train split:     {len(data['train_indices']):,} of {cfg.p ** 2:,} pairs stored")
+    else:
+        lines.append(f"  train split:     not stored (rebuilt from frac_train={cfg.frac_train}, seed={cfg.seed})")
+    return "\n".join(lines)
+
+
+def _cmd_info(args) -> int:
+    from .checkpoints import load_run_data
+    from .provision import default_run_path
+
+    path = args.path if args.path is not None else default_run_path()
+    data = load_run_data(path)
+    print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(_format_info(data))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    # ---- hand-over point to report.py (owned by the notebook helper) ----
+    try:
+        from .report import main as report_main
+    except ImportError as e:
+        print(f"error: the `report` command needs {__package__}.report, which could not be imported ({e}).", file=sys.stderr)
+        return 1
+    return int(report_main(list(args.report_args)) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status
+    (0 success, 1 a clear error, 2 bad arguments, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoints import CorruptCheckpointError
+    from .provision import ModelUnavailableError
+
+    commands = {"train": _cmd_train, "download": _cmd_download, "info": _cmd_info, "report": _cmd_report}
+    try:
+        return commands[args.command](args)
+    except (ModelUnavailableError, CorruptCheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,591 @@
+"""Provisioning: get the checkpoint history ("full run data") of the grokking run, whatever the machine offers.
+
+:func:`load_full_run_data` tries, in order:
+
+1. **a local file**: ``path`` if given, else :func:`default_run_path` (``$PART52_RUN_PATH``; else
+   ``Grokking/large_files/full_run_data.pth`` in a source checkout; else ``full_run_data.pth`` in the user
+   cache folder ``$PART52_GROKKING_HOME`` or ``~/.cache/part52_grokking``). A file that exists but cannot
+   be read or validated raises :class:`~.checkpoints.CorruptCheckpointError`; it is never skipped and never
+   deleted (the message says what to do).
+2. **the Hugging Face hub** (the course's file, ``callummcdougall/grokking_full_run_data``), through the real
+   ``huggingface_hub.hf_hub_download``: first a cached copy in the Hugging Face cache (no network), then, if
+   the hub is not switched off (``HF_HUB_OFFLINE=1``) and a quick TCP probe reaches the endpoint within
+   ``hub_timeout`` seconds, a download. ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE`` and
+   ``HF_HUB_OFFLINE`` are read when this function runs, so setting them after import works. A cached copy
+   is used as it is (no check for a newer revision; pass ``revision`` to pin one). The downloaded
+   file is validated (keys, shapes); a corrupt or truncated one is removed from the Hugging Face cache (so the
+   next call downloads it again) and raises :class:`~.checkpoints.CorruptCheckpointError`. It stays in the
+   Hugging Face cache; nothing is copied.
+3. **local training** with the default recipe (``TrainConfig()`` or ``train_config``), saved to the local
+   path of step 1 (interrupted runs resume there), if ``allow_training``; the reason is printed first.
+   Otherwise :class:`ModelUnavailableError` says what was tried and how to fix it.
+
+Without ``huggingface_hub``'s own retries (about 23 s of back-off when the endpoint cannot be reached), the
+"hub unreachable" decision takes at most ``hub_timeout`` seconds (default 5) — in practice milliseconds when
+DNS fails or the port is closed.
+
+The returned dict is in the format of :mod:`.checkpoints` plus a ``"source"`` string saying where it came
+from (see :func:`run_data_source`). The hub file is in paper layout, holds no ``config`` or
+``train_indices``, has ``test_losses`` once per 10 epochs, and its analysed checkpoint is epoch 40,000
+(index 400): see :func:`analysed_checkpoint_index` and :func:`run_config`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .config import TrainConfig
+
+# `.checkpoints` (and through it transformer_lens, ~3 s) is imported inside the functions that read files, so
+# that importing this module — e.g. for the command line's --help — stays cheap.
+
+__all__ = [
+    "HUB_REPO_ID",
+    "HUB_FILENAME",
+    "ANALYSED_EPOCH",
+    "ENV_RUN_PATH",
+    "ENV_HOME",
+    "DEFAULT_RUN_PATH",
+    "ModelUnavailableError",
+    "default_run_path",
+    "user_cache_dir",
+    "checkout_root",
+    "hub_endpoint",
+    "hub_cache_dir",
+    "hub_offline",
+    "probe_endpoint",
+    "cached_hub_file",
+    "download_full_run_data",
+    "load_full_run_data",
+    "analysed_checkpoint_index",
+    "run_data_source",
+    "source_kind",
+    "run_config",
+]
+
+HUB_REPO_ID = "callummcdougall/grokking_full_run_data"
+HUB_FILENAME = "full_run_data.pth"
+#: The epoch of the checkpoint the course analyses (grokking_facts §2).
+ANALYSED_EPOCH = 40_000
+#: Environment variable: full path of the local run file (overrides every other default).
+ENV_RUN_PATH = "PART52_RUN_PATH"
+#: Environment variable: folder of the user cache (used when the package does not run from a checkout).
+ENV_HOME = "PART52_GROKKING_HOME"
+RUN_FILENAME = "full_run_data.pth"
+
+#: Fields of :class:`TrainConfig` that define *which* run a file holds (length and intervals excluded).
+_RUN_DEFINING = ("p", "fn", "frac_train", "seed", "lr", "weight_decay", "betas", "warmup_steps")
+#: The recipe of the hub run (the paper's mainline, 50k epochs, checkpoint every 100, test loss every 10).
+_HUB_RECIPE = dict(TrainConfig().to_dict(), epochs=50_000, save_every=100, test_every=10)
+
+_FIX_HINT = (
+    "To fix this, either\n"
+    "  * connect to the internet (and unset HF_HUB_OFFLINE), or set HF_ENDPOINT to a reachable Hugging Face mirror;\n"
+    "  * or train the model locally: `python -m part52_grokking_and_modular_arithmetic train` (writes {path}),\n"
+    "    or call load_full_run_data(allow_training=True);\n"
+    "  * or put an existing run file at {path} (or set {env} to its path)."
+)
+
+
+class ModelUnavailableError(RuntimeError):
+    """No run data could be found locally, in the Hugging Face cache or on the hub (and training was not allowed)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Where files live
+# ----------------------------------------------------------------------------------------------------------
+def checkout_root() -> Path | None:
+    """The repository root when the package runs from a source checkout (it holds ``Grokking/`` and
+    ``pyproject.toml`` next to the package folder), else ``None`` (an installed package)."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "Grokking").is_dir() and (root / "pyproject.toml").is_file():
+        return root
+    return None
+
+
+def user_cache_dir() -> Path:
+    """``$PART52_GROKKING_HOME``, else ``$XDG_CACHE_HOME/part52_grokking``, else ``~/.cache/part52_grokking``."""
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "part52_grokking"
+
+
+def default_run_path() -> Path:
+    """The local run file, decided when called: ``$PART52_RUN_PATH``; else, from a source checkout,
+    ``<repo>/Grokking/large_files/full_run_data.pth``; else ``<user cache dir>/full_run_data.pth``."""
+    if os.environ.get(ENV_RUN_PATH):
+        return Path(os.environ[ENV_RUN_PATH]).expanduser()
+    root = checkout_root()
+    if root is not None:
+        return root / "Grokking" / "large_files" / RUN_FILENAME
+    return user_cache_dir() / RUN_FILENAME
+
+
+#: :func:`default_run_path` as it was when the package was imported.
+DEFAULT_RUN_PATH: Path = default_run_path()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The hub: settings read at call time, a bounded reachability probe, the cache
+# ----------------------------------------------------------------------------------------------------------
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_offline() -> bool:
+    """True when the hub is switched off: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set now, or
+    ``huggingface_hub`` itself in offline mode (the variable as it was at its import)."""
+    if _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE")):
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_endpoint(endpoint: str | None = None) -> str:
+    """``endpoint``, else ``$HF_ENDPOINT`` (now), else huggingface_hub's endpoint (``https://huggingface.co``)."""
+    if endpoint:
+        return endpoint.rstrip("/")
+    if os.environ.get("HF_ENDPOINT"):
+        return os.environ["HF_ENDPOINT"].rstrip("/")
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The Hugging Face hub cache, read from the environment now (same precedence as huggingface_hub:
+    ``HF_HUB_CACHE``, ``HUGGINGFACE_HUB_CACHE``, ``$HF_HOME/hub``, ``$XDG_CACHE_HOME/huggingface/hub``,
+    ``~/.cache/huggingface/hub``)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.path.expandvars(os.environ[var])).expanduser()
+    if os.environ.get("HF_HOME"):
+        home = Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser()
+    else:
+        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "huggingface"
+    return home / "hub"
+
+
+def _probe_target(endpoint: str) -> tuple[str, int]:
+    """The (host, port) a connection to ``endpoint`` opens first: the proxy's when one applies."""
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"hub endpoint must be an http(s) URL such as https://huggingface.co, got {endpoint!r}")
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme) or urllib.request.getproxies().get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxy_parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if proxy_parts.hostname:
+            return proxy_parts.hostname, proxy_parts.port or (443 if proxy_parts.scheme == "https" else 80)
+    return host, port
+
+
+def probe_endpoint(endpoint: str, timeout: float = 5.0) -> str | None:
+    """Try to open a TCP connection to the hub endpoint (or its proxy) within ``timeout`` seconds.
+
+    Returns ``None`` when it connects, else a short reason ("DNS lookup failed …", "connection refused …",
+    "no answer within 5 s …"). Name resolution runs inside the time limit too (in a daemon thread), so this
+    never takes longer than ``timeout``.
+    """
+    host, port = _probe_target(endpoint)
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except socket.gaierror as e:
+            outcome.append(f"DNS lookup of {host} failed ({e.strerror or e})")
+        except ConnectionRefusedError:
+            outcome.append(f"connection to {host}:{port} refused")
+        except (TimeoutError, socket.timeout):
+            outcome.append(f"no answer from {host}:{port} within {timeout:.1f} s")
+        except OSError as e:
+            outcome.append(f"cannot connect to {host}:{port} ({e.strerror or e})")
+
+    thread = threading.Thread(target=attempt, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"no answer from {host}:{port} within {timeout:.1f} s"
+    return outcome[0]
+
+
+def cached_hub_file(
+    repo_id: str = HUB_REPO_ID,
+    filename: str = HUB_FILENAME,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path | None:
+    """Path of an already-downloaded hub file in the Hugging Face cache (no network), else ``None``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=str(hub_cache_dir(cache_dir)), revision=revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def _remove_from_hub_cache(path: Path, cache_dir: Path) -> bool:
+    """Delete a cached hub file (its snapshot entry and the blob it points to). Only touches files inside
+    ``cache_dir``; returns whether anything was removed."""
+    cache_dir = cache_dir.resolve()
+    targets = [path, path.resolve()]
+    removed = False
+    for target in targets:
+        try:
+            if cache_dir in target.parent.resolve().joinpath(target.name).parents and (target.is_file() or target.is_symlink()):
+                target.unlink()
+                removed = True
+        except OSError:
+            pass
+    return removed
+
+
+def _silent_tqdm_class():
+    from tqdm.auto import tqdm
+
+    class SilentTqdm(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+
+    return SilentTqdm
+
+
+def _describe_hub_error(e: BaseException, url: str, repo_id: str, filename: str, revision: str | None) -> str:
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(e, OfflineModeIsEnabled):
+        return "huggingface_hub is in offline mode (HF_HUB_OFFLINE=1)"
+    if isinstance(e, GatedRepoError):
+        return f"the repository {repo_id} on {url} is gated: it needs a login (`hf auth login`)"
+    if isinstance(e, RepositoryNotFoundError):
+        return f"the repository {repo_id} was not found on {url} (404; or it is private)"
+    if isinstance(e, RevisionNotFoundError):
+        return f"the revision {revision!r} of {repo_id} was not found on {url} (404)"
+    if isinstance(e, RemoteEntryNotFoundError):
+        return f"the file {filename} was not found in {repo_id} on {url} (404)"
+    if isinstance(e, LocalEntryNotFoundError):
+        return f"{url} could not be reached (huggingface_hub gave up after its retries)"
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"the download from {url} failed ({type(e).__name__}: {first_line})"
+
+
+def _fetch_hub(
+    *,
+    repo_id: str,
+    filename: str,
+    revision: str | None,
+    endpoint: str | None,
+    cache_dir: str | os.PathLike | None,
+    progress: bool,
+    hub_timeout: float,
+    notes: list[str],
+) -> tuple[dict, Path, str] | None:
+    """Cached hub file, else a download. Returns ``(data, path, how)`` or ``None`` with the reasons appended
+    to ``notes``. A corrupt cached file is removed (and reported in ``notes``), then downloaded again; a corrupt
+    download is removed and raises :class:`CorruptCheckpointError`."""
+    from .checkpoints import CorruptCheckpointError, load_run_data
+
+    cache = hub_cache_dir(cache_dir)
+    where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
+
+    cached = cached_hub_file(repo_id, filename, revision, cache)
+    if cached is not None:
+        try:
+            return load_run_data(cached), cached, "hub-cache"
+        except CorruptCheckpointError as e:
+            gone = _remove_from_hub_cache(cached, cache)
+            notes.append(
+                f"the cached hub file {cached} is not valid run data ({e}); "
+                + ("it was removed from the Hugging Face cache" if gone else "remove it from the Hugging Face cache")
+            )
+            print(f"[provision] {notes[-1]}; downloading it again.", file=sys.stderr)
+    else:
+        notes.append(f"no cached copy of {where} in the Hugging Face cache {cache}")
+
+    t_start = time.monotonic()  # from here, the "is the hub there?" decision fits in hub_timeout
+    if hub_offline():
+        notes.append("the hub is switched off (HF_HUB_OFFLINE=1), so it was not contacted")
+        return None
+    url = hub_endpoint(endpoint)
+    budget = max(0.05, hub_timeout - (time.monotonic() - t_start) - 0.05)
+    reason = probe_endpoint(url, timeout=budget)
+    if reason is not None:
+        notes.append(f"the hub endpoint {url} is unreachable: {reason} (decided in {time.monotonic() - t_start:.2f} s)")
+        return None
+
+    from huggingface_hub import hf_hub_download
+
+    try:
+        downloaded = Path(
+            hf_hub_download(
+                repo_id,
+                filename,
+                revision=revision,
+                endpoint=url,
+                cache_dir=str(cache),
+                tqdm_class=None if progress else _silent_tqdm_class(),
+            )
+        )
+    except OSError as e:
+        if "Consistency check failed" in str(e):
+            raise CorruptCheckpointError(
+                f"the download of {where} from {url} was cut short ({str(e).splitlines()[0]}). It was not used; "
+                "run the same call again to retry the download."
+            ) from e
+        notes.append(_describe_hub_error(e, url, repo_id, filename, revision))
+        return None
+    except Exception as e:  # httpx errors and the like: report, do not crash the fallback
+        notes.append(_describe_hub_error(e, url, repo_id, filename, revision))
+        return None
+    try:
+        data = load_run_data(downloaded)
+    except CorruptCheckpointError as e:
+        gone = _remove_from_hub_cache(downloaded, cache)
+        raise CorruptCheckpointError(
+            f"the file downloaded from {url} ({where}) is not valid run data: {e}\n"
+            + (
+                f"It was removed from the Hugging Face cache ({cache}); run the same call again to download it again."
+                if gone
+                else f"Remove {downloaded} from the Hugging Face cache ({cache}) and run the call again."
+            )
+        ) from e
+    return data, downloaded, "hub"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Public entry points
+# ----------------------------------------------------------------------------------------------------------
+def download_full_run_data(
+    out: str | os.PathLike | None = None,
+    *,
+    repo_id: str = HUB_REPO_ID,
+    filename: str = HUB_FILENAME,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    hub_timeout: float = 5.0,
+) -> Path:
+    """Hub only: make sure the hub file is in the Hugging Face cache (downloading it if needed), validate it,
+    and return its path — or, with ``out``, copy it there (atomically) and return ``out``.
+
+    Raises :class:`ModelUnavailableError` (within ``hub_timeout`` s when the hub cannot be reached) or
+    :class:`CorruptCheckpointError`.
+    """
+    notes: list[str] = []
+    got = _fetch_hub(
+        repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
+        progress=progress, hub_timeout=hub_timeout, notes=notes,
+    )
+    if got is None:
+        raise ModelUnavailableError(
+            f"could not download {repo_id}/{filename}:\n" + "".join(f"  - {n}\n" for n in notes)
+            + "Connect to the internet (and unset HF_HUB_OFFLINE), or set HF_ENDPOINT / --endpoint to a reachable "
+            "mirror; or train locally instead: `python -m part52_grokking_and_modular_arithmetic train`."
+        )
+    _, path, _ = got
+    if out is None:
+        return path
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.download.tmp")
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def _config_mismatch(a: TrainConfig, b: TrainConfig) -> list[str]:
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{k}: {da[k]!r} vs {db[k]!r}" for k in _RUN_DEFINING if da[k] != db[k]]
+
+
+def _is_complete(data: dict) -> bool:
+    """Whether a run of ours reached its configured length (or its early-stop loss): the trainer's
+    ``resume["finished"]`` flag when present, else judged from ``config``. Files without a ``config`` (the hub
+    file) count as complete."""
+    resume = data.get("resume")
+    if isinstance(resume, dict) and "finished" in resume:
+        return bool(resume["finished"])
+    cfg = data.get("config")
+    if not isinstance(cfg, dict) or "epochs" not in cfg:
+        return True
+    if len(data["train_losses"]) >= int(cfg["epochs"]):
+        return True
+    stop = cfg.get("stop_at_test_loss")
+    return stop is not None and len(data["test_losses"]) > 0 and float(data["test_losses"][-1]) < float(stop)
+
+
+def _train(config: TrainConfig, out: Path, progress: bool, why: str, cause: str) -> dict:
+    """Run the trainer, saying first why and what; ``cause`` goes into the data's ``source``."""
+    print(
+        f"[provision] {why}\n"
+        f"[provision] Training the model locally (p={config.p}, fn={config.fn}, frac_train={config.frac_train}, "
+        f"seed={config.seed}, {config.epochs:,} epochs, a checkpoint every {config.save_every}) -> {out}\n"
+        "[provision] This takes a while on a CPU; if it is interrupted, the same call resumes from the last checkpoint.",
+        flush=True,
+    )
+    from .train import train  # imported late: the trainer is only needed on this path
+
+    data = train(config, out=out, resume=True, progress=progress)
+    data["source"] = f"trained locally: {out} ({cause})"
+    return data
+
+
+def load_full_run_data(
+    path: str | os.PathLike | None = None,
+    *,
+    allow_training: bool = True,
+    repo_id: str = HUB_REPO_ID,
+    filename: str = HUB_FILENAME,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    train_config: TrainConfig | None = None,
+    progress: bool = True,
+    hub_timeout: float = 5.0,
+) -> dict:
+    """The checkpoint history of the grokking run: a local file, else the hub file, else a local training run.
+
+    Args:
+        path: local run file (default :func:`default_run_path`). Read if it exists; training writes it.
+        allow_training: train locally when nothing else is available (else raise :class:`ModelUnavailableError`).
+        repo_id, filename, revision: the hub file (default: the course's file at ``main``).
+        endpoint: hub URL (default ``$HF_ENDPOINT`` or https://huggingface.co).
+        cache_dir: Hugging Face cache folder (default: from ``HF_HUB_CACHE`` / ``HF_HOME``).
+        train_config: the recipe to train with (default ``TrainConfig()``). A recipe other than the hub run's
+            skips the hub; a local file made with a different recipe raises ``ValueError``.
+        progress: progress bars for the download and the training.
+        hub_timeout: seconds allowed to decide that the hub endpoint is unreachable.
+
+    Returns:
+        The run-data dict (:mod:`.checkpoints` format) with a ``"source"`` entry (:func:`run_data_source`).
+
+    Raises:
+        CorruptCheckpointError: the local file, or the downloaded file, is truncated or malformed.
+        ModelUnavailableError: nothing found and ``allow_training=False``.
+    """
+    from .checkpoints import CorruptCheckpointError, load_run_data
+
+    path = Path(path).expanduser() if path is not None else default_run_path()
+    notes: list[str] = []
+
+    # 1. the local file
+    if path.exists():
+        try:
+            data = load_run_data(path)
+        except CorruptCheckpointError as e:
+            raise CorruptCheckpointError(
+                f"{e}\nThe local run file {path} was left untouched. Move or delete it, then call again "
+                f"(the data will be fetched from the hub or trained again), or pass another path."
+            ) from e
+        if train_config is not None and isinstance(data.get("config"), dict):
+            diff = _config_mismatch(TrainConfig.from_dict(data["config"]), train_config)
+            if diff:
+                raise ValueError(
+                    f"{path} holds a run with a different recipe than train_config ({'; '.join(diff)}). "
+                    "Pass another path for this recipe, or move that file away."
+                )
+        if not _is_complete(data):
+            cfg = TrainConfig.from_dict(data["config"]) if train_config is None else train_config
+            why = f"{path} holds an unfinished run ({len(data['train_losses']):,} of {cfg.epochs:,} epochs)."
+            if allow_training:
+                return _train(cfg, path, progress, why + " Resuming it.", "resumed an unfinished run")
+            print(f"[provision] {why} Using it as it is (allow_training=False).", file=sys.stderr)
+        data["source"] = f"local file: {path}"
+        return data
+    notes.append(f"no local run file at {path}")
+
+    # 2. the hub (its cache first)
+    use_hub = True
+    if train_config is not None:
+        diff = _config_mismatch(TrainConfig.from_dict(_HUB_RECIPE), train_config)
+        if diff:
+            use_hub = False
+            notes.append(f"the hub run was skipped: train_config asks for another recipe ({'; '.join(diff)})")
+    if use_hub:
+        got = _fetch_hub(
+            repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
+            progress=progress, hub_timeout=hub_timeout, notes=notes,
+        )
+        if got is not None:
+            data, where, how = got
+            label = "hub file (cached)" if how == "hub-cache" else "hub file (downloaded)"
+            data["source"] = f"{label}: {repo_id}/{filename} at {where}"
+            return data
+
+    # 3. local training, or a clear error
+    if allow_training:
+        why = "No run data found:" + "".join(f"\n[provision]   - {n}" for n in notes)
+        return _train(train_config or TrainConfig(), path, progress, why, notes[-1])
+    raise ModelUnavailableError(
+        "No run data available (allow_training=False). Tried:\n" + "".join(f"  - {n}\n" for n in notes)
+        + _FIX_HINT.format(path=path, env=ENV_RUN_PATH)
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers on run data
+# ----------------------------------------------------------------------------------------------------------
+def analysed_checkpoint_index(run_data: dict, epoch: int = ANALYSED_EPOCH) -> int:
+    """Index into ``run_data["state_dicts"]`` of the checkpoint at ``epoch`` (40,000: the model the course
+    analyses; index 400 in the hub file), or of the last checkpoint when the run has no such epoch."""
+    epochs = [int(e) for e in run_data["epochs"]]
+    if not epochs:
+        raise ValueError("run data holds no checkpoints")
+    return epochs.index(epoch) if epoch in epochs else len(epochs) - 1
+
+
+_SOURCE_KINDS = {
+    "local file": "local",
+    "hub file (cached)": "hub-cache",
+    "hub file (downloaded)": "hub",
+    "trained locally": "trained",
+}
+
+
+def run_data_source(run_data: dict) -> str:
+    """Where :func:`load_full_run_data` got this data: ``"local file: PATH"``, ``"hub file (cached): …"``,
+    ``"hub file (downloaded): …"`` or ``"trained locally: PATH (why)"``; ``"unknown"`` otherwise."""
+    return str(run_data.get("source", "unknown"))
+
+
+def source_kind(run_data: dict) -> str:
+    """``"local"``, ``"hub-cache"``, ``"hub"``, ``"trained"`` or ``"unknown"`` (see :func:`run_data_source`)."""
+    label = run_data_source(run_data).split(":", 1)[0]
+    return _SOURCE_KINDS.get(label, "unknown")
+
+
+def run_config(run_data: dict) -> TrainConfig:
+    """The recipe of a run: its stored ``config``, or — for the hub file, which stores none — the paper's
+    mainline recipe with ``p`` read from the weights, the length from ``train_losses``, the checkpoint interval
+    from ``epochs`` and the test interval from the number of ``test_losses``."""
+    if isinstance(run_data.get("config"), dict):
+        return TrainConfig.from_dict(run_data["config"])
+    p = int(run_data["state_dicts"][0]["embed.W_E"].shape[-1]) - 1
+    n_epochs = len(run_data["train_losses"])
+    epochs = [int(e) for e in run_data["epochs"]]
+    save_every = epochs[1] - epochs[0] if len(epochs) > 1 else max(n_epochs, 1)
+    n_test = len(run_data["test_losses"])
+    test_every = max(1, math.ceil(n_epochs / n_test)) if n_test else 1
+    return TrainConfig.from_dict(dict(_HUB_RECIPE, p=p, epochs=max(n_epochs, 1), save_every=max(save_every, 1), test_every=test_every))

@@ -1,0 +1,199 @@
+"""A tiny stand-in for the Hugging Face hub on 127.0.0.1, for testing the real ``hf_hub_download`` path offline.
+
+It answers what ``huggingface_hub.hf_hub_download`` asks for (environment.md, "Hugging Face hub without a
+network"):
+
+* ``HEAD`` / ``GET /{repo_id}/resolve/{revision}/{filename}`` -> 200 with ``X-Repo-Commit`` (40 hex chars),
+  ``ETag`` (quoted sha256 of the bytes) and ``Content-Length``; ``GET`` honours a ``Range: bytes=N-`` header
+  (206) so a resumed download works;
+* a missing file of a known repo -> 404 with ``X-Error-Code: EntryNotFound``; an unknown repo -> 404 with
+  ``X-Error-Code: RepoNotFound``; an unknown revision -> 404 with ``X-Error-Code: RevisionNotFound``;
+* anything else (e.g. ``GET /api/agent-harnesses``) -> 404.
+
+No ``X-Xet-*`` headers are sent, so the client uses a plain HTTP download. Every request is recorded in
+:attr:`FakeHub.requests` as ``(method, path)``.
+
+Usage::
+
+    with FakeHub({("user/repo", "file.pth"): data_bytes}) as hub:
+        hf_hub_download("user/repo", "file.pth", endpoint=hub.url, cache_dir=tmp)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+__all__ = ["FakeHub", "COMMIT", "make_paper_run_data", "to_bytes"]
+
+#: The commit hash every file of the fake hub is served at.
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
+_RANGE = re.compile(r"^bytes=(\d+)-$")
+
+
+class FakeHub:
+    """Serve ``files`` (``{(repo_id, filename): bytes}``) on ``127.0.0.1`` at an ephemeral port (bound at
+    construction, served from :meth:`start` / ``with`` until :meth:`stop`).
+
+    ``files`` may be changed while the server runs (e.g. to serve a fixed file after a corrupt one); each
+    response reads it afresh. The ETag follows the bytes, as on the real hub.
+    """
+
+    def __init__(self, files: dict[tuple[str, str], bytes] | None = None, commit: str = COMMIT) -> None:
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            raise ValueError(f"commit must be 40 lowercase hex characters, got {commit!r}")
+        self.files: dict[tuple[str, str], bytes] = dict(files or {})
+        self.commit = commit
+        self.requests: list[tuple[str, str]] = []
+        self._server: ThreadingHTTPServer | None = self._bind()  # bound now, so `url` is known before start()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the fake hub was stopped")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def _bind(self) -> ThreadingHTTPServer:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_HEAD(self) -> None:
+                hub._answer(self, send_body=False)
+
+            def do_GET(self) -> None:
+                hub._answer(self, send_body=True)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        return server
+
+    def start(self) -> "FakeHub":
+        if self._server is None:
+            self._server = self._bind()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            if self._thread is not None:
+                self._server.shutdown()
+                self._thread = None
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "FakeHub":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- requests ----------------------------------------------------------------------------------------
+    def resolve_requests(self) -> list[tuple[str, str]]:
+        """The recorded requests for files (``/resolve/``), in order."""
+        return [r for r in self.requests if "/resolve/" in r[1]]
+
+    def _answer(self, handler: BaseHTTPRequestHandler, send_body: bool) -> None:
+        path = unquote(handler.path.split("?", 1)[0])
+        self.requests.append((handler.command, path))
+        match = _RESOLVE.match(path)
+        if match is None:
+            return self._not_found(handler, None, send_body)
+        repo, rev, filename = match["repo"], match["rev"], match["file"]
+        if not any(r == repo for r, _ in self.files):
+            return self._not_found(handler, "RepoNotFound", send_body)
+        if rev not in ("main", self.commit):
+            return self._not_found(handler, "RevisionNotFound", send_body)
+        data = self.files.get((repo, filename))
+        if data is None:
+            return self._not_found(handler, "EntryNotFound", send_body, commit=True)
+
+        start = 0
+        range_header = handler.headers.get("Range")
+        if range_header and (m := _RANGE.match(range_header.strip())) and int(m[1]) < len(data):
+            start = int(m[1])
+        body = data[start:]
+        handler.send_response(206 if start else 200)
+        handler.send_header("X-Repo-Commit", self.commit)
+        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        handler.send_header("Content-Length", str(len(body)))
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.send_header("Accept-Ranges", "bytes")
+        if start:
+            handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        handler.end_headers()
+        if send_body:
+            handler.wfile.write(body)
+
+    def _not_found(self, handler: BaseHTTPRequestHandler, error_code: str | None, send_body: bool, commit: bool = False) -> None:
+        body = b'{"error": "not found"}'
+        handler.send_response(404)
+        if error_code is not None:
+            handler.send_header("X-Error-Code", error_code)
+        if commit:
+            handler.send_header("X-Repo-Commit", self.commit)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if send_body:
+            handler.wfile.write(body)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Run files to serve (small but real: the paper model's shapes, paper layout)
+# ----------------------------------------------------------------------------------------------------------
+def make_paper_run_data(p: int = 23, n_checkpoints: int = 3, save_every: int = 100, test_every: int = 10, *, ours: bool = False) -> dict:
+    """A run-data dict in the hub file's format: paper-layout state dicts (each a differently seeded
+    paper-init model, with the ``blocks.0.attn.mask`` buffer the released files carry), ``epochs``, one train
+    loss per epoch and one test loss per ``test_every`` epochs. With ``ours=True`` it also holds ``config``
+    and ``train_indices``, like a run of our trainer."""
+    import torch
+
+    from part52_grokking_and_modular_arithmetic.config import TrainConfig
+    from part52_grokking_and_modular_arithmetic.data import train_test_split
+    from part52_grokking_and_modular_arithmetic.layout import transformer_lens_to_paper
+    from part52_grokking_and_modular_arithmetic.model import make_model
+
+    state_dicts = []
+    for seed in range(n_checkpoints):
+        sd = transformer_lens_to_paper({k: v.detach().clone() for k, v in make_model(p, seed=seed).state_dict().items()})
+        sd["blocks.0.attn.mask"] = torch.tril(torch.ones(3, 3))
+        state_dicts.append(sd)
+    n_epochs = save_every * n_checkpoints  # like the hub file: 50,000 epochs, checkpoints at 0, 100, ..., 49,900
+    gen = torch.Generator().manual_seed(0)
+    data = {
+        "state_dicts": state_dicts,
+        "epochs": [save_every * i for i in range(n_checkpoints)],
+        "train_losses": (torch.rand(n_epochs, generator=gen) * 5).tolist(),
+        "test_losses": (torch.rand(n_epochs // test_every, generator=gen) * 5).tolist(),
+    }
+    if ours:
+        cfg = TrainConfig(p=p, epochs=n_epochs, save_every=save_every, test_every=test_every)
+        data["config"] = cfg.to_dict()
+        data["train_indices"] = train_test_split(p, cfg.frac_train, cfg.seed)[0]
+    return data
+
+
+def to_bytes(obj) -> bytes:
+    """``torch.save`` into bytes."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()

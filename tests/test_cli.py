@@ -1,0 +1,202 @@
+"""The command line: help text, `info`, `download` against a fake hub, `train` (stand-in and real trainer),
+and the hand-over to report.py. No network beyond 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fake_hub import FakeHub, make_paper_run_data, to_bytes
+from part52_grokking_and_modular_arithmetic import cli, provision
+from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save, load_run_data
+from part52_grokking_and_modular_arithmetic.config import TrainConfig
+
+REPO, FILE = provision.HUB_REPO_ID, provision.HUB_FILENAME
+HAS_TRAINER = importlib.util.find_spec("part52_grokking_and_modular_arithmetic.train") is not None
+
+
+@pytest.fixture(autouse=True)
+def isolated_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv(provision.ENV_RUN_PATH, str(tmp_path / "local" / "full_run_data.pth"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def help_text(capsys, argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_top_level_help_lists_the_commands(capsys):
+    out = help_text(capsys, ["--help"])
+    for command in ("train", "download", "info", "report"):
+        assert command in out
+
+
+def test_train_help_documents_every_option_with_its_default(capsys):
+    out = " ".join(help_text(capsys, ["train", "--help"]).split())  # undo line wrapping
+    flags = {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(TrainConfig)}
+    for name, flag in flags.items():
+        assert flag in out, f"{flag} ({name}) is not an option of `train`"
+    for flag in ("--out", "--no-resume", "--quiet"):
+        assert flag in out
+    d = TrainConfig()
+    for default in (f"default: {d.p}", f"default: {d.fn}", f"default: {d.frac_train}", f"default: {d.seed}",
+                    f"default: {d.epochs:,}", f"default: {d.save_every}", f"default: {d.test_every}",
+                    f"default: {d.warmup_steps}", f"default: {d.lr:g}", "default: 0.9 0.98"):
+        assert default in out
+    assert str(provision.default_run_path()) in out.replace(" ", "")  # argparse may wrap the path at a hyphen
+
+
+def test_download_help(capsys):
+    out = help_text(capsys, ["download", "--help"])
+    for flag in ("--out", "--endpoint", "--repo-id", "--filename", "--revision", "--timeout", REPO, FILE):
+        assert flag in out
+
+
+def test_bad_arguments_exit_with_status_2(capsys):
+    for argv in ([], ["train", "--epochs", "0"], ["train", "--fn", "multiply"], ["nope"]):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2
+    capsys.readouterr()
+
+
+def test_invalid_config_is_a_clear_error(capsys):
+    assert cli.main(["train", "--p", "24", "--quiet"]) == 1
+    assert "p must be an odd prime" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_info_on_our_run_and_on_a_hub_like_file(tmp_path, capsys):
+    ours = make_paper_run_data(23, n_checkpoints=2, ours=True)
+    atomic_save(ours, tmp_path / "ours.pth")
+    assert cli.main(["info", str(tmp_path / "ours.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "p:               23" in out and "2 at epochs 0 … 100" in out
+    assert f"train {ours['train_losses'][-1]:.3e}" in out and f"test {ours['test_losses'][-1]:.3e}" in out
+    assert "config:          p=23" in out and "stored" in out
+
+    hub_like = make_paper_run_data(23, n_checkpoints=2)
+    atomic_save(hub_like, tmp_path / "hub.pth")
+    assert cli.main(["info", str(tmp_path / "hub.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "none stored (hub file)" in out and "every 10 epochs" in out and "not stored" in out
+
+
+def test_info_defaults_to_the_run_path_and_reports_bad_files(tmp_path, capsys):
+    assert cli.main(["info"]) == 1
+    assert f"no checkpoint file at {tmp_path / 'local' / 'full_run_data.pth'}" in capsys.readouterr().err
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage")
+    assert cli.main(["info", str(bad)]) == 1
+    assert "not a readable torch checkpoint" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_download_from_a_fake_hub(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    raw = to_bytes(make_paper_run_data(23, n_checkpoints=2))
+    with FakeHub({(REPO, FILE): raw}) as hub:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        out = tmp_path / "copy.pth"
+        assert cli.main(["download", "--endpoint", hub.url, "--out", str(out), "--quiet"]) == 0
+    assert out.read_bytes() == raw and str(out) in capsys.readouterr().out
+    assert cli.main(["download", "--endpoint", f"http://127.0.0.1:{closed_port()}", "--repo-id", "a/b"]) == 1
+    err = capsys.readouterr().err
+    assert "could not download a/b" in err and "HF_HUB_OFFLINE" in err
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_train_passes_the_options_to_the_trainer(tmp_path, monkeypatch, capsys):
+    import types
+
+    calls = []
+
+    def fake_train(config, out=None, *, resume=True, progress=True):
+        calls.append((config, Path(out), resume, progress))
+        return make_paper_run_data(23, n_checkpoints=2, ours=True)
+
+    module = types.ModuleType("part52_grokking_and_modular_arithmetic.train")
+    module.train = fake_train
+    monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.train", module)
+    argv = ["train", "--p", "23", "--fn", "subtract", "--frac-train", "0.5", "--seed", "3", "--lr", "0.002",
+            "--weight-decay", "0.5", "--betas", "0.8", "0.99", "--warmup-steps", "5", "--epochs", "300",
+            "--save-every", "50", "--test-every", "5", "--stop-at-test-loss", "1e-3", "--out", str(tmp_path / "r.pth"),
+            "--no-resume", "--quiet"]
+    assert cli.main(argv) == 0
+    expected = TrainConfig(p=23, fn="subtract", frac_train=0.5, seed=3, lr=0.002, weight_decay=0.5, betas=(0.8, 0.99),
+                           warmup_steps=5, epochs=300, save_every=50, test_every=5, stop_at_test_loss=1e-3)
+    assert calls == [(expected, tmp_path / "r.pth", False, False)]
+    assert cli.main(["train", "--quiet"]) == 0  # defaults: the paper recipe, written to the default run path
+    assert calls[-1] == (TrainConfig(), tmp_path / "local" / "full_run_data.pth", True, False)
+    assert "Wrote" in capsys.readouterr().out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models train ~10x faster on one thread when the machine's cores are shared."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not HAS_TRAINER, reason="train.py (the trainer helper's module) is not written yet")
+def test_train_writes_a_valid_run_file(tmp_path, capsys, one_torch_thread):
+    out = tmp_path / "tiny.pth"
+    argv = ["train", "--p", "23", "--epochs", "100", "--save-every", "25", "--test-every", "10", "--out", str(out), "--quiet"]
+    assert cli.main(argv) == 0
+    data = load_run_data(out, p=23)
+    assert data["epochs"] == [0, 25, 50, 75] and len(data["train_losses"]) == 100 and len(data["test_losses"]) == 10
+    assert data["config"]["p"] == 23 and data["config"]["epochs"] == 100
+    assert data["train_losses"][-1] < data["train_losses"][0]  # it learned something
+    assert cli.main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "p:               23" in info and "status:          finished" in info
+
+
+# ----------------------------------------------------------------------------------------------------------
+def test_report_forwards_its_arguments(monkeypatch):
+    import types
+
+    seen = []
+    module = types.ModuleType("part52_grokking_and_modular_arithmetic.report")
+    module.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.report", module)
+    assert cli.main(["report", "--out-dir", "x", "--no-training", "--help"]) == 0
+    assert seen == [["--out-dir", "x", "--no-training", "--help"]]
+
+
+def test_report_without_report_module_says_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.report", None)  # import fails
+    assert cli.main(["report"]) == 1
+    assert "needs part52_grokking_and_modular_arithmetic.report" in capsys.readouterr().err
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "part52_grokking_and_modular_arithmetic", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "download" in result.stdout
