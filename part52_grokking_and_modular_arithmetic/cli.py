@@ -5,6 +5,8 @@ Commands:
 
 * ``train``    — train the model with the paper's recipe (every :class:`~.config.TrainConfig` field is an
   option) and write the checkpoint history, resuming an interrupted run at the same path;
+* ``fetch``    — make sure the default checkpoint history is available, as the notebooks get it: the local
+  file, else the hub, else local training (:func:`.provision.load_full_run_data`);
 * ``download`` — fetch the course's checkpoint history from the Hugging Face hub (hub only);
 * ``info``     — say what a run file holds (p, epochs, checkpoints, final losses, config);
 * ``report``   — the main job of :mod:`.report` (provision the model, run the solutions notebook, write an
@@ -117,6 +119,21 @@ def _add_download_parser(sub) -> None:
     dp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_fetch_parser(sub) -> None:
+    fp = sub.add_parser(
+        "fetch",
+        help="make the default checkpoint history available: local file, else the hub, else train it locally",
+        description=(
+            "Do what the notebooks do when they call utils.load_full_run_data(): use the local file if it exists, "
+            "else download the course's file from the Hugging Face hub, else train the model locally with the "
+            "paper's recipe (saying why). Prints a summary of the run."
+        ),
+    )
+    fp.add_argument("--out", type=Path, default=None, help="the local run file (default: the package's default run path)")
+    fp.add_argument("--no-training", action="store_true", help="fail instead of training when neither file nor hub is available")
+    fp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def _add_info_parser(sub) -> None:
     ip = sub.add_parser(
         "info",
@@ -142,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Grokking & Modular Arithmetic: train, download and inspect the checkpoint history of the grokking run.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,download,info,report}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,fetch,download,info,report}")
     sub.required = True
     _add_train_parser(sub)
+    _add_fetch_parser(sub)
     _add_download_parser(sub)
     _add_info_parser(sub)
     _add_report_parser(sub)
@@ -182,6 +200,18 @@ def _cmd_download(args) -> int:
         progress=not args.quiet, hub_timeout=args.timeout,
     )
     print(f"Checked {args.repo_id}/{args.filename}: {path}")
+    return 0
+
+
+def _cmd_fetch(args) -> int:
+    import time
+
+    from .provision import load_full_run_data, run_data_source
+
+    start = time.perf_counter()
+    data = load_full_run_data(args.out, allow_training=not args.no_training, progress=not args.quiet)
+    print(f"Run data ready in {time.perf_counter() - start:.1f} s ({run_data_source(data)})")
+    print(_format_info(data))
     return 0
 
 
@@ -254,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoints import CorruptCheckpointError
     from .provision import ModelUnavailableError
 
-    commands = {"train": _cmd_train, "download": _cmd_download, "info": _cmd_info, "report": _cmd_report}
+    commands = {"train": _cmd_train, "fetch": _cmd_fetch, "download": _cmd_download, "info": _cmd_info, "report": _cmd_report}
     try:
         return commands[args.command](args)
     except (ModelUnavailableError, CorruptCheckpointError, FileNotFoundError, ValueError) as e:

@@ -45,7 +45,7 @@ def help_text(capsys, argv) -> str:
 # ----------------------------------------------------------------------------------------------------------
 def test_top_level_help_lists_the_commands(capsys):
     out = help_text(capsys, ["--help"])
-    for command in ("train", "download", "info", "report"):
+    for command in ("train", "fetch", "download", "info", "report"):
         assert command in out
 
 
@@ -200,3 +200,16 @@ def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "part52_grokking_and_modular_arithmetic", "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "download" in result.stdout
+
+
+def test_fetch_uses_the_local_file_and_fails_clearly_without_one(tmp_path, monkeypatch, capsys):
+    ours = make_paper_run_data(23, n_checkpoints=2, ours=True)
+    atomic_save(ours, tmp_path / "local" / "full_run_data.pth")
+    assert cli.main(["fetch", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "local file" in out and "p:               23" in out
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert cli.main(["fetch", "--no-training", "--out", str(tmp_path / "missing.pth")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "train" in err
