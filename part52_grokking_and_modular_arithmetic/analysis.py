@@ -1,0 +1,686 @@
+"""Analysis of a trained modular-arithmetic model: the computations of the course's Sections 1-3.
+
+Everything here is a pure function of a model (or of tensors); ``p`` is always read from the model
+(``p = model.cfg.d_vocab - 1``, the ``=`` token being id ``p``) or from tensor shapes. Nothing is computed at
+import time.
+
+Contents, in course order:
+
+* course helper values: :func:`get_course_weights` (the chapter's ``W_E``, ``W_U``, ``W_Q`` ... and
+  ``final_pos_resid_initial``), :func:`get_original_logits`;
+* activations over all p^2 inputs: :func:`get_key_activations` / :func:`key_activations_from_cache`;
+* effective weights: :func:`get_effective_weights` (``W_logit``, ``W_neur``, ``W_attn``);
+* neuron frequencies: :func:`get_fourier_neuron_acts`, :func:`mean_squared_fourier_coefficients`,
+  :func:`find_neuron_freqs`, :func:`neuron_clusters`, :func:`key_frequencies`;
+* logit surgery (Section 2): :func:`trig_logits`, :func:`restricted_loss`, :func:`analyse_neurons`,
+  :func:`projected_neuron_logits`, :func:`cluster_ablation_losses`, :func:`neuron_surgery_losses`;
+* the ReLU quadratic-term toy fit: :func:`relu_quadratic_fit`;
+* progress measures (Section 3): :func:`excl_loss`, :func:`fourier_embed`, :func:`embed_SVD`;
+* a hand-built model that computes (x + y) mod p with the Fourier algorithm, no training needed (tests and
+  demos): :func:`make_fourier_model`.
+
+Published-chapter bugs fixed here (grokking_facts §5): the per-frequency block helper keeps the last
+frequency (``fourier.arrange_by_2d_freqs``), :func:`fourier_embed` left-multiplies by ``F`` (not ``F.T``),
+and :func:`embed_SVD` drops the ``=`` *row* of ``W_E`` (not a ``d_model`` column).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import ActivationCache, HookedTransformer
+
+from .data import make_all_data, make_labels, train_test_split
+from .fourier import (
+    arrange_by_2d_freqs,
+    fft2d,
+    fourier_basis,
+    n_frequencies,
+    project_onto_frequency,
+    trig_sum_directions_matrix,
+)
+from .losses import cross_entropy_high_precision, score_logits
+from .model import make_model
+
+__all__ = [
+    "CLUSTER_THRESHOLD",
+    "UNCLUSTERED",
+    "KEY_CLUSTER_MIN_FRACTION",
+    "infer_p",
+    "CourseWeights",
+    "get_course_weights",
+    "get_original_logits",
+    "KeyActivations",
+    "key_activations_from_cache",
+    "get_key_activations",
+    "EffectiveWeights",
+    "effective_weights_from",
+    "get_effective_weights",
+    "get_fourier_neuron_acts",
+    "mean_squared_fourier_coefficients",
+    "find_neuron_freqs",
+    "neuron_clusters",
+    "key_frequencies",
+    "embedding_frequency_norms",
+    "trig_logits",
+    "restricted_loss",
+    "projected_neuron_acts",
+    "NeuronAnalysis",
+    "analyse_neurons",
+    "projected_neuron_logits",
+    "cluster_ablated_logits",
+    "cluster_ablation_losses",
+    "neuron_surgery_losses",
+    "ReluQuadraticFit",
+    "relu_quadratic_fit",
+    "excluded_logits",
+    "excl_loss",
+    "excl_loss_from_logits",
+    "fourier_embed",
+    "embed_SVD",
+    "make_fourier_model",
+]
+
+#: A neuron belongs to a frequency's cluster when that frequency's 3x3 block explains at least this fraction
+#: of its centred activations' squared 2D Fourier coefficients (paper: 0.85).
+CLUSTER_THRESHOLD = 0.85
+#: Cluster label of the neurons no single frequency explains (the "always firing" group).
+UNCLUSTERED = -1
+#: :func:`key_frequencies` keeps a frequency whose cluster holds at least this fraction of the MLP neurons.
+KEY_CLUSTER_MIN_FRACTION = 0.01
+
+
+# --------------------------------------------------------------------------------------------------------
+# Course helper values
+# --------------------------------------------------------------------------------------------------------
+
+
+def infer_p(model: HookedTransformer) -> int:
+    """The modulus of a course model: ``d_vocab - 1`` (the last token, id ``p``, is ``=``)."""
+    cfg = model.cfg
+    p = cfg.d_vocab - 1
+    if cfg.d_vocab_out not in (cfg.d_vocab, p):
+        raise ValueError(
+            f"not a modular-arithmetic course model: d_vocab={cfg.d_vocab} (expected p + 1) but "
+            f"d_vocab_out={cfg.d_vocab_out} (expected p + 1 or p)"
+        )
+    if p < 3 or p % 2 == 0:
+        raise ValueError(f"model.cfg.d_vocab - 1 = {p} is not an odd modulus >= 3")
+    return p
+
+
+@dataclass(frozen=True)
+class CourseWeights:
+    """The chapter's helper variables, read from layer 0 of a model (TransformerLens layout, detached).
+
+    ``W_E`` and ``W_U`` have the ``=`` token dropped (``W_E_full[:-1]`` / ``W_U_full[:, :-1]``), as in the
+    chapter. ``final_pos_resid_initial = W_E_full[-1] + W_pos[2]`` is the residual stream at the ``=``
+    position before attention.
+    """
+
+    p: int
+    W_E: Float[Tensor, "p d_model"]
+    W_U: Float[Tensor, "d_model p"]
+    W_E_full: Float[Tensor, "d_vocab d_model"]
+    W_U_full: Float[Tensor, "d_model d_vocab_out"]
+    W_pos: Float[Tensor, "n_ctx d_model"]
+    W_Q: Float[Tensor, "n_heads d_model d_head"]
+    W_K: Float[Tensor, "n_heads d_model d_head"]
+    W_V: Float[Tensor, "n_heads d_model d_head"]
+    W_O: Float[Tensor, "n_heads d_head d_model"]
+    W_in: Float[Tensor, "d_model d_mlp"]
+    b_in: Float[Tensor, "d_mlp"]
+    W_out: Float[Tensor, "d_mlp d_model"]
+    b_out: Float[Tensor, "d_model"]
+    final_pos_resid_initial: Float[Tensor, "d_model"]
+
+    def as_dict(self) -> dict[str, object]:
+        """The fields as a plain dict (e.g. ``globals().update(weights.as_dict())`` in a notebook)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@torch.no_grad()
+def get_course_weights(model: HookedTransformer) -> CourseWeights:
+    """Read the chapter's helper variables from ``model`` (see :class:`CourseWeights`)."""
+    p = infer_p(model)
+    block = model.blocks[0]
+    W_E_full = model.W_E.detach().clone()
+    W_U_full = model.W_U.detach().clone()
+    W_pos = model.W_pos.detach().clone()
+    return CourseWeights(
+        p=p,
+        W_E=W_E_full[:-1],
+        W_U=W_U_full[:, :p],
+        W_E_full=W_E_full,
+        W_U_full=W_U_full,
+        W_pos=W_pos,
+        W_Q=block.attn.W_Q.detach().clone(),
+        W_K=block.attn.W_K.detach().clone(),
+        W_V=block.attn.W_V.detach().clone(),
+        W_O=block.attn.W_O.detach().clone(),
+        W_in=block.mlp.W_in.detach().clone(),
+        b_in=block.mlp.b_in.detach().clone(),
+        W_out=block.mlp.W_out.detach().clone(),
+        b_out=block.mlp.b_out.detach().clone(),
+        final_pos_resid_initial=W_E_full[-1] + W_pos[-1],
+    )
+
+
+def _all_data_for(model: HookedTransformer, all_data: Int[Tensor, "batch 3"] | None) -> Tensor:
+    p = infer_p(model)
+    if all_data is None:
+        all_data = make_all_data(p)
+    return all_data.to(model.cfg.device)
+
+
+@torch.no_grad()
+def get_original_logits(model: HookedTransformer, all_data: Int[Tensor, "batch 3"] | None = None) -> Float[Tensor, "batch p"]:
+    """Last-position logits over ``all_data`` (default: all p^2 inputs), ``=`` logit dropped: ``(batch, p)``."""
+    p = infer_p(model)
+    return model(_all_data_for(model, all_data))[:, -1, :p]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Activations
+# --------------------------------------------------------------------------------------------------------
+
+
+class KeyActivations(NamedTuple):
+    """The activations the chapter studies, at the last (``=``) position, one row per input."""
+
+    attn_mat: Float[Tensor, "batch n_heads n_ctx"]  #: attention paid by the ``=`` query to each key position
+    neuron_acts_post: Float[Tensor, "batch d_mlp"]  #: MLP activations after the ReLU
+    neuron_acts_pre: Float[Tensor, "batch d_mlp"]  #: MLP activations before the ReLU
+
+
+_KEY_HOOKS = ("blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post", "blocks.0.mlp.hook_pre")
+
+
+def key_activations_from_cache(cache: ActivationCache) -> KeyActivations:
+    """Slice the key activations out of a ``run_with_cache`` cache (the chapter's exercise 1.1).
+
+    ``attn_mat = cache["pattern", 0][:, :, -1, :]`` (the ``=`` query's row of every head),
+    ``neuron_acts_post = cache["post", 0][:, -1, :]``, ``neuron_acts_pre = cache["pre", 0][:, -1, :]``.
+    """
+    return KeyActivations(
+        attn_mat=cache["pattern", 0][:, :, -1, :],
+        neuron_acts_post=cache["post", 0][:, -1, :],
+        neuron_acts_pre=cache["pre", 0][:, -1, :],
+    )
+
+
+@torch.no_grad()
+def get_key_activations(model: HookedTransformer, all_data: Int[Tensor, "batch 3"] | None = None) -> KeyActivations:
+    """Run ``model`` on ``all_data`` (default: all p^2 inputs, batch index ``x*p + y``) and return
+    ``(attn_mat (batch, n_heads, n_ctx), neuron_acts_post (batch, d_mlp), neuron_acts_pre (batch, d_mlp))``."""
+    _, cache = model.run_with_cache(_all_data_for(model, all_data), names_filter=lambda name: name in _KEY_HOOKS)
+    return KeyActivations(*(t.clone() for t in key_activations_from_cache(cache)))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Effective weights
+# --------------------------------------------------------------------------------------------------------
+
+
+class EffectiveWeights(NamedTuple):
+    """The products of weight matrices through which the model's algorithm reads most clearly."""
+
+    W_logit: Float[Tensor, "d_mlp p"]  #: ``W_out @ W_U``: a neuron's direct effect on each output logit
+    W_neur: Float[Tensor, "n_heads p d_mlp"]  #: ``W_E @ W_V @ W_O @ W_in``: token -> neuron through each head's OV
+    W_attn: Float[Tensor, "n_heads p"]  #: ``=``-query score of each token key, ``/ sqrt(d_head)``
+
+
+def effective_weights_from(weights: CourseWeights) -> EffectiveWeights:
+    """:class:`EffectiveWeights` from the course helper values (``W_E``, ``W_U`` with ``=`` dropped).
+
+    ``W_attn[h, t] = final_pos_resid_initial @ W_Q[h] @ W_K[h].T @ W_E[t] / sqrt(d_head)`` — the transposes
+    are per head (``.T`` on the 3-D ``W_K`` would reverse all its axes; a plain ``@`` chain starting from the
+    1-D ``final_pos_resid_initial`` would broadcast heads against heads).
+    """
+    d_head = weights.W_Q.shape[-1]
+    W_logit = weights.W_out @ weights.W_U
+    W_neur = weights.W_E @ weights.W_V @ weights.W_O @ weights.W_in  # broadcasts over heads
+    query = weights.final_pos_resid_initial @ weights.W_Q  # (n_heads, d_head)
+    keys = weights.W_E @ weights.W_K  # (n_heads, p, d_head): every token's key, per head
+    W_attn = einops.einsum(query, keys, "h d, h t d -> h t") / math.sqrt(d_head)
+    return EffectiveWeights(W_logit=W_logit, W_neur=W_neur, W_attn=W_attn)
+
+
+def get_effective_weights(model: HookedTransformer) -> EffectiveWeights:
+    """``(W_logit (d_mlp, p), W_neur (n_heads, p, d_mlp), W_attn (n_heads, p))`` of ``model``."""
+    return effective_weights_from(get_course_weights(model))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Neuron frequencies and clusters
+# --------------------------------------------------------------------------------------------------------
+
+
+def get_fourier_neuron_acts(neuron_acts: Float[Tensor, "p_sq d_mlp"]) -> Float[Tensor, "p p d_mlp"]:
+    """Centre activations over the p^2 inputs (subtract each neuron's mean), reshape to the ``[x, y]`` grid
+    and take the 2D Fourier transform: ``(p, p, d_mlp)``."""
+    p = math.isqrt(neuron_acts.shape[0])
+    if p * p != neuron_acts.shape[0]:
+        raise ValueError(f"expected one row per (x, y) pair (p^2 rows), got {neuron_acts.shape[0]} rows")
+    centred = neuron_acts - neuron_acts.mean(0, keepdim=True)
+    return fft2d(einops.rearrange(centred, "(x y) n -> x y n", x=p))
+
+
+def mean_squared_fourier_coefficients(neuron_acts: Float[Tensor, "p_sq d_mlp"]) -> Float[Tensor, "p p"]:
+    """Mean over neurons of the squared 2D Fourier coefficients of the centred activations: ``(p, p)``
+    indexed by (x-basis, y-basis) term. Sparse for a grokked model: const/linear/quadratic terms of a few
+    frequencies."""
+    return get_fourier_neuron_acts(neuron_acts).pow(2).mean(-1)
+
+
+def find_neuron_freqs(
+    fourier_neuron_acts: Float[Tensor, "p p d_mlp"],
+) -> tuple[Int[Tensor, "d_mlp"], Float[Tensor, "d_mlp"]]:
+    """Each neuron's frequency and the fraction of its activations that frequency explains.
+
+    For every frequency ``k = 1 ... (p-1)/2`` (the last one included), the fraction is the sum of squares of
+    the neuron's 3x3 block ``{const, cos k, sin k} x {const, cos k, sin k}`` of 2D Fourier coefficients over
+    the neuron's total sum of squares. Feed *centred* activations (see :func:`get_fourier_neuron_acts`), else the
+    constant term sits in every block.
+
+    Returns:
+        neuron_freqs: ``(d_mlp,)`` long, the argmax frequency (block index + 1), in ``1 ... (p-1)/2``.
+        neuron_frac_explained: ``(d_mlp,)``, that frequency's fraction (in [0, 1]; 0 for a dead neuron,
+            whose frequency is then 1 and meaningless).
+    """
+    if fourier_neuron_acts.ndim != 3 or fourier_neuron_acts.shape[0] != fourier_neuron_acts.shape[1]:
+        raise ValueError(f"expected a (p, p, d_mlp) tensor, got shape {tuple(fourier_neuron_acts.shape)}")
+    block_sq = arrange_by_2d_freqs(fourier_neuron_acts).pow(2).sum((1, 2))  # (n_freqs, d_mlp)
+    total_sq = fourier_neuron_acts.pow(2).sum((0, 1))  # (d_mlp,)
+    frac_by_freq = block_sq / total_sq.clamp_min(torch.finfo(total_sq.dtype).tiny)
+    neuron_frac_explained, block_index = frac_by_freq.max(dim=0)
+    return block_index + 1, neuron_frac_explained
+
+
+def neuron_clusters(
+    neuron_freqs: Int[Tensor, "d_mlp"],
+    neuron_frac_explained: Float[Tensor, "d_mlp"],
+    threshold: float = CLUSTER_THRESHOLD,
+) -> dict[int, Int[Tensor, "n"]]:
+    """Group neurons by frequency: ``{freq: neuron indices}`` (ascending frequency), neurons whose best
+    frequency explains less than ``threshold`` go to :data:`UNCLUSTERED` (``-1``, listed last when present).
+    Only non-empty clusters appear."""
+    labels = torch.where(neuron_frac_explained >= threshold, neuron_freqs, torch.full_like(neuron_freqs, UNCLUSTERED))
+    clusters = {int(k): torch.nonzero(labels == k).flatten() for k in sorted(set(labels.tolist())) if k != UNCLUSTERED}
+    unclustered = torch.nonzero(labels == UNCLUSTERED).flatten()
+    if unclustered.numel():
+        clusters[UNCLUSTERED] = unclustered
+    return clusters
+
+
+def _neuron_freqs_of(model: HookedTransformer) -> tuple[Tensor, Tensor]:
+    post = get_key_activations(model).neuron_acts_post
+    return find_neuron_freqs(get_fourier_neuron_acts(post))
+
+
+def key_frequencies(
+    model: HookedTransformer | None = None,
+    *,
+    clusters: dict[int, Tensor] | None = None,
+    d_mlp: int | None = None,
+    min_fraction: float = KEY_CLUSTER_MIN_FRACTION,
+) -> list[int]:
+    """The frequencies a model computes with, read from its neuron clusters (ascending).
+
+    Rule: a frequency is *key* when at least ``min_fraction`` of the MLP neurons (default 1%: 6 of 512)
+    belong to its cluster, i.e. have it as best frequency explaining >= 85% of their centred activations.
+    For the course's hub model this gives {14, 35, 41, 42, 52} (clusters of 44-145 neurons; all 433
+    clustered neurons belong to them). The embedding can carry a frequency the neurons do not use (the hub
+    model's 31, see :func:`embedding_frequency_norms`), which is why the neurons decide. A model still in its
+    cleanup phase may have a frequency whose cluster is only forming (a few neurons): raise or lower
+    ``min_fraction`` to see it, and check with :func:`excl_loss`.
+
+    Pass either ``model`` or precomputed ``clusters`` (from :func:`neuron_clusters`) with ``d_mlp``.
+    """
+    if clusters is None:
+        if model is None:
+            raise ValueError("key_frequencies needs a model or clusters")
+        clusters = neuron_clusters(*_neuron_freqs_of(model))
+        d_mlp = model.cfg.d_mlp
+    if d_mlp is None:
+        raise ValueError("key_frequencies(clusters=...) also needs d_mlp (the number of MLP neurons)")
+    return sorted(int(k) for k, idx in clusters.items() if k != UNCLUSTERED and len(idx) >= min_fraction * d_mlp)
+
+
+def embedding_frequency_norms(model: HookedTransformer) -> Float[Tensor, "n_freqs"]:
+    """Squared norm of frequency ``k``'s cos and sin components of ``W_E`` (``=`` row dropped), for
+    ``k = 1 ... (p-1)/2`` (index ``k - 1``): :func:`fourier_embed` summed over each cos/sin pair."""
+    norms = fourier_embed(model)
+    return norms[1::2] + norms[2::2]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Logit surgery (Section 2)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _p_from_logits(logits: Tensor) -> int:
+    p = logits.shape[-1]
+    if logits.ndim != 2 or logits.shape[0] != p * p:
+        raise ValueError(f"expected (p^2, p) last-position logits (= dropped) over all inputs, got {tuple(logits.shape)}")
+    return p
+
+
+def trig_logits(logits: Float[Tensor, "p_sq p"], key_freqs: list[int]) -> Float[Tensor, "p_sq p"]:
+    """Keep only the components of ``logits`` (along the batch axis) in the cos/sin(w_k(x+y)) directions of
+    the key frequencies (no bias correction; see :func:`restricted_loss`)."""
+    p = _p_from_logits(logits)
+    M = trig_sum_directions_matrix(list(key_freqs), p).to(logits)  # (2K, p^2), orthonormal rows
+    return M.T @ (M @ logits)
+
+
+def _labels(p: int, fn: str, device) -> Tensor:
+    return make_labels(make_all_data(p), p, fn=fn).to(device)
+
+
+def restricted_loss(
+    model: HookedTransformer,
+    key_freqs: list[int],
+    *,
+    mode: str = "all",
+    fn: str = "add",
+    frac_train: float = 0.3,
+    seed: int = 0,
+    train_indices: Int[Tensor, "n_train"] | None = None,
+) -> float:
+    """Loss of the logits restricted to the key frequencies' cos/sin(x+y) directions, bias-corrected (the
+    batch mean of ``original - restricted`` added back, which restores the constant). ``mode``: all / train /
+    test pairs (split from ``frac_train`` / ``seed`` unless ``train_indices`` is given)."""
+    original = get_original_logits(model)
+    p = _p_from_logits(original)
+    if mode != "all" and train_indices is None:
+        train_indices = train_test_split(p, frac_train, seed)[0]
+    return score_logits(
+        trig_logits(original, key_freqs), _labels(p, fn, original.device), mode=mode, train_indices=train_indices,
+        bias_correction=True, original_logits=original,
+    )
+
+
+def projected_neuron_acts(
+    neuron_acts_post: Float[Tensor, "p_sq d_mlp"],
+    clusters: dict[int, Tensor],
+    *,
+    keep_unclustered: bool = True,
+) -> Float[Tensor, "p_sq d_mlp"]:
+    """Replace every clustered neuron's activations by their projection onto its own frequency's 3x3 block
+    (``fourier.project_onto_frequency``); the :data:`UNCLUSTERED` neurons are kept as they are
+    (``keep_unclustered``) or zeroed."""
+    new = torch.zeros_like(neuron_acts_post)
+    for k, idx in clusters.items():
+        if k == UNCLUSTERED:
+            if keep_unclustered:
+                new[:, idx] = neuron_acts_post[:, idx]
+        else:
+            new[:, idx] = project_onto_frequency(neuron_acts_post[:, idx], k)
+    return new
+
+
+class NeuronAnalysis(NamedTuple):
+    """What the Section-2 surgery needs from a model, computed once over all p^2 inputs."""
+
+    original_logits: Float[Tensor, "p_sq p"]  #: last-position logits, ``=`` dropped
+    neuron_acts_post: Float[Tensor, "p_sq d_mlp"]
+    neuron_freqs: Int[Tensor, "d_mlp"]
+    neuron_frac_explained: Float[Tensor, "d_mlp"]
+    clusters: dict  #: ``{freq: neuron indices}``, see :func:`neuron_clusters`
+    W_logit: Float[Tensor, "d_mlp p"]
+
+
+@torch.no_grad()
+def analyse_neurons(model: HookedTransformer, threshold: float = CLUSTER_THRESHOLD) -> NeuronAnalysis:
+    """Run ``model`` once on all inputs and gather logits, neuron activations, frequencies and clusters."""
+    p = infer_p(model)
+    all_data = _all_data_for(model, None)
+    logits, cache = model.run_with_cache(all_data, names_filter=lambda name: name == "blocks.0.mlp.hook_post")
+    post = cache["post", 0][:, -1, :].clone()
+    freqs, frac = find_neuron_freqs(get_fourier_neuron_acts(post))
+    return NeuronAnalysis(
+        original_logits=logits[:, -1, :p],
+        neuron_acts_post=post,
+        neuron_freqs=freqs,
+        neuron_frac_explained=frac,
+        clusters=neuron_clusters(freqs, frac, threshold),
+        W_logit=get_effective_weights(model).W_logit,
+    )
+
+
+def projected_neuron_logits(
+    model_or_analysis: HookedTransformer | NeuronAnalysis, *, keep_unclustered: bool = True
+) -> Float[Tensor, "p_sq p"]:
+    """Logits made only from the neurons, each clustered neuron projected onto its own frequency:
+    ``projected_neuron_acts(...) @ W_logit``. Score them with bias correction against the original logits
+    (the direct and attention paths and ``b_out`` add only what that correction restores, up to a small
+    remainder)."""
+    a = model_or_analysis if isinstance(model_or_analysis, NeuronAnalysis) else analyse_neurons(model_or_analysis)
+    return projected_neuron_acts(a.neuron_acts_post, a.clusters, keep_unclustered=keep_unclustered) @ a.W_logit
+
+
+def cluster_ablated_logits(analysis: NeuronAnalysis, freq: int) -> Float[Tensor, "p_sq p"]:
+    """Original logits minus the direct contribution of frequency ``freq``'s cluster:
+    ``original - acts[:, cluster] @ W_logit[cluster]`` (an empty cluster changes nothing)."""
+    idx = analysis.clusters.get(int(freq), torch.zeros(0, dtype=torch.long))
+    return analysis.original_logits - analysis.neuron_acts_post[:, idx] @ analysis.W_logit[idx]
+
+
+def cluster_ablation_losses(
+    model_or_analysis: HookedTransformer | NeuronAnalysis, key_freqs: list[int] | None = None, *, fn: str = "add"
+) -> dict[int, float]:
+    """Loss on all pairs after removing one cluster's contribution to the logits (see
+    :func:`cluster_ablated_logits`), bias-corrected — so zero- and mean-ablation give the same number — for
+    each key frequency (default: :func:`key_frequencies` of the clusters)."""
+    a = model_or_analysis if isinstance(model_or_analysis, NeuronAnalysis) else analyse_neurons(model_or_analysis)
+    if key_freqs is None:
+        key_freqs = key_frequencies(clusters=a.clusters, d_mlp=a.W_logit.shape[0])
+    labels = _labels(a.original_logits.shape[-1], fn, a.original_logits.device)
+    return {
+        int(k): score_logits(cluster_ablated_logits(a, k), labels, bias_correction=True, original_logits=a.original_logits)
+        for k in key_freqs
+    }
+
+
+@torch.no_grad()
+def neuron_surgery_losses(
+    model: HookedTransformer, key_freqs: list[int] | None = None, *, fn: str = "add"
+) -> dict[str, object]:
+    """The Section-2 numbers the notebook prints, all on all p^2 pairs (grokking_facts §4 has the hub
+    model's): ``original``; ``restricted`` (only the key frequencies' cos/sin(x+y) logit directions,
+    bias-corrected); ``projected_neurons`` / ``projected_neurons_without_unclustered`` (neuron-only logits
+    with each neuron projected onto its frequency, the unclustered neurons kept / dropped, bias-corrected);
+    ``cluster_ablation`` (``{freq: loss}``); and the ``key_freqs`` used (default :func:`key_frequencies`)."""
+    a = analyse_neurons(model)
+    if key_freqs is None:
+        key_freqs = key_frequencies(clusters=a.clusters, d_mlp=a.W_logit.shape[0])
+    original = a.original_logits
+    labels = _labels(original.shape[-1], fn, original.device)
+
+    def score(logits: Tensor) -> float:
+        return score_logits(logits, labels, bias_correction=True, original_logits=original)
+
+    return {
+        "key_freqs": [int(k) for k in key_freqs],
+        "original": score_logits(original, labels),
+        "restricted": score(trig_logits(original, key_freqs)),
+        "projected_neurons": score(projected_neuron_logits(a, keep_unclustered=True)),
+        "projected_neurons_without_unclustered": score(projected_neuron_logits(a, keep_unclustered=False)),
+        "cluster_ablation": cluster_ablation_losses(a, key_freqs, fn=fn),
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# The ReLU quadratic-term toy fit (Section 2.3)
+# --------------------------------------------------------------------------------------------------------
+
+
+class ReluQuadraticFit(NamedTuple):
+    """Least-squares fit of a ReLU of cosines on the 2D basis terms const, cos x, cos y, cos x cos y."""
+
+    coefficients: Float[Tensor, "4"]  #: on the unit-norm 2D terms (0,0), (cos k, 0), (0, cos k), (cos k, cos k)
+    r2: float  #: fraction of the ReLU's variance explained by the four terms
+    r2_without_quadratic: float  #: the same without the cos x cos y term
+
+
+def relu_quadratic_fit(k: int = 42, p: int = 113, offset: float = 0.5) -> ReluQuadraticFit:
+    """Why neurons carry a quadratic (cos x cos y) term: fit ``ReLU(offset/sqrt(p) + c(x) + c(y))``, with ``c``
+    the unit-norm cos-k row of the Fourier basis, on the 2D basis terms const, cos x, cos y, cos x cos y.
+
+    For k = 42, p = 113 the coefficients are 9.190, 6.807, 6.807, 3.566 with r^2 0.966, and r^2 drops to
+    0.849 without the quadratic term. Independent of any model weights; computed in float64.
+    """
+    if not 1 <= k <= n_frequencies(p):
+        raise ValueError(f"k must lie in 1..{n_frequencies(p)} for p={p}, got {k}")
+    F = fourier_basis(p, dtype=torch.float64)
+    const, cos_k = F[0], F[2 * k - 1]
+    target = torch.relu(offset / math.sqrt(p) + cos_k[:, None] + cos_k[None, :]).flatten()
+    terms = torch.stack(
+        [torch.outer(const, const), torch.outer(cos_k, const), torch.outer(const, cos_k), torch.outer(cos_k, cos_k)]
+    ).flatten(1).T  # (p^2, 4), orthonormal columns
+
+    def fit(X: Tensor) -> tuple[Tensor, float]:
+        coef = torch.linalg.lstsq(X, target[:, None]).solution.flatten()
+        residual = target - X @ coef
+        return coef, 1 - (residual.pow(2).sum() / (target - target.mean()).pow(2).sum()).item()
+
+    coefficients, r2 = fit(terms)
+    _, r2_without = fit(terms[:, :3])
+    return ReluQuadraticFit(coefficients=coefficients, r2=r2, r2_without_quadratic=r2_without)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Progress measures (Section 3)
+# --------------------------------------------------------------------------------------------------------
+
+
+def excluded_logits(logits: Float[Tensor, "p_sq p"], k: int) -> Float[Tensor, "p_sq p"]:
+    """``logits`` minus their components (along the batch axis) in the cos/sin(w_k(x+y)) directions."""
+    return logits - trig_logits(logits, [k])
+
+
+def excl_loss_from_logits(
+    logits: Float[Tensor, "p_sq p"],
+    key_freqs: list[int],
+    train_indices: Int[Tensor, "n_train"],
+    labels: Int[Tensor, "p_sq"],
+) -> list[float]:
+    """:func:`excl_loss` from precomputed last-position logits (``=`` dropped) over all p^2 inputs."""
+    _p_from_logits(logits)
+    train_indices = train_indices.to(logits.device)
+    train_labels = labels.to(logits.device)[train_indices]
+    return [
+        cross_entropy_high_precision(excluded_logits(logits, int(k))[train_indices], train_labels).item()
+        for k in key_freqs
+    ]
+
+
+@torch.no_grad()
+def excl_loss(
+    model: HookedTransformer,
+    key_freqs: list[int],
+    *,
+    train_indices: Int[Tensor, "n_train"] | None = None,
+    fn: str = "add",
+    frac_train: float = 0.3,
+    seed: int = 0,
+) -> list[float]:
+    """Excluded loss per key frequency: the train loss after removing frequency k's cos/sin(x+y) directions
+    from the last-position logits (``=`` dropped) over all p^2 inputs (float64 cross-entropy, no bias
+    correction — which would change nothing: those directions have zero mean over the inputs).
+    Train pairs: ``train_indices``, else ``data.train_test_split(p, frac_train, seed)``."""
+    original = get_original_logits(model)
+    p = _p_from_logits(original)
+    if train_indices is None:
+        train_indices = train_test_split(p, frac_train, seed)[0]
+    return excl_loss_from_logits(original, key_freqs, train_indices, _labels(p, fn, original.device))
+
+
+@torch.no_grad()
+def fourier_embed(model: HookedTransformer) -> Float[Tensor, "p"]:
+    """Squared norm of each Fourier component of the embedding (``=`` row dropped):
+    ``(F @ W_E[:-1]).pow(2).sum(1)``, indexed like the basis (const, cos 1, sin 1, ...)."""
+    p = infer_p(model)
+    W_E = model.W_E.detach()[:-1]
+    return (fourier_basis(p, dtype=W_E.dtype, device=W_E.device) @ W_E).pow(2).sum(1)
+
+
+@torch.no_grad()
+def embed_SVD(model: HookedTransformer) -> Float[Tensor, "n_sv"]:
+    """Singular values (descending) of the embedding without the ``=`` row, ``W_E[:-1]`` (p, d_model)."""
+    return torch.linalg.svdvals(model.W_E.detach()[:-1])
+
+
+# --------------------------------------------------------------------------------------------------------
+# A hand-built model that implements the algorithm (tests and demos; no training needed)
+# --------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def make_fourier_model(
+    p: int = 113,
+    key_freqs: tuple[int, ...] | list[int] = (14, 35, 41, 42, 52),
+    neurons_per_freq: int | dict[int, int] | None = None,
+    logit_scale: float = 2.0,
+    offset: float = 0.35,
+) -> HookedTransformer:
+    """A course-architecture model whose weights are *set by hand* to compute ``(x + y) mod p`` with the
+    Fourier/trig-identity algorithm — a stand-in for a grokked model when no trained one is at hand.
+
+    * ``W_Q = W_K = 0``: the ``=`` position attends 1/3 to each position; ``W_E[t]`` holds ``cos(w_k t)``,
+      ``sin(w_k t)`` in two dimensions per key frequency (``W_E[=] = W_pos = 0``); head 0 copies them.
+    * Neuron ``n`` of frequency ``k`` with phase ``phi_n`` (evenly spaced) computes
+      ``ReLU((cos(w_k x + phi_n) + cos(w_k y + phi_n) + offset) / 3)``: a 3x3-block neuron with the quadratic
+      term ``cos(w_k(x+y) + 2 phi_n)`` (Section 2.3).
+    * ``W_logit[n, z] ~ cos(w_k z + 2 phi_n)``, so the neurons of frequency k sum to
+      ``~cos(w_k (x + y - z))`` and the logits peak at ``z = x + y``.
+
+    Args:
+        key_freqs: the frequencies used (at most 16).
+        neurons_per_freq: neurons of each frequency (an int for all, or ``{freq: n}``); default: the MLP
+            split evenly. Neurons left over are dead (always 0, so unclustered).
+        logit_scale: multiplies the unembedding (larger: more confident, smaller loss).
+    """
+    key_freqs = [int(k) for k in key_freqs]
+    model = make_model(p, seed=0)
+    cfg = model.cfg
+    K = len(key_freqs)
+    if not 1 <= K <= min(cfg.d_head, cfg.d_model // 4) // 2:
+        raise ValueError(f"make_fourier_model supports 1 to {min(cfg.d_head, cfg.d_model // 4) // 2} key frequencies, got {K}")
+    if not all(1 <= k <= n_frequencies(p) for k in key_freqs):
+        raise ValueError(f"key frequencies must lie in 1..{n_frequencies(p)}, got {key_freqs}")
+    if neurons_per_freq is None:
+        neurons_per_freq = cfg.d_mlp // K
+    counts = neurons_per_freq if isinstance(neurons_per_freq, dict) else {k: int(neurons_per_freq) for k in key_freqs}
+    if sum(counts.values()) > cfg.d_mlp:
+        raise ValueError(f"{sum(counts.values())} neurons requested, the MLP has {cfg.d_mlp}")
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    for param in model.parameters():
+        param.zero_()
+    t = torch.arange(p, dtype=torch.float64)
+    out_dim = cfg.d_model // 2  # the MLP writes into the upper half of the residual stream, W_U reads it
+    start = 0
+    for i, k in enumerate(key_freqs):
+        w = 2 * math.pi * k / p
+        model.W_E[:p, 2 * i] = torch.cos(w * t).float()
+        model.W_E[:p, 2 * i + 1] = torch.sin(w * t).float()
+        model.W_U[out_dim + 2 * i, :p] = logit_scale * torch.cos(w * t).float()
+        model.W_U[out_dim + 2 * i + 1, :p] = logit_scale * torch.sin(w * t).float()
+        n = counts.get(k, 0)
+        phases = 2 * math.pi * (torch.arange(n, dtype=torch.float64) + 0.5) / max(n, 1)
+        mlp.W_in[2 * i, start : start + n] = torch.cos(phases).float()
+        mlp.W_in[2 * i + 1, start : start + n] = -torch.sin(phases).float()
+        mlp.b_in[start : start + n] = offset / 3
+        mlp.W_out[start : start + n, out_dim + 2 * i] = torch.cos(2 * phases).float()
+        mlp.W_out[start : start + n, out_dim + 2 * i + 1] = -torch.sin(2 * phases).float()
+        start += n
+    attn.W_V[0, : 2 * K, : 2 * K] = torch.eye(2 * K)
+    attn.W_O[0, : 2 * K, : 2 * K] = torch.eye(2 * K)
+    return model
