@@ -188,13 +188,23 @@ def get_trig_sum_directions(k: int, p: int = 113) -> tuple[Float[Tensor, "p p"],
     return cos_dir, sin_dir
 
 
-def trig_sum_directions_matrix(key_freqs: list[int], p: int = 113) -> Float[Tensor, "n_dirs p_sq"]:
+def trig_sum_directions_matrix(key_freqs: list[int], p: int = 113, dtype: torch.dtype = torch.float32) -> Float[Tensor, "n_dirs p_sq"]:
     """Stack the flattened cos/sin(w(x+y)) directions of every key frequency: ``(2 * len(key_freqs), p*p)``.
 
     The rows are orthonormal, so ``M.T @ (M @ X)`` projects ``X`` (batch axis first) onto their span.
+    With ``dtype=torch.float64`` the directions are built in float64 throughout.
     """
+    basis = fourier_basis(p, dtype=dtype) if dtype != torch.float32 else None
     rows = []
     for k in key_freqs:
-        cos_dir, sin_dir = get_trig_sum_directions(int(k), p)
+        k = int(k)
+        if basis is None:
+            cos_dir, sin_dir = get_trig_sum_directions(k, p)
+        else:
+            if not 1 <= k <= n_frequencies(p):
+                raise ValueError(f"frequency k must lie in 1 ... {n_frequencies(p)} for p = {p}, got {k}")
+            c, s = basis[2 * k - 1], basis[2 * k]
+            cos_dir = (torch.outer(c, c) - torch.outer(s, s)) / math.sqrt(2)
+            sin_dir = (torch.outer(s, c) + torch.outer(c, s)) / math.sqrt(2)
         rows += [cos_dir.flatten(), sin_dir.flatten()]
     return torch.stack(rows)

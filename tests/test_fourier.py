@@ -136,3 +136,11 @@ def test_trig_sum_directions_matrix_rows_are_orthonormal():
 def test_frequency_out_of_range_is_a_clear_error():
     with pytest.raises(ValueError, match=r"1 \.\.\. 11"):
         F.get_trig_sum_directions(12, p=23)
+
+
+def test_trig_sum_directions_matrix_in_float64_matches_float32():
+    m32 = F.trig_sum_directions_matrix([3, 11], p=23)
+    m64 = F.trig_sum_directions_matrix([3, 11], p=23, dtype=torch.float64)
+    assert m64.dtype == torch.float64
+    torch.testing.assert_close(m64 @ m64.T, torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(m64.float(), m32, atol=1e-6, rtol=0)
