@@ -52,14 +52,7 @@ def n_frequencies(p: int) -> int:
     return (p - 1) // 2
 
 
-def make_fourier_basis(p: int) -> tuple[Float[Tensor, "p p"], list[str]]:
-    """Build the orthonormal Fourier basis of R^p and the names of its rows.
-
-    Returns:
-        basis: ``(p, p)`` float32; row 0 constant, rows ``2k-1`` / ``2k`` are cos / sin of frequency k,
-            each row normalised to unit norm.
-        names: ``["const", "cos 1", "sin 1", ..., "cos K", "sin K"]`` with ``K = (p-1)/2``.
-    """
+def _fourier_basis_float64(p: int) -> tuple[Tensor, list[str]]:
     _check_p(p)
     x = torch.arange(p, dtype=torch.float64)
     rows = [torch.ones(p, dtype=torch.float64)]
@@ -69,18 +62,30 @@ def make_fourier_basis(p: int) -> tuple[Float[Tensor, "p p"], list[str]]:
         rows.append(torch.sin(2 * math.pi * k * x / p))
         names.extend([f"cos {k}", f"sin {k}"])
     basis = torch.stack(rows)
-    basis = basis / basis.norm(dim=1, keepdim=True)
+    return basis / basis.norm(dim=1, keepdim=True), names
+
+
+def make_fourier_basis(p: int) -> tuple[Float[Tensor, "p p"], list[str]]:
+    """Build the orthonormal Fourier basis of R^p and the names of its rows.
+
+    Returns:
+        basis: ``(p, p)`` float32; row 0 constant, rows ``2k-1`` / ``2k`` are cos / sin of frequency k,
+            each row normalised to unit norm.
+        names: ``["const", "cos 1", "sin 1", ..., "cos K", "sin K"]`` with ``K = (p-1)/2``.
+    """
+    basis, names = _fourier_basis_float64(p)
     return basis.float(), names
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_basis(p: int) -> tuple[Tensor, tuple[str, ...]]:
-    basis, names = make_fourier_basis(p)
+    basis, names = _fourier_basis_float64(p)
     return basis, tuple(names)
 
 
 def fourier_basis(p: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
-    """The ``(p, p)`` basis of :func:`make_fourier_basis`, cached per ``p`` (a fresh copy is returned)."""
+    """The ``(p, p)`` basis of :func:`make_fourier_basis` in ``dtype`` (built in float64, cached per ``p``;
+    a fresh copy is returned)."""
     return _cached_basis(p)[0].to(dtype=dtype, device=device, copy=True)
 
 
