@@ -1,0 +1,753 @@
+"""Progress measures over every checkpoint of a training run (course Section 3), computed fast and cached.
+
+The naive way runs the whole model with ``run_with_cache`` once per checkpoint. :func:`compute_dynamics`
+instead stacks the weights of a chunk of checkpoints and computes only what the metrics need, for the
+whole chunk at once:
+
+* The model has one layer and no LayerNorm, and everything is read at the last position. The query at ``=``
+  is one vector per head for every input; keys and values at positions 0 and 1 come from ``p``-row tables
+  (one row per token). Attention patterns are therefore a softmax of three table lookups, and the MLP
+  pre-activations are a sum of per-head tables weighted by attention, ``(p, p, d_mlp)`` without ever
+  building the residual stream of all ``p^2`` inputs.
+* The per-neuron 3x3 frequency blocks of the 2D Fourier transform are computed from four marginal sums of
+  each neuron's activation grid (over ``y``, over ``x``, along ``x + y`` and along ``x - y``): the 2x2
+  ``{cos k, sin k}^2`` part of a block spans the same space as ``cos/sin(w_k(x + y))`` and
+  ``cos/sin(w_k(x - y))``. That costs ``O(p^2 d_mlp)`` per checkpoint instead of a full ``fft2d``.
+
+:func:`compute_dynamics_naive` computes the same metrics the straightforward way (a ``HookedTransformer``,
+``run_with_cache``, ``fft2d``, ``arrange_by_2d_freqs``) and is the reference the tests and the benchmark
+compare against.
+
+Results are cached on disk (``cache_path``): a ``.pt`` file holding the metrics and a key made of the
+metric version, the checkpoint epochs, a fingerprint of every weight, the key frequencies and the split, so a
+re-run is instant and a changed run is recomputed.
+
+Usage::
+
+    dyn = compute_dynamics(run_data, key_freqs, cache_path="full_run_data.dynamics.pt")
+    dyn.epochs, dyn.test_loss, dyn.excluded_loss[:, 0], dyn.gini_embed, dyn.attention_to_pos[:, head, 0]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .checkpoints import CorruptCheckpointError, atomic_save, load_run_data, safe_load, validate_run_data
+from .data import make_all_data, make_labels, train_test_split
+from .fourier import (
+    arrange_by_2d_freqs,
+    fft1d,
+    fft1d_given_dim,
+    fft2d,
+    fourier_basis,
+    frequency_block_indices,
+    n_frequencies,
+    trig_sum_directions_matrix,
+)
+from .layout import PAPER_KEYS, load_in_state_dict, paper_to_transformer_lens
+from .losses import bias_correct, cross_entropy_high_precision, score_logits
+from .model import make_model
+
+__all__ = [
+    "METRIC_VERSION",
+    "TrainingDynamics",
+    "compute_dynamics",
+    "compute_dynamics_naive",
+    "gini",
+    "per_frequency",
+    "run_fingerprint",
+]
+
+#: Bump when a metric's definition changes: old caches are then recomputed.
+METRIC_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------------------
+# Result structure
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingDynamics:
+    """Metrics of every analysed checkpoint; first axis = checkpoint (``n_ckpt``), in the run's order.
+
+    Losses are float64 mean cross-entropies over the ``p`` number logits (the ``=`` logit dropped), computed
+    from the weights with :func:`~.losses.cross_entropy_high_precision`. They match a run's logged curves
+    except near initialisation, where the logged training loss (over all ``p + 1`` logits) is slightly higher.
+
+    Attributes:
+        epochs: ``(n_ckpt,)`` epoch of each checkpoint (the x-axis of every plot).
+        p: the modulus (inferred from the weights).
+        key_freqs: the key frequencies (fixed from the final model) used by the trig metrics.
+        neuron_freqs: ``(d_mlp,)`` each neuron's frequency, the ``k`` whose 3x3 block holds most of the
+            neuron's centred activation in the final model (or as passed in).
+        train_loss, test_loss, all_loss: ``(n_ckpt,)`` loss on the train / test / all pairs.
+        excluded_loss: ``(n_ckpt, n_keys)`` train loss after removing, from the logits, their projection onto
+            ``cos/sin(w_k(x+y))`` of one key frequency (column order = ``key_freqs``); no bias correction.
+        excluded_loss_all_keys: ``(n_ckpt,)`` the same with every key frequency removed at once.
+        restricted_loss, restricted_loss_train, restricted_loss_test: ``(n_ckpt,)`` loss of the logits
+            restricted to the ``cos/sin(w_k(x+y))`` directions of the key frequencies, bias-corrected
+            (:func:`~.losses.bias_correct`), on all / train / test pairs.
+        restricted_loss_ratio: ``(n_ckpt,)`` ``restricted_loss_test / test_loss`` (both on the test pairs).
+        fourier_embed: ``(n_ckpt, p)`` squared norm of each Fourier component of ``W_E`` without the ``=``
+            row (``(F @ W_E[:-1]).pow(2).sum(-1)``, the course's ``fourier_embed``).
+        fourier_embed_per_freq: ``(n_ckpt, n_freqs)`` cos + sin squared norms of frequency ``k = 1..n_freqs``.
+        fourier_logit: ``(n_ckpt, p)`` squared norm of each Fourier component of ``W_logit = W_out @ W_U``
+            (``=`` column dropped) along its output dimension.
+        gini_embed, gini_logit: ``(n_ckpt,)`` Gini coefficient (:func:`gini`) of the **per-frequency** Fourier
+            norms (``sqrt`` of the cos + sin squared norms of each ``k = 1..n_freqs``, the constant left out)
+            of ``W_E`` and ``W_logit``. Per frequency, because the split of a frequency between its cos and
+            sin components is only a phase; the constant is not a frequency.
+        embed_singular_values: ``(n_ckpt, min(p, d_model))`` singular values of ``W_E`` without the ``=`` row.
+        trig_frac_pre, trig_frac_post, trig_frac_logits: ``(n_ckpt,)`` fraction of the centred variance (over
+            all ``p^2`` inputs, summed over neurons / logit classes) of the last-position neuron
+            pre-activations, post-activations and logits that lies in the span of the key frequencies'
+            ``cos/sin(w_k(x+y))`` directions.
+        neuron_frac_final_freq: ``(n_ckpt, d_mlp)`` fraction of each neuron's centred post-activation (sum
+            of squared 2D Fourier coefficients) inside the 3x3 block of its final-model frequency
+            ``neuron_freqs``.
+        neuron_best_freq, neuron_frac_best_freq: ``(n_ckpt, d_mlp)`` the frequency whose block explains most of
+            the neuron at that checkpoint, and that fraction. A neuron that never varies gets fraction 0.
+        neuron_fire_frac: ``(n_ckpt, d_mlp)`` fraction of the ``p^2`` inputs on which the neuron fires (> 0).
+        attention_to_pos: ``(n_ckpt, n_heads, 3)`` attention from ``=`` to positions 0, 1, 2, averaged over
+            all inputs.
+        param_names: names of the weights in ``sum_sq_weights`` (the paper model's 11 parameters).
+        sum_sq_weights: ``(n_ckpt, n_params)`` sum of squared weights per parameter.
+        total_sum_sq_weights: ``(n_ckpt,)`` their total.
+    """
+
+    epochs: Int[Tensor, "n_ckpt"]
+    p: int
+    key_freqs: list[int]
+    neuron_freqs: Int[Tensor, "d_mlp"]
+    train_loss: Float[Tensor, "n_ckpt"]
+    test_loss: Float[Tensor, "n_ckpt"]
+    all_loss: Float[Tensor, "n_ckpt"]
+    excluded_loss: Float[Tensor, "n_ckpt n_keys"]
+    excluded_loss_all_keys: Float[Tensor, "n_ckpt"]
+    restricted_loss: Float[Tensor, "n_ckpt"]
+    restricted_loss_train: Float[Tensor, "n_ckpt"]
+    restricted_loss_test: Float[Tensor, "n_ckpt"]
+    restricted_loss_ratio: Float[Tensor, "n_ckpt"]
+    fourier_embed: Float[Tensor, "n_ckpt p"]
+    fourier_embed_per_freq: Float[Tensor, "n_ckpt n_freqs"]
+    fourier_logit: Float[Tensor, "n_ckpt p"]
+    gini_embed: Float[Tensor, "n_ckpt"]
+    gini_logit: Float[Tensor, "n_ckpt"]
+    embed_singular_values: Float[Tensor, "n_ckpt n_sv"]
+    trig_frac_pre: Float[Tensor, "n_ckpt"]
+    trig_frac_post: Float[Tensor, "n_ckpt"]
+    trig_frac_logits: Float[Tensor, "n_ckpt"]
+    neuron_frac_final_freq: Float[Tensor, "n_ckpt d_mlp"]
+    neuron_best_freq: Int[Tensor, "n_ckpt d_mlp"]
+    neuron_frac_best_freq: Float[Tensor, "n_ckpt d_mlp"]
+    neuron_fire_frac: Float[Tensor, "n_ckpt d_mlp"]
+    attention_to_pos: Float[Tensor, "n_ckpt n_heads 3"]
+    param_names: list[str]
+    sum_sq_weights: Float[Tensor, "n_ckpt n_params"]
+    total_sum_sq_weights: Float[Tensor, "n_ckpt"]
+
+    def __len__(self) -> int:
+        return int(self.epochs.shape[0])
+
+    def index_of_epoch(self, epoch: int) -> int:
+        """Checkpoint index of ``epoch`` (raises ``KeyError`` naming the nearest epochs if absent)."""
+        hits = (self.epochs == epoch).nonzero().flatten()
+        if len(hits) == 0:
+            raise KeyError(f"no checkpoint at epoch {epoch}; epochs run from {int(self.epochs[0])} to {int(self.epochs[-1])}")
+        return int(hits[0])
+
+    def sum_sq_weights_by_param(self) -> dict[str, Tensor]:
+        """``{parameter name: (n_ckpt,) sum of squared weights}``."""
+        return {name: self.sum_sq_weights[:, i] for i, name in enumerate(self.param_names)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain tensors, ints, lists: saveable and loadable with ``weights_only=True``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainingDynamics":
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = names - set(d)
+        if missing:
+            raise KeyError(f"training-dynamics dict lacks {sorted(missing)}")
+        return cls(**{k: d[k] for k in names})
+
+
+# --------------------------------------------------------------------------------------------------------
+# Small shared helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+def gini(values: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch"]:
+    """Gini coefficient (Hurley & Rickard) of non-negative vectors along the last dimension.
+
+    For sorted ``c_1 <= ... <= c_N``: ``G = 1 - 2 * sum_k (c_k / ||c||_1) * (N - k + 1/2) / N``.
+    All equal -> 0; a single non-zero entry -> ``1 - 1/N``. An all-zero vector gives NaN (undefined).
+    """
+    if (values < 0).any():
+        raise ValueError("gini expects non-negative values (norms)")
+    n = values.shape[-1]
+    c, _ = values.sort(dim=-1)
+    k = torch.arange(1, n + 1, dtype=c.dtype, device=c.device)
+    weights = (n - k + 0.5) / n
+    return 1 - 2 * (c / c.sum(-1, keepdim=True) * weights).sum(-1)
+
+
+def per_frequency(component_values: Float[Tensor, "*batch p"]) -> Float[Tensor, "*batch n_freqs"]:
+    """Sum the cos and sin entries of each frequency ``k = 1 .. (p-1)/2`` (the constant entry is dropped)."""
+    p = component_values.shape[-1]
+    idx = torch.tensor([frequency_block_indices(k)[1:] for k in range(1, n_frequencies(p) + 1)], device=component_values.device)
+    return component_values[..., idx].sum(-1)
+
+
+def _fourier_norm_gini(sq_norms: Float[Tensor, "*batch p"]) -> Float[Tensor, "*batch"]:
+    return gini(per_frequency(sq_norms).clamp_min(0).sqrt())
+
+
+def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
+
+
+def _check_key_freqs(key_freqs: Sequence[int] | Tensor, p: int) -> list[int]:
+    freqs = [int(k) for k in key_freqs]
+    if len(freqs) == 0:
+        raise ValueError("key_freqs must name at least one frequency")
+    bad = [k for k in freqs if not 1 <= k <= n_frequencies(p)]
+    if bad:
+        raise ValueError(f"key frequencies must lie in 1..{n_frequencies(p)} for p = {p}, got {bad}")
+    if len(set(freqs)) != len(freqs):
+        raise ValueError(f"key_freqs has duplicates: {freqs}")
+    return freqs
+
+
+@dataclass
+class _RunSetup:
+    """What every checkpoint shares: p, the data, the split, the selected checkpoints."""
+
+    p: int
+    labels: Tensor
+    train_indices: Tensor
+    test_indices: Tensor
+    is_train: Tensor
+    indices: list[int]
+    epochs: Tensor
+    fn: str
+    fn_seed: int
+
+
+def _load(run_data: Mapping | str | os.PathLike) -> Mapping:
+    if isinstance(run_data, (str, os.PathLike)):
+        return load_run_data(run_data)
+    validate_run_data(run_data)
+    return run_data
+
+
+def _setup(run_data: Mapping, stride: int) -> _RunSetup:
+    p = validate_run_data(run_data)
+    if stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    config = run_data.get("config") or {}
+    fn, fn_seed = str(config.get("fn", "add")), int(config.get("seed", 0))
+    labels = make_labels(make_all_data(p), p, fn=fn, seed=fn_seed)
+    if "train_indices" in run_data:
+        train_indices = torch.as_tensor(run_data["train_indices"]).long()
+    else:
+        train_indices, _ = train_test_split(p, float(config.get("frac_train", 0.3)), int(config.get("seed", 0)))
+    is_train = torch.zeros(p * p, dtype=torch.bool)
+    is_train[train_indices] = True
+    if is_train.all():
+        raise ValueError("the split has no test pairs")
+    n = len(run_data["state_dicts"])
+    indices = list(range(0, n, stride))
+    epochs = torch.as_tensor([int(run_data["epochs"][i]) for i in indices], dtype=torch.long)
+    test_indices = (~is_train).nonzero().flatten()
+    return _RunSetup(p, labels, train_indices, test_indices, is_train, indices, epochs, fn, fn_seed)
+
+
+def _sum_sq_weights(state_dict: Mapping[str, Tensor]) -> Float[Tensor, "n_params"]:
+    return torch.stack([state_dict[name].detach().double().pow(2).sum() for name in PAPER_KEYS])
+
+
+def _tqdm_switch(progress: bool) -> dict[str, bool]:
+    """``progress=False`` disables the bar; ``True`` leaves it to tqdm (which honours ``TQDM_DISABLE=1``)."""
+    return {} if progress else {"disable": True}
+
+
+def _resolve_final_index(final_checkpoint: int, n: int) -> int:
+    idx = final_checkpoint + n if final_checkpoint < 0 else final_checkpoint
+    if not 0 <= idx < n:
+        raise IndexError(f"final_checkpoint {final_checkpoint} is out of range for a run of {n} checkpoints")
+    return idx
+
+
+# --------------------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------------------
+
+
+def run_fingerprint(run_data: Mapping) -> str:
+    """A hex digest of the epochs and of the bytes of every weight of every checkpoint (~0.5 s for the
+    501-checkpoint hub run). Used as part of the dynamics cache key."""
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(json.dumps([int(e) for e in run_data["epochs"]]).encode())
+    for sd in run_data["state_dicts"]:
+        for name in PAPER_KEYS:
+            t = sd[name].detach().cpu().contiguous()
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            if t.numel():
+                h.update(memoryview(t.view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+def _cache_key(run_data: Mapping, setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor | None,
+               final_checkpoint: int, dtype: torch.dtype) -> str:
+    parts = {
+        "version": METRIC_VERSION,
+        "weights": run_fingerprint(run_data),
+        "epochs": setup.epochs.tolist(),
+        "key_freqs": key_freqs,
+        "neuron_freqs": None if neuron_freqs is None else neuron_freqs.tolist(),
+        "final_checkpoint": final_checkpoint,
+        "train_indices": hashlib.sha256(setup.train_indices.sort().values.numpy().tobytes()).hexdigest(),
+        "fn": [setup.fn, setup.fn_seed],
+        "dtype": str(dtype),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _read_cache(path: Path, key: str) -> TrainingDynamics | None:
+    if not path.is_file():
+        return None
+    try:
+        blob = safe_load(path)
+    except CorruptCheckpointError as e:
+        warnings.warn(f"ignoring unreadable dynamics cache ({e}); recomputing", stacklevel=3)
+        return None
+    if not isinstance(blob, Mapping) or blob.get("key") != key:
+        return None
+    try:
+        return TrainingDynamics.from_dict(blob["metrics"])
+    except (KeyError, TypeError) as e:
+        warnings.warn(f"ignoring dynamics cache {path} in an old format ({e}); recomputing", stacklevel=3)
+        return None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Batched engine
+# --------------------------------------------------------------------------------------------------------
+
+
+def _stack_weights(state_dicts: Sequence[Mapping[str, Tensor]], device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Convert each paper-layout state dict to TransformerLens layout once and stack: ``name -> (C, ...)``."""
+    converted = [paper_to_transformer_lens(sd) for sd in state_dicts]
+    return {name: torch.stack([c[name] for c in converted]).to(device=device, dtype=dtype) for name in converted[0]}
+
+
+def _last_position_forward(w: Mapping[str, Tensor], p: int) -> tuple[
+    Float[Tensor, "C n_heads p p 3"], Float[Tensor, "C p p d_mlp"], Float[Tensor, "C p p p"], Float[Tensor, "C d_mlp p"]
+]:
+    """Attention pattern from ``=``, MLP pre-activations and the direct-path logits at the last position for
+    all ``p^2`` inputs of ``C`` stacked checkpoints (TransformerLens layout, ``w[name]`` is ``(C, ...)``).
+
+    Returns ``(pattern [c, h, x, y, key_pos], pre [c, x, y, neuron], direct [c, x, y, z], W_logit (C, d_mlp, p))``;
+    the ``=``-dropped logits are ``direct + relu(pre) @ W_logit``.
+    """
+    W_E, W_pos = w["embed.W_E"], w["pos_embed.W_pos"]
+    W_Q, W_K, W_V, W_O = (w[f"blocks.0.attn.{n}"] for n in ("W_Q", "W_K", "W_V", "W_O"))
+    b_Q, b_K, b_V, b_O = (w[f"blocks.0.attn.{n}"] for n in ("b_Q", "b_K", "b_V", "b_O"))
+    W_in, b_in, W_out, b_out = (w[f"blocks.0.mlp.{n}"] for n in ("W_in", "b_in", "W_out", "b_out"))
+    W_U, b_U = w["unembed.W_U"][..., :p], w["unembed.b_U"][..., :p]
+    d_head = W_Q.shape[-1]
+
+    r_x = W_E[:, :p] + W_pos[:, 0, None]  # (C, p, d_model): token x at position 0
+    r_y = W_E[:, :p] + W_pos[:, 1, None]  # (C, p, d_model): token y at position 1
+    r_eq = W_E[:, p] + W_pos[:, 2]  # (C, d_model): `=` at position 2 (the query, the same for every input)
+
+    q = torch.einsum("cd,chde->che", r_eq, W_Q) + b_Q
+    scale = math.sqrt(d_head)
+    s_x = torch.einsum("che,chxe->chx", q, torch.einsum("cxd,chde->chxe", r_x, W_K) + b_K[:, :, None]) / scale
+    s_y = torch.einsum("che,chxe->chx", q, torch.einsum("cxd,chde->chxe", r_y, W_K) + b_K[:, :, None]) / scale
+    s_eq = (q * (torch.einsum("cd,chde->che", r_eq, W_K) + b_K)).sum(-1) / scale  # (C, h)
+    C, h = s_eq.shape
+    scores = torch.stack(
+        [s_x[:, :, :, None].expand(C, h, p, p), s_y[:, :, None, :].expand(C, h, p, p), s_eq[:, :, None, None].expand(C, h, p, p)],
+        dim=-1,
+    )
+    pattern = scores.softmax(dim=-1)  # (C, h, x, y, 3)
+
+    # per-head output of each value row, moved through W_O: (C, h, p, d_model) and (C, h, d_model)
+    o_x = torch.einsum("chxe,ched->chxd", torch.einsum("cxd,chde->chxe", r_x, W_V) + b_V[:, :, None], W_O)
+    o_y = torch.einsum("chxe,ched->chxd", torch.einsum("cxd,chde->chxe", r_y, W_V) + b_V[:, :, None], W_O)
+    o_eq = torch.einsum("che,ched->chd", torch.einsum("cd,chde->che", r_eq, W_V) + b_V, W_O)
+
+    # residual stream at `=` after attention, for every (x, y): (C, x, y, d_model). The `=` term is one matmul;
+    # the x and y terms are 2 * n_heads broadcast multiply-adds (fast: the result is only p^2 x d_model).
+    d_model = o_x.shape[-1]
+    resid_mid = torch.matmul(pattern[..., 2].permute(0, 2, 3, 1).reshape(C, p * p, h), o_eq).view(C, p, p, d_model)
+    resid_mid += (r_eq + b_O)[:, None, None, :]
+    for i in range(h):
+        resid_mid.addcmul_(pattern[:, i, :, :, 0, None], o_x[:, i, :, None, :])  # a_x[x, y] * o_x[x]
+        resid_mid.addcmul_(pattern[:, i, :, :, 1, None], o_y[:, i, None, :, :])  # a_y[x, y] * o_y[y]
+    resid_mid = resid_mid.view(C, p * p, d_model)
+    pre = torch.baddbmm(b_in[:, None, :], resid_mid, W_in).view(C, p, p, -1)
+    direct = torch.baddbmm((b_out[:, None, :] @ W_U) + b_U[:, None, :], resid_mid, W_U).view(C, p, p, p)
+    W_logit = W_out @ W_U  # (C, d_mlp, p)
+    return pattern, pre, direct, W_logit
+
+
+@functools.lru_cache(maxsize=4)
+def _diagonal_index(p: int) -> tuple[Tensor, Tensor]:
+    """For each flattened ``[x, y]`` grid position (``x * p + y``): ``(x + y) mod p`` and ``(x - y) mod p``."""
+    x = torch.arange(p)
+    return ((x[:, None] + x[None, :]) % p).flatten(), ((x[:, None] - x[None, :]) % p).flatten()
+
+
+def _diagonal_sums(grid: Float[Tensor, "C p p n"]) -> tuple[Float[Tensor, "C p n"], Float[Tensor, "C p n"]]:
+    """Sums of each ``[x, y]`` grid along ``x + y = s (mod p)`` and along ``x - y = d (mod p)``: ``(sums, diffs)``.
+
+    One scatter-add pass each (``index_add_``), no copy of the grid."""
+    C, p, _, n = grid.shape
+    flat = grid.reshape(C, p * p, n)
+    out = []
+    for index in _diagonal_index(p):
+        out.append(grid.new_zeros(C, p, n).index_add_(1, index.to(grid.device), flat))
+    return out[0], out[1]
+
+
+def _fourier_of_marginal(marginal: Float[Tensor, "C p n"]) -> Float[Tensor, "C n p"]:
+    """1D Fourier coefficients of a marginal sum, divided by ``sqrt p``, as float64 ``(C, n, p)``.
+
+    For the orthonormal 2D basis: the coefficient of ``F[i] (x) F[0]`` is ``fourier(sum over y)[i]``, of
+    ``F[0] (x) F[j]`` it is ``fourier(sum over x)[j]``; the coefficient of the unit direction
+    ``cos(w_k(x + y))`` (``sin``) is ``fourier(sums along x + y)[2k-1]`` (``[2k]``), and likewise for ``x - y``.
+    The ``{cos k, sin k} x {cos k, sin k}`` block spans the same space as ``cos/sin(w_k(x +- y))``, so its
+    squared norm is the sum of the four squared ``x + y`` and ``x - y`` coefficients.
+    """
+    p = marginal.shape[1]
+    return fft1d(marginal.transpose(1, 2).double()) / math.sqrt(p)
+
+
+def _trig_sum_energy(sums_fourier: Float[Tensor, "C n p"], key_freqs: list[int]) -> Float[Tensor, "C"]:
+    """Squared norm of the projection onto the key frequencies' cos/sin(w(x+y)) directions."""
+    idx = [i for k in key_freqs for i in frequency_block_indices(k)[1:]]
+    return sums_fourier[..., idx].pow(2).sum((-1, -2))
+
+
+def _centre_(grid: Float[Tensor, "C p p n"]) -> Float[Tensor, "C p p n"]:
+    """Subtract, in place, each column's mean over the ``p^2`` inputs; returns ``grid``."""
+    return grid.sub_(grid.mean((1, 2), keepdim=True))
+
+
+def _centred_energy(grid: Float[Tensor, "C p p n"]) -> Float[Tensor, "C"]:
+    """``sum_{x, y, n} (grid - mean over (x, y))^2`` per checkpoint (float64 result; ``grid`` is not changed)."""
+    centred = _centre_(grid.clone())
+    return torch.stack([torch.dot(c, c) for c in centred.view(grid.shape[0], -1)]).double()
+
+
+def _neuron_block_fractions(
+    centred: Float[Tensor, "C p p d_mlp"],
+) -> tuple[Float[Tensor, "C n_freqs d_mlp"], Float[Tensor, "C d_mlp p"], Float[Tensor, "C d_mlp"]]:
+    """Fraction of each neuron's centred activations (sum of squared 2D Fourier coefficients) inside the 3x3
+    block ``{const, cos k, sin k}^2`` of every frequency ``k``, computed from four marginal sums (see
+    :func:`_fourier_of_marginal`) instead of a full 2D transform. ``centred``: activations minus each neuron's
+    mean. A neuron that never varies gets 0 everywhere.
+
+    Returns ``(fractions, fourier_of_x_plus_y_sums, total)``: the second serves :func:`_trig_sum_energy`, the
+    third is each neuron's centred sum of squares (float64).
+    """
+    C, p, _, n = centred.shape
+    sums, diffs = _diagonal_sums(centred)
+    rows, cols, sums, diffs = (_fourier_of_marginal(m) for m in (centred.sum(2), centred.sum(1), sums, diffs))
+    total = (centred * centred).sum((1, 2)).double()  # (C, n): the sum over all 2D coefficients (Parseval)
+    block = torch.tensor([frequency_block_indices(k) for k in range(1, n_frequencies(p) + 1)], device=centred.device)
+    pair = block[:, 1:]  # (n_freqs, 2): [2k-1, 2k]
+    energy = (
+        cols[..., block].pow(2).sum(-1)  # coef[0, 0], coef[0, cos k], coef[0, sin k]
+        + rows[..., pair].pow(2).sum(-1)  # coef[cos k, 0], coef[sin k, 0]
+        + sums[..., pair].pow(2).sum(-1)
+        + diffs[..., pair].pow(2).sum(-1)
+    )  # (C, n, n_freqs)
+    return _safe_ratio(energy, total[..., None]).clamp(0, 1).transpose(1, 2), sums, total
+
+
+@functools.lru_cache(maxsize=4)
+def _trig_matrix(key_freqs: tuple[int, ...], p: int) -> Tensor:
+    return trig_sum_directions_matrix(list(key_freqs), p)
+
+
+def _chunk_metrics(state_dicts: Sequence[Mapping[str, Tensor]], setup: _RunSetup, key_freqs: list[int],
+                   neuron_freqs: Tensor | None, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+    """All per-checkpoint metrics of one chunk of checkpoints (every value ``(C, ...)``, on the CPU).
+
+    With ``neuron_freqs=None`` (used once, for the final model) ``neuron_frac_final_freq`` is left out.
+    """
+    p = setup.p
+    w = _stack_weights(state_dicts, device, dtype)
+    pattern, pre, direct, W_logit = _last_position_forward(w, p)
+    C, d_mlp = pre.shape[0], pre.shape[-1]
+    out: dict[str, Tensor] = {}
+
+    # activations: trig-direction fractions, neuron blocks, attention
+    pre_sums = _fourier_of_marginal(_diagonal_sums(pre)[0])
+    out["trig_frac_pre"] = _safe_ratio(_trig_sum_energy(pre_sums, key_freqs), _centred_energy(pre))
+    post = pre.relu_()  # pre is not used after this line
+    del pre
+    out["neuron_fire_frac"] = post.sign().sum((1, 2)).double() / (p * p)
+    logits = direct.add_(torch.bmm(post.reshape(C, p * p, d_mlp), W_logit).view(C, p, p, p))  # (C, x, y, z)
+    del direct
+    centred = _centre_(post)  # post is not used after this line
+    del post
+    fracs, post_sums, post_energy = _neuron_block_fractions(centred)  # fracs: (C, n_freqs, d_mlp)
+    del centred
+    out["trig_frac_post"] = _safe_ratio(_trig_sum_energy(post_sums, key_freqs), post_energy.sum(-1))
+    frac_best, best = fracs.max(dim=1)
+    out["neuron_best_freq"], out["neuron_frac_best_freq"] = best + 1, frac_best
+    if neuron_freqs is not None:
+        index = (neuron_freqs.to(fracs.device) - 1)[None, None, :].expand(C, 1, d_mlp)
+        out["neuron_frac_final_freq"] = fracs.gather(1, index)[:, 0]
+    out["attention_to_pos"] = pattern.double().mean((2, 3))
+    del pattern
+
+    # logits: trig fraction, losses, excluded and restricted losses
+    M = _trig_matrix(tuple(key_freqs), p).to(device=device, dtype=dtype)  # (2K, p^2), orthonormal rows
+    coefs = torch.einsum("dq,cqz->cdz", M, logits.reshape(C, p * p, p))  # (C, 2K, p)
+    out["trig_frac_logits"] = _safe_ratio(coefs.double().pow(2).sum((1, 2)), _centred_energy(logits))
+    logits = logits.reshape(C, p * p, p)
+    train_idx = setup.train_indices.to(device)
+    test_idx = setup.test_indices.to(device)
+    labels = setup.labels.to(device)
+    y_train, y_test = labels[train_idx], labels[test_idx]
+    n_train, n_test = len(train_idx), len(test_idx)
+    M_train = M[:, train_idx]  # (2K, n_train)
+    L_train_all, L_test_all = logits[:, train_idx], logits[:, test_idx]
+    names = ["train_loss", "test_loss", "all_loss", "excluded_loss", "excluded_loss_all_keys",
+             "restricted_loss", "restricted_loss_train", "restricted_loss_test"]
+    vals: dict[str, list[Tensor]] = {k: [] for k in names}
+    for c in range(C):
+        L_train, L_test = L_train_all[c], L_test_all[c]
+        tr = cross_entropy_high_precision(L_train, y_train)
+        te = cross_entropy_high_precision(L_test, y_test)
+        vals["train_loss"].append(tr)
+        vals["test_loss"].append(te)
+        vals["all_loss"].append((n_train * tr + n_test * te) / (n_train + n_test))
+        excl = []
+        for j in range(len(key_freqs)):
+            proj = M_train[2 * j : 2 * j + 2].T @ coefs[c, 2 * j : 2 * j + 2]  # (n_train, p)
+            excl.append(cross_entropy_high_precision(L_train - proj, y_train))
+        vals["excluded_loss"].append(torch.stack(excl))
+        vals["excluded_loss_all_keys"].append(cross_entropy_high_precision(L_train - M_train.T @ coefs[c], y_train))
+        restricted = bias_correct(M.T @ coefs[c], logits[c])  # (p^2, p)
+        rtr = cross_entropy_high_precision(restricted[train_idx], y_train)
+        rte = cross_entropy_high_precision(restricted[test_idx], y_test)
+        vals["restricted_loss_train"].append(rtr)
+        vals["restricted_loss_test"].append(rte)
+        vals["restricted_loss"].append((n_train * rtr + n_test * rte) / (n_train + n_test))
+    del logits, L_train_all, L_test_all
+    out.update({k: torch.stack(v) for k, v in vals.items()})
+
+    # weights: Fourier norms, singular values, sums of squares
+    W_E = w["embed.W_E"][:, :p]  # (C, p, d_model): `=` row dropped
+    out["fourier_embed"] = fft1d_given_dim(W_E, 1).pow(2).sum(-1)
+    out["fourier_logit"] = fft1d(W_logit).pow(2).sum(1)
+    out["embed_singular_values"] = torch.linalg.svdvals(W_E)
+    out["sum_sq_weights"] = torch.stack([_sum_sq_weights(sd) for sd in state_dicts])
+    return {k: v.cpu() for k, v in out.items()}
+
+
+def _assemble(parts: list[dict[str, Tensor]], setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor) -> TrainingDynamics:
+    cat = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+    sq = cat.pop("sum_sq_weights")
+    return TrainingDynamics(
+        epochs=setup.epochs.clone(),
+        p=setup.p,
+        key_freqs=list(key_freqs),
+        neuron_freqs=neuron_freqs.cpu().long(),
+        restricted_loss_ratio=cat["restricted_loss_test"] / cat["test_loss"],
+        fourier_embed_per_freq=per_frequency(cat["fourier_embed"]),
+        gini_embed=_fourier_norm_gini(cat["fourier_embed"]),
+        gini_logit=_fourier_norm_gini(cat["fourier_logit"]),
+        param_names=list(PAPER_KEYS),
+        sum_sq_weights=sq,
+        total_sum_sq_weights=sq.sum(-1),
+        **{k: v for k, v in cat.items()},
+    )
+
+
+def compute_dynamics(
+    run_data: Mapping | str | os.PathLike,
+    key_freqs: Sequence[int] | Tensor,
+    *,
+    cache_path: str | os.PathLike | None = None,
+    neuron_freqs: Int[Tensor, "d_mlp"] | None = None,
+    final_checkpoint: int = -1,
+    stride: int = 1,
+    chunk_size: int | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> TrainingDynamics:
+    """Compute every Section-3 progress measure for the checkpoints of a run, batched over checkpoints.
+
+    Args:
+        run_data: the run-data dict (see :mod:`.checkpoints`) or the path of a run file.
+        key_freqs: the key frequencies, fixed once from the final (analysed) model.
+        cache_path: a ``.pt`` file to read the result from when it was computed for the same run, key
+            frequencies and options, and to write it to (atomically) otherwise. ``None``: no cache.
+        neuron_freqs: ``(d_mlp,)`` each neuron's frequency (1-based); default: the best 3x3 block of each
+            neuron in the checkpoint ``final_checkpoint`` (an index into ``run_data["state_dicts"]``, default
+            the last one; the course's analysed model is index 400 of the hub file).
+        stride: analyse every ``stride``-th checkpoint (1 = all).
+        chunk_size: checkpoints processed together (memory ~100 MB per checkpoint for p = 113). Default: 1
+            on the CPU, where every step is already a large vectorised operation and bigger temporaries only
+            cost page faults; 32 on a GPU.
+        device, dtype: where and in which precision activations are computed (losses are always float64).
+        progress: show a ``tqdm`` progress bar.
+
+    Returns:
+        a :class:`TrainingDynamics` (every tensor indexed ``[checkpoint, ...]``, on the CPU).
+    """
+    run_data = _load(run_data)
+    setup = _setup(run_data, stride)
+    p = setup.p
+    key_freqs = _check_key_freqs(key_freqs, p)
+    device = torch.device(device)
+    if chunk_size is None:
+        chunk_size = 1 if device.type == "cpu" else 32
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    state_dicts = run_data["state_dicts"]
+    final_index = _resolve_final_index(final_checkpoint, len(state_dicts))
+    if neuron_freqs is not None:
+        neuron_freqs = torch.as_tensor(neuron_freqs).long()
+        d_mlp = state_dicts[0]["blocks.0.mlp.b_in"].shape[0]
+        if neuron_freqs.shape != (d_mlp,) or not ((neuron_freqs >= 1) & (neuron_freqs <= n_frequencies(p))).all():
+            raise ValueError(f"neuron_freqs must be a ({d_mlp},) tensor of frequencies in 1..{n_frequencies(p)}")
+
+    key = None
+    if cache_path is not None:
+        cache_path = Path(cache_path)
+        key = _cache_key(run_data, setup, key_freqs, neuron_freqs, final_index, dtype)
+        cached = _read_cache(cache_path, key)
+        if cached is not None:
+            return cached
+
+    with torch.inference_mode():
+        if neuron_freqs is None:
+            neuron_freqs = _chunk_metrics([state_dicts[final_index]], setup, key_freqs, None, device, dtype)["neuron_best_freq"][0]
+        parts = []
+        with tqdm(total=len(setup.indices), desc="training dynamics", unit="ckpt", **_tqdm_switch(progress)) as bar:
+            for start in range(0, len(setup.indices), chunk_size):
+                chunk = [state_dicts[i] for i in setup.indices[start : start + chunk_size]]
+                parts.append(_chunk_metrics(chunk, setup, key_freqs, neuron_freqs, device, dtype))
+                bar.update(len(chunk))
+        result = _assemble(parts, setup, key_freqs, neuron_freqs)
+
+    if cache_path is not None:
+        atomic_save({"key": key, "metric_version": METRIC_VERSION, "metrics": result.to_dict()}, cache_path)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------
+# Naive reference: one full forward pass with run_with_cache per checkpoint
+# --------------------------------------------------------------------------------------------------------
+
+
+def _naive_checkpoint(model, all_data: Tensor, setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor | None) -> dict[str, Tensor]:
+    p = setup.p
+    logits_all, cache = model.run_with_cache(all_data)
+    logits = logits_all[:, -1, :-1]  # (p^2, p)
+    pre, post = cache["pre", 0][:, -1], cache["post", 0][:, -1]  # (p^2, d_mlp)
+    pattern = cache["pattern", 0][:, :, -1, :]  # (p^2, n_heads, 3): from `=` to each position
+    kw = dict(train_indices=setup.train_indices)
+    out: dict[str, Any] = {
+        "train_loss": score_logits(logits, setup.labels, mode="train", **kw),
+        "test_loss": score_logits(logits, setup.labels, mode="test", **kw),
+        "all_loss": score_logits(logits, setup.labels, mode="all"),
+    }
+    M = trig_sum_directions_matrix(key_freqs, p)
+
+    def project(x: Tensor, dirs: Tensor) -> Tensor:
+        return dirs.T @ (dirs @ x)
+
+    out["excluded_loss"] = [
+        score_logits(logits - project(logits, trig_sum_directions_matrix([k], p)), setup.labels, mode="train", **kw)
+        for k in key_freqs
+    ]
+    out["excluded_loss_all_keys"] = score_logits(logits - project(logits, M), setup.labels, mode="train", **kw)
+    restricted = project(logits, M)
+    for mode, name in (("all", "restricted_loss"), ("train", "restricted_loss_train"), ("test", "restricted_loss_test")):
+        out[name] = score_logits(restricted, setup.labels, mode=mode, bias_correction=True, original_logits=logits, **kw)
+
+    for name, acts in (("trig_frac_pre", pre), ("trig_frac_post", post), ("trig_frac_logits", logits)):
+        centred = acts.double() - acts.double().mean(0)
+        out[name] = (project(centred, M.double()).pow(2).sum() / centred.pow(2).sum()).item()
+
+    centred_post = (post - post.mean(0)).reshape(p, p, -1)
+    blocks = arrange_by_2d_freqs(fft2d(centred_post))  # (n_freqs, 3, 3, d_mlp)
+    fracs = _safe_ratio(blocks.double().pow(2).sum((1, 2)), centred_post.double().pow(2).sum((0, 1)))  # (K, d_mlp)
+    frac_best, best = fracs.max(0)
+    out["neuron_best_freq"], out["neuron_frac_best_freq"] = best + 1, frac_best
+    if neuron_freqs is not None:
+        out["neuron_frac_final_freq"] = fracs[neuron_freqs - 1, torch.arange(fracs.shape[1])]
+    out["neuron_fire_frac"] = (post > 0).double().mean(0)
+    out["attention_to_pos"] = pattern.double().mean(0)
+
+    basis = fourier_basis(p)
+    W_E = model.W_E[:-1]
+    out["fourier_embed"] = (basis @ W_E).pow(2).sum(-1)
+    W_logit = model.W_out[0] @ model.W_U[:, :-1]
+    out["fourier_logit"] = (W_logit @ basis.T).pow(2).sum(0)
+    out["embed_singular_values"] = torch.linalg.svdvals(W_E)
+    return {k: v if isinstance(v, Tensor) else torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
+
+
+def compute_dynamics_naive(
+    run_data: Mapping | str | os.PathLike,
+    key_freqs: Sequence[int] | Tensor,
+    *,
+    neuron_freqs: Int[Tensor, "d_mlp"] | None = None,
+    final_checkpoint: int = -1,
+    stride: int = 1,
+    progress: bool = True,
+) -> TrainingDynamics:
+    """The same metrics as :func:`compute_dynamics`, computed the straightforward way: load each checkpoint
+    into a ``HookedTransformer``, ``run_with_cache`` on all ``p^2`` inputs, and evaluate each definition
+    directly (``fft2d`` + ``arrange_by_2d_freqs`` for the neuron blocks). Slow; kept as the readable reference
+    for tests and benchmarks. No cache."""
+    run_data = _load(run_data)
+    setup = _setup(run_data, stride)
+    p = setup.p
+    key_freqs = _check_key_freqs(key_freqs, p)
+    state_dicts = run_data["state_dicts"]
+    final_index = _resolve_final_index(final_checkpoint, len(state_dicts))
+    all_data = make_all_data(p)
+    model = make_model(p, seed=0)
+    model.eval()
+    parts = []
+    with torch.inference_mode():
+        if neuron_freqs is None:
+            load_in_state_dict(model, state_dicts[final_index])
+            neuron_freqs = _naive_checkpoint(model, all_data, setup, key_freqs, None)["neuron_best_freq"]
+        neuron_freqs = torch.as_tensor(neuron_freqs).long()
+        for i in tqdm(setup.indices, desc="training dynamics (naive)", unit="ckpt", **_tqdm_switch(progress)):
+            load_in_state_dict(model, state_dicts[i])
+            part = _naive_checkpoint(model, all_data, setup, key_freqs, neuron_freqs)
+            part["sum_sq_weights"] = _sum_sq_weights(state_dicts[i])
+            parts.append({k: v[None] for k, v in part.items()})
+        return _assemble(parts, setup, key_freqs, neuron_freqs)

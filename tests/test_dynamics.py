@@ -1,0 +1,302 @@
+"""The batched training-dynamics engine against a per-checkpoint HookedTransformer reference, its cache, and
+the Gini coefficient.
+
+Runs are built without training: paper-init models with different seeds, the hand-built Fourier model of
+``analysis.make_fourier_model`` (a model that implements the algorithm) and interpolations between them, so
+the metrics see both noise and real key-frequency structure.
+"""
+
+import math
+
+import pytest
+import torch
+from jaxtyping import TypeCheckError
+
+from part52_grokking_and_modular_arithmetic import analysis, dynamics
+from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
+from part52_grokking_and_modular_arithmetic.dynamics import TrainingDynamics, compute_dynamics, compute_dynamics_naive, gini
+from part52_grokking_and_modular_arithmetic.fourier import arrange_by_2d_freqs, fft2d, fourier_2d_basis_term
+from part52_grokking_and_modular_arithmetic.layout import load_in_state_dict, transformer_lens_to_paper
+from part52_grokking_and_modular_arithmetic.losses import score_logits
+from part52_grokking_and_modular_arithmetic.model import make_model
+
+BAD_INPUT = (ValueError, TypeCheckError)
+
+
+def paper_sd(model):
+    return transformer_lens_to_paper({k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(("mask", "IGNORE"))})
+
+
+def make_run(p, key_freqs, seeds=(1,), mix=(0.5,), **extra):
+    """Random paper-init checkpoints, interpolations towards the hand-built Fourier model, then that model."""
+    target = paper_sd(analysis.make_fourier_model(p, key_freqs=key_freqs))
+    sds = [paper_sd(make_model(p, seed=s)) for s in seeds]
+    sds += [{k: (1 - t) * sds[0][k] + t * target[k] for k in target} for t in mix]
+    sds.append(target)
+    n = len(sds)
+    run = {"state_dicts": sds, "epochs": [100 * i for i in range(n)], "train_losses": [4.7] * n, "test_losses": [4.7] * n}
+    run.update(extra)
+    return run
+
+
+def model_of(sd, p):
+    return load_in_state_dict(make_model(p, seed=0), sd)
+
+
+FLOAT_TOL = {
+    # losses are float64 cross-entropies of float32 logits computed in a different order
+    "loss": dict(rtol=2e-5, atol=1e-9),
+    "weights": dict(rtol=1e-4, atol=1e-6),
+    "fraction": dict(rtol=1e-3, atol=1e-7),
+}
+GROUPS = {
+    "loss": ["train_loss", "test_loss", "all_loss", "excluded_loss", "excluded_loss_all_keys", "restricted_loss",
+             "restricted_loss_train", "restricted_loss_test", "restricted_loss_ratio"],
+    "weights": ["fourier_embed", "fourier_embed_per_freq", "fourier_logit", "gini_embed", "gini_logit",
+                "embed_singular_values", "sum_sq_weights", "total_sum_sq_weights"],
+    "fraction": ["trig_frac_pre", "trig_frac_post", "trig_frac_logits", "neuron_frac_final_freq",
+                 "neuron_frac_best_freq", "neuron_fire_frac", "attention_to_pos"],
+}
+
+
+def assert_matches_reference(fast: TrainingDynamics, ref: TrainingDynamics):
+    assert torch.equal(fast.epochs, ref.epochs) and fast.p == ref.p and fast.key_freqs == ref.key_freqs
+    for group, names in GROUPS.items():
+        for name in names:
+            a, b = getattr(fast, name), getattr(ref, name)
+            assert a.shape == b.shape, name
+            torch.testing.assert_close(a.double(), b.double(), **FLOAT_TOL[group], msg=lambda m, n=name: f"{n}: {m}")
+    # best frequency: an argmax, so only where the winner is clear (fractions of distinct blocks sum to <= 1)
+    clear = ref.neuron_frac_best_freq > 0.6
+    assert clear.sum() > 100
+    assert torch.equal(fast.neuron_best_freq[clear], ref.neuron_best_freq[clear])
+
+
+@pytest.fixture(scope="module")
+def run23():
+    return make_run(23, key_freqs=(2, 5, 7), seeds=(1, 2), mix=(0.3, 0.8))
+
+
+@pytest.fixture(scope="module")
+def small_run():
+    """One random checkpoint and the Fourier model, p = 23: for the cache / option tests."""
+    return make_run(23, key_freqs=(2, 5, 7), seeds=(1,), mix=())
+
+
+@pytest.fixture(scope="module")
+def fast_and_naive_23(run23):
+    key_freqs = [2, 5, 7]
+    return compute_dynamics(run23, key_freqs, progress=False), compute_dynamics_naive(run23, key_freqs, progress=False)
+
+
+def test_batched_matches_hooked_transformer_reference_p23(fast_and_naive_23):
+    fast, ref = fast_and_naive_23
+    assert len(fast) == 5
+    # neuron frequencies default to the final checkpoint's best blocks; the hand-built model's are clear-cut
+    assert torch.equal(fast.neuron_freqs, fast.neuron_best_freq[-1])
+    alive = ref.neuron_frac_best_freq[-1] > 0.5
+    assert torch.equal(fast.neuron_freqs[alive], ref.neuron_freqs[alive])
+    assert set(fast.neuron_freqs[alive].tolist()) == {2, 5, 7}
+    assert_matches_reference(fast, ref)
+
+
+def test_metrics_see_the_algorithm_form(fast_and_naive_23):
+    """Sanity of the definitions along random -> Fourier model: trig directions take over the logits."""
+    fast, _ = fast_and_naive_23
+    assert fast.trig_frac_logits[0] < 0.01 and fast.trig_frac_logits[-1] > 0.5
+    assert fast.restricted_loss[-1] < fast.restricted_loss[0]
+    # removing a key frequency from the final model's logits hurts; removing all of them hurts most
+    final = len(fast) - 1
+    assert (fast.excluded_loss[final] > fast.train_loss[final]).all()
+    assert fast.excluded_loss_all_keys[final] > fast.excluded_loss[final].max()
+    # the final embedding is sparse in the Fourier basis: its Gini coefficient is high
+    assert fast.gini_embed[-1] > 0.7 > fast.gini_embed[0]
+    assert torch.equal(fast.neuron_frac_final_freq[-1], fast.neuron_frac_best_freq[-1])
+    torch.testing.assert_close(fast.attention_to_pos[-1], torch.full((4, 3), 1 / 3, dtype=torch.float64))
+
+
+def test_batched_matches_reference_p113_in_chunks():
+    p, key_freqs = 113, [14, 41, 52]
+    run = make_run(p, key_freqs=key_freqs, seeds=(3,), mix=())
+    neuron_freqs = torch.randint(1, 57, (512,), generator=torch.Generator().manual_seed(0))
+    ref = compute_dynamics_naive(run, key_freqs, neuron_freqs=neuron_freqs, progress=False)
+    fast = compute_dynamics(run, key_freqs, neuron_freqs=neuron_freqs, chunk_size=2, progress=False)
+    assert torch.equal(fast.neuron_freqs, neuron_freqs)
+    assert_matches_reference(fast, ref)  # chunks of 2 here, of 1 (the CPU default) in the p = 23 test
+    # the paper init's sum of squared weights (grokking_facts §1), from an independent sum over the model
+    model = model_of(run["state_dicts"][0], p)
+    direct = sum(float(t.detach().double().pow(2).sum()) for t in model.parameters())
+    assert fast.total_sum_sq_weights[0].item() == pytest.approx(direct, rel=1e-9)
+    assert direct == pytest.approx(1783, rel=0.02)
+
+
+def test_agrees_with_per_model_analysis_functions(run23, fast_and_naive_23):
+    fast, _ = fast_and_naive_23
+    train_indices = train_test_split(23, 0.3, 0)[0]
+    for i in (0, 3, 4):
+        model = model_of(run23["state_dicts"][i], 23)
+        expected = torch.tensor(analysis.excl_loss(model, fast.key_freqs, train_indices=train_indices), dtype=torch.float64)
+        torch.testing.assert_close(fast.excluded_loss[i], expected, rtol=2e-5, atol=1e-9)
+        torch.testing.assert_close(fast.fourier_embed[i], analysis.fourier_embed(model), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(fast.embed_singular_values[i], analysis.embed_SVD(model), rtol=1e-4, atol=1e-6)
+
+
+def test_losses_use_the_runs_split_and_task():
+    p = 23
+    run = make_run(p, key_freqs=(3,), seeds=(4,), mix=(), config={"p": p, "fn": "subtract", "frac_train": 0.5, "seed": 3})
+    labels = make_labels(make_all_data(p), p, fn="subtract")
+    model = model_of(run["state_dicts"][0], p)
+    logits = model(make_all_data(p))[:, -1, :-1].detach()
+    from_config = compute_dynamics(run, [3], progress=False)
+    train = train_test_split(p, 0.5, 3)[0]
+    assert from_config.train_loss[0].item() == pytest.approx(score_logits(logits, labels, mode="train", train_indices=train), rel=1e-6)
+    explicit = torch.arange(0, p * p, 4)
+    run_explicit = dict(run, train_indices=explicit)
+    from_indices = compute_dynamics(run_explicit, [3], progress=False)
+    assert from_indices.test_loss[0].item() == pytest.approx(score_logits(logits, labels, mode="test", train_indices=explicit), rel=1e-6)
+
+
+def test_stride_and_final_checkpoint(run23, fast_and_naive_23):
+    every_other = compute_dynamics(run23, [2, 5, 7], stride=2, final_checkpoint=3, progress=False)
+    assert every_other.epochs.tolist() == [0, 200, 400]
+    every_one = fast_and_naive_23[0]
+    # neuron frequencies come from checkpoint 3 (the 0.8 interpolation): its own best blocks
+    single = compute_dynamics({**run23, "state_dicts": run23["state_dicts"][3:4], "epochs": [300]}, [2, 5, 7], progress=False)
+    assert torch.equal(every_other.neuron_freqs, single.neuron_freqs)
+    torch.testing.assert_close(every_other.train_loss, every_one.train_loss[::2])
+
+
+def test_cache_hit_is_identical_and_a_changed_run_is_recomputed(small_run, tmp_path, monkeypatch):
+    path = tmp_path / "dynamics.pt"
+    first = compute_dynamics(small_run, [2, 5, 7], cache_path=path, progress=False)
+    assert path.is_file()
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    with monkeypatch.context() as m:
+        m.setattr(dynamics, "_chunk_metrics", no_compute)
+        again = compute_dynamics(small_run, [2, 5, 7], cache_path=path, progress=False)
+        with pytest.raises(AssertionError, match="cache"):  # other key frequencies: a different result
+            compute_dynamics(small_run, [2, 5], cache_path=path, progress=False)
+    for name, value in first.to_dict().items():
+        other = getattr(again, name)
+        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, name
+
+    changed = dict(small_run, state_dicts=list(small_run["state_dicts"]))
+    changed["state_dicts"][1] = {k: v.clone() for k, v in small_run["state_dicts"][1].items()}
+    changed["state_dicts"][1]["unembed.W_U"][0, 0] += 0.5
+    recomputed = compute_dynamics(changed, [2, 5, 7], cache_path=path, progress=False)
+    assert not torch.equal(recomputed.train_loss, first.train_loss)
+    assert torch.equal(recomputed.train_loss[0], first.train_loss[0])
+    reread = compute_dynamics(changed, [2, 5, 7], cache_path=path, progress=False)
+    assert torch.equal(reread.train_loss, recomputed.train_loss)
+
+
+def test_corrupt_cache_is_recomputed_with_a_warning(small_run, tmp_path):
+    path = tmp_path / "dynamics.pt"
+    path.write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match="recomputing"):
+        result = compute_dynamics(small_run, [2, 5, 7], cache_path=path, progress=False)
+    assert len(result) == 2 and path.stat().st_size > 1000
+
+
+def test_run_file_path_is_accepted(small_run, tmp_path):
+    from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
+
+    atomic_save(small_run, tmp_path / "run.pth")
+    from_file = compute_dynamics(tmp_path / "run.pth", [2, 5, 7], stride=2, progress=False)
+    assert from_file.epochs.tolist() == small_run["epochs"][::2]
+
+
+def test_progress_can_be_silenced(small_run, capsys, monkeypatch):
+    compute_dynamics(small_run, [2, 5, 7], progress=False)
+    assert capsys.readouterr().err == ""
+    bars = []
+
+    class RecordingBar:
+        def __init__(self, *args, **kwargs):
+            bars.append(kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, n):
+            bars[-1]["updates"] = bars[-1].get("updates", 0) + n
+
+    monkeypatch.setattr(dynamics, "tqdm", RecordingBar)
+    compute_dynamics(small_run, [2, 5, 7], progress=True)
+    compute_dynamics(small_run, [2, 5, 7], progress=False)
+    assert bars[0]["total"] == 2 and bars[0]["updates"] == 2 and not bars[0].get("disable")
+    assert bars[1]["disable"] is True
+
+
+def test_bad_arguments_say_what_was_expected(small_run):
+    with pytest.raises(BAD_INPUT, match="1..11"):
+        compute_dynamics(small_run, [0, 3], progress=False)
+    with pytest.raises(BAD_INPUT, match="duplicates"):
+        compute_dynamics(small_run, [3, 3], progress=False)
+    with pytest.raises(BAD_INPUT, match="at least one"):
+        compute_dynamics(small_run, [], progress=False)
+    with pytest.raises(BAD_INPUT, match="neuron_freqs"):
+        compute_dynamics(small_run, [3], neuron_freqs=torch.zeros(512, dtype=torch.long), progress=False)
+    with pytest.raises(BAD_INPUT, match="stride"):
+        compute_dynamics(small_run, [3], stride=0, progress=False)
+    with pytest.raises(IndexError, match="final_checkpoint"):
+        compute_dynamics(small_run, [3], final_checkpoint=9, progress=False)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_gini_known_vectors():
+    for n in (1, 5, 56):
+        assert gini(torch.full((n,), 3.0)).item() == pytest.approx(0.0, abs=1e-6)
+        one_hot = torch.zeros(n)
+        one_hot[n // 2] = 2.0
+        assert gini(one_hot).item() == pytest.approx(1 - 1 / n, abs=1e-6)
+    # sorted (0, 0, 1, 1): 1 - 2 * (0.5 * 1.5/4 + 0.5 * 0.5/4) = 0.5, in any order and batched
+    batch = torch.tensor([[1.0, 0.0, 1.0, 0.0], [2.0, 2.0, 2.0, 2.0]])
+    torch.testing.assert_close(gini(batch), torch.tensor([0.5, 0.0]))
+    assert math.isnan(gini(torch.zeros(4)).item())
+    with pytest.raises(ValueError, match="non-negative"):
+        gini(torch.tensor([1.0, -1.0]))
+
+
+def test_per_frequency_adds_cos_and_sin_and_drops_the_constant():
+    values = torch.arange(7.0)  # const, cos1, sin1, cos2, sin2, cos3, sin3
+    torch.testing.assert_close(dynamics.per_frequency(values), torch.tensor([3.0, 7.0, 11.0]))
+
+
+def test_block_fractions_from_marginals_equal_fft2d_blocks():
+    p = 13
+    torch.manual_seed(0)
+    grids = torch.randn(2, p, p, 5).relu()
+    grids[0, :, :, 0] = fourier_2d_basis_term(5, 6, p) + 0.5 * fourier_2d_basis_term(0, 5, p)  # all in k = 3's block
+    centred = grids - grids.mean((1, 2), keepdim=True)
+    fracs, _, total = dynamics._neuron_block_fractions(centred)  # (2, n_freqs, 5)
+    torch.testing.assert_close(total, centred.double().pow(2).sum((1, 2)), rtol=1e-5, atol=1e-6)
+    for c in range(2):
+        coefs = fft2d(centred[c].double())
+        expected = arrange_by_2d_freqs(coefs).pow(2).sum((1, 2)) / coefs.pow(2).sum((0, 1))
+        torch.testing.assert_close(fracs[c], expected, rtol=1e-5, atol=1e-7)
+    assert fracs[0, 2, 0].item() == pytest.approx(1.0, abs=1e-6)
+    # a constant neuron has no variance: fraction 0, not NaN
+    flat = torch.zeros(1, p, p, 1)
+    assert torch.equal(dynamics._neuron_block_fractions(flat)[0], torch.zeros(1, 6, 1, dtype=torch.float64))
+
+
+def test_result_round_trips_through_a_weights_only_file(fast_and_naive_23, tmp_path):
+    fast, _ = fast_and_naive_23
+    torch.save(fast.to_dict(), tmp_path / "d.pt")
+    back = TrainingDynamics.from_dict(torch.load(tmp_path / "d.pt", weights_only=True))
+    assert torch.equal(back.excluded_loss, fast.excluded_loss) and back.param_names == fast.param_names
+    assert back.sum_sq_weights_by_param()["unembed.W_U"].shape == (5,)
+    assert back.index_of_epoch(300) == 3
+    with pytest.raises(KeyError, match="no checkpoint at epoch 250"):
+        back.index_of_epoch(250)
