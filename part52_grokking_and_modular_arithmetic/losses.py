@@ -40,13 +40,13 @@ def bias_correct(logits: Float[Tensor, "batch vocab"], original_logits: Float[Te
 
 
 def score_logits(
-    logits: Float[Tensor, "batch vocab"],
-    labels: Int[Tensor, "batch"],
+    logits: Float[Tensor, "*batch vocab"],
+    labels: Int[Tensor, "n_pairs"],
     *,
     mode: Mode = "all",
     train_indices: Int[Tensor, "n_train"] | None = None,
     bias_correction: bool = False,
-    original_logits: Float[Tensor, "batch vocab"] | None = None,
+    original_logits: Float[Tensor, "*batch vocab"] | None = None,
 ) -> float:
     """Loss of last-position logits over **all** p^2 pairs, or only the train / test ones.
 

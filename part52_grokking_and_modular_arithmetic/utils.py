@@ -4,7 +4,7 @@ Nothing here computes at import time and no model is loaded: ``p`` defaults to 1
 and is otherwise inferred from the shapes of what you pass.
 
     from part52_grokking_and_modular_arithmetic import utils
-    full_run_data = utils.load_full_run_data()          # hub, else cache, else local training
+    full_run_data = utils.load_full_run_data()          # local file, else the hub, else local training
     model = utils.load_model(full_run_data)              # the analysed checkpoint as a HookedTransformer
 """
 
@@ -32,9 +32,24 @@ from .fourier import (
     project_onto_frequency,
     trig_sum_directions_matrix,
 )
-from .layout import load_in_state_dict, paper_to_transformer_lens, transformer_lens_to_paper
+from .layout import is_paper_layout, load_in_state_dict, paper_to_transformer_lens, transformer_lens_to_paper
 from .losses import bias_correct, cross_entropy_high_precision, score_logits
 from .model import make_model, make_model_config, silence_transformer_lens_deprecation
+from .provision import (
+    ModelUnavailableError,
+    analysed_checkpoint_index,
+    default_run_path,
+    download_full_run_data,
+    load_full_run_data,
+    run_config,
+    run_data_source,
+)
+
+# The analysis library (Sections 1-2), Section 3's progress measures and the plotting helpers, under their
+# public names (each module's __all__).
+from .analysis import *  # noqa: F401,F403,E402
+from .dynamics import *  # noqa: F401,F403,E402
+from .plotting import *  # noqa: F401,F403,E402
 
 DEFAULT_P = 113
 
@@ -67,3 +82,17 @@ def test_logits(
 
 test_logits.__test__ = False  # not a pytest test, despite its (course) name
 
+
+def load_model(full_run_data: dict, index: int | None = None, device: str = "cpu") -> HookedTransformer:
+    """The checkpoint ``index`` of a run (default: the analysed one, epoch 40,000 of the hub run or the last
+    checkpoint of ours) as a ``HookedTransformer`` with the paper's architecture; p is read from the weights."""
+    state_dicts = full_run_data["state_dicts"]
+    if index is None:
+        index = analysed_checkpoint_index(full_run_data)
+    if not -len(state_dicts) <= index < len(state_dicts):
+        raise IndexError(f"checkpoint index {index} out of range: the run has {len(state_dicts)} checkpoints")
+    state_dict = state_dicts[index]
+    w_e = state_dict["embed.W_E"]  # (d_model, d_vocab) in the paper layout, (d_vocab, d_model) in TransformerLens'
+    p = int(w_e.shape[1] if is_paper_layout(state_dict) else w_e.shape[0]) - 1
+    model = make_model(p, seed=None, device=device)
+    return load_in_state_dict(model, state_dict)
