@@ -11,7 +11,7 @@ __all__ = ["TrainConfig", "DEFAULT_EPOCHS"]
 
 #: Length of the default run. Chosen so one run shows memorisation, circuit formation *and* cleanup
 #: for the default seed (see README "The default training run"); the paper trained 50k epochs.
-DEFAULT_EPOCHS = 20_000
+DEFAULT_EPOCHS = 15_000
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@ between nbgrader-style markers::
 
 * solutions notebook: the marker lines are dropped, the code stays;
 * exercises notebook: everything from ``### BEGIN SOLUTION`` to ``### END SOLUTION`` becomes
-  ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` at the indentation of the marker.
+  ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` at the indentation of the marker (a function body).
+  A block at the top level of a cell (a "compute these variables" exercise) instead becomes
+  ``# YOUR CODE HERE`` followed by ``name = None`` for every variable the block assigns, so "Run all" reaches
+  the grader, which reports the exercise as not done yet.
 
 A code cell tagged ``solutions-only`` is left out of the exercises notebook; one tagged ``exercises-only`` is
 left out of the solutions notebook (cell ids stay stable either way: they are derived from the source cell).
@@ -29,7 +32,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
+import textwrap
 from pathlib import Path
 
 import jupytext
@@ -53,31 +58,58 @@ class BuildError(ValueError):
     """The source notebook is malformed (unbalanced solution markers, ...)."""
 
 
+def _assigned_names(block: list[str], where: str) -> list[str]:
+    """Names a top-level solution block assigns (in order of first assignment)."""
+    try:
+        tree = ast.parse(textwrap.dedent("\n".join(block)))
+    except SyntaxError as e:
+        raise BuildError(f"{where}: the solution block is not valid Python ({e})") from None
+    names: list[str] = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            for leaf in ast.walk(target):
+                if isinstance(leaf, ast.Name) and isinstance(leaf.ctx, ast.Store) and leaf.id not in names:
+                    names.append(leaf.id)
+    return names
+
+
+def _stub(block: list[str], indent: str, where: str) -> list[str]:
+    """What replaces a solution block in the exercises notebook."""
+    if indent == "":
+        names = _assigned_names(block, where)
+        if names:
+            return [STUB_LINES[0], *(f"{name} = None" for name in names)]
+    return [indent + line for line in STUB_LINES]
+
+
 def _strip_solution_markers(source: str, *, exercises: bool, where: str) -> str:
     """Apply the solution markers of one code cell for the exercises or the solutions notebook."""
     out: list[str] = []
-    inside = False
+    block: list[str] | None = None  # lines of the open solution block
+    indent = ""
     for lineno, line in enumerate(source.split("\n"), start=1):
         stripped = line.strip()
         if stripped == BEGIN:
-            if inside:
+            if block is not None:
                 raise BuildError(f"{where}, line {lineno}: nested {BEGIN!r}")
-            inside = True
-            if exercises:
-                indent = line[: len(line) - len(line.lstrip())]
-                out.extend(indent + stub for stub in STUB_LINES)
+            block, indent = [], line[: len(line) - len(line.lstrip())]
             continue
         if stripped == END:
-            if not inside:
+            if block is None:
                 raise BuildError(f"{where}, line {lineno}: {END!r} without {BEGIN!r}")
-            inside = False
+            if not any(b.strip() for b in block):
+                raise BuildError(f"{where}, line {lineno}: empty solution block")
+            out.extend(_stub(block, indent, where) if exercises else block)
+            block = None
             continue
         if BEGIN in line or END in line:
             raise BuildError(f"{where}, line {lineno}: solution markers must be alone on their line")
-        if inside and exercises:
-            continue
-        out.append(line)
-    if inside:
+        if block is not None:
+            block.append(line)
+        else:
+            out.append(line)
+    if block is not None:
         raise BuildError(f"{where}: {BEGIN!r} is never closed")
     return "\n".join(out)
 
@@ -139,6 +171,13 @@ def check(source_path: Path = SOURCE) -> list[Path]:
     return stale
 
 
+def _show(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that the committed notebooks are up to date")
@@ -146,17 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         stale = check()
         for path in stale:
-            print(f"out of date: {path.relative_to(REPO_ROOT)} (run python scripts/build_notebooks.py)", file=sys.stderr)
+            print(f"out of date: {_show(path)} (run python scripts/build_notebooks.py)", file=sys.stderr)
         if not stale:
-            print("notebooks are in sync with", SOURCE.relative_to(REPO_ROOT))
+            print("notebooks are in sync with", _show(SOURCE))
         return 1 if stale else 0
     for path, text in built_notebooks().items():
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file() and path.read_text(encoding="utf-8") == text:
-            print(f"unchanged: {path.relative_to(REPO_ROOT)}")
+            print(f"unchanged: {_show(path)}")
             continue
         path.write_text(text, encoding="utf-8")
-        print(f"wrote {path.relative_to(REPO_ROOT)}")
+        print(f"wrote {_show(path)}")
     return 0
 
 

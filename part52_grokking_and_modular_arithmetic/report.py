@@ -1,0 +1,331 @@
+"""The main job: provision the model, run the solutions notebook headless, write a self-contained HTML report.
+
+Stages (each timed and printed):
+
+1. **model** — :func:`provision.load_full_run_data` (the cached file, the hub file, or a local training run);
+2. **execute** — run the solutions notebook in a fresh ``python3`` kernel (nbclient), cwd = the repo root;
+3. **export** — write ``<out_dir>/grokking_and_modular_arithmetic.html`` (nbconvert) in which every plotly
+   figure is viewable offline: plotly.js is inlined **once** in the page head and each figure becomes a
+   ``<div>`` + ``Plotly.newPlot`` script (no CDN). The executed notebook is saved beside it.
+
+Command line: ``python -m part52_grokking_and_modular_arithmetic report [--out-dir reports]`` or
+``python -m part52_grokking_and_modular_arithmetic.report``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = [
+    "PLOTLY_MIME",
+    "ReportResult",
+    "default_solutions_notebook",
+    "execute_notebook",
+    "summary_text",
+    "inline_plotly_outputs",
+    "notebook_to_offline_html",
+    "check_offline_html",
+    "run_main_job",
+    "main",
+]
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+REPORT_NAME = "grokking_and_modular_arithmetic"
+#: cell tag of the notebook's summary cell, whose printed output the main job repeats in the terminal
+SUMMARY_TAG = "summary"
+NOTEBOOK_RELPATH = Path("solutions") / f"{REPORT_NAME}_solutions.ipynb"
+#: marker put in front of the inlined plotly.js so checks can find it (and find it only once)
+PLOTLYJS_MARKER = "<!-- plotly.js inlined by part52 report -->"
+_REQUIREJS_TAG = re.compile(r"<script[^>]*src=\"[^\"]*require(?:\.min)?\.js\"[^>]*>\s*</script>\s*")
+_CDN_PLOTLY = re.compile(r"<script[^>]*src=\"https?://[^\"]*plotly[^\"]*\"", re.IGNORECASE)
+
+
+@dataclass
+class ReportResult:
+    """Where the report went and how long each stage took (seconds)."""
+
+    html_path: Path
+    notebook_path: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    n_figures: int = 0
+    model_source: str = ""
+    summary: str = ""  #: printed output of the notebook's ``summary`` cell
+
+
+def repo_root() -> Path:
+    """The checkout this package lives in (the parent of the package folder)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def default_solutions_notebook() -> Path:
+    """The committed solutions notebook of this checkout (raises a clear error when not run from a checkout)."""
+    path = repo_root() / NOTEBOOK_RELPATH
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no solutions notebook at {path}. The report runs the course notebook, which ships with the source "
+            f"repository: run it from a checkout (after `python scripts/build_notebooks.py`) or pass notebook=PATH."
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- execution
+
+
+def execute_notebook(
+    notebook_path: str | os.PathLike,
+    *,
+    cwd: str | os.PathLike | None = None,
+    timeout: int = 1800,
+    kernel_name: str = "python3",
+    allow_errors: bool = False,
+    env: dict[str, str] | None = None,
+):
+    """Execute a notebook headless in a fresh kernel and return the executed ``NotebookNode``.
+
+    Args:
+        cwd: working directory of the kernel (default: the repo root, so relative cache paths resolve).
+        timeout: per-cell timeout in seconds.
+        allow_errors: keep going after a failing cell (errors stay in the outputs) instead of raising.
+        env: extra environment variables for the kernel (merged into ``os.environ``).
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(str(notebook_path), as_version=4)
+    cwd = Path(cwd) if cwd is not None else repo_root()
+    kernel_env = {**os.environ, **(env or {})}
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=kernel_name,
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(cwd)}},
+        store_widget_state=False,
+    )
+    # nbclient passes extra kwargs of async_start_new_kernel on to the kernel manager (env of the process).
+    client.execute(env=kernel_env)
+    return nb
+
+
+def summary_text(nb, tag: str = SUMMARY_TAG) -> str:
+    """The printed output of the executed notebook's cells tagged ``summary`` (the run's key numbers)."""
+    parts = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and tag in cell.get("metadata", {}).get("tags", []):
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "stream":
+                    parts.append(output.get("text", ""))
+                elif output.get("output_type") == "error":
+                    parts.append(f"{output.get('ename')}: {output.get('evalue')}\n")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- HTML export
+
+
+def _figure_html(fig_json: dict, div_id: str) -> str:
+    import plotly.io as pio
+
+    height = "520px" if not fig_json.get("layout", {}).get("height") else "100%"
+    return pio.to_html(
+        fig_json,
+        include_plotlyjs=False,
+        full_html=False,
+        auto_play=False,  # animations start at their first frame, as in Jupyter
+        validate=False,
+        default_height=height,
+        default_width="100%",
+        div_id=div_id,
+    )
+
+
+def inline_plotly_outputs(nb) -> tuple[Any, int]:
+    """Return a copy of ``nb`` whose plotly outputs are HTML (div + ``Plotly.newPlot``), and the figure count.
+
+    Every output carrying ``application/vnd.plotly.v1+json`` gets a ``text/html`` rendering that needs only a
+    global ``Plotly`` object (the page provides it once); the JSON itself is dropped from the copy. Widget
+    views (progress bars), whose state is not stored, fall back to their text.
+    """
+    nb = copy.deepcopy(nb)
+    n = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for output in cell.get("outputs", []):
+            data = output.get("data")
+            if not data:
+                continue
+            data.pop(WIDGET_MIME, None)
+            if PLOTLY_MIME in data:
+                fig_json = data.pop(PLOTLY_MIME)
+                if isinstance(fig_json, str):
+                    fig_json = json.loads(fig_json)
+                n += 1
+                data["text/html"] = _figure_html(fig_json, div_id=f"plotly-figure-{n}")
+    return nb, n
+
+
+def _plotlyjs_head() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return (
+        f"{PLOTLYJS_MARKER}\n"
+        '<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>\n'
+        f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
+    )
+
+
+def notebook_to_offline_html(nb, *, title: str | None = None) -> tuple[str, int]:
+    """Render an executed notebook to one self-contained HTML page; return ``(html, n_figures)``.
+
+    plotly.js is inlined once at the top of ``<head>`` (before any other script, so no AMD loader can capture
+    it), require.js (unused here, and a CDN download) is dropped, and each plotly output is a static div.
+    """
+    from nbconvert import HTMLExporter
+
+    nb_html, n_figures = inline_plotly_outputs(nb)
+    exporter = HTMLExporter(template_name="lab")
+    resources = {"metadata": {"name": title or REPORT_NAME}}
+    body, _ = exporter.from_notebook_node(nb_html, resources=resources)
+    body = _REQUIREJS_TAG.sub("", body, count=1)
+    head = re.search(r"<head[^>]*>", body)
+    if head is None:
+        raise RuntimeError("nbconvert produced HTML without a <head>; cannot inline plotly.js")
+    body = body[: head.end()] + "\n" + _plotlyjs_head() + body[head.end() :]
+    return body, n_figures
+
+
+def check_offline_html(html: str, n_figures: int | None = None) -> None:
+    """Raise ``AssertionError`` unless the page inlines plotly.js exactly once, loads no plotly from a CDN and
+    (when given) draws ``n_figures`` figures."""
+    if html.count(PLOTLYJS_MARKER) != 1 or "plotly.js v" not in html:
+        raise AssertionError("plotly.js is not inlined exactly once in the report")
+    if _CDN_PLOTLY.search(html):
+        raise AssertionError("the report loads plotly.js from the network (a CDN <script src=...>)")
+    if n_figures is not None:
+        drawn = html.count("Plotly.newPlot(")
+        if drawn < n_figures:
+            raise AssertionError(f"the report draws {drawn} plotly figures, expected {n_figures}")
+
+
+# ---------------------------------------------------------------------------------------------- main job
+
+
+def _stage(name: str, timings: dict[str, float], log: Callable[[str], None]):
+    class _Timer:
+        def __enter__(self):
+            log(f"[report] {name} ...")
+            self.t0 = time.perf_counter()
+            return self
+
+        def __exit__(self, *exc):
+            timings[name] = time.perf_counter() - self.t0
+            if exc[0] is None:
+                log(f"[report] {name}: done in {timings[name]:.1f} s")
+            return False
+
+    return _Timer()
+
+
+def run_main_job(
+    out_dir: str | os.PathLike = "reports",
+    *,
+    notebook: str | os.PathLike | None = None,
+    run_path: str | os.PathLike | None = None,
+    allow_training: bool = True,
+    cell_timeout: int = 1800,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> ReportResult:
+    """Provision the model, execute the solutions notebook and write an offline HTML report.
+
+    Args:
+        out_dir: folder for ``grokking_and_modular_arithmetic.html`` and the executed ``.ipynb``.
+        notebook: notebook to run (default: the checkout's solutions notebook).
+        run_path: checkpoint-history file for :func:`provision.load_full_run_data` (default: its default path).
+            When given, the notebook kernel reads it too (``PART52_RUN_PATH``).
+        allow_training: let provisioning train the model when neither a cached file nor the hub is available.
+        cell_timeout: per-cell timeout (seconds) of the notebook run.
+    Returns:
+        :class:`ReportResult` (paths, per-stage timings, number of figures).
+    """
+    timings: dict[str, float] = {}
+    out_dir = Path(out_dir)
+    notebook_path = Path(notebook) if notebook is not None else default_solutions_notebook()
+    t_start = time.perf_counter()
+
+    with _stage("model (load_full_run_data)", timings, log):
+        from .provision import load_full_run_data
+
+        kwargs: dict[str, Any] = {"allow_training": allow_training}
+        if run_path is not None:
+            kwargs["path"] = run_path
+        data = load_full_run_data(**kwargs)
+        n_ckpt = len(data["state_dicts"])
+        last_epoch = data["epochs"][-1]
+        source = str(data.get("source", "")) if isinstance(data, dict) else ""
+        del data
+        log(f"[report] checkpoint history: {n_ckpt} checkpoints up to epoch {last_epoch}")
+
+    env = {"PART52_RUN_PATH": str(Path(run_path).resolve())} if run_path is not None else {}
+    if not progress:
+        env["TQDM_DISABLE"] = "1"
+    with _stage(f"execute {notebook_path.name}", timings, log):
+        executed = execute_notebook(notebook_path, cwd=repo_root(), timeout=cell_timeout, env=env)
+
+    with _stage("export HTML", timings, log):
+        import nbformat
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        html, n_figures = notebook_to_offline_html(executed)
+        check_offline_html(html, n_figures)
+        html_path = out_dir / f"{REPORT_NAME}.html"
+        html_path.write_text(html, encoding="utf-8")
+        nb_path = out_dir / f"{REPORT_NAME}_executed.ipynb"
+        nbformat.write(executed, str(nb_path))
+
+    timings["total"] = time.perf_counter() - t_start
+    summary = summary_text(executed)
+    if summary:
+        log("[report] summary of the run (from the notebook):\n" + summary.rstrip())
+    log(f"[report] wrote {html_path.resolve()} ({html_path.stat().st_size / 1e6:.1f} MB, {n_figures} figures, plotly.js inlined)")
+    log(f"[report] executed notebook: {nb_path.resolve()}")
+    log("[report] timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    return ReportResult(html_path=html_path, notebook_path=nb_path, timings=timings, n_figures=n_figures, model_source=source,
+                        summary=summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``report`` command line: see :func:`run_main_job`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m part52_grokking_and_modular_arithmetic report",
+        description="Provision the model, execute the solutions notebook and write an offline HTML report.",
+    )
+    parser.add_argument("--out-dir", default="reports", help="output folder (default: reports)")
+    parser.add_argument("--notebook", default=None, help="notebook to execute (default: the solutions notebook)")
+    parser.add_argument("--run-path", default=None, help="checkpoint-history file (default: the package default)")
+    parser.add_argument("--no-training", action="store_true", help="fail instead of training when no model is available")
+    parser.add_argument("--cell-timeout", type=int, default=1800, help="per-cell timeout in seconds (default 1800)")
+    args = parser.parse_args(argv)
+    run_main_job(
+        args.out_dir,
+        notebook=args.notebook,
+        run_path=args.run_path,
+        allow_training=not args.no_training,
+        cell_timeout=args.cell_timeout,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
