@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE
+
 __all__ = [
     "PAPER_KEYS",
     "is_paper_layout",
@@ -34,21 +36,11 @@ __all__ = [
     "load_in_state_dict",
 ]
 
-#: Keys of a paper-layout state dict (``blocks.0.attn.mask`` is an optional buffer and ignored).
-PAPER_KEYS = (
-    "embed.W_E",
-    "pos_embed.W_pos",
-    "blocks.0.attn.W_K",
-    "blocks.0.attn.W_Q",
-    "blocks.0.attn.W_V",
-    "blocks.0.attn.W_O",
-    "blocks.0.mlp.W_in",
-    "blocks.0.mlp.b_in",
-    "blocks.0.mlp.W_out",
-    "blocks.0.mlp.b_out",
-    "unembed.W_U",
-)
-_ZERO_BIASES = ("blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O", "unembed.b_U")
+#: Keys of a paper-layout state dict: the paper model's parameters, which keep their names in both layouts
+#: (``blocks.0.attn.mask`` is an optional buffer and ignored).
+PAPER_KEYS = PAPER_TRAINABLE
+#: TransformerLens biases the paper model lacks: zero after conversion.
+_ZERO_BIASES = FROZEN_ZERO_BIASES
 
 
 def _missing(state_dict: Mapping[str, Tensor]) -> list[str]:

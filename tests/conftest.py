@@ -23,3 +23,29 @@ def p113_model():
     from part52_grokking_and_modular_arithmetic.model import make_model
 
     return make_model(113, seed=0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the duration of a test: tiny models train several times faster on one thread when
+    the machine's two cores are shared, and results are compared within one setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A random paper-init p = 113 model whose unembedding is scaled up 30x, so logits and losses vary across
+    inputs (and a grader's plausible mistakes show)."""
+    import torch
+
+    from part52_grokking_and_modular_arithmetic.model import make_model
+
+    m = make_model(113, seed=1)
+    with torch.no_grad():
+        m.W_U.mul_(30)
+    return m

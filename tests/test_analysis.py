@@ -21,15 +21,6 @@ P = 113
 
 
 @pytest.fixture(scope="module")
-def model():
-    """A random paper-init model whose unembedding is scaled up, so logits (and losses) vary across inputs."""
-    m = make_model(P, seed=1)
-    with torch.no_grad():
-        m.W_U.mul_(30)
-    return m
-
-
-@pytest.fixture(scope="module")
 def cache(model):
     with torch.no_grad():
         _, c = model.run_with_cache(make_all_data(P))

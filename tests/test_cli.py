@@ -153,17 +153,6 @@ def test_train_passes_the_options_to_the_trainer(tmp_path, monkeypatch, capsys):
     assert "Wrote" in capsys.readouterr().out
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny models train ~10x faster on one thread when the machine's cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.skipif(not HAS_TRAINER, reason="train.py (the trainer helper's module) is not written yet")
 def test_train_writes_a_valid_run_file(tmp_path, capsys, one_torch_thread):
     out = tmp_path / "tiny.pth"

@@ -16,13 +16,7 @@ from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_pre
 from part52_grokking_and_modular_arithmetic.model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, make_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machines are shared: one thread avoids OpenMP stalls (results do not depend on it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _generic_model(p: int, dtype: torch.dtype, seed: int = 0, frozen_biases: bool = False):

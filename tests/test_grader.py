@@ -22,15 +22,6 @@ Fb = fourier.fourier_basis(P)
 
 
 @pytest.fixture(scope="module")
-def model():
-    """Random paper-init model, unembedding scaled so that losses differ between inputs (and mistakes show)."""
-    m = make_model(P, seed=1)
-    with torch.no_grad():
-        m.W_U.mul_(30)
-    return m
-
-
-@pytest.fixture(scope="module")
 def fourier_model():
     """Hand-built model implementing the algorithm: removing a key frequency changes the loss a lot."""
     return analysis.make_fourier_model(P, KEY_FREQS)

@@ -38,13 +38,7 @@ SMALL = TrainConfig(p=31, frac_train=0.5, lr=3e-3, epochs=2000, save_every=100, 
 TINY = TrainConfig(p=23, frac_train=0.5, epochs=60, save_every=20, test_every=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The test machines are shared: one thread avoids OpenMP stalls (results are checked within one setting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _final_params(run: dict) -> dict[str, torch.Tensor]:
