@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PYTHONUNBUFFERED=1
+# in a log (CI) a progress bar every 10 s is plenty
+[ -t 2 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}
 start=$(date +%s)
 echo "[tests] obtaining the default model (cached after the first run)"
 .venv/bin/python -m part52_grokking_and_modular_arithmetic fetch
