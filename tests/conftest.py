@@ -49,3 +49,15 @@ def model():
     with torch.no_grad():
         m.W_U.mul_(30)
     return m
+
+
+@pytest.fixture
+def isolated_paths(tmp_path, monkeypatch):
+    """Never read or write the real run file or Hugging Face cache."""
+    from part52_grokking_and_modular_arithmetic import provision
+
+    monkeypatch.setenv(provision.ENV_RUN_PATH, str(tmp_path / "local" / "full_run_data.pth"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)

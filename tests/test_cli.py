@@ -4,7 +4,6 @@ and the hand-over to report.py. No network beyond 127.0.0.1."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import socket
 import subprocess
 import sys
@@ -18,15 +17,7 @@ from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save, load
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 
 REPO, FILE = provision.HUB_REPO_ID, provision.HUB_FILENAME
-HAS_TRAINER = importlib.util.find_spec("part52_grokking_and_modular_arithmetic.train") is not None
-
-
-@pytest.fixture(autouse=True)
-def isolated_paths(tmp_path, monkeypatch):
-    monkeypatch.setenv(provision.ENV_RUN_PATH, str(tmp_path / "local" / "full_run_data.pth"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_paths")  # never touch the real run file or HF cache
 
 
 def closed_port() -> int:
@@ -153,7 +144,6 @@ def test_train_passes_the_options_to_the_trainer(tmp_path, monkeypatch, capsys):
     assert "Wrote" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not HAS_TRAINER, reason="train.py (the trainer helper's module) is not written yet")
 def test_train_writes_a_valid_run_file(tmp_path, capsys, one_torch_thread):
     out = tmp_path / "tiny.pth"
     argv = ["train", "--p", "23", "--epochs", "100", "--save-every", "25", "--test-every", "10", "--out", str(out), "--quiet"]

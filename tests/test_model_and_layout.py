@@ -2,10 +2,10 @@
 
 import math
 
-import einops
 import pytest
 import torch
 
+from paper_reference import paper_forward
 from part52_grokking_and_modular_arithmetic import data, layout
 from part52_grokking_and_modular_arithmetic.model import FROZEN_ZERO_BIASES, make_model
 
@@ -24,26 +24,6 @@ def test_same_seed_same_weights_and_different_seed_differs():
     a, b, c = make_model(23, seed=5), make_model(23, seed=5), make_model(23, seed=6)
     assert torch.equal(a.W_in, b.W_in)
     assert not torch.equal(a.W_in, c.W_in)
-
-
-def paper_forward(sd, tokens):
-    """An independent forward of the paper-layout model (its own weight layout, its own code)."""
-    W_E, W_pos = sd["embed.W_E"], sd["pos_embed.W_pos"]
-    x = W_E[:, tokens].permute(1, 2, 0) + W_pos[: tokens.shape[1]]  # (batch, pos, d_model)
-    q = torch.einsum("ihm,bpm->bpih", sd["blocks.0.attn.W_Q"], x)
-    k = torch.einsum("ihm,bpm->bpih", sd["blocks.0.attn.W_K"], x)
-    v = torch.einsum("ihm,bpm->bpih", sd["blocks.0.attn.W_V"], x)
-    scores = torch.einsum("bpih,bqih->biqp", k, q) / math.sqrt(q.shape[-1])
-    n = tokens.shape[1]
-    mask = torch.tril(torch.ones(n, n))
-    scores = scores.masked_fill(mask == 0, -1e10)
-    attn = scores.softmax(-1)
-    z = torch.einsum("biqp,bpih->bqih", attn, v)
-    z = einops.rearrange(z, "b q i h -> b q (i h)")
-    x = x + torch.einsum("df,bqf->bqd", sd["blocks.0.attn.W_O"], z)
-    pre = torch.einsum("md,bpd->bpm", sd["blocks.0.mlp.W_in"], x) + sd["blocks.0.mlp.b_in"]
-    x = x + torch.einsum("dm,bpm->bpd", sd["blocks.0.mlp.W_out"], pre.relu()) + sd["blocks.0.mlp.b_out"]
-    return x @ sd["unembed.W_U"]
 
 
 def test_paper_layout_round_trip_and_same_logits():

@@ -7,8 +7,6 @@ the fake-hub tests switch it off for ``huggingface_hub`` and point its endpoint 
 
 from __future__ import annotations
 
-import importlib.util
-import math
 import socket
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from paper_reference import paper_forward
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 from part52_grokking_and_modular_arithmetic import provision
 from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError, atomic_save, load_run_data
@@ -27,21 +26,12 @@ from part52_grokking_and_modular_arithmetic.model import make_model
 from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
 
 REPO, FILE = provision.HUB_REPO_ID, provision.HUB_FILENAME
+pytestmark = pytest.mark.usefixtures("isolated_paths")  # never touch the real run file or HF cache
 
 
 # ----------------------------------------------------------------------------------------------------------
 # fixtures
 # ----------------------------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def isolated_paths(tmp_path, monkeypatch):
-    """Never read or write the real run file or Hugging Face cache."""
-    monkeypatch.setenv(provision.ENV_RUN_PATH, str(tmp_path / "local" / "full_run_data.pth"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_ENDPOINT", raising=False)
-
-
 @pytest.fixture(autouse=True)
 def no_network_beyond_localhost(monkeypatch):
     """Fail a test that tries to resolve any host other than 127.0.0.1 / localhost."""
@@ -120,29 +110,6 @@ def fake_train(monkeypatch):
         module.train = recorder
         monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.train", module)
     return recorder
-
-
-# ----------------------------------------------------------------------------------------------------------
-# an independent paper-layout forward pass (written from the paper model's definition, not via layout.py)
-# ----------------------------------------------------------------------------------------------------------
-def paper_forward(sd: dict, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits (batch, pos, d_vocab) of the paper model given a paper-layout state dict."""
-    W_E = sd["embed.W_E"]  # (d_model, d_vocab)
-    resid = W_E[:, tokens].permute(1, 2, 0) + sd["pos_embed.W_pos"][: tokens.shape[1]]  # (b, pos, d_model)
-    W_Q, W_K, W_V = sd["blocks.0.attn.W_Q"], sd["blocks.0.attn.W_K"], sd["blocks.0.attn.W_V"]  # (h, d_head, d_model)
-    n_heads, d_head, _ = W_Q.shape
-    q = torch.einsum("hed,bpd->bhpe", W_Q, resid)
-    k = torch.einsum("hed,bpd->bhpe", W_K, resid)
-    v = torch.einsum("hed,bpd->bhpe", W_V, resid)
-    scores = torch.einsum("bhqe,bhke->bhqk", q, k) / math.sqrt(d_head)
-    n = tokens.shape[1]
-    causal = torch.tril(torch.ones(n, n, dtype=torch.bool))
-    pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
-    z = torch.einsum("bhqk,bhke->bqhe", pattern, v).reshape(tokens.shape[0], n, n_heads * d_head)  # head-major
-    resid = resid + z @ sd["blocks.0.attn.W_O"].T  # W_O: (d_model, heads*d_head)
-    hidden = torch.relu(resid @ sd["blocks.0.mlp.W_in"].T + sd["blocks.0.mlp.b_in"])  # W_in: (d_mlp, d_model)
-    resid = resid + hidden @ sd["blocks.0.mlp.W_out"].T + sd["blocks.0.mlp.b_out"]  # W_out: (d_model, d_mlp)
-    return resid @ sd["unembed.W_U"]  # W_U: (d_model, d_vocab)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -448,25 +415,16 @@ def test_run_config_of_hub_and_own_files(paper_run_23):
 # ----------------------------------------------------------------------------------------------------------
 # with the real trainer
 # ----------------------------------------------------------------------------------------------------------
-@pytest.mark.skipif(
-    importlib.util.find_spec("part52_grokking_and_modular_arithmetic.train") is None,
-    reason="train.py (the trainer helper's module) is not written yet",
-)
-def test_real_training_fallback_then_local_file(tmp_path, capsys):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models train ~10x faster on one thread when the cores are shared
-    try:
-        cfg = TrainConfig(p=23, epochs=300, save_every=50)
-        path = tmp_path / "p23.pth"
-        got = load_full_run_data(path, train_config=cfg, progress=False)  # another recipe: trains without the hub
-        assert provision.source_kind(got) == "trained"
-        assert "Training the model locally" in capsys.readouterr().out
-        on_disk = load_run_data(path, p=23)
-        assert on_disk["epochs"] == [0, 50, 100, 150, 200, 250] and len(on_disk["train_losses"]) == 300
-        assert on_disk["train_losses"][-1] < 0.5 * on_disk["train_losses"][0]
-        again = load_full_run_data(path, train_config=cfg, allow_training=False)
-        assert provision.source_kind(again) == "local"
-        assert provision.run_config(again) == cfg
-        assert provision.analysed_checkpoint_index(again) == 5
-    finally:
-        torch.set_num_threads(before)
+def test_real_training_fallback_then_local_file(tmp_path, capsys, one_torch_thread):
+    cfg = TrainConfig(p=23, epochs=300, save_every=50)
+    path = tmp_path / "p23.pth"
+    got = load_full_run_data(path, train_config=cfg, progress=False)  # another recipe: trains without the hub
+    assert provision.source_kind(got) == "trained"
+    assert "Training the model locally" in capsys.readouterr().out
+    on_disk = load_run_data(path, p=23)
+    assert on_disk["epochs"] == [0, 50, 100, 150, 200, 250] and len(on_disk["train_losses"]) == 300
+    assert on_disk["train_losses"][-1] < 0.5 * on_disk["train_losses"][0]
+    again = load_full_run_data(path, train_config=cfg, allow_training=False)
+    assert provision.source_kind(again) == "local"
+    assert provision.run_config(again) == cfg
+    assert provision.analysed_checkpoint_index(again) == 5
