@@ -9,17 +9,18 @@ Contents, in course order:
 * course helper values: :func:`get_course_weights` (the chapter's ``W_E``, ``W_U``, ``W_Q`` ... and
   ``final_pos_resid_initial``), :func:`get_original_logits`;
 * activations over all p^2 inputs: :func:`get_key_activations` / :func:`key_activations_from_cache`;
-* effective weights: :func:`get_effective_weights` (``W_logit``, ``W_neur``, ``W_attn``);
-* neuron frequencies: :func:`get_fourier_neuron_acts`, :func:`mean_squared_fourier_coefficients`,
+* effective weights: :func:`get_effective_weights` (``W_logit``, ``W_neur``, ``W_attn``) and the logits of
+  the functional form they give, :func:`functional_form_logits`;
+* neuron frequencies: :func:`get_fourier_neuron_acts`, :func:`mean_sq_fourier_coefficients`,
   :func:`find_neuron_freqs`, :func:`neuron_clusters`, :func:`key_frequencies`;
 * logit surgery (Section 2): :func:`trig_logits`, :func:`restricted_loss`, :func:`analyse_neurons`,
   :func:`projected_neuron_logits`, :func:`cluster_ablation_losses`, :func:`neuron_surgery_losses`;
-* the ReLU quadratic-term toy fit: :func:`relu_quadratic_fit`;
+* the ReLU quadratic-term toy fit: :func:`fit_quadratic_terms`, :func:`relu_quadratic_fit`;
 * progress measures (Section 3): :func:`excl_loss`, :func:`fourier_embed`, :func:`embed_SVD`;
 * a hand-built model that computes (x + y) mod p with the Fourier algorithm, no training needed (tests and
   demos): :func:`make_fourier_model`.
 
-Published-chapter bugs fixed here (grokking_facts §5): the per-frequency block helper keeps the last
+Bugs of the published chapter's code fixed here: the per-frequency block helper keeps the last
 frequency (``fourier.arrange_by_2d_freqs``), :func:`fourier_embed` left-multiplies by ``F`` (not ``F.T``),
 and :func:`embed_SVD` drops the ``=`` *row* of ``W_E`` (not a ``d_model`` column).
 """
@@ -62,7 +63,10 @@ __all__ = [
     "EffectiveWeights",
     "effective_weights_from",
     "get_effective_weights",
+    "functional_form_from_attention",
+    "functional_form_logits",
     "get_fourier_neuron_acts",
+    "mean_sq_fourier_coefficients",
     "mean_squared_fourier_coefficients",
     "find_neuron_freqs",
     "neuron_clusters",
@@ -78,6 +82,8 @@ __all__ = [
     "cluster_ablation_losses",
     "neuron_surgery_losses",
     "ReluQuadraticFit",
+    "quadratic_terms",
+    "fit_quadratic_terms",
     "relu_quadratic_fit",
     "excluded_logits",
     "excl_loss",
@@ -257,26 +263,86 @@ def get_effective_weights(model: HookedTransformer) -> EffectiveWeights:
     return effective_weights_from(get_course_weights(model))
 
 
+def functional_form_from_attention(
+    W_neur: Float[Tensor, "n_heads p d_mlp"],
+    W_logit: Float[Tensor, "d_mlp p"],
+    alpha: Float[Tensor, "n_heads p p"],
+) -> Float[Tensor, "p_sq p"]:
+    """``ReLU(sum_h alpha[h, x, y] W_neur[h, x] + (1 - alpha[h, x, y]) W_neur[h, y]) @ W_logit`` for every
+    (x, y), batch index ``x * p + y``: ``(p^2, p)``. ``alpha[h, x, y]`` is the attention head ``h``'s ``=`` query
+    pays to ``x`` (the rest goes to ``y``)."""
+    from_x = einops.einsum(alpha, W_neur, "h x y, h x n -> x y n")
+    from_y = einops.einsum(1 - alpha, W_neur, "h x y, h y n -> x y n")
+    logits = torch.relu(from_x + from_y) @ W_logit  # (p, p, p)
+    return einops.rearrange(logits, "x y z -> (x y) z")
+
+
+def functional_form_logits(
+    W_neur: Float[Tensor, "n_heads p d_mlp"],
+    W_logit: Float[Tensor, "d_mlp p"],
+    W_attn: Float[Tensor, "n_heads p"],
+) -> Float[Tensor, "p_sq p"]:
+    """The logits of the model's derived functional form (the chapter's exercise 1.5, biases left out):
+
+    ``logits[x * p + y] = ReLU(sum_h alpha_h W_neur[h, x] + (1 - alpha_h) W_neur[h, y]) @ W_logit`` with
+    ``alpha_h = sigmoid(W_attn[h, x] - W_attn[h, y])``: the attention the ``=`` query pays to ``x`` when its
+    attention to ``=`` itself is ignored (a softmax over two keys is the sigmoid of their score difference).
+
+    Args:
+        W_neur: ``(n_heads, p, d_mlp)``; W_logit: ``(d_mlp, p)``; W_attn: ``(n_heads, p)`` (see
+            :class:`EffectiveWeights`).
+
+    Returns:
+        ``(p^2, p)`` logits, batch index ``x * p + y``.
+    """
+    alpha = torch.sigmoid(W_attn[:, :, None] - W_attn[:, None, :])  # (n_heads, x, y)
+    return functional_form_from_attention(W_neur, W_logit, alpha)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Neuron frequencies and clusters
 # --------------------------------------------------------------------------------------------------------
 
 
-def get_fourier_neuron_acts(neuron_acts: Float[Tensor, "p_sq d_mlp"]) -> Float[Tensor, "p p d_mlp"]:
-    """Centre activations over the p^2 inputs (subtract each neuron's mean), reshape to the ``[x, y]`` grid
-    and take the 2D Fourier transform: ``(p, p, d_mlp)``."""
+def _as_grid(neuron_acts: Tensor) -> Tensor:
+    """``(p^2, d_mlp)`` rows in ``x * p + y`` order -> the ``(p, p, d_mlp)`` grid indexed ``[x, y]``."""
     p = math.isqrt(neuron_acts.shape[0])
     if p * p != neuron_acts.shape[0]:
         raise ValueError(f"expected one row per (x, y) pair (p^2 rows), got {neuron_acts.shape[0]} rows")
-    centred = neuron_acts - neuron_acts.mean(0, keepdim=True)
-    return fft2d(einops.rearrange(centred, "(x y) n -> x y n", x=p))
+    return einops.rearrange(neuron_acts, "(x y) n -> x y n", x=p)
+
+
+def _centred_fft2d(neuron_acts_sq: Tensor) -> Tensor:
+    """Subtract each neuron's mean over the p^2 inputs of a ``(p, p, d_mlp)`` grid, then :func:`fft2d`."""
+    return fft2d(neuron_acts_sq - neuron_acts_sq.mean((0, 1), keepdim=True))
+
+
+def get_fourier_neuron_acts(neuron_acts: Float[Tensor, "p_sq d_mlp"]) -> Float[Tensor, "p p d_mlp"]:
+    """Centre activations over the p^2 inputs (subtract each neuron's mean), reshape to the ``[x, y]`` grid
+    and take the 2D Fourier transform: ``(p, p, d_mlp)``."""
+    return _centred_fft2d(_as_grid(neuron_acts))
+
+
+def mean_sq_fourier_coefficients(neuron_acts_sq: Float[Tensor, "p p d_mlp"]) -> Float[Tensor, "p p"]:
+    """Mean over neurons of the squared 2D Fourier coefficients of the centred activations (the chapter's
+    exercise 2.2).
+
+    Args:
+        neuron_acts_sq: ``(p, p, d_mlp)`` neuron activations on the ``[x, y]`` input grid.
+
+    Returns:
+        ``(p, p)`` indexed by (x-basis, y-basis) term: each neuron is centred (its mean over all p^2 inputs
+        subtracted), transformed with :func:`fft2d`, and the squared coefficients are averaged over neurons.
+        Sparse for a grokked model: const/linear/quadratic terms of a few frequencies.
+    """
+    if neuron_acts_sq.ndim != 3 or neuron_acts_sq.shape[0] != neuron_acts_sq.shape[1]:
+        raise ValueError(f"expected a (p, p, d_mlp) tensor, got shape {tuple(neuron_acts_sq.shape)}")
+    return _centred_fft2d(neuron_acts_sq).pow(2).mean(-1)
 
 
 def mean_squared_fourier_coefficients(neuron_acts: Float[Tensor, "p_sq d_mlp"]) -> Float[Tensor, "p p"]:
-    """Mean over neurons of the squared 2D Fourier coefficients of the centred activations: ``(p, p)``
-    indexed by (x-basis, y-basis) term. Sparse for a grokked model: const/linear/quadratic terms of a few
-    frequencies."""
-    return get_fourier_neuron_acts(neuron_acts).pow(2).mean(-1)
+    """:func:`mean_sq_fourier_coefficients` of activations given as ``(p^2, d_mlp)`` rows (``x * p + y``)."""
+    return mean_sq_fourier_coefficients(_as_grid(neuron_acts))
 
 
 def find_neuron_freqs(
@@ -493,8 +559,8 @@ def cluster_ablation_losses(
 def neuron_surgery_losses(
     model: HookedTransformer, key_freqs: list[int] | None = None, *, fn: str = "add"
 ) -> dict[str, object]:
-    """The Section-2 numbers the notebook prints, all on all p^2 pairs (grokking_facts §4 has the hub
-    model's): ``original``; ``restricted`` (only the key frequencies' cos/sin(x+y) logit directions,
+    """The Section-2 numbers the notebook prints, all on all p^2 pairs (the notebook quotes the hub
+    model's as a reference): ``original``; ``restricted`` (only the key frequencies' cos/sin(x+y) logit directions,
     bias-corrected); ``projected_neurons`` / ``projected_neurons_without_unclustered`` (neuron-only logits
     with each neuron projected onto its frequency, the unclustered neurons kept / dropped, bias-corrected);
     ``cluster_ablation`` (``{freq: loss}``); and the ``key_freqs`` used (default :func:`key_frequencies`)."""
@@ -530,29 +596,53 @@ class ReluQuadraticFit(NamedTuple):
     r2_without_quadratic: float  #: the same without the cos x cos y term
 
 
+def quadratic_terms(p: int, k: int) -> Float[Tensor, "p_sq 4"]:
+    """The unit-norm 2D basis terms const, cos_k(x), cos_k(y), cos_k(x) cos_k(y) (in that order), flattened
+    (``x * p + y``) into the orthonormal columns of a ``(p^2, 4)`` float64 matrix."""
+    if not 1 <= k <= n_frequencies(p):
+        raise ValueError(f"k must lie in 1..{n_frequencies(p)} for p={p}, got {k}")
+    F = fourier_basis(p, dtype=torch.float64)
+    rows = [(0, 0), (2 * k - 1, 0), (0, 2 * k - 1), (2 * k - 1, 2 * k - 1)]  # (x-basis row, y-basis row)
+    return torch.stack([torch.outer(F[i], F[j]).flatten() for i, j in rows], dim=1)
+
+
+def _least_squares(X: Tensor, target: Tensor) -> tuple[Tensor, float]:
+    """Least-squares coefficients of ``target (n,)`` on the columns of ``X (n, m)`` and the r^2 of the fit
+    (``1 - SS_res / SS_tot``, ``SS_tot`` about the mean)."""
+    coef = torch.linalg.lstsq(X, target[:, None]).solution.flatten()
+    ss_tot = (target - target.mean()).pow(2).sum()
+    if ss_tot == 0:
+        raise ValueError("the values are constant: r^2 is undefined")
+    return coef, 1 - ((target - X @ coef).pow(2).sum() / ss_tot).item()
+
+
+def fit_quadratic_terms(values: Float[Tensor, "p p"], k: int) -> tuple[Float[Tensor, "4"], float]:
+    """Least-squares fit of a ``(p, p)`` grid (indexed ``[x, y]``) on the unit-norm 2D basis terms const,
+    cos_k(x), cos_k(y), cos_k(x) cos_k(y) (the chapter's exercise 2.3; see :func:`quadratic_terms`).
+
+    Returns:
+        coefficients: ``(4,)`` float64, in that order.
+        r2: ``1 - SS_res / SS_tot`` (``SS_tot`` about the mean), a Python float.
+    """
+    if values.ndim != 2 or values.shape[0] != values.shape[1]:
+        raise ValueError(f"expected a (p, p) grid, got shape {tuple(values.shape)}")
+    return _least_squares(quadratic_terms(values.shape[0], int(k)), values.double().flatten())
+
+
 def relu_quadratic_fit(k: int = 42, p: int = 113, offset: float = 0.5) -> ReluQuadraticFit:
     """Why neurons carry a quadratic (cos x cos y) term: fit ``ReLU(offset/sqrt(p) + c(x) + c(y))``, with ``c``
-    the unit-norm cos-k row of the Fourier basis, on the 2D basis terms const, cos x, cos y, cos x cos y.
+    the unit-norm cos-k row of the Fourier basis, on the 2D basis terms const, cos x, cos y, cos x cos y
+    (:func:`fit_quadratic_terms`).
 
     For k = 42, p = 113 the coefficients are 9.190, 6.807, 6.807, 3.566 with r^2 0.966, and r^2 drops to
     0.849 without the quadratic term. Independent of any model weights; computed in float64.
     """
     if not 1 <= k <= n_frequencies(p):
         raise ValueError(f"k must lie in 1..{n_frequencies(p)} for p={p}, got {k}")
-    F = fourier_basis(p, dtype=torch.float64)
-    const, cos_k = F[0], F[2 * k - 1]
-    target = torch.relu(offset / math.sqrt(p) + cos_k[:, None] + cos_k[None, :]).flatten()
-    terms = torch.stack(
-        [torch.outer(const, const), torch.outer(cos_k, const), torch.outer(const, cos_k), torch.outer(cos_k, cos_k)]
-    ).flatten(1).T  # (p^2, 4), orthonormal columns
-
-    def fit(X: Tensor) -> tuple[Tensor, float]:
-        coef = torch.linalg.lstsq(X, target[:, None]).solution.flatten()
-        residual = target - X @ coef
-        return coef, 1 - (residual.pow(2).sum() / (target - target.mean()).pow(2).sum()).item()
-
-    coefficients, r2 = fit(terms)
-    _, r2_without = fit(terms[:, :3])
+    cos_k = fourier_basis(p, dtype=torch.float64)[2 * k - 1]
+    values = torch.relu(offset / math.sqrt(p) + cos_k[:, None] + cos_k[None, :])
+    coefficients, r2 = fit_quadratic_terms(values, k)
+    _, r2_without = _least_squares(quadratic_terms(p, k)[:, :3], values.flatten())
     return ReluQuadraticFit(coefficients=coefficients, r2=r2, r2_without_quadratic=r2_without)
 
 

@@ -5,26 +5,31 @@ the names and signatures students know (``fourier_2d_basis_term`` and ``get_trig
 extra ``p`` with default 113 where the published chapter used a global). Importing it loads no model and
 touches no network.
 
-=====  ==========================================  ==========================================================
-Sec.   Exercise                                     Reference
-=====  ==========================================  ==========================================================
-1.1    extract key activations                      :func:`key_activations_from_cache` (from a cache),
-                                                    :func:`get_key_activations` (runs the model)
-1.4    effective weights                            :func:`get_effective_weights` -> (W_logit, W_neur, W_attn)
-1.6    ``make_fourier_basis(p)``                    :func:`fourier.make_fourier_basis`
-1.7    ``fft1d(x)``                                 :func:`fourier.fft1d`
-1.8    ``fourier_2d_basis_term(i, j)``              :func:`fourier.fourier_2d_basis_term`
-1.9    ``fft2d(tensor)``                            :func:`fourier.fft2d`
-2.2    mean squared coefficient of the neurons      :func:`analysis.mean_squared_fourier_coefficients`
-2.3    quadratic-term check (ReLU toy fit)          :func:`analysis.relu_quadratic_fit`
-2.4    ``find_neuron_freqs(fourier_neuron_acts)``   :func:`analysis.find_neuron_freqs`
-2.5    ``project_onto_direction(batch_vecs, v)``    :func:`fourier.project_onto_direction`
-2.5    ``project_onto_frequency(batch_vecs, freq)`` :func:`fourier.project_onto_frequency`
-2.8    ``get_trig_sum_directions(k)``               :func:`fourier.get_trig_sum_directions`
-3.2    ``excl_loss(model, key_freqs)``              :func:`analysis.excl_loss`
-3.3    ``fourier_embed(model)``                     :func:`analysis.fourier_embed`
-3.4    ``embed_SVD(model)``                         :func:`analysis.embed_SVD`
-=====  ==========================================  ==========================================================
+=====  ==============================================  ======================================================
+Sec.   Exercise                                         Reference
+=====  ==============================================  ======================================================
+1.1    extract key activations                          :func:`analysis.key_activations_from_cache` (from a
+                                                        cache), :func:`analysis.get_key_activations` (runs
+                                                        the model)
+1.3    effective weights                                :func:`analysis.get_effective_weights`
+                                                        -> (W_logit, W_neur, W_attn)
+1.3    ``functional_form_logits(W_neur, W_logit,        :func:`analysis.functional_form_logits`
+       W_attn)``
+1.5    ``make_fourier_basis(p)``                        :func:`fourier.make_fourier_basis`
+1.5    ``fft1d(x)``                                     :func:`fourier.fft1d`
+1.5    ``fourier_2d_basis_term(i, j)``                  :func:`fourier.fourier_2d_basis_term`
+1.5    ``fft2d(tensor)``                                :func:`fourier.fft2d`
+2.2    ``mean_sq_fourier_coefficients(neuron_acts_sq)`` :func:`analysis.mean_sq_fourier_coefficients`
+2.3    ``fit_quadratic_terms(values, k)``               :func:`analysis.fit_quadratic_terms` (the ReLU toy:
+                                                        :func:`analysis.relu_quadratic_fit`)
+2.4    ``find_neuron_freqs(fourier_neuron_acts)``       :func:`analysis.find_neuron_freqs`
+2.5    ``project_onto_direction(batch_vecs, v)``        :func:`fourier.project_onto_direction`
+2.5    ``project_onto_frequency(batch_vecs, freq)``     :func:`fourier.project_onto_frequency`
+2.8    ``get_trig_sum_directions(k)``                   :func:`fourier.get_trig_sum_directions`
+3.2    ``excl_loss(model, key_freqs)``                  :func:`analysis.excl_loss`
+3.3    ``fourier_embed(model)``                         :func:`analysis.fourier_embed`
+3.4    ``embed_SVD(model)``                             :func:`analysis.embed_SVD`
+=====  ==============================================  ======================================================
 
 The student grader (``tests.py``) checks a student's version of each against these.
 """
@@ -35,11 +40,13 @@ from .analysis import (
     embed_SVD,
     excl_loss,
     find_neuron_freqs,
+    fit_quadratic_terms,
     fourier_embed,
+    functional_form_logits,
     get_effective_weights,
     get_key_activations,
     key_activations_from_cache,
-    mean_squared_fourier_coefficients,
+    mean_sq_fourier_coefficients,
     relu_quadratic_fit,
 )
 from .fourier import (
@@ -57,12 +64,14 @@ __all__ = [
     "key_activations_from_cache",
     "get_key_activations",
     "get_effective_weights",
+    "functional_form_logits",
     "make_fourier_basis",
     "fft1d",
     "fourier_2d_basis_term",
     "fft2d",
     # Section 2
-    "mean_squared_fourier_coefficients",
+    "mean_sq_fourier_coefficients",
+    "fit_quadratic_terms",
     "relu_quadratic_fit",
     "find_neuron_freqs",
     "project_onto_direction",

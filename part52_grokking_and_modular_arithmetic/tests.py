@@ -22,6 +22,9 @@ Section 1 — periodicity and the Fourier basis::
         # cache_or_model: the ActivationCache of model.run_with_cache(all_data), or the model itself
         # (then all p^2 inputs, all_data order, are run)
     test_effective_weights(W_logit, W_neur, W_attn, model)
+    test_functional_form_logits(functional_form_logits, model)
+        # calls functional_form_logits(W_neur, W_logit, W_attn) on the model's effective weights and on
+        # seeded random weights of the same shapes
     test_make_fourier_basis(make_fourier_basis, p=113)
     test_fft1d(fft1d, p=113)
     test_fourier_2d_basis_term(fourier_2d_basis_term, p=113)   # calls fourier_2d_basis_term(i, j)
@@ -29,6 +32,8 @@ Section 1 — periodicity and the Fourier basis::
 
 Section 2 — circuits and feature analysis::
 
+    test_mean_sq_fourier_coefficients(mean_sq_fourier_coefficients, p=113)   # calls it on a (p, p, d_mlp) grid
+    test_fit_quadratic_terms(fit_quadratic_terms, p=113)   # calls fit_quadratic_terms(values (p, p), k)
     test_find_neuron_freqs(find_neuron_freqs, p=113)
     test_project_onto_direction(project_onto_direction)
     test_project_onto_frequency(project_onto_frequency, p=113)
@@ -42,32 +47,46 @@ Section 3 — analysis during training::
     test_fourier_embed(fourier_embed, model)
     test_embed_SVD(embed_SVD, model)
 
-``p`` is the modulus the student's functions were written for (the notebook's global, 113 in the chapter);
+Every argument is checked by the grader itself (so the graders' parameters are typed ``Any``): a wrong model,
+cache, ``p``, ``key_freqs`` or ``train_indices`` gives a message saying what was expected. The student's
+function always runs on copies of its tensor arguments and of the model, after the expected answer was
+computed; a function that changes an argument (or the model, even through a global variable) fails, and the
+model is restored.
+
+``p`` is the modulus the student's functions were written for (the notebook's global, 113 in the chapter; an odd prime);
 model-dependent graders read it from the model (``model.cfg.d_vocab - 1``).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
+import itertools
 import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+from transformer_lens import ActivationCache
 
 from . import analysis, fourier
-from .data import make_all_data, make_labels, train_test_split
+from .data import TASKS, make_all_data, make_labels, train_test_split
 from .losses import score_logits
 
 __all__ = [
     "GraderError",
     "test_cache_activations",
     "test_effective_weights",
+    "test_functional_form_logits",
     "test_make_fourier_basis",
     "test_fft1d",
     "test_fourier_2d_basis_term",
     "test_fft2d",
+    "test_mean_sq_fourier_coefficients",
+    "test_fit_quadratic_terms",
     "test_find_neuron_freqs",
     "test_project_onto_direction",
     "test_project_onto_frequency",
@@ -97,9 +116,16 @@ class _NotImplementedYet(Exception):
 
 
 def _grader(exercise: str):
-    """Wrap a check: success / not-implemented printing, and the exercise name in every failure message."""
+    """Wrap a check: success / not-implemented printing, and the exercise name in every failure message.
+
+    An unexpected error inside the check itself (an argument of a kind no check foresaw) is reported as a
+    GraderError that names the grader's arguments, never as a raw AttributeError / TypeError / KeyError."""
 
     def decorate(check: Callable[..., None]) -> Callable[..., bool]:
+        params = ", ".join(name if prm.default is inspect.Parameter.empty else f"{name}={prm.default!r}"
+                           for name, prm in inspect.signature(check).parameters.items())
+        call = f"tests.{check.__name__}({params})"
+
         @functools.wraps(check)
         def run(*args: Any, **kwargs: Any) -> bool:
             try:
@@ -111,6 +137,12 @@ def _grader(exercise: str):
             except GraderError as e:
                 # keep the student's own exception (if any) attached, drop the grader's internal context
                 raise GraderError(f"❌ {exercise}: {e}") from e.__cause__
+            except Exception as e:  # noqa: BLE001 - an argument no validation foresaw
+                first_line = (str(e).strip().splitlines() or [""])[0][:300]
+                raise GraderError(
+                    f"❌ {exercise}: could not check this call ({type(e).__name__}: {first_line}).\n"
+                    f"   Check what you passed: {call}"
+                ) from e
             print(f"✅ {exercise}: all checks passed")
             return True
 
@@ -120,31 +152,262 @@ def _grader(exercise: str):
     return decorate
 
 
-def _call(fn: Callable, args: tuple, what: str, error_hint: str = "") -> Any:
-    """Call the student's function; NotImplementedError means "not done yet", any other error is reported
-    with what the function was called on (the original traceback stays attached)."""
+def _copy_arg(arg: Any) -> Any:
+    """What the student's function receives instead of ``arg``: a copy of every tensor, model and container."""
+    if isinstance(arg, Tensor):
+        return arg.detach().clone()
+    if isinstance(arg, (torch.nn.Module, list, tuple, dict)):
+        try:
+            return copy.deepcopy(arg)
+        except Exception:  # noqa: BLE001 - e.g. a hook holding something uncopyable: the original is
+            return arg  # passed, and a model is still restored from its snapshot afterwards
+    return arg
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Exactly equal (same shape, dtype and values; NaNs in the same places count as equal)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.is_floating_point() or a.is_complex():
+        return bool(torch.allclose(a, b, rtol=0.0, atol=0.0, equal_nan=True))
+    return bool(torch.equal(a, b))
+
+
+def _module_tensors(module: torch.nn.Module) -> dict[str, Tensor]:
+    tensors = dict(module.named_parameters())
+    tensors.update(module.named_buffers())
+    return tensors
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {name: t.detach().clone() for name, t in _module_tensors(module).items()}
+
+
+def _changed_weights(module: torch.nn.Module, snapshot: dict[str, Tensor]) -> list[str]:
+    now = _module_tensors(module)
+    return [name for name, saved in snapshot.items() if name not in now or not _same(now[name].detach(), saved)]
+
+
+@torch.no_grad()
+def _restore(module: torch.nn.Module, snapshot: dict[str, Tensor]) -> None:
+    now = _module_tensors(module)
+    for name, saved in snapshot.items():
+        t = now.get(name)
+        if t is None:
+            continue
+        if t.shape == saved.shape and t.dtype == saved.dtype:
+            t.copy_(saved)
+        else:
+            t.data = saved.clone()
+
+
+def _short_weight_names(names: list[str]) -> str:
+    short = [n.rsplit(".", 1)[-1] if n.startswith(("embed.", "unembed.", "pos_embed.")) else n for n in names]
+    return ", ".join(short[:4]) + (f" and {len(short) - 4} more" if len(short) > 4 else "")
+
+
+def _in_place_guess(before: Tensor, after: Tensor, name: str) -> str:
+    if after.shape != before.shape:
+        return f"{name}.resize_(...)?"
+    if after.numel() and not after.is_complex() and bool((after == 0).all()) and not bool((before == 0).all()):
+        return f"{name}.zero_()?"
+    return f"an in-place operation such as {name} -= ..., {name}.mul_(...) or {name}[...] = ...?"
+
+
+def _check_not_modified(args: tuple, copies: tuple, names: Sequence[str], snapshots: dict[int, dict[str, Tensor]]) -> None:
+    """Raise a GraderError when the student's function changed an argument (the copy it was given) or the
+    original model (through a global variable); a changed original model is restored first."""
+    problems = []
+    for i, (arg, got) in enumerate(zip(args, copies)):
+        if isinstance(arg, torch.nn.Module):
+            changed_original = _changed_weights(arg, snapshots[i])
+            if changed_original:
+                _restore(arg, snapshots[i])
+            changed = _changed_weights(got, snapshots[i]) if got is not arg else []
+            if changed or changed_original:
+                msg = (f"your function modified the {names[i]}'s weights in place "
+                       f"({_short_weight_names(changed or changed_original)} changed): it must only read the model "
+                       "(no model.W_E.zero_(), no in-place op on a weight, no load_state_dict).")
+                if not changed_original:
+                    msg += " The grader ran it on a copy: your model is unchanged."
+                elif got is not arg:
+                    msg += " It changed your own model (through a global variable?): the grader restored its weights."
+                else:
+                    msg += " The grader restored your model's weights."
+                problems.append(msg)
+        elif isinstance(arg, Tensor) and isinstance(got, Tensor) and not _same(got.detach(), arg.detach()):
+            problems.append(
+                f"your function modified its input {names[i]} in place ({_in_place_guess(arg, got, names[i])}): it must not "
+                f"change its arguments (in the notebook this would silently change `{names[i]}` for every later cell). "
+                f"Work on a copy ({names[i]} = {names[i]}.clone()) or use out-of-place operations "
+                f"({names[i]} = {names[i]} - m, not {names[i]} -= m)."
+            )
+    if problems:
+        raise GraderError("\n   ".join(problems))
+
+
+def _call(fn: Any, args: tuple, what: str, error_hint: str = "", *, names: Sequence[str] | None = None) -> Any:
+    """Call the student's function on copies of ``args`` (tensors cloned, models deep-copied).
+
+    NotImplementedError (or a ``None`` result) means "not done yet"; a function that changed one of its
+    arguments (or the original model) fails with a message saying which (the original model is restored);
+    any other error is reported with what the function was called on (the original traceback stays attached).
+    ``names`` name the arguments in messages (default: ``argument 1``, ``argument 2``, ...)."""
     if fn is None:
         raise _NotImplementedYet("got None instead of a function")
     if not callable(fn):
         raise GraderError(f"expected your function, got a {type(fn).__name__}")
+    names = tuple(names) if names is not None else tuple(f"argument {i + 1}" for i in range(len(args)))
+    snapshots = {i: _snapshot(a) for i, a in enumerate(args) if isinstance(a, torch.nn.Module)}
+    copies = tuple(_copy_arg(a) for a in args)
+    result: Any = None
+    error: BaseException | None = None
     try:
-        result = fn(*args)
-        if result is None:
-            raise _NotImplementedYet("your function returned None: is a `return` missing?")
-        return result
-    except NotImplementedError:
-        raise _NotImplementedYet() from None
-    except (GraderError, _NotImplementedYet):
-        raise
+        result = fn(*copies)
     except Exception as e:  # noqa: BLE001 - the student's code may raise anything
+        error = e
+    _check_not_modified(args, copies, names, snapshots)
+    if isinstance(error, NotImplementedError):
+        raise _NotImplementedYet() from None
+    if isinstance(error, (GraderError, _NotImplementedYet)):
+        raise error
+    if error is not None:
         hint = f"\n   Hint: {error_hint}" if error_hint else ""
-        raise GraderError(f"calling your function on {what} raised {type(e).__name__}: {e}{hint}") from e
+        raise GraderError(f"calling your function on {what} raised {type(error).__name__}: {error}{hint}") from error
+    if result is None:
+        raise _NotImplementedYet("your function returned None: is a `return` missing?")
+    return result
 
 
 def _require_values(**values: Any) -> None:
     missing = [name for name, v in values.items() if v is None or v is Ellipsis]
     if missing:
         raise _NotImplementedYet(f"{', '.join(missing)} still None")
+
+
+def _type_name(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, Tensor):
+        return value.ndim == 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_p(p: Any) -> int:
+    """The modulus a grader was told about: an odd prime >= 3 (returned as an int)."""
+    if not _is_int(p):
+        raise GraderError(f"p: expected the modulus as an int (p = 113 in the chapter), got {_type_name(p)} ({p!r})")
+    p = int(p)
+    if p < 3 or p % 2 == 0:
+        raise GraderError(
+            f"p={p}: expected an odd prime >= 3 (p = 113 in the chapter). The Fourier basis of Z_p is a constant "
+            "plus one (cos k, sin k) pair per frequency k = 1 ... (p-1)/2, which needs an odd p."
+        )
+    factor = next((d for d in range(3, math.isqrt(p) + 1, 2) if p % d == 0), None)
+    if factor is not None:
+        raise GraderError(
+            f"p={p} is not prime ({p} = {factor} x {p // factor}): the chapter works modulo a prime (p = 113, as in "
+            f"the paper), where every frequency k = 1 ... (p-1)/2 is a wave of full period p; for p={p}, frequency "
+            f"{factor} repeats every {p // factor} steps."
+        )
+    return p
+
+
+def _check_model(model: Any) -> int:
+    """A course model (HookedTransformer-like: ``cfg.d_vocab``, ``W_E``, ``W_U``, ``blocks``); returns its p."""
+    if isinstance(model, dict):
+        what = (" (the run data, full_run_data)" if "state_dicts" in model
+                else " (a state dict?)" if model and all(isinstance(v, Tensor) for v in model.values()) else "")
+        raise GraderError(
+            f"expected the model (a HookedTransformer), got a dict{what}: load it with "
+            "model = utils.load_model(full_run_data)."
+        )
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(model, torch.nn.Module) or not isinstance(getattr(cfg, "d_vocab", None), int):
+        extra = ": load it with model = utils.load_model(full_run_data)" if model is None else ""
+        raise GraderError(f"expected the model (a HookedTransformer with a cfg.d_vocab), got {_type_name(model)}{extra}")
+    missing = [name for name in ("W_E", "W_U", "W_pos", "blocks") if not hasattr(model, name)]
+    if missing:
+        raise GraderError(f"expected the chapter's model (a HookedTransformer); this {type(model).__name__} has no "
+                          f"{', '.join(missing)}")
+    try:
+        p = analysis.infer_p(model)
+    except ValueError as e:
+        raise GraderError(f"model: {e}") from None
+    try:
+        return _check_p(p)
+    except GraderError as e:
+        raise GraderError(f"model (p = model.cfg.d_vocab - 1): {e}") from None
+
+
+def _check_key_freqs(key_freqs: Any, p: int) -> list[int]:
+    """A non-empty sequence of integer frequencies in 1 ... (p-1)/2, as a list of ints."""
+    n_freqs = (p - 1) // 2
+    expected = f"expected a non-empty list of integer frequencies in 1..{n_freqs} (e.g. utils.key_frequencies(model))"
+    if isinstance(key_freqs, Tensor):
+        if key_freqs.ndim != 1 or key_freqs.is_floating_point() or key_freqs.is_complex() or key_freqs.dtype == torch.bool:
+            raise GraderError(f"key_freqs: {expected}, got a {key_freqs.dtype} tensor of shape {_shape(key_freqs.shape)}")
+        values: list[Any] = key_freqs.tolist()
+    elif isinstance(key_freqs, (str, bytes, dict)) or not isinstance(key_freqs, Iterable):
+        raise GraderError(f"key_freqs: {expected}, got {_type_name(key_freqs)}")
+    else:
+        values = list(key_freqs)
+    if not values:
+        raise GraderError(f"key_freqs: {expected}, got an empty sequence")
+    bad = [v for v in values if not _is_int(v)]
+    if bad:
+        raise GraderError(f"key_freqs: {expected}; {bad[0]!r} is not an integer")
+    out_of_range = [int(v) for v in values if not 1 <= int(v) <= n_freqs]
+    if out_of_range:
+        raise GraderError(f"key_freqs: {expected}; {out_of_range[0]} is out of range for p={p}")
+    return [int(v) for v in values]
+
+
+def _check_train_indices(train_indices: Any, p: int) -> Tensor:
+    """A non-empty 1-D integer tensor of indices into the p^2 rows of all_data (``x * p + y``)."""
+    expected = f"expected a 1-D integer tensor of indices into all_data (0 ... p^2 - 1 = {p * p - 1})"
+    if not isinstance(train_indices, Tensor):
+        raise GraderError(f"train_indices: {expected}, got {_type_name(train_indices)}")
+    if train_indices.dtype == torch.bool:
+        raise GraderError(f"train_indices: {expected}, got a boolean mask: pass the indices, "
+                          "mask.nonzero().squeeze(1)")
+    if train_indices.is_floating_point() or train_indices.is_complex():
+        raise GraderError(f"train_indices: {expected}, got dtype {train_indices.dtype}")
+    if train_indices.ndim != 1 or train_indices.numel() == 0:
+        raise GraderError(f"train_indices: {expected}, got shape {_shape(train_indices.shape)}")
+    low, high = int(train_indices.min()), int(train_indices.max())
+    if low < 0 or high >= p * p:
+        raise GraderError(f"train_indices: {expected}, got values from {low} to {high}")
+    return train_indices.detach().cpu().long()
+
+
+_CACHE_HOOKS = ("blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post", "blocks.0.mlp.hook_pre")
+
+
+def _cache_from(cache_or_model: Any) -> Any:
+    """The ActivationCache to grade against: the one given, or the model run on all p^2 inputs."""
+    if isinstance(cache_or_model, torch.nn.Module):
+        model = cache_or_model
+        p = _check_model(model)
+        hooks = (*_CACHE_HOOKS, "blocks.0.attn.hook_attn_scores")
+        with torch.no_grad():
+            _, cache = model.run_with_cache(make_all_data(p).to(model.cfg.device), names_filter=lambda name: name in hooks)
+        return cache
+    if not isinstance(cache_or_model, ActivationCache):
+        extra = ""
+        if isinstance(cache_or_model, dict) and cache_or_model and all(isinstance(v, Tensor) for v in cache_or_model.values()):
+            extra = " (a state dict? then load the model with model = utils.load_model(full_run_data) and pass it)"
+        raise GraderError(
+            "expected the ActivationCache of model.run_with_cache(all_data) (or the model itself), got "
+            f"{_type_name(cache_or_model)}{extra}"
+        )
+    missing = [name for name in _CACHE_HOOKS if name not in cache_or_model.cache_dict]
+    if missing:
+        raise GraderError(f"the cache has no {', '.join(missing)}: run model.run_with_cache(all_data) without a "
+                          "names_filter (or pass the model)")
+    return cache_or_model
 
 
 def _shape(t: Sequence[int]) -> str:
@@ -249,15 +512,8 @@ def test_cache_activations(attn_mat: Any, neuron_acts_post: Any, neuron_acts_pre
     ``cache_or_model``: the ``ActivationCache`` your values came from (``model.run_with_cache(all_data)``), or
     the model (then every p^2 input is run, in ``all_data`` order).
     """
+    cache = _cache_from(cache_or_model)
     _require_values(attn_mat=attn_mat, neuron_acts_post=neuron_acts_post, neuron_acts_pre=neuron_acts_pre)
-    if isinstance(cache_or_model, torch.nn.Module):
-        model = cache_or_model
-        hooks = ("blocks.0.attn.hook_pattern", "blocks.0.attn.hook_attn_scores", "blocks.0.mlp.hook_post", "blocks.0.mlp.hook_pre")
-        with torch.no_grad():
-            _, cache = model.run_with_cache(make_all_data(analysis.infer_p(model)).to(model.cfg.device),
-                                            names_filter=lambda name: name in hooks)
-    else:
-        cache = cache_or_model
     expected = analysis.key_activations_from_cache(cache)
     pattern = cache["pattern", 0].detach().cpu()
     post_all, pre_all = cache["post", 0].detach().cpu(), cache["pre", 0].detach().cpu()
@@ -307,8 +563,9 @@ def test_cache_activations(attn_mat: Any, neuron_acts_post: Any, neuron_acts_pre
 
 
 @_grader("effective_weights")
-def test_effective_weights(W_logit: Any, W_neur: Any, W_attn: Any, model: torch.nn.Module) -> None:
+def test_effective_weights(W_logit: Any, W_neur: Any, W_attn: Any, model: Any) -> None:
     """Check ``W_logit`` (d_mlp, p), ``W_neur`` (n_heads, p, d_mlp) and ``W_attn`` (n_heads, p) of ``model``."""
+    _check_model(model)
     _require_values(W_logit=W_logit, W_neur=W_neur, W_attn=W_attn)
     w = analysis.get_course_weights(model)
     expected = analysis.effective_weights_from(w)
@@ -365,17 +622,89 @@ def test_effective_weights(W_logit: Any, W_neur: Any, W_attn: Any, model: torch.
     )
 
 
+def _functional_form_mistakes(W_neur: Tensor, W_logit: Tensor, W_attn: Tensor) -> list[tuple[str, Callable[[], Tensor]]]:
+    """Plausible wrong answers of functional_form_logits (all float64, (p^2, p)). (A (y, x) batch order is no
+    mistake to look for: the form is symmetric in x and y, alpha_h(y, x) = 1 - alpha_h(x, y).)"""
+    n_heads, p = W_attn.shape
+    diff = W_attn[:, :, None] - W_attn[:, None, :]  # (h, x, y): score of x minus score of y
+    alpha = diff.sigmoid()
+    form = analysis.functional_form_from_attention
+
+    def mixed(h: int | None = None) -> Tensor:  # (x, y, d_mlp) pre-activations, of one head or summed over heads
+        a, W = (alpha, W_neur) if h is None else (alpha[h : h + 1], W_neur[h : h + 1])
+        return torch.einsum("hxy,hxn->xyn", a, W) + torch.einsum("hxy,hyn->xyn", 1 - a, W)
+
+    sigmoid_hint = "alpha_h = sigmoid(W_attn[h, x] - W_attn[h, y]): a softmax over the two keys x and y of head h"
+    return [
+        ("alpha is on the wrong token: alpha_h = sigmoid(W_attn[h, x] - W_attn[h, y]) weighs W_neur[h, x] (the "
+         "attention to x), 1 - alpha_h weighs W_neur[h, y].", lambda: form(W_neur, W_logit, (-diff).sigmoid())),
+        ("apply the ReLU to the pre-activations before multiplying by W_logit.",
+         lambda: (mixed() @ W_logit).reshape(p * p, p)),
+        ("sum over the heads INSIDE the ReLU: the MLP sees the sum of all heads' outputs.",
+         lambda: sum(torch.relu(mixed(h)) @ W_logit for h in range(n_heads)).reshape(p * p, p)),
+        (f"use the attention: {sigmoid_hint} (you used alpha = 1/2, W_attn not used).",
+         lambda: form(W_neur, W_logit, torch.full_like(diff, 0.5))),
+        (f"{sigmoid_hint}, not a softmax over the heads.", lambda: form(W_neur, W_logit, diff.softmax(0))),
+        (f"alpha must lie between 0 and 1: {sigmoid_hint}.", lambda: form(W_neur, W_logit, diff)),
+        (f"{sigmoid_hint}: the sigmoid of the score DIFFERENCE, not of W_attn[h, x] alone.",
+         lambda: form(W_neur, W_logit, W_attn.sigmoid()[:, :, None].expand_as(diff))),
+        (f"{sigmoid_hint}, not a softmax over all p tokens.",
+         lambda: form(W_neur, W_logit, W_attn.softmax(-1)[:, :, None].expand_as(diff))),
+    ]
+
+
+@_grader("functional_form_logits")
+def test_functional_form_logits(functional_form_logits: Any, model: Any) -> None:
+    """Check ``functional_form_logits(W_neur (n_heads, p, d_mlp), W_logit (d_mlp, p), W_attn (n_heads, p))
+    -> (p^2, p)`` on the effective weights of ``model`` and on seeded random weights of the same shapes (with
+    larger attention scores, so that every use of ``W_attn`` shows)."""
+    p = _check_model(model)
+    weights = analysis.get_effective_weights(model)
+    W_neur, W_logit, W_attn = (t.detach().cpu().float() for t in (weights.W_neur, weights.W_logit, weights.W_attn))
+    n_heads, _, d_mlp = W_neur.shape
+    gen = _generator(6)
+    cases = [
+        ("the model's W_neur, W_logit, W_attn", (W_neur, W_logit, W_attn)),
+        ("seeded random weights of the same shapes", (torch.randn(n_heads, p, d_mlp, generator=gen),
+                                                      torch.randn(d_mlp, p, generator=gen) / math.sqrt(d_mlp),
+                                                      2 * torch.randn(n_heads, p, generator=gen))),
+    ]
+    for what, args in cases:
+        a64 = tuple(t.double() for t in args)
+        expected = analysis.functional_form_logits(*a64)
+        got = _check_tensor(
+            f"functional_form_logits ({what})",
+            _call(functional_form_logits, args, what,
+                  "the arguments are (W_neur (n_heads, p, d_mlp), W_logit (d_mlp, p), W_attn (n_heads, p)).",
+                  names=("W_neur", "W_logit", "W_attn")),
+            (p * p, p),
+            shape_hints={
+                (p, p, p): "flatten the (x, y) grid into the batch axis: (p^2, p), index x * p + y "
+                "(einops.rearrange(logits, 'x y z -> (x y) z')).",
+                (p * p, d_mlp): "those are the neuron activations: multiply them by W_logit to get the logits.",
+                (p, p, d_mlp): "those are the neuron activations: multiply them by W_logit and flatten (x, y).",
+                (n_heads, p * p, p): "sum over the heads (inside the ReLU).",
+            },
+        )
+        scale = expected.abs().max().item()
+        _compare(
+            "functional_form_logits", got, expected, atol=1e-5 * scale, rtol=1e-4, context=f" ({what})",
+            mistakes=_functional_form_mistakes(*a64),
+        )
+
+
 @_grader("make_fourier_basis")
-def test_make_fourier_basis(make_fourier_basis: Callable, p: int = 113) -> None:
+def test_make_fourier_basis(make_fourier_basis: Any, p: Any = 113) -> None:
     """Check ``make_fourier_basis(p) -> (basis (p, p), names)`` for ``p`` and for a small modulus."""
+    p = _check_p(p)
     for q in sorted({p, 7}):
-        result = _call(make_fourier_basis, (q,), f"p={q}")
+        expected, expected_names = fourier.make_fourier_basis(q)
+        expected = expected.double()
+        result = _call(make_fourier_basis, (q,), f"p={q}", names=("p",))
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise GraderError(f"p={q}: expected a tuple (basis, names), got {type(result).__name__}"
                               + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
         basis, names = result
-        expected, expected_names = fourier.make_fourier_basis(q)
-        expected = expected.double()
         got = _check_tensor(f"basis (p={q})", basis, (q, q))
         x = torch.arange(q, dtype=torch.float64)
         raw_rows = [torch.ones(q, dtype=torch.float64)]
@@ -406,18 +735,21 @@ def test_make_fourier_basis(make_fourier_basis: Callable, p: int = 113) -> None:
 
 
 @_grader("fft1d")
-def test_fft1d(fft1d: Callable, p: int = 113) -> None:
+def test_fft1d(fft1d: Any, p: Any = 113) -> None:
     """Check ``fft1d`` on seeded random inputs of shapes (p,), (p, p) and (2, 3, p)."""
+    p = _check_p(p)
     F = _basis64(p)
     gen = _generator(1)
     for shape in [(p,), (p, p), (2, 3, p)]:
         x = torch.randn(shape, generator=gen)
-        got = _check_tensor(f"fft1d(x) for x of shape {_shape(shape)}", _call(fft1d, (x,), f"x of shape {_shape(shape)}",
-                            "fft1d must work on the last dimension of a tensor with any number of leading dimensions."),
-                            shape)
         x64 = x.double()
+        expected = x64 @ F.T
+        got = _check_tensor(f"fft1d(x) for x of shape {_shape(shape)}", _call(fft1d, (x,), f"x of shape {_shape(shape)}",
+                            "fft1d must work on the last dimension of a tensor with any number of leading dimensions.",
+                            names=("x",)),
+                            shape)
         _compare(
-            "fft1d(x)", got, x64 @ F.T, context=f" for x of shape {_shape(shape)}",
+            "fft1d(x)", got, expected, context=f" for x of shape {_shape(shape)}",
             mistakes=[
                 ("you computed F @ x: that transforms the first dimension. Use x @ F.T (the last dimension).",
                  lambda: F @ x64),
@@ -430,12 +762,14 @@ def test_fft1d(fft1d: Callable, p: int = 113) -> None:
 
 
 @_grader("fourier_2d_basis_term")
-def test_fourier_2d_basis_term(fourier_2d_basis_term: Callable, p: int = 113) -> None:
+def test_fourier_2d_basis_term(fourier_2d_basis_term: Any, p: Any = 113) -> None:
     """Check ``fourier_2d_basis_term(i, j)`` (a (p, p) grid indexed [x, y]) for several (i, j)."""
+    p = _check_p(p)
     F = _basis64(p)
     last = p - 1
-    for i, j in [(0, 0), (1, 0), (3, 10), (10, 3), (last, 1), (2 * 14 - 1, 2 * 14) if p > 28 else (1, 2)]:
-        got = _check_tensor(f"fourier_2d_basis_term({i}, {j})", _call(fourier_2d_basis_term, (i, j), f"(i, j) = ({i}, {j})"),
+    for i, j in [(0, 0), (1, 0), (3 % p, 10 % p), (10 % p, 3 % p), (last, 1), (2 * 14 - 1, 2 * 14) if p > 28 else (1, 2)]:
+        got = _check_tensor(f"fourier_2d_basis_term({i}, {j})", _call(fourier_2d_basis_term, (i, j), f"(i, j) = ({i}, {j})",
+                                                                      names=("i", "j")),
                             (p, p), shape_hints={(p * p,): "return the (p, p) grid, not a flattened vector."})
         _compare(
             f"fourier_2d_basis_term({i}, {j})", got, torch.outer(F[i], F[j]),
@@ -449,8 +783,9 @@ def test_fourier_2d_basis_term(fourier_2d_basis_term: Callable, p: int = 113) ->
 
 
 @_grader("fft2d")
-def test_fft2d(fft2d: Callable, p: int = 113) -> None:
+def test_fft2d(fft2d: Any, p: Any = 113) -> None:
     """Check ``fft2d`` on seeded random tensors of shapes (p, p) and (p, p, 4)."""
+    p = _check_p(p)
     F = _basis64(p)
     gen = _generator(2)
     for shape in [(p, p), (p, p, 4)]:
@@ -458,7 +793,8 @@ def test_fft2d(fft2d: Callable, p: int = 113) -> None:
         t64 = t.double()
         expected = torch.einsum("xy...,ix,jy->ij...", t64, F, F)
         got = _check_tensor(f"fft2d(t) for t of shape {_shape(shape)}", _call(fft2d, (t,), f"t of shape {_shape(shape)}",
-                            "fft2d must accept (p, p, ...) with any number of trailing dimensions (einsum with '...')."),
+                            "fft2d must accept (p, p, ...) with any number of trailing dimensions (einsum with '...').",
+                            names=("tensor",)),
                             shape)
         _compare(
             "fft2d(t)", got, expected, atol=1e-3, context=f" for t of shape {_shape(shape)}",
@@ -486,6 +822,7 @@ def _synthetic_fourier_neuron_acts(p: int, seed: int = 3) -> Tensor:
     gen = _generator(seed)
     n_freqs = (p - 1) // 2
     freqs = [1, n_freqs, n_freqs, 2, n_freqs // 2, n_freqs - 1] + torch.randint(1, n_freqs + 1, (10,), generator=gen).tolist()
+    freqs = [min(max(k, 1), n_freqs) for k in freqs]  # small moduli have few frequencies
     cols = []
     for k in freqs:
         t = 0.005 * torch.randn(p, p, generator=gen)
@@ -500,21 +837,186 @@ def _synthetic_fourier_neuron_acts(p: int, seed: int = 3) -> Tensor:
     return torch.stack(cols, dim=-1)
 
 
+@_grader("mean_sq_fourier_coefficients")
+def test_mean_sq_fourier_coefficients(mean_sq_fourier_coefficients: Any, p: Any = 113) -> None:
+    """Check ``mean_sq_fourier_coefficients(neuron_acts_sq (p, p, d_mlp)) -> (p, p)`` on seeded synthetic
+    activations whose neurons have non-zero means (so that centring matters)."""
+    p = _check_p(p)
+    gen = _generator(7)
+    F = _basis64(p)
+    coeffs = _synthetic_fourier_neuron_acts(p).double()  # (p, p, n), no constant term
+    n = coeffs.shape[-1]
+    acts64 = torch.einsum("ijn,ix,jy->xyn", coeffs, F, F) + 0.5 + torch.rand(n, generator=gen, dtype=torch.float64)
+    acts = acts64.float()
+    acts64 = acts.double()
+    expected = analysis.mean_sq_fourier_coefficients(acts64)
+
+    def fourier(t: Tensor) -> Tensor:
+        return torch.einsum("xyn,ix,jy->ijn", t, F, F)
+
+    centred = acts64 - acts64.mean((0, 1), keepdim=True)
+    coef = fourier(centred)
+    raw_sq = fourier(acts64).pow(2)
+    what = f"neuron_acts_sq of shape {_shape(acts.shape)}"
+    got = _check_tensor(
+        "mean_sq_fourier_coefficients",
+        _call(mean_sq_fourier_coefficients, (acts,), what,
+              "the input is the (p, p, d_mlp) grid of activations: transform its first two axes (x, y) with fft2d.",
+              names=("neuron_acts_sq",)),
+        (p, p),
+        shape_hints={(p, p, n): "average the squared coefficients over the neurons (the last axis).",
+                     (n,): "average over the neurons (the last axis), not over the (x, y) grid.",
+                     (p * p,): "return the (p, p) grid of the 2D Fourier terms, not a flattened vector."},
+    )
+    centre_hint = "subtract each neuron's mean over all p^2 inputs (mean over dims 0 and 1, keepdim=True)"
+    _compare(
+        "mean_sq_fourier_coefficients", got, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-4,
+        context=" (synthetic activations with non-zero means)",
+        mistakes=[
+            (f"centre the activations first: {centre_hint} before fft2d.", lambda: raw_sq.mean(-1)),
+            ("square the coefficients (.pow(2)), do not take absolute values.", lambda: coef.abs().mean(-1)),
+            ("take the MEAN over the neurons, not the sum.", lambda: coef.pow(2).sum(-1)),
+            ("square each neuron's coefficients BEFORE averaging over the neurons.", lambda: coef.mean(-1).pow(2)),
+            (f"centre the activations, not the squared coefficients: {centre_hint}, then fft2d, then square.",
+             lambda: (raw_sq - raw_sq.mean((0, 1), keepdim=True)).mean(-1)),
+            (f"{centre_hint}, not the mean over the neurons.",
+             lambda: fourier(acts64 - acts64.mean(-1, keepdim=True)).pow(2).mean(-1)),
+            (f"{centre_hint}, not over x only.", lambda: fourier(acts64 - acts64.mean(0, keepdim=True)).pow(2).mean(-1)),
+            (f"{centre_hint}, not over y only.", lambda: fourier(acts64 - acts64.mean(1, keepdim=True)).pow(2).mean(-1)),
+            ("transform BOTH input axes (x and y) with fft2d: you transformed only x.",
+             lambda: torch.einsum("xyn,ix->iyn", centred, F).pow(2).mean(-1)),
+            ("transform BOTH input axes (x and y) with fft2d: you transformed only y.",
+             lambda: torch.einsum("xyn,jy->xjn", centred, F).pow(2).mean(-1)),
+            ("out[i, j]: i is the x-basis term, j the y-basis term (yours is transposed).", lambda: expected.T),
+            ("contract with the basis rows F[i, x] (fft2d), not with its transpose.",
+             lambda: torch.einsum("xyn,xi,yj->ijn", centred, F, F).pow(2).mean(-1)),
+        ],
+        fallback_hint="it is fft2d of the centred activations, squared, averaged over the neurons "
+        "(check test_fft2d passes first).",
+    )
+
+
+def _quadratic_fit_cases(p: int) -> list[tuple[str, Tensor, int]]:
+    """(description, (p, p) values, k): the chapter's ReLU toy at k = 42 (or a middle frequency for another p)
+    and at the last frequency, and a seeded random grid with a large mean and every term present."""
+    n_freqs = (p - 1) // 2
+    F = _basis64(p)
+    gen = _generator(8)
+    cases = []
+    for k in sorted({42 if n_freqs >= 42 else max(1, n_freqs // 2), n_freqs}):
+        c = F[2 * k - 1]
+        cases.append((f"the ReLU toy ReLU(0.5/sqrt(p) + c(x) + c(y)), k={k}",
+                      torch.relu(0.5 / math.sqrt(p) + c[:, None] + c[None, :]), k))
+    k = min(14, n_freqs)
+    terms = analysis.quadratic_terms(p, k).T.reshape(4, p, p)
+    weights = p * torch.tensor([3.0, 0.4, -0.3, 0.5], dtype=torch.float64)  # a mean of 3, waves of amplitude ~0.5
+    noisy = torch.einsum("t,txy->xy", weights, terms) + 0.3 * torch.randn(p, p, generator=gen, dtype=torch.float64)
+    cases.append((f"a seeded random grid with a large mean, k={k}", noisy, k))
+    return cases
+
+
+def _check_r2(label: str, r2: Any) -> float:
+    if isinstance(r2, Tensor):
+        raise GraderError(f"{label}: expected r2 as a Python float, got a tensor: return r2.item()")
+    if not isinstance(r2, numbers.Real) or isinstance(r2, bool):
+        raise GraderError(f"{label}: expected r2 as a Python float, got {_type_name(r2)}")
+    return float(r2)
+
+
+@_grader("fit_quadratic_terms")
+def test_fit_quadratic_terms(fit_quadratic_terms: Any, p: Any = 113) -> None:
+    """Check ``fit_quadratic_terms(values (p, p), k) -> (coefficients (4,), r2)`` on the chapter's ReLU toy
+    and on a seeded random grid, for several k."""
+    p = _check_p(p)
+    F = _basis64(p)
+    x = torch.arange(p, dtype=torch.float64)
+    for what, values, k in _quadratic_fit_cases(p):
+        values = values.float()
+        target = values.double().flatten()
+        exp_coef, exp_r2 = analysis.fit_quadratic_terms(values.double(), k)
+        result = _call(fit_quadratic_terms, (values, k), what, names=("values", "k"))
+        if not isinstance(result, (tuple, list)) or len(result) != 2:
+            raise GraderError(f"{what}: expected a tuple (coefficients, r2), got {type(result).__name__}"
+                              + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
+        label = f"coefficients ({what})"
+        got_coef = _check_tensor(
+            label, result[0], (4,),
+            shape_hints={(3,): "return all four coefficients: const, cos_k(x), cos_k(y), cos_k(x) cos_k(y).",
+                         (p * p,): "return the four coefficients, not the fitted values.",
+                         (p, p): "return the four coefficients, not the fitted grid.",
+                         (4, 1): "return a flat (4,) tensor (.flatten() the lstsq solution)."},
+        )
+        got_r2 = _check_r2(f"r2 ({what})", result[1])
+
+        def fit(columns: list[Tensor], y: Tensor = target) -> tuple[Tensor, float]:
+            X = torch.stack(columns, dim=1)
+            coef = torch.linalg.lstsq(X, y[:, None]).solution.flatten()
+            return coef, 1 - ((y - X @ coef).pow(2).sum() / (y - y.mean()).pow(2).sum()).item()
+
+        def columns(row: int, raw: bool = False) -> list[Tensor]:
+            c = torch.cos(2 * math.pi * k * x / p) if raw else F[row]
+            one = torch.ones(p, dtype=torch.float64) if raw else F[0]
+            return [torch.outer(a, b).flatten() for a, b in [(one, one), (c, one), (one, c), (c, c)]]
+
+        def permuted() -> Tensor:
+            for order in itertools.permutations(range(4)):
+                if list(order) != [0, 1, 2, 3] and _close(got_coef.double(), exp_coef[list(order)], 1e-4, 1e-4):
+                    return exp_coef[list(order)]
+            raise LookupError("no permutation matches")
+
+        def dropped(i: int) -> Tensor:
+            out = exp_coef.clone()
+            out[i] = 0.0
+            return out
+
+        order = "const, cos_k(x), cos_k(y), cos_k(x) cos_k(y)"
+        _compare(
+            "coefficients", got_coef, exp_coef, atol=1e-4 * exp_coef.abs().max().item(), rtol=1e-4, context=f" ({what})",
+            mistakes=[
+                ("use the unit-norm 2D basis terms (outer products of rows of the Fourier basis, e.g. "
+                 "fourier_2d_basis_term), not raw cosines.", lambda: fit(columns(0, raw=True))[0]),
+                (f"the order is {order} (x is the first axis of values).", permuted),
+                ("cos k is basis row 2k - 1 (row 2k is sin k).", lambda: fit(columns(2 * k))[0]),
+                ("frequency k's cosine is basis row 2k - 1, not row k.", lambda: fit(columns(k))[0]),
+                *[(f"fit all four terms ({order}).", lambda i=i: dropped(i)) for i in range(4)],
+            ],
+        )
+        y = target
+        ss_res = (y - analysis.quadratic_terms(p, k) @ exp_coef).pow(2).sum().item()
+        ss_tot = (y - y.mean()).pow(2).sum().item()
+        _compare(
+            "r2", torch.tensor([got_r2], dtype=torch.float64), torch.tensor([exp_r2], dtype=torch.float64),
+            atol=1e-5, rtol=1e-4, context=f" ({what})",
+            mistakes=[
+                ("SS_tot is the sum of squares about the MEAN: sum((values - values.mean())**2), not sum(values**2).",
+                 lambda: torch.tensor([1 - ss_res / y.pow(2).sum().item()])),
+                ("return r2 = 1 - SS_res / SS_tot, not the residual sum of squares.", lambda: torch.tensor([ss_res])),
+                ("return r2 = 1 - SS_res / SS_tot, not the fraction left unexplained.",
+                 lambda: torch.tensor([ss_res / ss_tot])),
+                ("return r2 = 1 - SS_res / SS_tot, not the mean squared residual.",
+                 lambda: torch.tensor([ss_res / y.numel()])),
+                ("r2 is the squared correlation: you returned its square root.", lambda: torch.tensor([math.sqrt(exp_r2)])),
+                ("include the cos_k(x) cos_k(y) term in the fit.", lambda: torch.tensor([fit(columns(2 * k - 1)[:3])[1]])),
+            ],
+        )
+
+
 @_grader("find_neuron_freqs")
-def test_find_neuron_freqs(find_neuron_freqs: Callable, p: int = 113) -> None:
+def test_find_neuron_freqs(find_neuron_freqs: Any, p: Any = 113) -> None:
     """Check ``find_neuron_freqs(fourier_neuron_acts (p, p, n))`` on synthetic neurons (including the last
     frequency (p-1)/2 and neurons no frequency explains)."""
+    p = _check_p(p)
     acts = _synthetic_fourier_neuron_acts(p)
     n = acts.shape[-1]
-    result = _call(find_neuron_freqs, (acts.clone(),), f"a synthetic fourier_neuron_acts of shape {_shape(acts.shape)}")
+    exp_freqs, exp_frac = analysis.find_neuron_freqs(acts)
+    result = _call(find_neuron_freqs, (acts,), f"a synthetic fourier_neuron_acts of shape {_shape(acts.shape)}",
+                   names=("fourier_neuron_acts",))
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise GraderError(f"expected a tuple (neuron_freqs, neuron_frac_explained), got {type(result).__name__}")
     got_freqs = _check_tensor("neuron_freqs", result[0], (n,), kind="int",
                               shape_hints={((p - 1) // 2, n): "return one frequency per neuron (the argmax over frequencies)."})
     got_frac = _check_tensor("neuron_frac_explained", result[1], (n,),
                              shape_hints={((p - 1) // 2, n): "return one fraction per neuron: the fraction of its best frequency."})
-    exp_freqs, exp_frac = analysis.find_neuron_freqs(acts)
-
     block_sq = fourier.arrange_by_2d_freqs(acts.double()).pow(2).sum((1, 2))  # (n_freqs, n)
     total_sq = acts.double().pow(2).sum((0, 1))
     if not torch.equal(got_freqs.long(), exp_freqs):
@@ -551,7 +1053,7 @@ def test_find_neuron_freqs(find_neuron_freqs: Callable, p: int = 113) -> None:
 
 
 @_grader("project_onto_direction")
-def test_project_onto_direction(project_onto_direction: Callable) -> None:
+def test_project_onto_direction(project_onto_direction: Any) -> None:
     """Check ``project_onto_direction(batch_vecs (n, ...), v (n,))`` with a unit-norm and a non-unit ``v``
     (``v`` must be used as given: the function assumes unit norm and does not normalise)."""
     gen = _generator(4)
@@ -569,13 +1071,14 @@ def test_project_onto_direction(project_onto_direction: Callable) -> None:
         else:
             v = 2.5 * v / v.norm()
         rest = tuple(batch_vecs.shape[1:])
-        got = _check_tensor(f"projection ({what})", _call(project_onto_direction, (batch_vecs.clone(), v.clone()), what),
-                            batch_vecs.shape,
-                            shape_hints={rest: "return the projected vectors (v times the coefficients), not only the "
-                                         "coefficients.", (*rest, n): "the batch axis must stay first."})
         b64, v64 = batch_vecs.double(), v.double()
         coeffs = torch.tensordot(v64, b64, dims=([0], [0]))
         expected = v64.reshape(-1, *[1] * coeffs.ndim) * coeffs
+        got = _check_tensor(f"projection ({what})",
+                            _call(project_onto_direction, (batch_vecs, v), what, names=("batch_vecs", "v")),
+                            batch_vecs.shape,
+                            shape_hints={rest: "return the projected vectors (v times the coefficients), not only the "
+                                         "coefficients.", (*rest, n): "the batch axis must stay first."})
         v_hat = v64 / v64.norm()
         _compare(
             "projection", got, expected, context=f" ({what})",
@@ -590,10 +1093,11 @@ def test_project_onto_direction(project_onto_direction: Callable) -> None:
 
 
 @_grader("project_onto_frequency")
-def test_project_onto_frequency(project_onto_frequency: Callable, p: int = 113) -> None:
+def test_project_onto_frequency(project_onto_frequency: Any, p: Any = 113) -> None:
     """Check ``project_onto_frequency(batch_vecs (p^2, m), freq)`` for the first, a middle and the last
     frequency on seeded random vectors."""
     gen = _generator(5)
+    p = _check_p(p)
     F = _basis64(p)
     n_freqs = (p - 1) // 2
     batch_vecs = torch.randn(p * p, 3, generator=gen)
@@ -610,9 +1114,10 @@ def test_project_onto_frequency(project_onto_frequency: Callable, p: int = 113) 
 
     for freq in sorted({1, min(14, n_freqs), n_freqs}):
         idx = block_rows(freq)
+        expected = project(idx, idx)
         got = _check_tensor(f"project_onto_frequency(batch_vecs, {freq})",
-                            _call(project_onto_frequency, (batch_vecs.clone(), freq),
-                                  f"batch_vecs of shape {_shape(batch_vecs.shape)}, freq={freq}"),
+                            _call(project_onto_frequency, (batch_vecs, freq),
+                                  f"batch_vecs of shape {_shape(batch_vecs.shape)}, freq={freq}", names=("batch_vecs", "freq")),
                             batch_vecs.shape)
         rows = "the block of frequency k uses basis rows 0 (const), 2k-1 (cos k) and 2k (sin k)"
         mistakes = [
@@ -625,7 +1130,7 @@ def test_project_onto_frequency(project_onto_frequency: Callable, p: int = 113) 
             (f"you used frequency k-1's block: {rows}.", lambda: project(block_rows(freq - 1), block_rows(freq - 1))),
         ]
         _compare(
-            f"project_onto_frequency(batch_vecs, {freq})", got, project(idx, idx), atol=1e-4,
+            f"project_onto_frequency(batch_vecs, {freq})", got, expected, atol=1e-4,
             mistakes=mistakes,
             fallback_hint="it sums project_onto_direction over the 9 flattened 2D basis terms of the block "
             "(check test_project_onto_direction and test_fourier_2d_basis_term pass first).",
@@ -633,12 +1138,13 @@ def test_project_onto_frequency(project_onto_frequency: Callable, p: int = 113) 
 
 
 @_grader("get_trig_sum_directions")
-def test_get_trig_sum_directions(get_trig_sum_directions: Callable, p: int = 113) -> None:
+def test_get_trig_sum_directions(get_trig_sum_directions: Any, p: Any = 113) -> None:
     """Check ``get_trig_sum_directions(k) -> (cos_dir (p, p), sin_dir (p, p))`` for several k."""
+    p = _check_p(p)
     n_freqs = (p - 1) // 2
     x = torch.arange(p, dtype=torch.float64)
     for k in sorted({1, min(14, n_freqs), n_freqs}):
-        result = _call(get_trig_sum_directions, (k,), f"k={k}")
+        result = _call(get_trig_sum_directions, (k,), f"k={k}", names=("k",))
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             raise GraderError(f"k={k}: expected a tuple (cos_dir, sin_dir), got {type(result).__name__}")
         w = 2 * math.pi * k / p
@@ -691,29 +1197,37 @@ def _as_float_list(label: str, got: Any, n: int) -> Tensor:
 
 @_grader("excl_loss")
 def test_excl_loss(
-    excl_loss: Callable,
-    model: torch.nn.Module,
-    key_freqs: Sequence[int],
+    excl_loss: Any,
+    model: Any,
+    key_freqs: Any,
     *,
-    train_indices: Tensor | None = None,
-    fn: str = "add",
-    frac_train: float = 0.3,
-    seed: int = 0,
+    train_indices: Any = None,
+    fn: Any = "add",
+    frac_train: Any = 0.3,
+    seed: Any = 0,
 ) -> None:
     """Check ``excl_loss(model, key_freqs)`` against the reference computed from ``model`` (train loss with
     each key frequency's cos/sin(x+y) logit directions removed, no bias correction)."""
-    key_freqs = [int(k) for k in key_freqs]
-    got = _as_float_list("excl_loss", _call(excl_loss, (model, key_freqs), f"the model and key_freqs={key_freqs}"),
-                         len(key_freqs))
-    p = analysis.infer_p(model)
+    p = _check_model(model)
+    key_freqs = _check_key_freqs(key_freqs, p)
+    if fn not in TASKS:
+        raise GraderError(f"fn: expected one of {TASKS} (the task the model was trained on), got {fn!r}")
     if train_indices is None:
-        train_indices = train_test_split(p, frac_train, seed)[0]
+        try:
+            train_indices = train_test_split(p, frac_train, seed)[0]
+        except (TypeError, ValueError) as e:
+            raise GraderError(f"frac_train={frac_train!r}, seed={seed!r}: {e}") from None
+    train_indices = _check_train_indices(train_indices, p)
     all_data = make_all_data(p).to(model.cfg.device)
     labels = make_labels(all_data, p, fn=fn)
     with torch.no_grad():
-        full = model(all_data)[:, -1].detach()  # the one forward pass the grader makes
+        full = model(all_data)[:, -1].detach().cpu()  # the one forward pass the grader makes, before the student's
     original = full[:, :p]
+    labels = labels.cpu()
     expected = torch.tensor(analysis.excl_loss_from_logits(original, key_freqs, train_indices, labels), dtype=torch.float64)
+    got = _as_float_list("excl_loss", _call(excl_loss, (model, key_freqs), f"the model and key_freqs={key_freqs}",
+                                            names=("model", "key_freqs")),
+                         len(key_freqs))
     if torch.allclose(got, expected, rtol=1e-3, atol=1e-9):
         return
 
@@ -748,20 +1262,21 @@ def test_excl_loss(
 
 
 @_grader("fourier_embed")
-def test_fourier_embed(fourier_embed: Callable, model: torch.nn.Module) -> None:
+def test_fourier_embed(fourier_embed: Any, model: Any) -> None:
     """Check ``fourier_embed(model) -> (p,)``: squared norm of each Fourier component of W_E[:-1]."""
-    p = analysis.infer_p(model)
+    p = _check_model(model)
     W_E_full = model.W_E.detach().cpu().double()
     F = _basis64(p)
+    W_E = W_E_full[:-1]
+    expected = (F @ W_E).pow(2).sum(1)
     got = _check_tensor(
         "fourier_embed(model)",
-        _call(fourier_embed, (model,), "the model", f"W_E has p + 1 = {p + 1} rows; drop the = row with W_E[:-1]."),
+        _call(fourier_embed, (model,), "the model", f"W_E has p + 1 = {p + 1} rows; drop the = row with W_E[:-1].",
+              names=("model",)),
         (p,),
         shape_hints={(W_E_full.shape[1],): "sum the squares over d_model (dim 1): one value per Fourier component.",
                      (p, W_E_full.shape[1]): "square and sum over d_model: one value per Fourier component."},
     )
-    W_E = W_E_full[:-1]
-    expected = (F @ W_E).pow(2).sum(1)
     scale = expected.abs().max().item()
     _compare(
         "fourier_embed(model)", got, expected, atol=1e-5 * scale, rtol=1e-4,
@@ -776,14 +1291,15 @@ def test_fourier_embed(fourier_embed: Callable, model: torch.nn.Module) -> None:
 
 
 @_grader("embed_SVD")
-def test_embed_SVD(embed_SVD: Callable, model: torch.nn.Module) -> None:
+def test_embed_SVD(embed_SVD: Any, model: Any) -> None:
     """Check ``embed_SVD(model)``: singular values (descending) of W_E without the = row."""
-    p = analysis.infer_p(model)
+    p = _check_model(model)
     W_E_full = model.W_E.detach().cpu().double()
     d_model = W_E_full.shape[1]
     n = min(p, d_model)
+    S = torch.linalg.svdvals(W_E_full[:-1])
     got = _check_tensor(
-        "embed_SVD(model)", _call(embed_SVD, (model,), "the model"), (n,),
+        "embed_SVD(model)", _call(embed_SVD, (model,), "the model", names=("model",)), (n,),
         shape_hints={
             (min(p + 1, d_model),): "the = row is still in: drop the = token's ROW of W_E (W_E[:-1]), not a d_model "
             "column (W_E[:, :-1]).",
@@ -792,7 +1308,6 @@ def test_embed_SVD(embed_SVD: Callable, model: torch.nn.Module) -> None:
             (n, d_model): "return only the singular values (S of U, S, Vh), not Vh.",
         },
     )
-    S = torch.linalg.svdvals(W_E_full[:-1])
     _compare(
         "embed_SVD(model)", got, S, atol=1e-4 * S.max().item(), rtol=1e-3,
         mistakes=[

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from grader_checks import expect_failure, expect_not_implemented, expect_pass, stub
 from part52_grokking_and_modular_arithmetic import analysis, fourier, solutions
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
 from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
 from part52_grokking_and_modular_arithmetic.losses import score_logits
-from part52_grokking_and_modular_arithmetic.model import make_model
 
 P = 113
 KEY_FREQS = [14, 35, 41, 42, 52]
@@ -32,32 +32,6 @@ def cache(model):
     with torch.no_grad():
         _, c = model.run_with_cache(make_all_data(P))
     return c
-
-
-def stub(*args, **kwargs):
-    raise NotImplementedError()
-
-
-def expect_failure(call, *fragments: str) -> str:
-    with pytest.raises(grader.GraderError) as info:
-        call()
-    msg = str(info.value)
-    for fragment in fragments:
-        assert fragment in msg, f"{fragment!r} not in grader message:\n{msg}"
-    assert len(msg) < 1200, "grader messages must stay short (no tensor dumps)"
-    assert "tensor(" not in msg
-    return msg
-
-
-def expect_pass(call, name: str, capsys) -> None:
-    assert call() is True
-    assert f"✅ {name}: all checks passed" in capsys.readouterr().out
-
-
-def expect_not_implemented(call, name: str, capsys) -> None:
-    assert call() is False
-    out = capsys.readouterr().out
-    assert f"⏳ {name}: not implemented yet" in out
 
 
 def test_grader_error_is_an_assertion_error_and_module_is_not_collected():
