@@ -2,27 +2,33 @@
 
 :func:`load_full_run_data` tries, in order:
 
-1. **a local file**: ``path`` if given, else :func:`default_run_path` (``$PART52_RUN_PATH``; else
-   ``Grokking/large_files/full_run_data.pth`` in a source checkout; else ``full_run_data.pth`` in the user
-   cache folder ``$PART52_GROKKING_HOME`` or ``~/.cache/part52_grokking``). A file that exists but cannot
-   be read or validated raises :class:`~.checkpoints.CorruptCheckpointError`; it is never skipped and never
-   deleted (the message says what to do).
+1. **a local file**: ``path`` if given, else :func:`default_run_path` (see there: ``$PART52_RUN_PATH``; else
+   ``Grokking/large_files/full_run_data.pth`` in a source checkout; else ``full_run_data.pth`` in the per-user
+   data folder :func:`user_data_dir`). A file that exists but cannot be read or validated raises
+   :class:`~.checkpoints.CorruptCheckpointError`; it is never skipped and never deleted (the message says what
+   to do).
 2. **the Hugging Face hub** (the course's file, ``callummcdougall/grokking_full_run_data``), through the real
    ``huggingface_hub.hf_hub_download``: first a cached copy in the Hugging Face cache (no network), then, if
-   the hub is not switched off (``HF_HUB_OFFLINE=1``) and a quick TCP probe reaches the endpoint within
-   ``hub_timeout`` seconds, a download. ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE`` and
-   ``HF_HUB_OFFLINE`` are read when this function runs, so setting them after import works. A cached copy
-   is used as it is (no check for a newer revision; pass ``revision`` to pin one). The downloaded
-   file is validated (keys, shapes); a corrupt or truncated one is removed from the Hugging Face cache (so the
-   next call downloads it again) and raises :class:`~.checkpoints.CorruptCheckpointError`. It stays in the
-   Hugging Face cache; nothing is copied.
+   the hub is not switched off (``HF_HUB_OFFLINE=1``), a download. ``HF_ENDPOINT``, ``HF_HOME`` /
+   ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are read when this function runs, so setting them after import
+   works. A cached copy is used as it is (no check for a newer revision; pass ``revision`` to pin one). The
+   downloaded file is validated (keys, shapes); a corrupt or truncated one is removed from the Hugging Face
+   cache (so the next call downloads it again) and raises :class:`~.checkpoints.CorruptCheckpointError`. It
+   stays in the Hugging Face cache; nothing is copied.
 3. **local training** with the default recipe (``TrainConfig()`` or ``train_config``), saved to the local
    path of step 1 (interrupted runs resume there), if ``allow_training``; the reason is printed first.
    Otherwise :class:`ModelUnavailableError` says what was tried and how to fix it.
 
-Without ``huggingface_hub``'s own retries (about 23 s of back-off when the endpoint cannot be reached), the
-"hub unreachable" decision takes at most ``hub_timeout`` seconds (default 5) — in practice milliseconds when
-DNS fails or the port is closed.
+**Nothing hangs.** The whole "can the hub serve the file?" decision — a TCP probe of the endpoint, the file's
+metadata (``HEAD``, through ``huggingface_hub.get_hf_file_metadata`` with its retries off) and the start of
+the download (the answer to the ``GET``) — fits in ``hub_timeout`` seconds (default
+:data:`DEFAULT_HUB_TIMEOUT`), whatever the endpoint does: refuse, never answer, answer ``HEAD`` but not
+``GET``, or fail (``5xx``, ``4xx``). The reason is reported as it is: "connection refused", "the hub answered
+500 Internal Server Error", "404: file not found on the hub (repo/file, revision main)", "no answer within
+8 s". A download that has started and then makes no progress for ``stall_timeout`` seconds (default
+:data:`DEFAULT_STALL_TIMEOUT`; progress is seen per 1 MiB chunk) is abandoned. The download runs in a daemon thread (a hung connection never keeps
+the process alive), into ``huggingface_hub``'s own ``.incomplete`` file, which is removed when the download is
+abandoned: the cache only ever holds complete files, and those are validated before use. Then step 3 follows.
 
 The returned dict is in the format of :mod:`.checkpoints` plus a ``"source"`` string saying where it came
 from (see :func:`run_data_source`). The hub file is in paper layout, holds no ``config`` or
@@ -54,10 +60,13 @@ __all__ = [
     "ANALYSED_EPOCH",
     "ENV_RUN_PATH",
     "ENV_HOME",
+    "DATA_DIR_NAME",
     "DEFAULT_RUN_PATH",
+    "DEFAULT_HUB_TIMEOUT",
+    "DEFAULT_STALL_TIMEOUT",
     "ModelUnavailableError",
     "default_run_path",
-    "user_cache_dir",
+    "user_data_dir",
     "checkout_root",
     "hub_endpoint",
     "hub_cache_dir",
@@ -78,9 +87,15 @@ HUB_FILENAME = "full_run_data.pth"
 ANALYSED_EPOCH = 40_000
 #: Environment variable: full path of the local run file (overrides every other default).
 ENV_RUN_PATH = "PART52_RUN_PATH"
-#: Environment variable: folder of the user cache (used when the package does not run from a checkout).
+#: Environment variable: the per-user data folder (used when the package does not run from a checkout).
 ENV_HOME = "PART52_GROKKING_HOME"
+#: Name of the per-user data folder (under ``$XDG_DATA_HOME`` or ``~/.local/share``) used outside a checkout.
+DATA_DIR_NAME = "part52_grokking_and_modular_arithmetic"
 RUN_FILENAME = "full_run_data.pth"
+#: Seconds allowed for the whole hub decision: TCP probe, the file's metadata and the first bytes of the download.
+DEFAULT_HUB_TIMEOUT = 8.0
+#: Seconds without progress (no new 1 MiB chunk) after which a download in progress is abandoned.
+DEFAULT_STALL_TIMEOUT = 30.0
 
 #: Fields of :class:`TrainConfig` that define *which* run a file holds (length and intervals excluded).
 _RUN_DEFINING = ("p", "fn", "frac_train", "seed", "lr", "weight_decay", "betas", "warmup_steps")
@@ -105,30 +120,43 @@ class ModelUnavailableError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------
 def checkout_root() -> Path | None:
     """The repository root when the package runs from a source checkout (it holds ``Grokking/`` and
-    ``pyproject.toml`` next to the package folder), else ``None`` (an installed package)."""
+    ``pyproject.toml`` next to the package folder; an editable install counts), else ``None`` (a package
+    installed from pip, e.g. on Colab)."""
     root = Path(__file__).resolve().parent.parent
     if (root / "Grokking").is_dir() and (root / "pyproject.toml").is_file():
         return root
     return None
 
 
-def user_cache_dir() -> Path:
-    """``$PART52_GROKKING_HOME``, else ``$XDG_CACHE_HOME/part52_grokking``, else ``~/.cache/part52_grokking``."""
+def user_data_dir() -> Path:
+    """The per-user data folder of the course, used when the package does not run from a checkout:
+    ``$PART52_GROKKING_HOME`` when set, else ``$XDG_DATA_HOME/part52_grokking_and_modular_arithmetic`` when
+    ``XDG_DATA_HOME`` is set, else ``~/.local/share/part52_grokking_and_modular_arithmetic`` (on every system; on
+    Colab that is ``/root/.local/share/…``). A data folder, not a cache: a trained run costs minutes of CPU."""
     if os.environ.get(ENV_HOME):
         return Path(os.environ[ENV_HOME]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "part52_grokking"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / DATA_DIR_NAME
 
 
 def default_run_path() -> Path:
-    """The local run file, decided when called: ``$PART52_RUN_PATH``; else, from a source checkout,
-    ``<repo>/Grokking/large_files/full_run_data.pth``; else ``<user cache dir>/full_run_data.pth``."""
+    """The local run file (read if it exists, written by local training), decided when called:
+
+    1. ``$PART52_RUN_PATH`` (the file itself) when that variable is set;
+    2. else, when the package runs from a source checkout (:func:`checkout_root`),
+       ``<checkout>/Grokking/large_files/full_run_data.pth``;
+    3. else (a package installed from pip, e.g. on Colab) ``<data folder>/full_run_data.pth``, the data folder
+       being ``$PART52_GROKKING_HOME``, else ``$XDG_DATA_HOME/part52_grokking_and_modular_arithmetic``, else
+       ``~/.local/share/part52_grokking_and_modular_arithmetic`` (:func:`user_data_dir`).
+
+    The ``path`` argument of :func:`load_full_run_data` (the command line's ``--out``) overrides all three.
+    """
     if os.environ.get(ENV_RUN_PATH):
         return Path(os.environ[ENV_RUN_PATH]).expanduser()
     root = checkout_root()
     if root is not None:
         return root / "Grokking" / "large_files" / RUN_FILENAME
-    return user_cache_dir() / RUN_FILENAME
+    return user_data_dir() / RUN_FILENAME
 
 
 #: :func:`default_run_path` as it was when the package was imported.
@@ -253,41 +281,327 @@ def _remove_from_hub_cache(path: Path, cache_dir: Path) -> bool:
     return removed
 
 
-def _silent_tqdm_class():
+def _hub_error_class(*names: str) -> type[BaseException]:
+    """The first of ``names`` that the installed ``huggingface_hub`` defines (in ``huggingface_hub.errors`` on
+    recent releases, ``huggingface_hub.utils`` on older ones), else a placeholder nothing is an instance of: the
+    fallback to local training must work on every release that ``pyproject.toml`` admits."""
+    import importlib
+
+    for module_name in ("huggingface_hub.errors", "huggingface_hub.utils"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for name in names:
+            cls = getattr(module, name, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                return cls
+    return type(f"_Absent{names[0]}", (Exception,), {})
+
+
+def _accepts(fn, name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name`` (keywords differ between huggingface_hub releases)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _status_phrase(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _http_answer(e: BaseException) -> tuple[int, str | None, str] | None:
+    """``(status, X-Error-Code, method)`` of the HTTP answer behind an error, looking through its causes."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int) and status >= 400:
+            headers = getattr(response, "headers", None) or {}
+            try:
+                method = str(getattr(getattr(response, "request", None), "method", "") or "")
+            except RuntimeError:  # httpx raises when a response has no request attached
+                method = ""
+            return status, headers.get("X-Error-Code"), method
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _caused_by(e: BaseException, *words: str) -> BaseException | None:
+    """The first error in ``e``'s chain whose class name contains one of ``words`` (library-neutral: httpx and
+    requests name their errors alike), or that is a builtin ``TimeoutError`` when ``"Timeout"`` is asked for."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        name = type(e).__name__
+        if any(w in name for w in words) or ("Timeout" in words and isinstance(e, TimeoutError)):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _describe_hub_error(e: BaseException, hub: "_HubRequest") -> str:
+    """One line saying why the hub did not provide the file: the HTTP status when there was one, else the
+    network error, else the error itself."""
+    if isinstance(e, _hub_error_class("OfflineModeIsEnabled")):
+        return "huggingface_hub is in offline mode (HF_HUB_OFFLINE=1)"
+    answer = _http_answer(e)
+    if answer is not None:
+        return _describe_status(*answer, hub=hub)
+    if _caused_by(e, "Timeout") is not None:
+        return f"no answer within {hub.budget:g} s"
+    if (cause := _caused_by(e, "ConnectError", "ConnectionError", "ProxyError")) is not None:
+        return f"cannot connect ({_first_line(cause)})"
+    if isinstance(e, _hub_error_class("LocalEntryNotFoundError")):
+        return f"the hub could not be reached ({_first_line(e)})"
+    return f"the download failed ({type(e).__name__}: {_first_line(e)})"
+
+
+def _describe_status(status: int, error_code: str | None, method: str, *, hub: "_HubRequest") -> str:
+    if error_code == "RepoNotFound":
+        return f"{status}: repository {hub.repo_id} not found on the hub (or it is private or gated: log in with `hf auth login`)"
+    if error_code == "RevisionNotFound":
+        return f"{status}: revision {hub.revision_label} of {hub.repo_id} not found on the hub"
+    if error_code == "GatedRepo":
+        return f"{status}: the repository {hub.repo_id} is gated: it needs a login (`hf auth login`)"
+    if status == 404:
+        return f"404: file not found on the hub ({hub.repo_id}/{hub.filename}, revision {hub.revision_label})"
+    request = f" to {method} {hub.file_path}" if method else f" for {hub.file_path}"
+    hint = " (a login may be needed: `hf auth login`, or the mirror refuses access)" if status in (401, 403) else ""
+    return f"the hub answered {status} {_status_phrase(status)}{request}{hint}"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+class _HubRequest:
+    """What is asked of which hub, and the time budget of the decision (shared by the steps of :func:`_fetch_hub`)."""
+
+    def __init__(self, url: str, repo_id: str, filename: str, revision: str | None, cache: Path, budget: float) -> None:
+        self.url, self.repo_id, self.filename, self.revision, self.cache = url, repo_id, filename, revision, cache
+        self.budget = budget
+        self.deadline = time.monotonic() + budget
+        from huggingface_hub import hf_hub_url
+
+        self.file_url = hf_hub_url(repo_id, filename, revision=revision, endpoint=url)
+        self.file_path = self.file_url[len(url):] if self.file_url.startswith(url) else self.file_url  # for messages
+
+    @property
+    def revision_label(self) -> str:
+        return self.revision or "main"
+
+    @property
+    def blobs_dir(self) -> Path:
+        """Where huggingface_hub writes this repository's files, ``.incomplete`` ones included."""
+        return self.cache / f"models--{self.repo_id.replace('/', '--')}" / "blobs"
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def timed_out(self, stage: str) -> str:
+        return f"no answer within {self.budget:g} s ({stage})"
+
+
+def _in_daemon_thread(fn, name: str) -> tuple[threading.Thread, dict]:
+    """Start ``fn()`` in a daemon thread (a hung network call never keeps the process alive). The returned
+    dict receives ``"value"`` or ``"error"`` when it ends."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _call_with_deadline(fn, deadline: float, name: str) -> tuple[bool, object, BaseException | None]:
+    """Run ``fn()`` in a daemon thread and wait for it until ``deadline`` (``time.monotonic()``).
+    Returns ``(finished, value, error)``."""
+    thread, box = _in_daemon_thread(fn, name)
+    thread.join(max(0.0, deadline - time.monotonic()))
+    return not thread.is_alive(), box.get("value"), box.get("error")
+
+
+def _metadata_problem(hub: _HubRequest) -> str | None:
+    """Ask the hub for the file's metadata (``HEAD``, huggingface_hub's own call, without its retries) within
+    the decision's budget. ``None`` when the hub has the file, else the reason."""
+    from huggingface_hub import get_hf_file_metadata
+
+    kwargs: dict = {"timeout": max(0.1, hub.left())}
+    if _accepts(get_hf_file_metadata, "retry_on_errors"):
+        kwargs["retry_on_errors"] = False
+    finished, meta, error = _call_with_deadline(
+        lambda: get_hf_file_metadata(hub.file_url, **kwargs), hub.deadline, "hub-metadata"
+    )
+    if not finished:
+        return hub.timed_out(f"asked for the file's metadata: HEAD {hub.file_path}")
+    if error is not None:
+        return _describe_hub_error(error, hub)
+    if getattr(meta, "commit_hash", None) is None or getattr(meta, "etag", None) is None:
+        return (
+            f"the endpoint answered HEAD {hub.file_path} without the X-Repo-Commit / ETag headers of a Hugging Face "
+            "hub: check HF_ENDPOINT"
+        )
+    return None
+
+
+class _DownloadAbandoned(Exception):
+    """Raised inside the download thread (from its progress bar) once the download has been given up on."""
+
+
+class _TruncatedDownload(Exception):
+    """huggingface_hub received fewer bytes than announced."""
+
+
+class _DownloadWatch:
+    """Progress of one download, written by the download thread (its progress bar: created once the ``GET`` is
+    answered, updated at every chunk) and read by the watchdog, which also sees the ``.incomplete`` files grow
+    (for releases without ``tqdm_class``)."""
+
+    def __init__(self, blobs_dir: Path) -> None:
+        self.blobs_dir = blobs_dir
+        self.bytes = 0
+        self.last_progress: float | None = None  # time.monotonic() of the answer or the latest chunk; None before
+        self.abandoned = False
+        self._before = set(self._incomplete())
+        self._sizes: dict[Path, int] = {}
+
+    def _incomplete(self) -> list[Path]:
+        try:
+            return list(self.blobs_dir.glob("*.incomplete"))
+        except OSError:
+            return []
+
+    def new_incomplete_files(self) -> list[Path]:
+        """The ``.incomplete`` files that appeared since this download started."""
+        return [f for f in self._incomplete() if f not in self._before]
+
+    def saw_answer(self) -> None:
+        self.last_progress = time.monotonic()
+
+    def saw_bytes(self, n: int) -> None:
+        if n > 0:
+            self.bytes += n
+            self.last_progress = time.monotonic()
+
+    def poll_files(self) -> None:
+        for f in self.new_incomplete_files():
+            try:
+                size = f.stat().st_size
+            except OSError:
+                continue
+            if size > self._sizes.get(f, 0):
+                self._sizes[f] = size
+                self.last_progress = time.monotonic()
+
+    def remove_partial_files(self) -> None:
+        for f in self.new_incomplete_files():
+            try:
+                f.unlink()
+            except OSError:  # e.g. still open on Windows; huggingface_hub never reads these unique names
+                pass
+
+
+def _watched_tqdm_class(watch: _DownloadWatch, show: bool):
+    """A tqdm class for ``hf_hub_download``: records every byte in ``watch`` and stops the download (raises in
+    the download thread) once ``watch.abandoned`` is set; silent unless ``show``."""
     from tqdm.auto import tqdm
 
-    class SilentTqdm(tqdm):
+    class WatchedTqdm(tqdm):
         def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
+            if not show:
+                kwargs["disable"] = True
             super().__init__(*args, **kwargs)
+            watch.saw_answer()
 
-    return SilentTqdm
+        def update(self, n=1):
+            if watch.abandoned:
+                raise _DownloadAbandoned("the download was abandoned")
+            watch.saw_bytes(int(n or 0))
+            return super().update(n)
+
+    return WatchedTqdm
 
 
-def _describe_hub_error(e: BaseException, url: str, repo_id: str, filename: str, revision: str | None) -> str:
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+#: Bytes per progress report while we download: huggingface_hub reads the body in chunks of
+#: ``constants.DOWNLOAD_CHUNK_SIZE`` (10 MB) and reports nothing in between, which would make a slow link look
+#: stalled. Set for the duration of our download when the library's chunk is larger (only the granularity
+#: changes; the bytes written are the same).
+_PROGRESS_CHUNK = 1 << 20
 
-    if isinstance(e, OfflineModeIsEnabled):
-        return "huggingface_hub is in offline mode (HF_HUB_OFFLINE=1)"
-    if isinstance(e, GatedRepoError):
-        return f"the repository {repo_id} on {url} is gated: it needs a login (`hf auth login`)"
-    if isinstance(e, RepositoryNotFoundError):
-        return f"the repository {repo_id} was not found on {url} (404; or it is private)"
-    if isinstance(e, RevisionNotFoundError):
-        return f"the revision {revision!r} of {repo_id} was not found on {url} (404)"
-    if isinstance(e, RemoteEntryNotFoundError):
-        return f"the file {filename} was not found in {repo_id} on {url} (404)"
-    if isinstance(e, LocalEntryNotFoundError):
-        return f"{url} could not be reached (huggingface_hub gave up after its retries)"
-    first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"the download from {url} failed ({type(e).__name__}: {first_line})"
+
+class _FinerProgressChunks:
+    """Context manager: ``huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE`` at most :data:`_PROGRESS_CHUNK` inside."""
+
+    def __enter__(self) -> None:
+        from huggingface_hub import constants
+
+        self.before = getattr(constants, "DOWNLOAD_CHUNK_SIZE", None)
+        if isinstance(self.before, int) and self.before > _PROGRESS_CHUNK:
+            constants.DOWNLOAD_CHUNK_SIZE = _PROGRESS_CHUNK
+
+    def __exit__(self, *exc) -> None:
+        from huggingface_hub import constants
+
+        if isinstance(self.before, int):
+            constants.DOWNLOAD_CHUNK_SIZE = self.before
+
+
+def _download_with_watchdog(hub: _HubRequest, progress: bool, stall_timeout: float) -> tuple[Path | None, str | None]:
+    """``hf_hub_download`` in a daemon thread, watched: the ``GET`` must be answered before the decision's
+    deadline, and then some bytes must arrive every ``stall_timeout`` seconds. Returns ``(path, None)`` or
+    ``(None, reason)``; an abandoned download leaves no ``.incomplete`` file behind."""
+    with _FinerProgressChunks():
+        return _watch_download(hub, progress, stall_timeout)
+
+
+def _watch_download(hub: _HubRequest, progress: bool, stall_timeout: float) -> tuple[Path | None, str | None]:
+    from huggingface_hub import hf_hub_download
+
+    watch = _DownloadWatch(hub.blobs_dir)
+    kwargs: dict = dict(revision=hub.revision, endpoint=hub.url, cache_dir=str(hub.cache))
+    if _accepts(hf_hub_download, "etag_timeout"):
+        kwargs["etag_timeout"] = max(0.1, hub.left())
+    if _accepts(hf_hub_download, "tqdm_class"):
+        kwargs["tqdm_class"] = _watched_tqdm_class(watch, progress)
+    thread, box = _in_daemon_thread(lambda: hf_hub_download(hub.repo_id, hub.filename, **kwargs), "hub-download")
+    reason = None
+    while thread.is_alive():
+        thread.join(0.1)
+        watch.poll_files()
+        now = time.monotonic()
+        if watch.last_progress is None and now >= hub.deadline:
+            reason = hub.timed_out(f"the download did not start: GET {hub.file_path}")
+        elif watch.last_progress is not None and now - watch.last_progress >= stall_timeout:
+            reason = (
+                f"the download stalled: no data for {stall_timeout:g} s ({watch.bytes:,} bytes saved); "
+                "it was abandoned and nothing partial was kept"
+            )
+        if reason is not None and thread.is_alive():
+            watch.abandoned = True  # the thread stops at its next chunk; meanwhile it is a daemon
+            watch.remove_partial_files()
+            return None, reason
+    if "error" in box:
+        error = box["error"]
+        if isinstance(error, OSError) and "Consistency check failed" in str(error):
+            raise _TruncatedDownload(str(error).splitlines()[0]) from error
+        return None, _describe_hub_error(error, hub)
+    return Path(box["value"]), None
 
 
 def _fetch_hub(
@@ -299,6 +613,7 @@ def _fetch_hub(
     cache_dir: str | os.PathLike | None,
     progress: bool,
     hub_timeout: float,
+    stall_timeout: float,
     notes: list[str],
 ) -> tuple[dict, Path, str] | None:
     """Cached hub file, else a download. Returns ``(data, path, how)`` or ``None`` with the reasons appended
@@ -323,40 +638,32 @@ def _fetch_hub(
     else:
         notes.append(f"no cached copy of {where} in the Hugging Face cache {cache}")
 
-    t_start = time.monotonic()  # from here, the "is the hub there?" decision fits in hub_timeout
     if hub_offline():
         notes.append("the hub is switched off (HF_HUB_OFFLINE=1), so it was not contacted")
         return None
     url = hub_endpoint(endpoint)
-    budget = max(0.05, hub_timeout - (time.monotonic() - t_start) - 0.05)
-    reason = probe_endpoint(url, timeout=budget)
+    hub = _HubRequest(url, repo_id, filename, revision, cache, hub_timeout)  # the decision's clock starts here
+
+    def give_up(reason: str) -> None:
+        notes.append(f"the hub {url} did not provide {where}: {reason} (decided in {hub.budget - hub.left():.1f} s)")
+
+    reason = probe_endpoint(url, timeout=max(0.05, hub.left() - 0.05))
     if reason is not None:
-        notes.append(f"the hub endpoint {url} is unreachable: {reason} (decided in {time.monotonic() - t_start:.2f} s)")
+        notes.append(f"the hub endpoint {url} is unreachable: {reason} (decided in {hub.budget - hub.left():.2f} s)")
         return None
-
-    from huggingface_hub import hf_hub_download
-
+    reason = _metadata_problem(hub)
+    if reason is not None:
+        give_up(reason)
+        return None
     try:
-        downloaded = Path(
-            hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                endpoint=url,
-                cache_dir=str(cache),
-                tqdm_class=None if progress else _silent_tqdm_class(),
-            )
-        )
-    except OSError as e:
-        if "Consistency check failed" in str(e):
-            raise CorruptCheckpointError(
-                f"the download of {where} from {url} was cut short ({str(e).splitlines()[0]}). It was not used; "
-                "run the same call again to retry the download."
-            ) from e
-        notes.append(_describe_hub_error(e, url, repo_id, filename, revision))
-        return None
-    except Exception as e:  # httpx errors and the like: report, do not crash the fallback
-        notes.append(_describe_hub_error(e, url, repo_id, filename, revision))
+        downloaded, reason = _download_with_watchdog(hub, progress, stall_timeout)
+    except _TruncatedDownload as e:
+        raise CorruptCheckpointError(
+            f"the download of {where} from {url} was cut short ({e}). It was not used; "
+            "run the same call again to retry the download."
+        ) from e
+    if downloaded is None:
+        give_up(reason)
         return None
     try:
         data = load_run_data(downloaded)
@@ -385,18 +692,20 @@ def download_full_run_data(
     endpoint: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
-    hub_timeout: float = 5.0,
+    hub_timeout: float = DEFAULT_HUB_TIMEOUT,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> Path:
     """Hub only: make sure the hub file is in the Hugging Face cache (downloading it if needed), validate it,
     and return its path — or, with ``out``, copy it there (atomically) and return ``out``.
 
-    Raises :class:`ModelUnavailableError` (within ``hub_timeout`` s when the hub cannot be reached) or
+    Raises :class:`ModelUnavailableError` (within ``hub_timeout`` s when the hub cannot be reached, does not
+    answer or fails; ``stall_timeout`` s after the last byte of a download that stalls) or
     :class:`CorruptCheckpointError`.
     """
     notes: list[str] = []
     got = _fetch_hub(
         repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
-        progress=progress, hub_timeout=hub_timeout, notes=notes,
+        progress=progress, hub_timeout=hub_timeout, stall_timeout=stall_timeout, notes=notes,
     )
     if got is None:
         raise ModelUnavailableError(
@@ -463,12 +772,15 @@ def load_full_run_data(
     cache_dir: str | os.PathLike | None = None,
     train_config: TrainConfig | None = None,
     progress: bool = True,
-    hub_timeout: float = 5.0,
+    hub_timeout: float = DEFAULT_HUB_TIMEOUT,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> dict:
     """The checkpoint history of the grokking run: a local file, else the hub file, else a local training run.
 
     Args:
-        path: local run file (default :func:`default_run_path`). Read if it exists; training writes it.
+        path: local run file (default :func:`default_run_path`: ``$PART52_RUN_PATH``, else the checkout's
+            ``Grokking/large_files/full_run_data.pth``, else the per-user data folder). Read if it exists;
+            training writes it.
         allow_training: train locally when nothing else is available (else raise :class:`ModelUnavailableError`).
         repo_id, filename, revision: the hub file (default: the course's file at ``main``).
         endpoint: hub URL (default ``$HF_ENDPOINT`` or https://huggingface.co).
@@ -476,7 +788,9 @@ def load_full_run_data(
         train_config: the recipe to train with (default ``TrainConfig()``). A recipe other than the hub run's
             skips the hub; a local file made with a different recipe raises ``ValueError``.
         progress: progress bars for the download and the training.
-        hub_timeout: seconds allowed to decide that the hub endpoint is unreachable.
+        hub_timeout: seconds allowed for the whole hub decision (TCP probe, the file's metadata, the first
+            bytes of the download); past it, the hub counts as unavailable and step 3 follows.
+        stall_timeout: seconds without progress after which a download in progress is abandoned.
 
     Returns:
         The run-data dict (:mod:`.checkpoints` format) with a ``"source"`` entry (:func:`run_data_source`).
@@ -526,7 +840,7 @@ def load_full_run_data(
     if use_hub:
         got = _fetch_hub(
             repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
-            progress=progress, hub_timeout=hub_timeout, notes=notes,
+            progress=progress, hub_timeout=hub_timeout, stall_timeout=stall_timeout, notes=notes,
         )
         if got is not None:
             data, where, how = got

@@ -13,27 +13,47 @@ network"):
 No ``X-Xet-*`` headers are sent, so the client uses a plain HTTP download. Every request is recorded in
 :attr:`FakeHub.requests` as ``(method, path)``.
 
+Failure modes (keyword arguments, for the file requests ``/resolve/`` only; other paths answer as usual):
+
+* ``status=500`` (or 503, 404, 403 …): answer with that status and a small JSON body, without
+  ``X-Error-Code`` (like a generic mirror or proxy); ``status_methods`` picks which methods get it
+  (default both ``HEAD`` and ``GET``);
+* ``hang="all"``: accept the connection, read the request, never answer;
+* ``hang="get"``: answer ``HEAD`` normally, never answer ``GET``;
+* ``hang="body"``: answer ``GET`` with its headers and the first ``stall_after`` bytes of the body, then
+  send nothing more.
+
+A hanging answer waits until :meth:`FakeHub.stop` (then the connection is closed), so a test never leaves
+a thread behind for longer than the hub lives.
+
 Usage::
 
     with FakeHub({("user/repo", "file.pth"): data_bytes}) as hub:
         hf_hub_download("user/repo", "file.pth", endpoint=hub.url, cache_dir=tmp)
+
+    with FakeHub({("user/repo", "file.pth"): data_bytes}, hang="body", stall_after=1000) as hub:
+        ...  # the download starts, then stalls after 1,000 bytes
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
-__all__ = ["FakeHub", "COMMIT", "make_paper_run_data", "to_bytes"]
+__all__ = ["FakeHub", "COMMIT", "HANG_MODES", "make_paper_run_data", "to_bytes"]
 
 #: The commit hash every file of the fake hub is served at.
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 _RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
 _RANGE = re.compile(r"^bytes=(\d+)-$")
+#: The values of ``FakeHub(hang=...)``.
+HANG_MODES = ("all", "get", "body")
 
 
 class FakeHub:
@@ -41,15 +61,38 @@ class FakeHub:
     construction, served from :meth:`start` / ``with`` until :meth:`stop`).
 
     ``files`` may be changed while the server runs (e.g. to serve a fixed file after a corrupt one); each
-    response reads it afresh. The ETag follows the bytes, as on the real hub.
+    response reads it afresh. The ETag follows the bytes, as on the real hub. ``status``, ``status_methods``,
+    ``hang`` and ``stall_after`` switch on a failure mode (see the module docstring); they may be changed
+    while the server runs too.
     """
 
-    def __init__(self, files: dict[tuple[str, str], bytes] | None = None, commit: str = COMMIT) -> None:
+    def __init__(
+        self,
+        files: dict[tuple[str, str], bytes] | None = None,
+        commit: str = COMMIT,
+        *,
+        status: int | None = None,
+        status_methods: tuple[str, ...] = ("HEAD", "GET"),
+        hang: str | None = None,
+        stall_after: int = 4096,
+    ) -> None:
         if not re.fullmatch(r"[0-9a-f]{40}", commit):
             raise ValueError(f"commit must be 40 lowercase hex characters, got {commit!r}")
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), got {status}")
+        if hang is not None and hang not in HANG_MODES:
+            raise ValueError(f"hang must be one of {HANG_MODES} or None, got {hang!r}")
+        if stall_after < 0:
+            raise ValueError(f"stall_after must be >= 0 bytes, got {stall_after}")
         self.files: dict[tuple[str, str], bytes] = dict(files or {})
         self.commit = commit
+        self.status = status
+        self.status_methods = tuple(status_methods)
+        self.hang = hang
+        self.stall_after = stall_after
         self.requests: list[tuple[str, str]] = []
+        self._release = threading.Event()  # set by stop(): hanging answers give up and close their connection
+        self._etags: dict[int, tuple[bytes, str]] = {}  # id(bytes) -> (bytes, ETag): hashing a big file once
         self._server: ThreadingHTTPServer | None = self._bind()  # bound now, so `url` is known before start()
         self._thread: threading.Thread | None = None
 
@@ -81,6 +124,7 @@ class FakeHub:
         return server
 
     def start(self) -> "FakeHub":
+        self._release.clear()
         if self._server is None:
             self._server = self._bind()
         if self._thread is None:
@@ -89,6 +133,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self._release.set()
         if self._server is not None:
             if self._thread is not None:
                 self._server.shutdown()
@@ -113,6 +158,10 @@ class FakeHub:
         match = _RESOLVE.match(path)
         if match is None:
             return self._not_found(handler, None, send_body)
+        if self.hang == "all" or (self.hang == "get" and handler.command == "GET"):
+            return self._hang(handler)
+        if self.status is not None and handler.command in self.status_methods:
+            return self._error(handler, self.status, send_body)
         repo, rev, filename = match["repo"], match["rev"], match["file"]
         if not any(r == repo for r, _ in self.files):
             return self._not_found(handler, "RepoNotFound", send_body)
@@ -129,12 +178,42 @@ class FakeHub:
         body = data[start:]
         handler.send_response(206 if start else 200)
         handler.send_header("X-Repo-Commit", self.commit)
-        handler.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+        handler.send_header("ETag", self._etag(data))
         handler.send_header("Content-Length", str(len(body)))
         handler.send_header("Content-Type", "application/octet-stream")
         handler.send_header("Accept-Ranges", "bytes")
         if start:
             handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        handler.end_headers()
+        if send_body and self.hang == "body":
+            handler.wfile.write(body[: self.stall_after])
+            handler.wfile.flush()
+            return self._hang(handler)
+        if send_body:
+            handler.wfile.write(body)
+
+    def _etag(self, data: bytes) -> str:
+        """The quoted sha256 of ``data``, computed once per bytes object (files may change while serving)."""
+        known = self._etags.get(id(data))
+        if known is None or known[0] is not data:
+            known = (data, f'"{hashlib.sha256(data).hexdigest()}"')
+            self._etags[id(data)] = known
+        return known[1]
+
+    def _hang(self, handler: BaseHTTPRequestHandler) -> None:
+        """Send nothing (more) until the hub stops, then close the connection."""
+        handler.close_connection = True
+        self._release.wait()
+
+    def _error(self, handler: BaseHTTPRequestHandler, status: int, send_body: bool) -> None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:  # a status Python does not name
+            phrase = "Error"
+        body = json.dumps({"error": f"{status} {phrase}"}).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         if send_body:
             handler.wfile.write(body)

@@ -116,17 +116,35 @@ def fake_train(monkeypatch):
 # paths and settings
 # ----------------------------------------------------------------------------------------------------------
 def test_default_run_path_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv(provision.ENV_HOME, raising=False)
     assert provision.default_run_path() == tmp_path / "local" / "full_run_data.pth"  # PART52_RUN_PATH
     monkeypatch.delenv(provision.ENV_RUN_PATH)
     root = provision.checkout_root()
     if root is not None:  # running from the source checkout
         assert provision.default_run_path() == root / "Grokking" / "large_files" / "full_run_data.pth"
-    monkeypatch.setattr(provision, "checkout_root", lambda: None)  # as an installed package
-    monkeypatch.setenv(provision.ENV_HOME, str(tmp_path / "home"))
-    assert provision.default_run_path() == tmp_path / "home" / "full_run_data.pth"
+    monkeypatch.setattr(provision, "checkout_root", lambda: None)  # as a package installed from pip (Colab)
+    monkeypatch.setenv(provision.ENV_HOME, str(tmp_path / "mine"))
+    assert provision.default_run_path() == tmp_path / "mine" / "full_run_data.pth"
     monkeypatch.delenv(provision.ENV_HOME)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert provision.default_run_path() == tmp_path / "xdg" / "part52_grokking" / "full_run_data.pth"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert provision.default_run_path() == tmp_path / "xdg" / "part52_grokking_and_modular_arithmetic" / "full_run_data.pth"
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    expected = tmp_path / "home" / ".local" / "share" / "part52_grokking_and_modular_arithmetic" / "full_run_data.pth"
+    assert provision.default_run_path() == expected
+    monkeypatch.setenv(provision.ENV_RUN_PATH, str(tmp_path / "drive" / "run.pth"))  # the variable wins everywhere
+    assert provision.default_run_path() == tmp_path / "drive" / "run.pth"
+
+
+def test_without_a_checkout_training_writes_to_the_user_data_folder(monkeypatch, tmp_path, fake_train):
+    monkeypatch.delenv(provision.ENV_RUN_PATH)
+    monkeypatch.delenv(provision.ENV_HOME, raising=False)
+    monkeypatch.setattr(provision, "checkout_root", lambda: None)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    load_full_run_data(progress=False)  # HF_HUB_OFFLINE=1 (conftest): straight to training
+    assert fake_train.calls[-1]["out"] == tmp_path / "data" / "part52_grokking_and_modular_arithmetic" / "full_run_data.pth"
+    load_full_run_data(tmp_path / "given.pth", progress=False)  # the argument wins
+    assert fake_train.calls[-1]["out"] == tmp_path / "given.pth"
 
 
 def test_hub_settings_are_read_when_called(monkeypatch, tmp_path):
@@ -246,9 +264,9 @@ def test_corrupt_cached_file_with_hub_offline(hub_online, paper_run_23, monkeypa
 def test_missing_file_404_errors_clearly(hub_online, paper_run_23):
     _, raw = paper_run_23
     with hub_online(FakeHub({(REPO, "other.pth"): raw})):
-        with pytest.raises(ModelUnavailableError, match=r"file full_run_data.pth was not found in .* \(404\)"):
+        with pytest.raises(ModelUnavailableError, match=rf"404: file not found on the hub \({REPO}/{FILE}, revision main\)"):
             load_full_run_data(allow_training=False, progress=False)
-        with pytest.raises(ModelUnavailableError, match=r"repository nobody/nothing was not found"):
+        with pytest.raises(ModelUnavailableError, match=r"404: repository nobody/nothing not found"):
             load_full_run_data(allow_training=False, progress=False, repo_id="nobody/nothing")
 
 

@@ -1,0 +1,226 @@
+"""Nothing hangs: a hub that fails, never answers, answers HEAD but not GET, or stalls mid-download is given up
+on in time, with the real reason, and provisioning falls back (an error with ``allow_training=False``, else local
+training); nothing partial is left in the Hugging Face cache.
+
+Everything runs against the fake hub on 127.0.0.1 (``fake_hub.FakeHub``'s failure modes) through the real
+``huggingface_hub`` code. The elapsed-time assertions are budget guarantees (the decision must fit in
+``hub_timeout``, 8 s by default), so they keep a margin to the 10 s promised in the module docstring.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_hub import FakeHub, make_paper_run_data, to_bytes
+from part52_grokking_and_modular_arithmetic import cli, provision
+from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
+from test_provision import FILE, REPO, fake_train, hub_online, no_network_beyond_localhost  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("isolated_paths")  # never touch the real run file or HF cache
+
+WHERE = f"{REPO}/{FILE}"
+#: The decision budget every case must meet (the default hub_timeout plus thread and loop overhead fits in it).
+BUDGET_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return to_bytes(make_paper_run_data(23, n_checkpoints=2))
+
+
+def hub_files(raw: bytes) -> dict:
+    return {(REPO, FILE): raw}
+
+
+def cache_leftovers() -> list[Path]:
+    """Every file under the repository's folder of the Hugging Face cache except refs (a branch -> commit note),
+    locks and ``.no_exist`` markers: i.e. blobs (complete or ``.incomplete``) and snapshot links."""
+    repo_dir = provision.hub_cache_dir() / f"models--{REPO.replace('/', '--')}"
+    if not repo_dir.exists():
+        return []
+    return [p for p in repo_dir.rglob("*") if (p.is_file() or p.is_symlink()) and p.parent.name not in ("refs",) and ".no_exist" not in p.parts]
+
+
+def decide(**kwargs) -> tuple[str, float]:
+    """Run load_full_run_data(allow_training=False) and return (message, seconds)."""
+    t0 = time.monotonic()
+    with pytest.raises(ModelUnavailableError) as info:
+        load_full_run_data(allow_training=False, progress=False, **kwargs)
+    return str(info.value), time.monotonic() - t0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# HTTP errors: reported with their status, at once, without huggingface_hub's ~23 s of retries
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        (500, "the hub answered 500 Internal Server Error to HEAD"),
+        (503, "the hub answered 503 Service Unavailable to HEAD"),
+        (403, "the hub answered 403 Forbidden to HEAD"),
+        (404, f"404: file not found on the hub ({WHERE}, revision main)"),
+    ],
+)
+def test_http_error_is_reported_with_its_status_at_once(hub_online, raw, status, expected):
+    with hub_online(FakeHub(hub_files(raw), status=status)) as hub:
+        message, elapsed = decide()
+        assert hub.resolve_requests() == [("HEAD", f"/{REPO}/resolve/main/{FILE}")]  # asked once: no retries
+    assert elapsed < BUDGET_S
+    assert expected in message, message
+    assert "could not be reached" not in message
+    assert provision.cached_hub_file() is None and cache_leftovers() == []
+
+
+def test_get_failing_after_a_good_head_is_reported(hub_online, raw):
+    with hub_online(FakeHub(hub_files(raw), status=502, status_methods=("GET",))):
+        message, elapsed = decide()
+    assert elapsed < BUDGET_S
+    assert "the hub answered 502 Bad Gateway to GET" in message, message
+    assert provision.cached_hub_file() is None and cache_leftovers() == []
+
+
+def test_an_endpoint_that_is_no_hub_is_named(hub_online, raw, monkeypatch):
+    """A server that answers 200 without the hub's headers (a captive portal, a wrong HF_ENDPOINT)."""
+    hub = FakeHub(hub_files(raw))
+    monkeypatch.setattr(FakeHub, "_answer", _answer_without_commit)  # 200, but no X-Repo-Commit / ETag
+    with hub_online(hub):
+        message, elapsed = decide()
+    assert elapsed < BUDGET_S and "X-Repo-Commit" in message and "HF_ENDPOINT" in message
+
+
+def _answer_without_commit(self, handler, send_body):
+    handler.send_response(200)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+    self.requests.append((handler.command, handler.path))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# silence: accepted connections that never answer, a GET that never starts, a download that stalls
+# ----------------------------------------------------------------------------------------------------------
+def test_accept_and_never_answer_is_decided_within_the_budget(hub_online, raw):
+    with hub_online(FakeHub(hub_files(raw), hang="all")):
+        message, elapsed = decide()  # the default hub_timeout
+    assert elapsed < BUDGET_S
+    assert f"no answer within {provision.DEFAULT_HUB_TIMEOUT:g} s" in message and "HEAD" in message, message
+    assert provision.cached_hub_file() is None and cache_leftovers() == []
+
+
+def test_head_answered_but_get_hanging_is_decided_within_the_budget(hub_online, raw):
+    with hub_online(FakeHub(hub_files(raw), hang="get")) as hub:
+        message, elapsed = decide()  # the default hub_timeout
+        assert ("GET", f"/{REPO}/resolve/main/{FILE}") in hub.resolve_requests()
+    assert elapsed < BUDGET_S
+    assert f"no answer within {provision.DEFAULT_HUB_TIMEOUT:g} s" in message and "did not start" in message, message
+    assert provision.cached_hub_file() is None and cache_leftovers() == []
+
+
+@pytest.mark.parametrize("stall_after", [0, 1000])
+def test_stalled_download_is_abandoned_and_nothing_partial_is_kept(hub_online, raw, monkeypatch, stall_after):
+    """The GET is answered (headers), then ``stall_after`` bytes come, then nothing."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 256)  # so that the first bytes are reported
+    with hub_online(FakeHub(hub_files(raw), hang="body", stall_after=stall_after)):
+        message, elapsed = decide(stall_timeout=2.0)
+        leftovers = cache_leftovers()  # checked while the hub (and the abandoned connection) is still alive
+    assert elapsed < BUDGET_S
+    received = stall_after // 256 * 256  # whole chunks
+    assert f"stalled: no data for 2 s ({received:,} bytes saved)" in message, message
+    assert leftovers == [] and provision.cached_hub_file() is None
+
+
+def test_a_working_hub_still_downloads_through_the_watchdog(hub_online, raw):
+    with hub_online(FakeHub(hub_files(raw))):
+        got = load_full_run_data(allow_training=False, progress=False, hub_timeout=2.0, stall_timeout=1.0)
+    assert provision.source_kind(got) == "hub"
+    assert provision.cached_hub_file().read_bytes() == raw
+    assert not any(p.name.endswith(".incomplete") for p in cache_leftovers())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the fallback follows
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", [dict(status=500), dict(hang="all"), dict(hang="body", stall_after=10)])
+def test_failing_hub_falls_back_to_training(hub_online, raw, fake_train, capsys, mode):
+    stall = {"stall_timeout": 1.0} if mode.get("hang") == "body" else {}
+    with hub_online(FakeHub(hub_files(raw), **mode)):
+        t0 = time.monotonic()
+        got = load_full_run_data(progress=False, hub_timeout=2.0, **stall)
+        elapsed = time.monotonic() - t0
+    assert elapsed < BUDGET_S
+    assert provision.source_kind(got) == "trained" and len(fake_train.calls) == 1
+    out = capsys.readouterr().out
+    reason = {500: "500 Internal Server Error"}.get(mode.get("status"), "no answer within 2 s" if mode.get("hang") == "all" else "stalled")
+    assert reason in out and "Training the model locally" in out, out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command line: `download --timeout 1`
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode, reason", [(dict(hang="all"), "no answer within 1 s"), (dict(status=503), "503 Service Unavailable")])
+def test_cli_download_timeout_1(hub_online, raw, capsys, mode, reason):
+    with hub_online(FakeHub(hub_files(raw), **mode)) as hub:
+        t0 = time.monotonic()
+        rc = cli.main(["download", "--timeout", "1", "--endpoint", hub.url, "--quiet"])
+        elapsed = time.monotonic() - t0
+    assert rc == 1
+    assert elapsed < 3.0  # one second of budget, plus overhead
+    err = capsys.readouterr().err
+    assert reason in err and "could not download" in err, err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a hung download thread never keeps the process alive
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a fresh interpreter imports torch and transformer_lens: ~5 s idle, ~20 s on a busy machine
+def test_process_exits_although_the_download_thread_hangs(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from fake_hub import FakeHub, make_paper_run_data, to_bytes
+        hub = FakeHub({{({REPO!r}, {FILE!r}): b"x" * 100_000}}, hang="body", stall_after=10).start()
+        os.environ["HF_ENDPOINT"] = hub.url  # before huggingface_hub is imported: its side requests stay local
+        from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
+        try:
+            load_full_run_data(allow_training=False, progress=False, hub_timeout=2.0, stall_timeout=1.0)
+        except ModelUnavailableError as e:
+            print("DECIDED", "stalled" in str(e), flush=True)
+        # no hub.stop(): the hub's and the download's threads are still blocked when the interpreter exits
+        """
+    )
+    env = dict(os.environ, HF_HOME=str(tmp_path / "hf"), PART52_RUN_PATH=str(tmp_path / "run.pth"))
+    env.pop("HF_HUB_OFFLINE", None)
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - t0
+    assert "DECIDED True" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 0
+    assert elapsed < 60  # huggingface_hub's own retries alone would hold a non-daemon thread for ~66 s
+
+
+# ----------------------------------------------------------------------------------------------------------
+# older huggingface_hub releases: missing error classes never break the fallback
+# ----------------------------------------------------------------------------------------------------------
+def test_error_classes_are_looked_up_defensively(hub_online, raw, monkeypatch):
+    import types
+
+    placeholder = provision._hub_error_class("NoSuchErrorInAnyRelease")
+    assert issubclass(placeholder, Exception) and not isinstance(ValueError(), placeholder)
+    # a release without `huggingface_hub.errors` (before 0.23): names are found in `huggingface_hub.utils`, or not at all
+    monkeypatch.setitem(sys.modules, "huggingface_hub.errors", types.ModuleType("huggingface_hub.errors"))
+    from huggingface_hub import utils
+
+    for name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError", "RemoteEntryNotFoundError"):
+        monkeypatch.delattr(utils, name, raising=False)
+    with hub_online(FakeHub({(REPO, "other.pth"): raw})):  # a real hub 404 (X-Error-Code: EntryNotFound)
+        message, elapsed = decide()
+    assert f"404: file not found on the hub ({WHERE}, revision main)" in message
