@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, check_field
 from .data import TASKS
 
 __all__ = ["main", "build_parser"]
@@ -29,11 +30,37 @@ PROG = "python -m part52_grokking_and_modular_arithmetic"
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _checked(kind: type, field: str) -> Callable[[str], object]:
+    """An argparse ``type``: parse the text as ``kind`` and validate it with the config's own check of
+    ``field`` (:func:`.config.check_field`), so a bad value is a one-line usage error (exit status 2)."""
+
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        try:
+            check_field(field, value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return value
+
+    parse.__name__ = f"{field} value"  # argparse names the type in some messages
+    return parse
+
+
+_WRITTEN = (
+    "The checkpoint history (paper layout, one state dict every --save-every epochs, the train loss of every "
+    "epoch, the test loss every --test-every epochs, the config and the train split) is written to --out "
+    "atomically (the previous file stays valid until the new one replaces it): at a checkpoint epoch at most "
+    "once a minute, at the end, and when training stops early: Ctrl-C or SIGTERM (at the end of the current "
+    "epoch; the command then exits with status 130 or 143), a diverging loss (nan/inf: status 1, the "
+    "checkpoints before it are kept). Running the same command again resumes an unfinished run from the last "
+    "write. Before training, the folder of --out must be writable with room for the final file, and the "
+    "memory the configuration needs must be available; while training, <out>.lock keeps a second run from "
+    "writing the same file. If --out cannot be written at the end (disk full, read-only), the run is saved "
+    "in the temp or home folder instead and the command says where."
+)
 
 
 def _add_train_parser(sub) -> None:
@@ -46,47 +73,44 @@ def _add_train_parser(sub) -> None:
         description=(
             "Train the one-layer transformer on (x op y) mod p with the paper's recipe: full-batch AdamW, a linear "
             "warm-up from lr 0, float64 cross-entropy over all p+1 logits at the last position, the paper init. "
-            "The checkpoint history (paper layout, one state dict every --save-every epochs, the train loss of every "
-            "epoch, the test loss every --test-every epochs, the config and the train split) is written atomically "
-            "at every checkpoint, so an interrupted run resumes from its last checkpoint when the same command is "
-            "run again."
+            + _WRITTEN
         ),
     )
-    tp.add_argument("--p", type=int, default=d["p"], help=f"the modulus, an odd prime (default: {d['p']})")
+    tp.add_argument("--p", type=_checked(int, "p"), default=d["p"], help=f"the modulus, an odd prime (default: {d['p']})")
     tp.add_argument("--fn", choices=TASKS, default=d["fn"], help=f"the task: one of {', '.join(TASKS)} (default: {d['fn']})")
     tp.add_argument(
-        "--frac-train", type=float, default=d["frac_train"],
+        "--frac-train", type=_checked(float, "frac_train"), default=d["frac_train"],
         help=f"fraction of the p^2 pairs used for training, in (0, 1) (default: {d['frac_train']})",
     )
     tp.add_argument(
-        "--seed", type=int, default=d["seed"],
-        help=f"seeds the train/test split (Python's random) and the initialisation (default: {d['seed']})",
+        "--seed", type=_checked(int, "seed"), default=d["seed"],
+        help=f"seeds the train/test split (Python's random) and the initialisation, >= 0 (default: {d['seed']})",
     )
-    tp.add_argument("--lr", type=float, default=d["lr"], help=f"AdamW learning rate after warm-up (default: {d['lr']:g})")
+    tp.add_argument("--lr", type=_checked(float, "lr"), default=d["lr"], help=f"AdamW learning rate after warm-up, > 0 (default: {d['lr']:g})")
     tp.add_argument(
-        "--weight-decay", type=float, default=d["weight_decay"],
-        help=f"AdamW weight decay, applied to every parameter (default: {d['weight_decay']:g})",
-    )
-    tp.add_argument(
-        "--betas", type=float, nargs=2, metavar=("BETA1", "BETA2"), default=list(d["betas"]),
-        help=f"AdamW betas (default: {d['betas'][0]:g} {d['betas'][1]:g})",
+        "--weight-decay", type=_checked(float, "weight_decay"), default=d["weight_decay"],
+        help=f"AdamW weight decay, applied to every parameter, >= 0 (default: {d['weight_decay']:g})",
     )
     tp.add_argument(
-        "--warmup-steps", type=int, default=d["warmup_steps"],
-        help=f"length of the linear warm-up from lr 0, in epochs (default: {d['warmup_steps']})",
-    )
-    tp.add_argument("--epochs", type=_positive_int, default=d["epochs"], help=f"number of full-batch epochs (default: {d['epochs']:,})")
-    tp.add_argument(
-        "--save-every", type=_positive_int, default=d["save_every"],
-        help=f"keep a checkpoint (and write the file) every N epochs (default: {d['save_every']})",
+        "--betas", type=_checked(float, "beta"), nargs=2, metavar=("BETA1", "BETA2"), default=list(d["betas"]),
+        help=f"AdamW betas, each in [0, 1) (default: {d['betas'][0]:g} {d['betas'][1]:g})",
     )
     tp.add_argument(
-        "--test-every", type=_positive_int, default=d["test_every"],
+        "--warmup-steps", type=_checked(int, "warmup_steps"), default=d["warmup_steps"],
+        help=f"length of the linear warm-up from lr 0, in epochs, >= 0 (default: {d['warmup_steps']})",
+    )
+    tp.add_argument("--epochs", type=_checked(int, "epochs"), default=d["epochs"], help=f"number of full-batch epochs (default: {d['epochs']:,})")
+    tp.add_argument(
+        "--save-every", type=_checked(int, "save_every"), default=d["save_every"],
+        help=f"keep a checkpoint every N epochs (default: {d['save_every']}); the file is written at most once a minute",
+    )
+    tp.add_argument(
+        "--test-every", type=_checked(int, "test_every"), default=d["test_every"],
         help=f"record the test loss every N epochs (default: {d['test_every']})",
     )
     tp.add_argument(
-        "--stop-at-test-loss", type=float, default=d["stop_at_test_loss"], metavar="LOSS",
-        help="stop early once the test loss falls below LOSS (default: run all epochs)",
+        "--stop-at-test-loss", type=_checked(float, "stop_at_test_loss"), default=d["stop_at_test_loss"], metavar="LOSS",
+        help="stop early once the test loss falls below LOSS > 0 (default: run all epochs)",
     )
     tp.add_argument(
         "--out", type=Path, default=None,
@@ -180,13 +204,19 @@ def _cmd_train(args) -> int:
     )
     out = args.out if args.out is not None else default_run_path()
     print(f"Training {config} -> {out}", flush=True)
-    from .train import train
+    from .train import RunNotSavedError, TrainingDivergedError, TrainingInterrupted, train
 
     try:
         data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f"\nInterrupted. {out} holds the last checkpoint; run the same command again to resume.", file=sys.stderr)
+    except TrainingInterrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 128 + int(e.signum)
+    except KeyboardInterrupt:  # before the trainer took over the signals: it had not started
+        print(f"\nInterrupted before training started; nothing was written ({out} is unchanged).", file=sys.stderr)
         return 130
+    except (TrainingDivergedError, RunNotSavedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(f"Wrote {out}")
     print(_format_info(data))
     return 0
@@ -241,7 +271,12 @@ def _format_info(data: dict) -> str:
         )
     resume = data.get("resume")
     if isinstance(resume, dict) and "finished" in resume:
-        if resume["finished"]:
+        if resume.get("diverged"):
+            lines.append(
+                f"  status:          diverged at epoch {resume.get('diverged_at')} ({resume.get('diverged_loss')}); "
+                "the checkpoints before it are kept"
+            )
+        elif resume["finished"]:
             lines.append("  status:          finished" + (" (stopped early)" if resume.get("stopped_early") else ""))
         else:
             lines.append(
@@ -281,13 +316,19 @@ def main(argv: list[str] | None = None) -> int:
     (0 success, 1 a clear error, 2 bad arguments, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .checkpoints import CorruptCheckpointError
+    from .checkpoints import CorruptCheckpointError, RunFileLockedError, RunFileWriteError
     from .provision import ModelUnavailableError
 
     commands = {"train": _cmd_train, "fetch": _cmd_fetch, "download": _cmd_download, "info": _cmd_info, "report": _cmd_report}
     try:
         return commands[args.command](args)
-    except (ModelUnavailableError, CorruptCheckpointError, FileNotFoundError, ValueError) as e:
+    except (ModelUnavailableError, CorruptCheckpointError, FileNotFoundError, ValueError, RunFileWriteError,
+            RunFileLockedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except MemoryError as e:
+        if not str(e):  # a real allocation failure, not the trainer's up-front refusal
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -23,11 +23,16 @@ the reference the tests and ``benchmarks/benchmark_training.py`` compare against
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import math
 import os
+import signal
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -36,7 +41,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from .checkpoints import atomic_save, safe_load, validate_run_data
+from .checkpoints import (
+    RunFileLock,
+    RunFileWriteError,
+    atomic_save,
+    check_destination,
+    describe_os_error,
+    expected_paper_shapes,
+    remove_stale_temp_files,
+    safe_load,
+    validate_run_data,
+)
 from .config import TrainConfig
 from .data import make_all_data, make_labels, train_test_split
 from .fast_forward import PairBatch, last_position_logits, last_position_loss
@@ -54,6 +69,13 @@ __all__ = [
     "reference_train",
     "TrainingData",
     "RUN_FORMAT_VERSION",
+    "TrainingDivergedError",
+    "TrainingInterrupted",
+    "RunNotSavedError",
+    "NotEnoughMemoryError",
+    "estimate_run_file_bytes",
+    "estimate_training_memory_bytes",
+    "available_memory_bytes",
 ]
 
 #: Version of the ``resume`` record this module writes.
@@ -179,6 +201,217 @@ def _test_loss(model: HookedTransformer, data: TrainingData) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# failures, said plainly
+class TrainingDivergedError(RuntimeError):
+    """The loss became nan/inf. ``epoch``: where; ``run_data``: the run up to the epoch before it;
+    ``saved_to``: the file that holds it (None if it could not be written)."""
+
+    def __init__(self, message: str, *, epoch: int, run_data: dict, saved_to: Path | None):
+        super().__init__(message)
+        self.epoch, self.run_data, self.saved_to = epoch, run_data, saved_to
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM. The message says truthfully what was written:
+    ``saved_to`` is the file that holds the run (None: nothing was written), ``signum`` the signal."""
+
+    def __init__(self, message: str, *, signum: int, saved_to: Path | None, epochs_done: int):
+        super().__init__(message)
+        self.signum, self.saved_to, self.epochs_done = signum, saved_to, epochs_done
+
+
+class RunNotSavedError(RuntimeError):
+    """Training finished but ``out`` could not be written. ``run_data`` holds the run; ``saved_to`` is the
+    fallback file it was written to instead (None if that failed too)."""
+
+    def __init__(self, message: str, *, run_data: dict, saved_to: Path | None):
+        super().__init__(message)
+        self.run_data, self.saved_to = run_data, saved_to
+
+
+class NotEnoughMemoryError(MemoryError):
+    """A configuration whose estimated memory need exceeds what the machine has available."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# resources, estimated before any allocation
+#: torch.save overhead per tensor (pickle record, zip entry, alignment), bytes: a generous estimate.
+_TENSOR_OVERHEAD = 1024
+
+
+def estimate_run_file_bytes(config: TrainConfig) -> int:
+    """Size of the run file of ``config`` at its end, from the shapes alone: the checkpoints (float32 weights),
+    the resume record (the weights and Adam's two moments), the loss histories and the train split."""
+    shapes = expected_paper_shapes(config.p)
+    per_checkpoint = 4 * sum(math.prod(s) for s in shapes.values()) + _TENSOR_OVERHEAD * len(shapes)
+    n_checkpoints = math.ceil(config.epochs / config.save_every) + 1  # +1: an early stop adds its epoch
+    histories = 12 * (config.epochs + math.ceil(config.epochs / config.test_every))  # pickled floats
+    n_train = math.ceil(config.frac_train * config.p**2)
+    return (n_checkpoints + 3) * per_checkpoint + histories + 8 * n_train + 64 * 1024
+
+
+def estimate_training_memory_bytes(config: TrainConfig) -> int:
+    """Memory training ``config`` needs, estimated before allocating anything: per input pair (all ``p^2`` are
+    evaluated: train and test) two float32 vectors of ``d_mlp`` (the MLP activation and its gradient) and two
+    float64 vectors of ``p + 1`` (the logits' log-softmax and its gradient), plus the checkpoint history kept in
+    memory and its serialised copy while it is written. Measured peaks are below it (p = 113: 77 MB of 89 MB
+    estimated; p = 211: 287 of 340 MB)."""
+    pairs = config.p**2
+    d_mlp = expected_paper_shapes(config.p)["blocks.0.mlp.b_in"][0]
+    per_pair = 2 * 4 * d_mlp + 2 * 8 * (config.p + 1) + 64
+    return pairs * per_pair + 2 * estimate_run_file_bytes(config)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to a new allocation: ``MemAvailable`` of /proc/meminfo (Linux), else the free physical
+    pages from ``os.sysconf``; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(config: TrainConfig) -> None:
+    need, have = estimate_training_memory_bytes(config), available_memory_bytes()
+    if have is not None and need > have:
+        raise NotEnoughMemoryError(
+            f"p = {config.p} needs about {need / 1e9:,.1f} GB of memory to train ({config.p}^2 = {config.p**2:,} input "
+            f"pairs, each with its activations and p + 1 logits, plus the checkpoint history), but only "
+            f"{have / 1e9:,.1f} GB is available. Choose a smaller p (the paper uses 113)."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# signals: stop at the next epoch boundary, save, then raise
+def _say(text: str) -> None:
+    """Write to stderr from a signal handler without touching Python's buffered streams (a handler that runs
+    while the progress bar is printing would otherwise hit a re-entrant write)."""
+    try:
+        os.write(2, text.encode(errors="replace"))
+    except OSError:
+        pass
+
+
+class _StopRequest:
+    """The first SIGINT/SIGTERM received while training (``signum``), and whether a write is in progress."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.signum, self.saving = path, None, False
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            target = f" and writing {self.path}" if self.path is not None else ""
+            _say(f"\n{name} received: stopping at the end of this epoch{target}...\n")
+        elif self.saving:
+            _say(f"\n{name} received again: still writing {self.path}; the write is finished first (it is atomic).\n")
+        else:
+            _say(f"\n{name} received again: already stopping.\n")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(path: Path | None) -> Iterator[_StopRequest]:
+    """While training, SIGINT and SIGTERM set a flag that the loop checks at each epoch boundary (so the file
+    written then matches the weights) instead of raising wherever they land. Handlers are installed only in
+    the main thread, never over an ignored signal, and the previous ones are restored on exit."""
+    stop = _StopRequest(path)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+            if sig is None:
+                continue
+            old = signal.getsignal(sig)
+            if old is signal.SIG_IGN or old is None:  # ignored, or set outside Python: leave it
+                continue
+            previous[sig] = old
+            signal.signal(sig, stop.handle)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# writing the run file without losing it
+def _default_fallback_dirs() -> list[Path]:
+    return [Path(tempfile.gettempdir()), Path.home()]
+
+
+class _Saver:
+    """Writes the run to ``path``; keeps training when a periodic write fails, and writes the final record to a
+    fallback folder when ``path`` cannot be written."""
+
+    def __init__(self, path: Path | None, stop: _StopRequest, fallback_dirs: list[Path] | None):
+        self.path, self.stop = path, stop
+        self.fallback_dirs = _default_fallback_dirs() if fallback_dirs is None else [Path(d) for d in fallback_dirs]
+        self.saved_done: int | None = None  # epochs_done of the record the file holds
+        self.failure: str | None = None  # why the last write to `path` failed
+
+    def _write(self, data: dict, target: Path) -> None:
+        self.stop.saving = True
+        try:
+            atomic_save(data, target)
+        finally:
+            self.stop.saving = False
+
+    def periodic(self, data: dict) -> None:
+        """A write during training: on failure, say why once and go on (the run stays in memory)."""
+        try:
+            self._write(data, self.path)
+        except RunFileWriteError as e:
+            if self.failure is None:
+                print(
+                    f"\nwarning: {e}.\nTraining goes on with the run in memory; the write is tried again at the next "
+                    "save and at the end (free some space meanwhile).",
+                    file=sys.stderr, flush=True,
+                )
+            self.failure = describe_os_error(e)
+            return
+        self.failure, self.saved_done = None, int(data["resume"]["epochs_done"])
+
+    def final(self, data: dict) -> Path | None:
+        """Write ``data`` to ``path``, else to ``<fallback dir>/<stem>-rescued-<time><suffix>``; return where it
+        went (None: nowhere; ``failure`` says why ``path`` failed)."""
+        try:
+            self._write(data, self.path)
+            self.failure, self.saved_done = None, int(data["resume"]["epochs_done"])
+            return self.path
+        except RunFileWriteError as e:
+            self.failure = str(e)
+        name = f"{self.path.stem}-rescued-{time.strftime('%Y%m%d-%H%M%S')}{self.path.suffix or '.pth'}"
+        for folder in self.fallback_dirs:
+            if folder.resolve() == self.path.parent.resolve():
+                continue
+            try:
+                self._write(data, folder / name)
+                return folder / name
+            except OSError:
+                continue
+        return None
+
+    def where(self, saved_to: Path | None) -> str:
+        """Words for where a final record went."""
+        if saved_to == self.path:
+            return f"{self.path} holds it"
+        if saved_to is not None:
+            return f"{self.failure}; it was saved to {saved_to} instead (move it to {self.path} to continue it there)"
+        return f"{self.failure}; no fallback folder could be written either, so nothing was saved"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the run record
 class _Run:
     """Histories of one run, kept in memory and written as the run-data dict of :mod:`.checkpoints`."""
@@ -191,6 +424,7 @@ class _Run:
         self.train_losses: list[float] = []
         self.test_losses: list[float] = []
         self.stopped_early = False
+        self.diverged: tuple[int, str, float] | None = None  # (epoch, "train"/"test", the non-finite loss)
         self.elapsed_s = 0.0
 
     @classmethod
@@ -206,11 +440,28 @@ class _Run:
 
     def to_data(self, done: int, model: HookedTransformer, optimizer, scheduler) -> dict:
         """The run after ``done`` completed updates (records of a later epoch are left out), with the current
-        weights and optimizer state. An early-stopped run keeps the records of its last epoch."""
+        weights and optimizer state. An early-stopped run keeps the records of its last epoch; a diverged one
+        keeps the records before the epoch whose loss was not finite, and no resume state (it cannot go on)."""
         limit = done + 1 if self.stopped_early else done
         n_test = (limit + self.config.test_every - 1) // self.config.test_every
         keep = [i for i, e in enumerate(self.epochs) if e < limit]
-        finished = self.stopped_early or done >= self.config.epochs
+        finished = self.stopped_early or done >= self.config.epochs or self.diverged is not None
+        resume = {
+            "format": RUN_FORMAT_VERSION,
+            "epochs_done": done,
+            "finished": finished,
+            "stopped_early": self.stopped_early,
+            "elapsed_s": self.elapsed_s,
+        }
+        if self.diverged is not None:
+            epoch, which, value = self.diverged
+            resume.update(diverged=True, diverged_at=epoch, diverged_loss=f"{which} loss {value}")
+        else:
+            resume.update(
+                params={name: param.detach().clone() for name, param in zip(PAPER_TRAINABLE, trained_parameters(model))},
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+            )
         return {
             "state_dicts": [self.state_dicts[i] for i in keep],
             "epochs": [self.epochs[i] for i in keep],
@@ -218,16 +469,7 @@ class _Run:
             "test_losses": self.test_losses[:n_test],
             "config": self.config.to_dict(),
             "train_indices": self.train_indices.clone(),
-            "resume": {
-                "format": RUN_FORMAT_VERSION,
-                "epochs_done": done,
-                "finished": finished,
-                "stopped_early": self.stopped_early,
-                "elapsed_s": self.elapsed_s,
-                "params": {name: param.detach().clone() for name, param in zip(PAPER_TRAINABLE, trained_parameters(model))},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-            },
+            "resume": resume,
         }
 
 
@@ -259,6 +501,33 @@ def _load_existing(path: Path, config: TrainConfig) -> dict:
     return data
 
 
+def _file_signature(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _is_complete(path: Path, data: dict, config: TrainConfig) -> bool:
+    """Whether the stored run of ``config`` needs no more training; a diverged one raises
+    :class:`TrainingDivergedError` (continuing it would diverge again)."""
+    r = data["resume"]
+    if r.get("diverged"):
+        _refuse_diverged(path, data)
+    return bool(r["finished"]) and (bool(r["stopped_early"]) or int(r["epochs_done"]) >= config.epochs)
+
+
+def _refuse_diverged(path: Path, data: dict) -> None:
+    r = data["resume"]
+    raise TrainingDivergedError(
+        f"{path} holds a run of this configuration that diverged at epoch {r.get('diverged_at')} "
+        f"({r.get('diverged_loss')}); continuing it would diverge again. Lower --lr (lr) and write to another "
+        f"--out (out), or start again with --no-resume (resume=False).",
+        epoch=int(r.get("diverged_at", r["epochs_done"])), run_data=data, saved_to=path,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------
 def train(
     config: TrainConfig = TrainConfig(),
@@ -268,14 +537,16 @@ def train(
     progress: bool = True,
     save_interval_s: float | int = 60.0,
     callback: Callable[[int, float, float | None], None] | None = None,
+    fallback_dirs: list[str | os.PathLike] | None = None,
 ) -> dict:
     """Train a model with ``config`` and return its run data (the :mod:`.checkpoints` format).
 
     Args:
         config: the recipe (defaults: the paper's).
-        out: file to write the run to (atomically). Written when a checkpoint epoch is reached and at least
-            ``save_interval_s`` seconds have passed since the last write, at the end, and when training is
-            interrupted (``KeyboardInterrupt`` or an exception at an epoch boundary). None: keep it in memory.
+        out: file to write the run to (atomically: the previous file stays valid until the new one replaces
+            it). Written when a checkpoint epoch is reached and at least ``save_interval_s`` seconds have passed
+            since the last write, at the end, and when training stops early (SIGINT/Ctrl-C or SIGTERM, at the
+            next epoch boundary; divergence; an exception at an epoch boundary). None: keep it in memory.
         resume: if ``out`` holds an unfinished run of the same config, continue it (bit-identical to an
             uninterrupted run with the same number of torch threads: float32 sums, and so the trajectory,
             depend on it); a finished one is returned as it is; a run of the same config with fewer epochs is
@@ -286,21 +557,55 @@ def train(
             ~1 MB per checkpoint (p = 113), so writing it every 100 epochs would dominate a fast run.
         callback: called after every epoch as ``callback(epoch, train_loss, test_loss_or_None)``; an exception
             it raises stops training (the run is written first, so it can be resumed).
+        fallback_dirs: where the final record goes when ``out`` cannot be written (default: the temp folder,
+            then the home folder).
+
+    Before any work it checks that the memory the configuration needs is available
+    (:class:`NotEnoughMemoryError`) and that ``out``'s folder is writable with room for the final file
+    (:class:`~.checkpoints.RunFileWriteError`); it then holds the lock ``<out>.lock`` while training, so a second
+    run on the same file stops at once (:class:`~.checkpoints.RunFileLockedError`), and removes temporary files
+    a killed run left beside ``out``. In the main thread, SIGINT and SIGTERM stop training at the next epoch
+    boundary; the previous signal handlers are restored on return.
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM; the message says what was written where.
+        TrainingDivergedError: a loss became nan/inf; the checkpoints before it are written (status "diverged").
+        RunNotSavedError: training finished but ``out`` could not be written (the run is on the exception, and
+            in a fallback file when one could be written).
 
     Returns:
         ``{"state_dicts", "epochs", "train_losses", "test_losses", "config", "train_indices", "resume"}``.
     """
-    path = Path(out) if out is not None else None
-    existing = _load_existing(path, config) if path is not None and path.exists() else None
-    if existing is not None and resume and existing["resume"]["finished"]:
-        if existing["resume"]["stopped_early"] or int(existing["resume"]["epochs_done"]) >= config.epochs:
-            return existing
+    path = Path(out).expanduser() if out is not None else None
+    _check_memory(config)
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(_stop_on_signals(path))
+        existing = None
+        if path is not None:
+            seen = _file_signature(path)
+            if seen is not None:  # a finished run is returned without writing anything (read-only media too)
+                existing = _load_existing(path, config)
+                if resume and _is_complete(path, existing, config):
+                    return existing
+            check_destination(path, int(1.1 * estimate_run_file_bytes(config)), "the run file")
+            stack.enter_context(RunFileLock(path))
+            for stale in remove_stale_temp_files(path):
+                print(f"[train] removed {stale.name}, a temporary file left by a killed run", file=sys.stderr)
+            if _file_signature(path) != seen:  # another run wrote it before we held the lock
+                existing = _load_existing(path, config) if path.exists() else None
+                if resume and existing is not None and _is_complete(path, existing, config):
+                    return existing
+        return _train_locked(config, path, existing if resume else None, stop, progress, save_interval_s, callback, fallback_dirs)
 
+
+def _train_locked(config, path, existing, stop, progress, save_interval_s, callback, fallback_dirs) -> dict:
+    """The training loop of :func:`train`, once ``out`` is checked and locked."""
     keep_freed_memory()
     model = make_model(config.p, seed=config.seed)
     optimizer, scheduler = make_optimizer(model, config)
     data = TrainingData(config, model)
-    if existing is not None and resume:
+    saver = _Saver(path, stop, fallback_dirs)
+    if existing is not None:
         run = _Run.from_data(config, existing)
         if not torch.equal(run.train_indices, data.train_indices):
             raise ValueError(f"{path}: its train_indices differ from the split of this config; refusing to continue it")
@@ -311,22 +616,24 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["epochs_done"])
+        saver.saved_done = start
+        if existing["resume"]["finished"] and start < config.epochs:
+            saver.saved_done = None  # the file says "finished"; extending it must rewrite that
     else:
         run = _Run(config, data.train_indices)
         start = 0
     del existing
 
-    def write(done: int) -> None:
-        if path is not None:
-            atomic_save(run.to_data(done, model, optimizer, scheduler), path)
-
-    done, updating = start, False
+    done, updating, interrupted = start, False, False
     last_write = time.monotonic()
     t_start = time.monotonic()
     elapsed_before = run.elapsed_s
     bar = tqdm(total=config.epochs, initial=start, disable=not progress, desc="training", unit="epoch", dynamic_ncols=True)
     try:
         for epoch in range(start, config.epochs):
+            if stop.signum is not None:
+                interrupted = True
+                break
             test_loss = None
             if epoch % config.test_every == 0:
                 test_loss = _test_loss(model, data)
@@ -335,9 +642,14 @@ def train(
                 run.state_dicts.append(transformer_lens_to_paper(model.state_dict()))
                 run.epochs.append(epoch)
             loss = last_position_loss(model, data.train_batch)
-            loss.backward()
             train_loss = loss.item()
             run.train_losses.append(train_loss)
+            if not math.isfinite(train_loss) or (test_loss is not None and not math.isfinite(test_loss)):
+                which, value = ("train", train_loss) if not math.isfinite(train_loss) else ("test", test_loss)
+                run.diverged = (epoch, which, value)
+                optimizer.zero_grad(set_to_none=True)
+                break
+            loss.backward()
             if test_loss is not None:
                 bar.set_postfix(train=f"{train_loss:.3g}", test=f"{test_loss:.3g}", refresh=False)
                 if config.stop_at_test_loss is not None and test_loss < config.stop_at_test_loss:
@@ -353,19 +665,66 @@ def train(
             bar.update(1)
             if callback is not None:
                 callback(epoch, train_loss, test_loss)
-            if done % config.save_every == 0 and time.monotonic() - last_write >= save_interval_s:
+            if path is not None and done % config.save_every == 0 and time.monotonic() - last_write >= save_interval_s:
                 run.elapsed_s = elapsed_before + time.monotonic() - t_start
-                write(done)
+                saver.periodic(run.to_data(done, model, optimizer, scheduler))
                 last_write = time.monotonic()
     except BaseException:
-        if not updating:  # at an epoch boundary: the weights and optimizer match `done`
+        if not updating and path is not None and done > 0 and saver.saved_done != done:
+            # at an epoch boundary: the weights and optimizer match `done`
             run.elapsed_s = elapsed_before + time.monotonic() - t_start
-            write(done)
+            saved_to = saver.final(run.to_data(done, model, optimizer, scheduler))
+            if saved_to != path:
+                print(f"\nwarning: the run could not be written to {path}: {saver.where(saved_to)}", file=sys.stderr)
         raise
     finally:
         bar.close()
     run.elapsed_s = elapsed_before + time.monotonic() - t_start
     result = run.to_data(done, model, optimizer, scheduler)
-    if path is not None:
-        atomic_save(result, path)
+    saved_to = None
+    if path is not None and result["train_losses"]:  # (an interrupt before the first epoch has nothing to write)
+        saved_to = path if saver.saved_done == done and not run.stopped_early else saver.final(result)
+    if run.diverged is not None:
+        _raise_diverged(run, result, config, path, saved_to, saver)
+    if interrupted or stop.signum is not None:
+        _raise_interrupted(stop, result, config, path, saved_to, saver)
+    if path is not None and saved_to != path:
+        raise RunNotSavedError(
+            f"training finished ({done:,} epochs) but {path} could not be written: {saver.where(saved_to)}",
+            run_data=result, saved_to=saved_to,
+        )
     return result
+
+
+def _raise_diverged(run: _Run, result: dict, config: TrainConfig, path, saved_to, saver: _Saver) -> None:
+    epoch, which, value = run.diverged
+    last = f", the last at epoch {result['epochs'][-1]:,}" if result["epochs"] else ""
+    n = len(result["epochs"])
+    kept = f"the {epoch:,} epochs before it ({n} checkpoint{'s' if n != 1 else ''}{last})"
+    if path is None:
+        where = f"{kept} are in the returned error's run_data"
+    elif saved_to == path:
+        where = f"{kept} are in {path} (status: diverged)"
+    else:
+        where = f"{kept}: {saver.where(saved_to)}"
+    raise TrainingDivergedError(
+        f"diverged at epoch {epoch:,}: the {which} loss is {value}; lower --lr (lr = {config.lr:g}). {where[0].upper()}{where[1:]}.",
+        epoch=epoch, run_data=result, saved_to=saved_to,
+    )
+
+
+def _raise_interrupted(stop: _StopRequest, result: dict, config: TrainConfig, path, saved_to, saver: _Saver) -> None:
+    done = int(result["resume"]["epochs_done"])
+    head = f"{stop.name or 'interrupt'}: stopped after {done:,} of {config.epochs:,} epochs"
+    if path is None:
+        tail = "; nothing is written (no output file was given)"
+    elif done == 0:
+        tail = f"; no epoch had finished, so nothing was written ({path} is unchanged)"
+    elif saved_to == path:
+        tail = (
+            f"; {path} holds them (last checkpoint at epoch {result['epochs'][-1]:,})"
+            + ("" if result["resume"]["finished"] else "; run the same command again to resume")
+        )
+    else:
+        tail = f"; {saver.where(saved_to)}"
+    raise TrainingInterrupted(head + tail, signum=stop.signum or signal.SIGINT, saved_to=saved_to, epochs_done=done)

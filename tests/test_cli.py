@@ -70,7 +70,10 @@ def test_bad_arguments_exit_with_status_2(capsys):
 
 
 def test_invalid_config_is_a_clear_error(capsys):
-    assert cli.main(["train", "--p", "24", "--quiet"]) == 1
+    """A bad option value is a one-line usage error (exit status 2) that says what was expected."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--p", "24", "--quiet"])
+    assert exit_info.value.code == 2
     assert "p must be an odd prime" in capsys.readouterr().err
 
 
@@ -120,17 +123,15 @@ def test_download_from_a_fake_hub(tmp_path, monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------------------------------------
 def test_train_passes_the_options_to_the_trainer(tmp_path, monkeypatch, capsys):
-    import types
-
     calls = []
 
     def fake_train(config, out=None, *, resume=True, progress=True):
         calls.append((config, Path(out), resume, progress))
         return make_paper_run_data(23, n_checkpoints=2, ours=True)
 
-    module = types.ModuleType("part52_grokking_and_modular_arithmetic.train")
-    module.train = fake_train
-    monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.train", module)
+    from part52_grokking_and_modular_arithmetic import train as trainer
+
+    monkeypatch.setattr(trainer, "train", fake_train)
     argv = ["train", "--p", "23", "--fn", "subtract", "--frac-train", "0.5", "--seed", "3", "--lr", "0.002",
             "--weight-decay", "0.5", "--betas", "0.8", "0.99", "--warmup-steps", "5", "--epochs", "300",
             "--save-every", "50", "--test-every", "5", "--stop-at-test-loss", "1e-3", "--out", str(tmp_path / "r.pth"),
