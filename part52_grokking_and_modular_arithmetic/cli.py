@@ -49,6 +49,17 @@ def _checked(kind: type, field: str) -> Callable[[str], object]:
     return parse
 
 
+def _positive_seconds(text: str) -> float:
+    """An argparse ``type`` for a time limit: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 _WRITTEN = (
     "The checkpoint history (paper layout, one state dict every --save-every epochs, the train loss of every "
     "epoch, the test loss every --test-every epochs, the config and the train split) is written to --out "
@@ -122,7 +133,7 @@ def _add_train_parser(sub) -> None:
 
 
 def _add_download_parser(sub) -> None:
-    from .provision import HUB_FILENAME, HUB_REPO_ID
+    from .provision import DEFAULT_HUB_TIMEOUT, HUB_FILENAME, HUB_REPO_ID
 
     dp = sub.add_parser(
         "download",
@@ -131,7 +142,8 @@ def _add_download_parser(sub) -> None:
             "Download the course's checkpoint history from the Hugging Face hub into the Hugging Face cache "
             "(HF_HOME / HF_HUB_CACHE) and check it; with --out, also copy it there. A copy already in the cache "
             "is used without any network access. HF_ENDPOINT and HF_HUB_OFFLINE are honoured. When the hub "
-            "cannot be reached the command fails within --timeout seconds."
+            "cannot be reached, fails or does not answer, the command fails within --timeout seconds with the reason; "
+            "a download that stops making progress is abandoned and nothing partial is kept."
         ),
     )
     dp.add_argument("--out", type=Path, default=None, help="also copy the file here (default: leave it in the Hugging Face cache only)")
@@ -139,7 +151,11 @@ def _add_download_parser(sub) -> None:
     dp.add_argument("--repo-id", default=HUB_REPO_ID, help=f"hub repository (default: {HUB_REPO_ID})")
     dp.add_argument("--filename", default=HUB_FILENAME, help=f"file in the repository (default: {HUB_FILENAME})")
     dp.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
-    dp.add_argument("--timeout", type=float, default=5.0, help="seconds allowed to decide that the hub is unreachable (default: 5)")
+    dp.add_argument(
+        "--timeout", type=_positive_seconds, default=DEFAULT_HUB_TIMEOUT,
+        help="seconds allowed for the whole hub decision: connection, the file's metadata and the start of the "
+        f"download (default: {DEFAULT_HUB_TIMEOUT:g})",
+    )
     dp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

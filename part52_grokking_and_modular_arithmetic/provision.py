@@ -732,8 +732,10 @@ def _config_mismatch(a: TrainConfig, b: TrainConfig) -> list[str]:
 def _is_complete(data: dict) -> bool:
     """Whether a run of ours reached its configured length (or its early-stop loss): the trainer's
     ``resume["finished"]`` flag when present, else judged from ``config``. Files without a ``config`` (the hub
-    file) count as complete."""
+    file) count as complete. A diverged run is never complete: the trainer then refuses it with the reason."""
     resume = data.get("resume")
+    if isinstance(resume, dict) and resume.get("diverged"):
+        return False
     if isinstance(resume, dict) and "finished" in resume:
         return bool(resume["finished"])
     cfg = data.get("config")

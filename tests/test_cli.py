@@ -69,6 +69,14 @@ def test_bad_arguments_exit_with_status_2(capsys):
     capsys.readouterr()
 
 
+def test_download_timeout_must_be_a_positive_number(capsys):
+    for bad in ("0", "-1", "soon", "inf"):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["download", "--timeout", bad])
+        assert exit_info.value.code == 2
+        assert "seconds" in capsys.readouterr().err
+
+
 def test_invalid_config_is_a_clear_error(capsys):
     """A bad option value is a one-line usage error (exit status 2) that says what was expected."""
     with pytest.raises(SystemExit) as exit_info:

@@ -446,3 +446,12 @@ def test_real_training_fallback_then_local_file(tmp_path, capsys, one_torch_thre
     assert provision.source_kind(again) == "local"
     assert provision.run_config(again) == cfg
     assert provision.analysed_checkpoint_index(again) == 5
+
+
+def test_a_diverged_run_is_never_taken_as_complete():
+    """A run file whose training diverged must not be analysed as if it were finished: provisioning hands it
+    back to the trainer, which refuses it with the reason (tests/test_training_faults.py)."""
+    finished = {"resume": {"finished": True}, "train_losses": [1.0], "test_losses": [1.0]}
+    diverged = {"resume": {"finished": True, "diverged": True, "diverged_at": 3}, "train_losses": [1.0], "test_losses": [1.0]}
+    assert provision._is_complete(finished)
+    assert not provision._is_complete(diverged)
