@@ -71,6 +71,7 @@ __all__ = [
     "gini",
     "per_frequency",
     "run_fingerprint",
+    "SAME_WEIGHTS_NOTE",
 ]
 
 #: Bump when a metric's definition changes: old caches are then recomputed.
@@ -301,18 +302,54 @@ def _resolve_final_index(final_checkpoint: int, n: int) -> int:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _hash_weights(h: Any, state_dict: Mapping[str, Tensor]) -> None:
+    """Feed the names, shapes, dtypes and bytes of a checkpoint's paper-model weights to the hash ``h``."""
+    for name in PAPER_KEYS:
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        if t.numel():
+            h.update(memoryview(t.view(torch.uint8).numpy()))
+
+
 def run_fingerprint(run_data: Mapping) -> str:
     """A hex digest of the epochs and of the bytes of every weight of every checkpoint (~0.5 s for the
     501-checkpoint hub run). Used as part of the dynamics cache key."""
     h = hashlib.sha1(usedforsecurity=False)
     h.update(json.dumps([int(e) for e in run_data["epochs"]]).encode())
     for sd in run_data["state_dicts"]:
-        for name in PAPER_KEYS:
-            t = sd[name].detach().cpu().contiguous()
-            h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-            if t.numel():
-                h.update(memoryview(t.view(torch.uint8).numpy()))
+        _hash_weights(h, sd)
     return h.hexdigest()
+
+
+def _weights_digest(state_dict: Mapping[str, Tensor]) -> str:
+    """A hex digest of one checkpoint's weights: equal digests mean identical weights."""
+    h = hashlib.sha1(usedforsecurity=False)
+    _hash_weights(h, state_dict)
+    return h.hexdigest()
+
+
+def _distinct_checkpoints(state_dicts: Sequence[Mapping[str, Tensor]], indices: list[int]) -> tuple[list[int], Tensor]:
+    """Group the checkpoints ``indices`` by identical weights: ``(distinct, inverse)`` where ``distinct`` holds
+    the first checkpoint index of each group (in order) and ``inverse[j]`` is the group of ``indices[j]``."""
+    groups: dict[str, int] = {}
+    distinct: list[int] = []
+    inverse = []
+    for i in indices:
+        digest = _weights_digest(state_dicts[i])
+        if digest not in groups:
+            groups[digest] = len(distinct)
+            distinct.append(i)
+        inverse.append(groups[digest])
+    return distinct, torch.tensor(inverse, dtype=torch.long)
+
+
+#: The note given (as a ``UserWarning``) when every analysed checkpoint holds the same weights.
+SAME_WEIGHTS_NOTE = (
+    "all {n} analysed checkpoints hold the same weights (epochs {first}-{last}): this file is one model (e.g. a "
+    "released final model), not a training history, so every progress measure is flat. To see the training "
+    "dynamics, use a run file with the checkpoint history (the course's hub file, or train one with "
+    "`python -m part52_grokking_and_modular_arithmetic train`)."
+)
 
 
 def _cache_key(run_data: Mapping, setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor | None,
@@ -621,6 +658,10 @@ def compute_dynamics(
 
     Returns:
         a :class:`TrainingDynamics` (every tensor indexed ``[checkpoint, ...]``, on the CPU).
+
+    Checkpoints with identical weights are computed once. When every analysed checkpoint holds the same weights
+    (a file of one model, e.g. a released final model), the curves are flat and a ``UserWarning``
+    (:data:`SAME_WEIGHTS_NOTE`) says so.
     """
     run_data = _load(run_data)
     setup = _setup(run_data, stride)
@@ -647,15 +688,23 @@ def compute_dynamics(
         if cached is not None:
             return cached
 
+    # Identical checkpoints (a file holding one model many times) are computed once: their curves are flat.
+    distinct, inverse = _distinct_checkpoints(state_dicts, setup.indices)
+    if len(distinct) == 1 and len(setup.indices) > 1:
+        warnings.warn(SAME_WEIGHTS_NOTE.format(n=len(setup.indices), first=int(setup.epochs[0]), last=int(setup.epochs[-1])),
+                      UserWarning, stacklevel=2)
+
     with torch.inference_mode():
         if neuron_freqs is None:
             neuron_freqs = _chunk_metrics([state_dicts[final_index]], setup, key_freqs, None, device, dtype)["neuron_best_freq"][0]
         parts = []
-        with tqdm(total=len(setup.indices), desc="training dynamics", unit="ckpt", **_tqdm_switch(progress)) as bar:
-            for start in range(0, len(setup.indices), chunk_size):
-                chunk = [state_dicts[i] for i in setup.indices[start : start + chunk_size]]
+        with tqdm(total=len(distinct), desc="training dynamics", unit="ckpt", **_tqdm_switch(progress)) as bar:
+            for start in range(0, len(distinct), chunk_size):
+                chunk = [state_dicts[i] for i in distinct[start : start + chunk_size]]
                 parts.append(_chunk_metrics(chunk, setup, key_freqs, neuron_freqs, device, dtype))
                 bar.update(len(chunk))
+        if len(distinct) < len(setup.indices):  # one row per analysed checkpoint again
+            parts = [{k: torch.cat([part[k] for part in parts])[inverse] for k in parts[0]}]
         result = _assemble(parts, setup, key_freqs, neuron_freqs)
 
     if cache_path is not None:

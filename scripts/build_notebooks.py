@@ -17,6 +17,10 @@ between nbgrader-style markers::
   ``# YOUR CODE HERE`` followed by ``name = None`` for every variable the block assigns, so "Run all" reaches
   the grader, which reports the exercise as not done yet.
 
+The install cell's pip source is written once, as ``[project.urls] Repository`` in ``pyproject.toml``: the
+marker ``__COURSE_REPOSITORY_URL__`` in the source is replaced by that URL in both notebooks (the build fails
+when the URL is missing or still a placeholder, or when no cell carries the marker).
+
 A code cell tagged ``solutions-only`` is left out of the exercises notebook; one tagged ``exercises-only`` is
 left out of the solutions notebook (cell ids stay stable either way: they are derived from the source cell).
 
@@ -27,12 +31,16 @@ Usage::
 
     python scripts/build_notebooks.py           # (re)write exercises/ and solutions/
     python scripts/build_notebooks.py --check   # exit 1 if the committed notebooks differ from a fresh build
+                                                # (e.g. after the repository URL in pyproject.toml changed)
+
+Exit status 2 (with the reason) when the source or ``pyproject.toml`` cannot be built from.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -52,6 +60,9 @@ STUB_LINES = ("# YOUR CODE HERE", "raise NotImplementedError()")
 KERNELSPEC = {"display_name": "Python 3", "language": "python", "name": "python3"}
 LANGUAGE_INFO = {"name": "python"}
 KEPT_CELL_METADATA = ("tags",)
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+REPOSITORY_MARKER = "__COURSE_REPOSITORY_URL__"
+PLACEHOLDER_PATTERN = re.compile(r"YOUR[-_]|<[^>]*>|example\.(com|org)", re.IGNORECASE)
 
 
 class BuildError(ValueError):
@@ -114,6 +125,24 @@ def _strip_solution_markers(source: str, *, exercises: bool, where: str) -> str:
     return "\n".join(out)
 
 
+def repository_url(pyproject: Path | None = None) -> str:
+    """The course repository's URL, ``[project.urls] Repository`` in ``pyproject`` (default: this checkout's)."""
+    pyproject = pyproject or PYPROJECT
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    with open(pyproject, "rb") as f:
+        urls = tomllib.load(f).get("project", {}).get("urls", {})
+    url = urls.get("Repository", "")
+    if not re.fullmatch(r"https://\S+", url) or PLACEHOLDER_PATTERN.search(url):
+        raise BuildError(
+            f"{pyproject.name}: [project.urls] Repository must be the course repository's https URL "
+            f"(the notebooks' install cell pip-installs git+<that URL>), got {url!r}"
+        )
+    return url
+
+
 def _cell_id(index: int, cell_type: str) -> str:
     # Ids derive from the cell's position in the source, so both notebooks share them and rebuilds are stable.
     return f"{cell_type[:2]}{index:03d}"
@@ -122,6 +151,7 @@ def _cell_id(index: int, cell_type: str) -> str:
 def build_notebook(source_path: Path = SOURCE, *, exercises: bool) -> nbformat.NotebookNode:
     """Read the jupytext source and return the exercises (``exercises=True``) or solutions notebook."""
     src = jupytext.read(source_path, fmt="py:percent")
+    url = repository_url()
     cells = []
     for index, cell in enumerate(src.cells):
         tags = list(cell.metadata.get("tags", []))
@@ -132,7 +162,7 @@ def build_notebook(source_path: Path = SOURCE, *, exercises: bool) -> nbformat.N
         metadata = {k: cell.metadata[k] for k in KEPT_CELL_METADATA if k in cell.metadata}
         where = f"{source_path.name}, cell {index}"
         if cell.cell_type == "code":
-            text = _strip_solution_markers(cell.source, exercises=exercises, where=where)
+            text = _strip_solution_markers(cell.source, exercises=exercises, where=where).replace(REPOSITORY_MARKER, url)
             new = nbformat.v4.new_code_cell(source=text, metadata=metadata)
         elif cell.cell_type == "markdown":
             if BEGIN in cell.source or END in cell.source:
@@ -156,6 +186,8 @@ def render(nb: nbformat.NotebookNode) -> str:
 
 def built_notebooks(source_path: Path = SOURCE) -> dict[Path, str]:
     """The text each target file should hold."""
+    if REPOSITORY_MARKER not in source_path.read_text(encoding="utf-8"):
+        raise BuildError(f"{source_path.name}: no cell carries {REPOSITORY_MARKER} (the install cell's pip source)")
     return {
         EXERCISES: render(build_notebook(source_path, exercises=True)),
         SOLUTIONS: render(build_notebook(source_path, exercises=False)),
@@ -182,7 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that the committed notebooks are up to date")
     args = parser.parse_args(argv)
-    if args.check:
+    try:
+        return _run(args.check)
+    except BuildError as e:
+        print(f"cannot build the notebooks: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(check_only: bool) -> int:
+    if check_only:
         stale = check()
         for path in stale:
             print(f"out of date: {_show(path)} (run python scripts/build_notebooks.py)", file=sys.stderr)
