@@ -220,19 +220,15 @@ def _cmd_train(args) -> int:
     )
     out = args.out if args.out is not None else default_run_path()
     print(f"Training {config} -> {out}", flush=True)
-    from .train import RunNotSavedError, TrainingDivergedError, TrainingInterrupted, train
+    from .train import TrainingInterrupted, train
 
     try:
         data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet)
-    except TrainingInterrupted as e:
-        print(f"\n{e}", file=sys.stderr)
-        return 128 + int(e.signum)
+    except TrainingInterrupted:
+        raise  # main() reports it
     except KeyboardInterrupt:  # before the trainer took over the signals: it had not started
         print(f"\nInterrupted before training started; nothing was written ({out} is unchanged).", file=sys.stderr)
         return 130
-    except (TrainingDivergedError, RunNotSavedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     print(f"Wrote {out}")
     print(_format_info(data))
     return 0
@@ -334,12 +330,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .checkpoints import CorruptCheckpointError, RunFileLockedError, RunFileWriteError
     from .provision import ModelUnavailableError
+    from .train import RunNotSavedError, TrainingDivergedError, TrainingInterrupted
 
     commands = {"train": _cmd_train, "fetch": _cmd_fetch, "download": _cmd_download, "info": _cmd_info, "report": _cmd_report}
     try:
         return commands[args.command](args)
+    except TrainingInterrupted as e:  # `train`, or `fetch` training the default model: saved, resumable
+        print(f"\n{e}", file=sys.stderr)
+        return 128 + int(e.signum)
     except (ModelUnavailableError, CorruptCheckpointError, FileNotFoundError, ValueError, RunFileWriteError,
-            RunFileLockedError) as e:
+            RunFileLockedError, TrainingDivergedError, RunNotSavedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except MemoryError as e:

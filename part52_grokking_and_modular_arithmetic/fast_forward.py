@@ -274,6 +274,10 @@ def _logits(z: Tensor, w_logit: Tensor, logit_bias: Tensor, d_mlp: int) -> tuple
     return (post @ w_logit).add_(z[:, d_mlp:]).add_(logit_bias), post
 
 
+#: |d loss / d logit| below this is set to 0 in the float32 backward (see _LastPositionLoss.backward).
+FLUSH_BELOW = 1e-30
+
+
 class _LastPositionLoss(torch.autograd.Function):
     """Float64 cross-entropy at the last position, from the tables; hand-written backward for the batch part."""
 
@@ -301,7 +305,14 @@ class _LastPositionLoss(torch.autograd.Function):
         n_heads = pattern.shape[2]
         if bool(grad_loss != 1):
             dlogits64 = dlogits64 * grad_loss
-        dlogits = dlogits64.to(post.dtype)  # (batch, d_vocab_out)
+        # (batch, d_vocab_out). Once the model fits its data, wrong-class probabilities fall to 1e-35 and
+        # below: cast to float32 (and multiplied by small weights) they become subnormal numbers, which make
+        # every matrix product below ~8x slower on x86 CPUs. Entries under FLUSH_BELOW are zero for any purpose
+        # (float32 gradients carry ~7 significant digits of values >= 1e-12), so they are flushed here, with
+        # no process-wide setting (torch.set_flush_denormal would change the whole process).
+        dlogits = dlogits64.to(post.dtype)
+        if dlogits.dtype != torch.float64:
+            dlogits.masked_fill_(dlogits.abs() < FLUSH_BELOW, 0.0)
         d_w_logit = (dlogits.T @ post).T
         dz = torch.empty(batch.size, folded.shape[1], dtype=post.dtype)  # [d pre | d direct]
         # ReLU backward, written straight into dz (a matmul into the strided view would be slower)

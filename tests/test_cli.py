@@ -201,3 +201,19 @@ def test_fetch_uses_the_local_file_and_fails_clearly_without_one(tmp_path, monke
     assert cli.main(["fetch", "--no-training", "--out", str(tmp_path / "missing.pth")]) == 1
     err = capsys.readouterr().err
     assert "error:" in err and "train" in err
+
+
+def test_fetch_interrupted_while_training_is_reported_without_a_traceback(monkeypatch, capsys, tmp_path):
+    """`fetch` trains the default model when it has to: Ctrl-C / SIGTERM there is reported like in `train`
+    (the message says what was saved; exit status 128 + the signal), not as a traceback."""
+    import signal
+
+    from part52_grokking_and_modular_arithmetic.train import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("SIGTERM: stopped after 10 of 20 epochs; resume with the same command",
+                                  signum=signal.SIGTERM, saved_to=tmp_path / "run.pth", epochs_done=10)
+
+    monkeypatch.setattr(provision, "load_full_run_data", interrupted)
+    assert cli.main(["fetch", "--out", str(tmp_path / "run.pth"), "--quiet"]) == 128 + signal.SIGTERM
+    assert "stopped after 10 of 20 epochs" in capsys.readouterr().err

@@ -64,6 +64,21 @@ def test_gradients_match_transformer_lens_float32():
     assert max(errors.values()) <= 1e-5, errors
 
 
+def test_gradients_match_when_the_model_is_confident_float32():
+    """Late in training wrong-class probabilities fall far below 1e-30; the float32 backward flushes those
+    (subnormal-making) entries to zero for speed, and its gradients must still equal autograd's."""
+    from part52_grokking_and_modular_arithmetic.fast_forward import FLUSH_BELOW
+
+    model = _generic_model(113, torch.float32)
+    with torch.no_grad():
+        model.unembed.W_U.mul_(40.0)  # logits spread over hundreds: a very confident model
+    tokens, labels = _train_batch(113)
+    probs = torch.softmax(model(tokens)[:, -1].double(), dim=-1)
+    assert (probs < FLUSH_BELOW).float().mean() > 0.1  # the case this test is about does occur
+    _, errors = _relative_errors(model, tokens, labels)  # (the loss itself is not touched by the flush)
+    assert max(errors.values()) <= 1e-5, errors
+
+
 @pytest.mark.parametrize("fn", ["add", "rand"])
 def test_gradients_match_transformer_lens_float64(fn):
     model = _generic_model(31, torch.float64)
