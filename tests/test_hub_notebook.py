@@ -149,3 +149,4 @@ def test_a_released_final_model_runs_the_whole_chapter_with_flat_dynamics(tmp_pa
     _, _, text, _ = run_main_job_against_the_fake_hub(tmp_path, data)
     assert "analysing epoch 40000" in text
     assert "analysed checkpoints hold the same weights" in text  # the note of compute_dynamics (a UserWarning)
+    assert "no training phases" in text  # the notebook's own note in Section 3

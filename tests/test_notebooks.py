@@ -153,7 +153,7 @@ def test_check_mode_flags_a_stale_notebook(tmp_path, monkeypatch):
 def test_every_stub_is_followed_by_its_grader(notebooks):
     cells = _code_cells(notebooks["exercises"])
     stubs = _stub_cells(notebooks["exercises"])
-    assert len(stubs) >= 12
+    assert len(stubs) >= 15
     for stub in stubs:
         kind, names = _stub_names(stub)
         assert names, f"stub cell {stub.id} defines nothing"
@@ -192,6 +192,29 @@ def test_exercises_match_solutions_and_graders(notebooks):
         kind, names = _stub_names(stub)
         if kind == "function":
             assert names[0] in solutions.__all__, f"{names[0]} is not a public solution name"
+
+
+def test_exercises_notebook_has_every_published_exercise(notebooks):
+    """At least the published chapter's 15 coding exercises are stubs (NotImplementedError or `= None`)."""
+    stubs = _stub_cells(notebooks["exercises"])
+    kinds = [_stub_names(c)[0] for c in stubs]
+    assert len(stubs) >= 15, f"only {len(stubs)} exercise stubs"
+    for cell in stubs:
+        assert "raise NotImplementedError()" in cell.source or re.search(r"^\w+ = None$", cell.source, re.M), cell.source
+    functions = {name for c in stubs for name in _stub_names(c)[1] if _stub_names(c)[0] == "function"}
+    assert {"functional_form_logits", "mean_sq_fourier_coefficients", "fit_quadratic_terms"} <= functions
+    assert kinds.count("function") >= 13
+
+
+def test_every_grader_named_in_the_notebook_exists(notebooks):
+    """Every `tests.test_...` the notebooks call (in any cell, not only grader cells) is a public grader."""
+    public = {n for n in grader.__all__ if n.startswith("test_")}
+    for name, nb in notebooks.items():
+        called = {m.group(1) for c in _code_cells(nb) for m in GRADER_CALL.finditer(c.source)}
+        assert called, f"{name}: no grader calls found"
+        missing = called - public
+        assert not missing, f"{name} calls graders that tests.py does not define: {sorted(missing)}"
+        assert all(callable(getattr(grader, n)) for n in called)
 
 
 def test_grader_cells_use_only_setup_objects(notebooks):
@@ -255,10 +278,13 @@ def test_notebook_solutions_pass_every_grader(solution_namespace, capsys):
         results = {
             "test_cache_activations": grader.test_cache_activations(ns["attn_mat"], ns["neuron_acts_post"], ns["neuron_acts_pre"], ns["cache"]),
             "test_effective_weights": grader.test_effective_weights(ns["W_logit"], ns["W_neur"], ns["W_attn"], model),
+            "test_functional_form_logits": grader.test_functional_form_logits(ns["functional_form_logits"], model),
             "test_make_fourier_basis": grader.test_make_fourier_basis(ns["make_fourier_basis"], p),
             "test_fft1d": grader.test_fft1d(ns["fft1d"], p),
             "test_fourier_2d_basis_term": grader.test_fourier_2d_basis_term(ns["fourier_2d_basis_term"], p),
             "test_fft2d": grader.test_fft2d(ns["fft2d"], p),
+            "test_mean_sq_fourier_coefficients": grader.test_mean_sq_fourier_coefficients(ns["mean_sq_fourier_coefficients"]),
+            "test_fit_quadratic_terms": grader.test_fit_quadratic_terms(ns["fit_quadratic_terms"]),
             "test_find_neuron_freqs": grader.test_find_neuron_freqs(ns["find_neuron_freqs"], p),
             "test_project_onto_direction": grader.test_project_onto_direction(ns["project_onto_direction"]),
             "test_project_onto_frequency": grader.test_project_onto_frequency(ns["project_onto_frequency"], p),
