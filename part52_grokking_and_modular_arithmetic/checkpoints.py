@@ -47,6 +47,7 @@ except ImportError:  # Windows: fall back to an O_EXCL lock file holding the pid
 
 __all__ = [
     "REQUIRED_KEYS",
+    "RESUME_FORMAT_VERSION",
     "CorruptCheckpointError",
     "RunFileWriteError",
     "RunFileLockedError",
@@ -65,6 +66,8 @@ __all__ = [
 ]
 
 REQUIRED_KEYS = ("state_dicts", "epochs", "train_losses", "test_losses")
+#: Newest version of the ``resume`` record this package reads (``resume["format"]``; written by ``train``).
+RESUME_FORMAT_VERSION = 1
 
 #: Temporary files of :func:`write_bytes_atomically`: ``<name>.tmp-<pid>-<hex>``.
 _TEMP_RE = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
@@ -355,16 +358,26 @@ def safe_load(path: str | os.PathLike) -> Any:
     """Load a torch file with ``weights_only=True``; a truncated or foreign file raises
     :class:`CorruptCheckpointError` naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder, not a run file; give the file's path, e.g. {path / 'full_run_data.pth'}")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for bad zips / pickles
-        raise CorruptCheckpointError(
-            f"{path} ({path.stat().st_size:,} bytes) is not a readable torch checkpoint: it may be truncated "
-            f"(an interrupted download?) or not a weights-only torch file. Delete it to fetch or train it again. "
-            f"({type(e).__name__}: {e})"
-        ) from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        if "Weights only load failed" in str(e):  # a pickle asking for Python objects (possibly code)
+            detail = next((x for x in lines if x.startswith("Unsupported") or "GLOBAL" in x), "see torch.load")
+            what = (
+                f"a weights-only load refuses what it holds ({detail}): Python objects or code, not just tensors. "
+                "It was not loaded and no code in it ran; only weights-only torch files are accepted."
+            )
+        else:
+            what = (
+                "it may be truncated (an interrupted download?) or not a weights-only torch file. Delete it to "
+                f"fetch or train it again. ({type(e).__name__}: {lines[0] if lines else 'no details'})"
+            )
+        raise CorruptCheckpointError(f"{path} ({path.stat().st_size:,} bytes) is not a readable torch checkpoint: {what}") from e
 
 
 def expected_paper_shapes(p: int, d_model: int = 128, n_heads: int = 4, d_head: int = 32, d_mlp: int = 512, n_ctx: int = 3) -> dict[str, tuple[int, ...]]:
@@ -402,6 +415,7 @@ def validate_run_data(data: Any, source: str = "run data", p: int | None = None)
         raise CorruptCheckpointError(f"{source}: {len(state_dicts)} state dicts but {len(epochs)} epochs")
     if len(data["train_losses"]) == 0:
         raise CorruptCheckpointError(f"{source}: 'train_losses' is empty")
+    _check_epochs(epochs, source)
     first = state_dicts[0]
     if not isinstance(first, Mapping) or any(k not in first for k in PAPER_KEYS):
         raise CorruptCheckpointError(f"{source}: state dicts must hold the paper-layout keys {PAPER_KEYS}")
@@ -430,7 +444,59 @@ def validate_run_data(data: Any, source: str = "run data", p: int | None = None)
         validate_config_against_weights(data["config"], p, source)
     if "resume" in data:
         validate_resume_record(data["resume"], p, len(data["train_losses"]), source)
+    if isinstance(data.get("config"), Mapping) and isinstance(data.get("resume"), Mapping):
+        _check_histories_against_config(data, source)
     return p
+
+
+def _check_epochs(epochs: Any, source: str) -> None:
+    """Checkpoint epochs: integers >= 0, strictly increasing (a run of our trainer is checked further against its
+    config)."""
+    try:
+        values = [int(e) for e in epochs]
+    except (TypeError, ValueError):
+        raise CorruptCheckpointError(f"{source}: 'epochs' must be a list of integers, got {list(epochs)[:5]!r}") from None
+    if values[0] < 0 or any(b <= a for a, b in zip(values, values[1:])):
+        raise CorruptCheckpointError(
+            f"{source}: 'epochs' must be integers >= 0 that increase strictly, got {values[:6]}{'…' if len(values) > 6 else ''}"
+        )
+
+
+def _check_histories_against_config(data: Mapping, source: str) -> None:
+    """A run of our trainer: checkpoints every ``save_every`` epochs, a test loss every ``test_every``, and an
+    unfinished run shorter than its configured length."""
+    from .config import TrainConfig
+
+    cfg = TrainConfig.from_dict(data["config"])  # already validated
+    n = len(data["train_losses"])
+    epochs = [int(e) for e in data["epochs"]]
+    regular = list(range(0, n, cfg.save_every))
+    if (epochs != regular and epochs[:-1] != regular) or epochs[-1] >= n:  # an early stop adds its last epoch
+        raise CorruptCheckpointError(
+            f"{source}: checkpoints at epochs {epochs[:4]}… do not match the stored config (every {cfg.save_every} "
+            f"epochs over {n:,} epochs: {regular[:4]}…); the file is inconsistent"
+        )
+    n_test = -(-n // cfg.test_every)
+    if len(data["test_losses"]) != n_test:
+        raise CorruptCheckpointError(
+            f"{source}: {len(data['test_losses']):,} test losses stored, but {n:,} epochs with a test every "
+            f"{cfg.test_every} make {n_test:,}; the file is inconsistent"
+        )
+    if "train_indices" in data:
+        from .data import train_test_split
+
+        expected = train_test_split(cfg.p, cfg.frac_train, cfg.seed)[0]
+        if not torch.equal(torch.as_tensor(data["train_indices"]).long(), expected.long()):
+            raise CorruptCheckpointError(
+                f"{source}: 'train_indices' ({len(data['train_indices']):,} pairs) are not the split of the stored "
+                f"config (frac_train={cfg.frac_train}, seed={cfg.seed}: {len(expected):,} pairs); the file is inconsistent"
+            )
+    resume = data["resume"]
+    if not resume.get("finished") and int(resume["epochs_done"]) >= cfg.epochs:
+        raise CorruptCheckpointError(
+            f"{source}: resume record: marked unfinished after {int(resume['epochs_done']):,} epochs, but the stored "
+            f"config asks for {cfg.epochs:,}; the file is inconsistent"
+        )
 
 
 def _check_finite(t: torch.Tensor, what: str) -> None:
@@ -471,6 +537,12 @@ def validate_resume_record(resume: Any, p: int, n_train_losses: int, source: str
         raise CorruptCheckpointError(f"{source}: resume record: 'epochs_done' must be an integer >= 0, got {done!r}")
     if not isinstance(resume.get("finished"), bool):
         raise CorruptCheckpointError(f"{source}: resume record: 'finished' must be True or False, got {resume.get('finished')!r}")
+    version = resume.get("format", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= RESUME_FORMAT_VERSION:
+        raise CorruptCheckpointError(
+            f"{source}: resume record of format {version!r}, but this package reads formats 1 to "
+            f"{RESUME_FORMAT_VERSION}: it was written by another version; update the package or use another path"
+        )
     if resume.get("finished") or resume.get("diverged"):
         return  # nothing to continue
     if n_train_losses != done:
@@ -481,14 +553,52 @@ def validate_resume_record(resume: Any, p: int, n_train_losses: int, source: str
             f"{source}: the run is unfinished but its resume record lacks {missing}, so it cannot be continued; "
             f"train again with --no-resume (resume=False) or choose another --out/out path"
         )
-    shapes = expected_paper_shapes(p)
+    shapes = _transformer_lens_shapes(p)
     for name in PAPER_TRAINABLE:
         t = resume["params"].get(name)
-        if not isinstance(t, torch.Tensor) or t.numel() != math.prod(shapes[name]):
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != shapes[name]:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise CorruptCheckpointError(
-                f"{source}: resume record: parameter {name!r} is missing or not of {math.prod(shapes[name]):,} values (p = {p})"
+                f"{source}: resume record: parameter {name!r} must be a tensor of shape {shapes[name]} (p = {p}), got {got}"
             )
         _check_finite(t, f"{source}: resume record: parameter {name}")
+    _check_optimizer_state(resume["optimizer"], [shapes[name] for name in PAPER_TRAINABLE], source)
+    _check_scheduler_state(resume["scheduler"], source)
+
+
+def _transformer_lens_shapes(p: int) -> dict[str, tuple[int, ...]]:
+    """TransformerLens-layout shape of every weight (the layout of the resume record's ``params``)."""
+    from .layout import paper_to_transformer_lens
+
+    empty = {k: torch.empty(s, device="meta") for k, s in expected_paper_shapes(p).items()}
+    return {k: tuple(v.shape) for k, v in paper_to_transformer_lens(empty).items()}
+
+
+def _check_optimizer_state(state: Mapping, shapes: list[tuple[int, ...]], source: str) -> None:
+    """AdamW's state for the trained parameters, in order: one group, and moments of each parameter's shape,
+    finite."""
+    where = f"{source}: resume record: optimizer state"
+    groups = state.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != 1 or list(groups[0].get("params", [])) != list(range(len(shapes))):
+        raise CorruptCheckpointError(f"{where}: expected one parameter group of the {len(shapes)} trained parameters")
+    per_param = state.get("state")
+    if not isinstance(per_param, Mapping):
+        raise CorruptCheckpointError(f"{where}: 'state' must be a dict")
+    for i, moments in per_param.items():
+        if not isinstance(i, int) or not 0 <= i < len(shapes) or not isinstance(moments, Mapping):
+            raise CorruptCheckpointError(f"{where}: unexpected entry {i!r}")
+        for key in ("exp_avg", "exp_avg_sq"):
+            t = moments.get(key)
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shapes[i]:
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise CorruptCheckpointError(f"{where}: {key} of parameter {i} must have shape {shapes[i]}, got {got}")
+            _check_finite(t, f"{where}: {key} of parameter {i}")
+
+
+def _check_scheduler_state(state: Mapping, source: str) -> None:
+    missing = [k for k in ("last_epoch", "base_lrs", "lr_lambdas") if k not in state]
+    if missing:
+        raise CorruptCheckpointError(f"{source}: resume record: the scheduler state lacks {missing}")
 
 
 def load_run_data(path: str | os.PathLike, p: int | None = None) -> dict:

@@ -70,7 +70,9 @@ _WRITTEN = (
     "write. Before training, the folder of --out must be writable with room for the final file, and the "
     "memory the configuration needs must be available; while training, <out>.lock keeps a second run from "
     "writing the same file. If --out cannot be written at the end (disk full, read-only), the run is saved "
-    "in the temp or home folder instead and the command says where."
+    "in the temp or home folder instead and the command says where. --out is a file path (its folder is created); "
+    "an existing file there that is not a run of this configuration is never overwritten, and a symlink is "
+    "written through (the link stays)."
 )
 
 
@@ -338,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as e:  # `train`, or `fetch` training the default model: saved, resumable
         print(f"\n{e}", file=sys.stderr)
         return 128 + int(e.signum)
+    except KeyboardInterrupt:  # outside training (the hub decision, a copy, reading a file): nothing half-written
+        print(f"\nInterrupted: `{args.command}` stopped before it wrote anything.", file=sys.stderr)
+        return 130
     except (ModelUnavailableError, CorruptCheckpointError, FileNotFoundError, ValueError, RunFileWriteError,
             RunFileLockedError, TrainingDivergedError, RunNotSavedError) as e:
         print(f"error: {e}", file=sys.stderr)

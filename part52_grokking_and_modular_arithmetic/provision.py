@@ -12,9 +12,11 @@
    the hub is not switched off (``HF_HUB_OFFLINE=1``), a download. ``HF_ENDPOINT``, ``HF_HOME`` /
    ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are read when this function runs, so setting them after import
    works. A cached copy is used as it is (no check for a newer revision; pass ``revision`` to pin one). The
-   downloaded file is validated (keys, shapes); a corrupt or truncated one is removed from the Hugging Face
-   cache (so the next call downloads it again) and raises :class:`~.checkpoints.CorruptCheckpointError`. It
-   stays in the Hugging Face cache; nothing is copied.
+   downloaded file is validated (keys, shapes); a corrupt or truncated one (e.g. an HTML error page served
+   with status 200) is removed from the Hugging Face cache (so the next call downloads it again); then step 3
+   follows, saying why, or — with ``allow_training=False`` — :class:`~.checkpoints.CorruptCheckpointError`
+   is raised. A valid file stays in the Hugging Face cache; nothing is copied. A malformed endpoint
+   (``HF_ENDPOINT="not a url"``, a port outside 1-65535) is reported and the hub skipped.
 3. **local training** with the default recipe (``TrainConfig()`` or ``train_config``), saved to the local
    path of step 1 (interrupted runs resume there), if ``allow_training``; the reason is printed first.
    Otherwise :class:`ModelUnavailableError` says what was tried and how to fix it.
@@ -105,7 +107,7 @@ _HUB_RECIPE = dict(TrainConfig().to_dict(), epochs=50_000, save_every=100, test_
 _FIX_HINT = (
     "To fix this, either\n"
     "  * connect to the internet (and unset HF_HUB_OFFLINE), or set HF_ENDPOINT to a reachable Hugging Face mirror;\n"
-    "  * or train the model locally: `python -m part52_grokking_and_modular_arithmetic train` (writes {path}),\n"
+    "  * or train the model locally: `python -m part52_grokking_and_modular_arithmetic train --out {path}`,\n"
     "    or call load_full_run_data(allow_training=True);\n"
     "  * or put an existing run file at {path} (or set {env} to its path)."
 )
@@ -180,12 +182,18 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def _without_trailing_slash(url: str) -> str:
+    """``url`` without surrounding spaces and trailing slashes (but ``"http://"`` stays as it is, for messages)."""
+    url = url.strip()
+    return url.rstrip("/") if "://" in url.rstrip("/") else url
+
+
 def hub_endpoint(endpoint: str | None = None) -> str:
     """``endpoint``, else ``$HF_ENDPOINT`` (now), else huggingface_hub's endpoint (``https://huggingface.co``)."""
     if endpoint:
-        return endpoint.rstrip("/")
+        return _without_trailing_slash(endpoint)
     if os.environ.get("HF_ENDPOINT"):
-        return os.environ["HF_ENDPOINT"].rstrip("/")
+        return _without_trailing_slash(os.environ["HF_ENDPOINT"])
     from huggingface_hub import constants
 
     return constants.ENDPOINT.rstrip("/")
@@ -207,17 +215,39 @@ def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return home / "hub"
 
 
+def _host_and_port(url: str, what: str) -> tuple[str, int]:
+    """``(host, port)`` of an http(s) URL; ``ValueError`` naming ``what`` when it is not one (no host, a port
+    outside 1-65535, a broken IPv6 address...)."""
+    expected = f"{what} must be an http(s) URL such as https://huggingface.co, got {url!r}"
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # raises ValueError for a port outside 0-65535 or a broken address
+    except ValueError as e:
+        raise ValueError(f"{expected} ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(expected)
+    if port == 0:
+        raise ValueError(f"{expected} (port 0 cannot be connected to)")
+    return parts.hostname, port if port is not None else (443 if parts.scheme == "https" else 80)
+
+
+def _proxy_for(endpoint: str) -> tuple[str, str] | None:
+    """``(proxy URL, environment variable)`` of the proxy a request to ``endpoint`` goes through, if any."""
+    parts = urlsplit(endpoint.strip())
+    proxies = urllib.request.getproxies()
+    for key in (parts.scheme, "all"):
+        proxy = proxies.get(key)
+        if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+            return (proxy if "://" in proxy else f"http://{proxy}"), f"{key.upper()}_PROXY"
+    return None
+
+
 def _probe_target(endpoint: str) -> tuple[str, int]:
     """The (host, port) a connection to ``endpoint`` opens first: the proxy's when one applies."""
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"hub endpoint must be an http(s) URL such as https://huggingface.co, got {endpoint!r}")
-    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    proxy = urllib.request.getproxies().get(parts.scheme) or urllib.request.getproxies().get("all")
-    if proxy and not urllib.request.proxy_bypass(host):
-        proxy_parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-        if proxy_parts.hostname:
-            return proxy_parts.hostname, proxy_parts.port or (443 if proxy_parts.scheme == "https" else 80)
+    host, port = _host_and_port(endpoint, "the hub endpoint")
+    proxy = _proxy_for(endpoint)
+    if proxy is not None:
+        return _host_and_port(proxy[0], f"the proxy {proxy[1]}")
     return host, port
 
 
@@ -229,6 +259,7 @@ def probe_endpoint(endpoint: str, timeout: float = 5.0) -> str | None:
     never takes longer than ``timeout``.
     """
     host, port = _probe_target(endpoint)
+    proxy = _proxy_for(endpoint)
     outcome: list[str | None] = []
 
     def attempt() -> None:
@@ -247,9 +278,10 @@ def probe_endpoint(endpoint: str, timeout: float = 5.0) -> str | None:
     thread = threading.Thread(target=attempt, name="hub-probe", daemon=True)
     thread.start()
     thread.join(timeout)
-    if not outcome:
-        return f"no answer from {host}:{port} within {timeout:.1f} s"
-    return outcome[0]
+    reason = outcome[0] if outcome else f"no answer from {host}:{port} within {timeout:.1f} s"
+    if reason is not None and proxy is not None:
+        reason += f" (the proxy set by {proxy[1]}={proxy[0]})"
+    return reason
 
 
 def cached_hub_file(
@@ -318,8 +350,8 @@ def _status_phrase(status: int) -> str:
         return "Error"
 
 
-def _http_answer(e: BaseException) -> tuple[int, str | None, str] | None:
-    """``(status, X-Error-Code, method)`` of the HTTP answer behind an error, looking through its causes."""
+def _http_answer(e: BaseException) -> tuple[int, str | None, str, str | None] | None:
+    """``(status, X-Error-Code, method, Retry-After)`` of the HTTP answer behind an error, looking through its causes."""
     seen: set[int] = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -331,7 +363,7 @@ def _http_answer(e: BaseException) -> tuple[int, str | None, str] | None:
                 method = str(getattr(getattr(response, "request", None), "method", "") or "")
             except RuntimeError:  # httpx raises when a response has no request attached
                 method = ""
-            return status, headers.get("X-Error-Code"), method
+            return status, headers.get("X-Error-Code"), method, headers.get("Retry-After")
         e = e.__cause__ or e.__context__
     return None
 
@@ -366,7 +398,7 @@ def _describe_hub_error(e: BaseException, hub: "_HubRequest") -> str:
     return f"the download failed ({type(e).__name__}: {_first_line(e)})"
 
 
-def _describe_status(status: int, error_code: str | None, method: str, *, hub: "_HubRequest") -> str:
+def _describe_status(status: int, error_code: str | None, method: str, retry_after: str | None = None, *, hub: "_HubRequest") -> str:
     if error_code == "RepoNotFound":
         return f"{status}: repository {hub.repo_id} not found on the hub (or it is private or gated: log in with `hf auth login`)"
     if error_code == "RevisionNotFound":
@@ -377,6 +409,9 @@ def _describe_status(status: int, error_code: str | None, method: str, *, hub: "
         return f"404: file not found on the hub ({hub.repo_id}/{hub.filename}, revision {hub.revision_label})"
     request = f" to {method} {hub.file_path}" if method else f" for {hub.file_path}"
     hint = " (a login may be needed: `hf auth login`, or the mirror refuses access)" if status in (401, 403) else ""
+    if retry_after and retry_after.strip():
+        wait = retry_after.strip()
+        hint += f" (it asks to retry after {wait} s)" if wait.isdigit() else f" (it asks to retry after {wait})"
     return f"the hub answered {status} {_status_phrase(status)}{request}{hint}"
 
 
@@ -453,9 +488,11 @@ def _metadata_problem(hub: _HubRequest) -> str | None:
     if error is not None:
         return _describe_hub_error(error, hub)
     if getattr(meta, "commit_hash", None) is None or getattr(meta, "etag", None) is None:
+        location = getattr(meta, "location", None)
+        redirect = f" (it redirected to {location})" if location and location != hub.file_url else ""
         return (
-            f"the endpoint answered HEAD {hub.file_path} without the X-Repo-Commit / ETag headers of a Hugging Face "
-            "hub: check HF_ENDPOINT"
+            f"the endpoint answered HEAD {hub.file_path}{redirect} without the X-Repo-Commit / ETag headers of a "
+            "Hugging Face hub: check HF_ENDPOINT"
         )
     return None
 
@@ -545,6 +582,11 @@ def _watched_tqdm_class(watch: _DownloadWatch, show: bool):
 _PROGRESS_CHUNK = 1 << 20
 
 
+def _size_text(n: int) -> str:
+    """``1 MiB``, ``256 bytes``: a chunk size in words."""
+    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n:,} bytes"
+
+
 class _FinerProgressChunks:
     """Context manager: ``huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE`` at most :data:`_PROGRESS_CHUNK` inside."""
 
@@ -571,8 +613,9 @@ def _download_with_watchdog(hub: _HubRequest, progress: bool, stall_timeout: flo
 
 
 def _watch_download(hub: _HubRequest, progress: bool, stall_timeout: float) -> tuple[Path | None, str | None]:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
+    chunk = getattr(constants, "DOWNLOAD_CHUNK_SIZE", _PROGRESS_CHUNK)  # progress is seen per chunk
     watch = _DownloadWatch(hub.blobs_dir)
     kwargs: dict = dict(revision=hub.revision, endpoint=hub.url, cache_dir=str(hub.cache))
     if _accepts(hf_hub_download, "etag_timeout"):
@@ -580,6 +623,16 @@ def _watch_download(hub: _HubRequest, progress: bool, stall_timeout: float) -> t
     if _accepts(hf_hub_download, "tqdm_class"):
         kwargs["tqdm_class"] = _watched_tqdm_class(watch, progress)
     thread, box = _in_daemon_thread(lambda: hf_hub_download(hub.repo_id, hub.filename, **kwargs), "hub-download")
+    try:
+        return _watch(thread, box, watch, hub, stall_timeout, chunk)
+    except BaseException:  # Ctrl-C while waiting: stop the download and keep nothing partial
+        watch.abandoned = True
+        watch.remove_partial_files()
+        raise
+
+
+def _watch(thread, box: dict, watch: _DownloadWatch, hub: _HubRequest, stall_timeout: float, chunk: int) -> tuple[Path | None, str | None]:
+    """The watchdog loop of :func:`_watch_download`."""
     reason = None
     while thread.is_alive():
         thread.join(0.1)
@@ -589,7 +642,8 @@ def _watch_download(hub: _HubRequest, progress: bool, stall_timeout: float) -> t
             reason = hub.timed_out(f"the download did not start: GET {hub.file_path}")
         elif watch.last_progress is not None and now - watch.last_progress >= stall_timeout:
             reason = (
-                f"the download stalled: no data for {stall_timeout:g} s ({watch.bytes:,} bytes saved); "
+                f"the download stalled: less than {_size_text(chunk)} arrived in {stall_timeout:g} s "
+                f"({watch.bytes:,} bytes saved); "
                 "it was abandoned and nothing partial was kept"
             )
         if reason is not None and thread.is_alive():
@@ -642,6 +696,12 @@ def _fetch_hub(
         notes.append("the hub is switched off (HF_HUB_OFFLINE=1), so it was not contacted")
         return None
     url = hub_endpoint(endpoint)
+    try:
+        _probe_target(url)
+    except ValueError as e:
+        origin = "" if endpoint else " (from HF_ENDPOINT)" if os.environ.get("HF_ENDPOINT") else ""
+        notes.append(f"the hub was not contacted: {e}{origin}")
+        return None
     hub = _HubRequest(url, repo_id, filename, revision, cache, hub_timeout)  # the decision's clock starts here
 
     def give_up(reason: str) -> None:
@@ -716,12 +776,51 @@ def download_full_run_data(
     _, path, _ = got
     if out is None:
         return path
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.download.tmp")
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, out)
+    out = Path(out).expanduser()
+    _check_copy_destination(out)
+    _copy_atomically(path, out)
     return out
+
+
+def _check_copy_destination(out: Path) -> None:
+    """``download --out``: never replace a folder, a file that is no run data, or a run trained locally (only an
+    earlier copy of a hub file)."""
+    from .checkpoints import CorruptCheckpointError, load_run_data
+
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; --out (out) must be a file path, e.g. {out / HUB_FILENAME}")
+    if not out.exists():
+        return
+    try:
+        existing = load_run_data(out)
+    except CorruptCheckpointError as e:
+        raise CorruptCheckpointError(
+            f"{out} exists and is not valid run data; refusing to overwrite it with the download. Move it away or "
+            f"pass another --out (out). ({str(e).splitlines()[0][:160]})"
+        ) from e
+    if isinstance(existing.get("config"), dict) or "resume" in existing:
+        raise ValueError(
+            f"{out} holds a run trained locally; refusing to overwrite it with the hub file. Pass another --out (out)."
+        )
+
+
+def _copy_atomically(source: Path, out: Path) -> None:
+    """Copy ``source`` to ``out`` through a temporary file beside it (named like those of
+    :func:`~.checkpoints.write_bytes_atomically`, so a killed copy's leftover is recognised), then rename."""
+    from .checkpoints import RunFileWriteError, _temp_path, describe_os_error
+
+    tmp = _temp_path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, out)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(e, OSError):
+            raise
+        raise RunFileWriteError(
+            e.errno, f"could not copy the hub file to {out}: {describe_os_error(e)}; the Hugging Face cache still holds it at {source}"
+        ) from e
 
 
 def _config_mismatch(a: TrainConfig, b: TrainConfig) -> list[str]:
@@ -748,7 +847,13 @@ def _is_complete(data: dict) -> bool:
 
 
 def _train(config: TrainConfig, out: Path, progress: bool, why: str, cause: str) -> dict:
-    """Run the trainer, saying first why and what; ``cause`` goes into the data's ``source``."""
+    """Run the trainer, saying first why and what; ``cause`` goes into the data's ``source``. When another
+    process is already training into ``out``, :class:`~.checkpoints.RunFileLockedError` says so before anything
+    is announced (the trainer's own lock stays the guarantee)."""
+    from .checkpoints import RunFileLock
+
+    if out.parent.is_dir() and out.with_name(out.name + ".lock").exists():
+        RunFileLock(out).acquire().release()  # raises RunFileLockedError naming the training process
     print(
         f"[provision] {why}\n"
         f"[provision] Training the model locally (p={config.p}, fn={config.fn}, frac_train={config.frac_train}, "
@@ -840,10 +945,17 @@ def load_full_run_data(
             use_hub = False
             notes.append(f"the hub run was skipped: train_config asks for another recipe ({'; '.join(diff)})")
     if use_hub:
-        got = _fetch_hub(
-            repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
-            progress=progress, hub_timeout=hub_timeout, stall_timeout=stall_timeout, notes=notes,
-        )
+        try:
+            got = _fetch_hub(
+                repo_id=repo_id, filename=filename, revision=revision, endpoint=endpoint, cache_dir=cache_dir,
+                progress=progress, hub_timeout=hub_timeout, stall_timeout=stall_timeout, notes=notes,
+            )
+        except CorruptCheckpointError as e:
+            if not allow_training:
+                raise
+            # a broken download (an HTML error page, a truncated file...) was removed; it is a reason to train
+            notes.append(" ".join(str(e).split("\n")[:2]))
+            got = None
         if got is not None:
             data, where, how = got
             label = "hub file (cached)" if how == "hub-cache" else "hub file (downloaded)"

@@ -50,8 +50,13 @@ Section 3 — analysis during training::
 Every argument is checked by the grader itself (so the graders' parameters are typed ``Any``): a wrong model,
 cache, ``p``, ``key_freqs`` or ``train_indices`` gives a message saying what was expected. The student's
 function always runs on copies of its tensor arguments and of the model, after the expected answer was
-computed; a function that changes an argument (or the model, even through a global variable) fails, and the
-model is restored.
+computed, in a thread of its own (the grader's frames, where the expected answer lives, are not on its
+stack); a function that changes an argument, the model (even through a global variable: weights,
+``requires_grad``, hooks, ``cfg``), torch's default dtype or a function of torch, the course package or the
+grader (``torch.allclose = ...``) fails, and everything is restored. Results must be plain tensors (a Tensor
+subclass could override the comparisons). Ctrl-C (KeyboardInterrupt) stops a grader; SystemExit and other
+exceptions are reported. (The graders are a teaching aid, not a sandbox: code that reads the reference solutions,
+or another thread's frames, can always get the answer.)
 
 ``p`` is the modulus the student's functions were written for (the notebook's global, 113 in the chapter; an odd prime);
 model-dependent graders read it from the model (``model.cfg.d_vocab - 1``).
@@ -59,18 +64,22 @@ model-dependent graders read it from the model (``model.cfg.d_vocab - 1``).
 
 from __future__ import annotations
 
+import builtins
 import copy
+import ctypes
 import functools
 import inspect
 import itertools
 import math
 import numbers
+import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from transformer_lens import ActivationCache
+from transformer_lens import ActivationCache, HookedTransformer
 
 from . import analysis, fourier
 from .data import TASKS, make_all_data, make_labels, train_test_split
@@ -99,11 +108,15 @@ __all__ = [
 __test__ = False  # these are graders for students, not pytest tests
 
 ATOL = 1e-4
+MAX_P = 1000  # the largest modulus the graders accept (their test tensors grow as p^2 and p^3)
 RTOL = 1e-4
 
 
 class GraderError(AssertionError):
     """A wrong answer; the message says what was expected and, when it can tell, which mistake it was."""
+
+
+_NOTEBOOK_DEVICE: list[torch.device] = []  # the notebook's default device, while a grader runs on the CPU
 
 
 class _NotImplementedYet(Exception):
@@ -128,8 +141,11 @@ def _grader(exercise: str):
 
         @functools.wraps(check)
         def run(*args: Any, **kwargs: Any) -> bool:
+            _NOTEBOOK_DEVICE.append(torch.get_default_device())
             try:
-                check(*args, **kwargs)
+                _check_comparisons_untouched()
+                with torch.device("cpu"):  # the grader's own tensors, whatever default device the notebook set
+                    check(*args, **kwargs)
             except _NotImplementedYet as e:
                 detail = f" ({e})" if str(e) else ""
                 print(f"⏳ {exercise}: not implemented yet{detail} — fill it in and run this cell again.")
@@ -143,6 +159,8 @@ def _grader(exercise: str):
                     f"❌ {exercise}: could not check this call ({type(e).__name__}: {first_line}).\n"
                     f"   Check what you passed: {call}"
                 ) from e
+            finally:
+                _NOTEBOOK_DEVICE.pop()
             print(f"✅ {exercise}: all checks passed")
             return True
 
@@ -179,26 +197,170 @@ def _module_tensors(module: torch.nn.Module) -> dict[str, Tensor]:
     return tensors
 
 
-def _snapshot(module: torch.nn.Module) -> dict[str, Tensor]:
-    return {name: t.detach().clone() for name, t in _module_tensors(module).items()}
+class _ModelState:
+    """Everything of a model a grader restores: its parameter and buffer objects (and a copy of their values,
+    dtypes and ``requires_grad``), each submodule's train/eval mode and hooks, and its ``cfg``."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.tensors = {name: (t, t.detach().clone(), t.requires_grad) for name, t in _module_tensors(module).items()}
+        self.owners = {}
+        for mod_name, mod in module.named_modules(remove_duplicate=False):
+            for kind in ("_parameters", "_buffers"):
+                for attr in getattr(mod, kind, {}):
+                    self.owners.setdefault(f"{mod_name}.{attr}" if mod_name else attr, (mod, kind, attr))
+        self.modes = [(mod, mod.training) for mod in module.modules()]
+        self.hooks = [(mod, kind, dict(getattr(mod, kind))) for mod in module.modules() for kind in _HOOK_DICTS
+                      if isinstance(getattr(mod, kind, None), dict)]
+        self.cfg = getattr(module, "cfg", None)
+        try:
+            self.cfg_values = dict(vars(self.cfg)) if self.cfg is not None else None
+        except TypeError:  # a cfg without a __dict__: not watched
+            self.cfg_values = None
+
+    def changed_weights(self, module: torch.nn.Module) -> list[str]:
+        """Names of the parameters / buffers of ``module`` (the original or a copy) whose values differ."""
+        now = _module_tensors(module)
+        return [name for name, (_, saved, _) in self.tensors.items()
+                if name not in now or not _same(now[name].detach(), saved)]
+
+    def changed_other(self, module: torch.nn.Module) -> list[str]:
+        """What else changed in the original model: requires_grad flags, hooks added or removed, the cfg."""
+        now = _module_tensors(module)
+        out = []
+        grads = [name for name, (_, _, rg) in self.tensors.items() if name in now and now[name].requires_grad != rg]
+        if grads:
+            out.append(f"requires_grad of {_short_weight_names(grads)}")
+        if module is self.module and any(dict(getattr(m, k)) != saved for m, k, saved in self.hooks):
+            out.append("its hooks (a hook added or removed)")
+        cfg = getattr(module, "cfg", None)
+        if self.cfg_values is not None and cfg is not None:
+            try:
+                now_cfg = vars(cfg)
+                diff = [k for k in set(self.cfg_values) | set(now_cfg)
+                        if not (now_cfg.get(k, _MISSING) is self.cfg_values.get(k, _MISSING)
+                                or now_cfg.get(k, _MISSING) == self.cfg_values.get(k, _MISSING))]
+            except Exception:  # noqa: BLE001 - a cfg value that cannot be compared: not watched
+                diff = []
+            if diff:
+                out.append(f"model.cfg.{sorted(diff)[0]}")
+        return out
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put the original parameter objects back (values, dtype, requires_grad), then modes, hooks and cfg."""
+        for name, (obj, saved, rg) in self.tensors.items():
+            if name in self.owners:
+                mod, kind, attr = self.owners[name]
+                if getattr(mod, kind).get(attr) is not obj:
+                    getattr(mod, kind)[attr] = obj
+                    mod.__dict__.pop(attr, None)  # a plain attribute would shadow the parameter
+            if obj.shape == saved.shape and obj.dtype == saved.dtype and obj.device == saved.device:
+                if not _same(obj.detach(), saved):
+                    obj.copy_(saved)
+            else:
+                obj.data = saved.clone()
+            if obj.requires_grad != rg:
+                obj.requires_grad_(rg)
+        for mod, training in self.modes:
+            mod.training = training
+        for mod, kind, saved in self.hooks:
+            hooks = getattr(mod, kind)
+            if dict(hooks) != saved:
+                hooks.clear()
+                hooks.update(saved)
+        if self.cfg_values is not None:
+            try:
+                if dict(vars(self.cfg)) != self.cfg_values:
+                    vars(self.cfg).clear()
+                    vars(self.cfg).update(self.cfg_values)
+            except Exception:  # noqa: BLE001
+                pass
 
 
-def _changed_weights(module: torch.nn.Module, snapshot: dict[str, Tensor]) -> list[str]:
-    now = _module_tensors(module)
-    return [name for name, saved in snapshot.items() if name not in now or not _same(now[name].detach(), saved)]
+_MISSING = object()
+_GRADING: list[threading.Thread] = []  # the thread running a student's function, while one runs
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-@torch.no_grad()
-def _restore(module: torch.nn.Module, snapshot: dict[str, Tensor]) -> None:
-    now = _module_tensors(module)
-    for name, saved in snapshot.items():
-        t = now.get(name)
-        if t is None:
-            continue
-        if t.shape == saved.shape and t.dtype == saved.dtype:
-            t.copy_(saved)
-        else:
-            t.data = saved.clone()
+def _watched_namespaces() -> dict[str, tuple[Any, bool]]:
+    """The namespaces a student's function must not change, with whether new names count as changes (they
+    do where a new name shadows another: this module's globals over builtins, a class over its bases): this
+    grader, the package's modules, the modules the grader uses, builtins and torch's main namespaces."""
+    package = __name__.rpartition(".")[0]
+    spaces: dict[str, tuple[Any, bool]] = {"builtins": (builtins, False), __name__: (sys.modules[__name__], True)}
+    for value in list(globals().values()):
+        if inspect.ismodule(value):
+            spaces.setdefault(value.__name__, (value, False))
+    for name, module in list(sys.modules.items()):
+        if inspect.ismodule(module) and (name == package or name.startswith(package + ".")):
+            spaces.setdefault(name, (module, False))
+    for obj in (torch.linalg, torch.nn.functional, torch.fft):
+        spaces.setdefault(obj.__name__, (obj, False))
+    for cls in (torch.Tensor, torch.nn.Module, torch.nn.Parameter, HookedTransformer, ActivationCache, GraderError):
+        spaces[f"{cls.__module__}.{cls.__qualname__}"] = (cls, True)
+    return spaces
+
+
+class _Globals:
+    """A snapshot of what a student's function could change to fool the checks that run after it: the
+    watched namespaces (:func:`_watched_namespaces`) and torch's default dtype."""
+
+    def __init__(self) -> None:
+        self.spaces = {name: (obj, additions, dict(vars(obj))) for name, (obj, additions) in _watched_namespaces().items()}
+        self.default_dtype = torch.get_default_dtype()
+
+    def restore_changed(self) -> list[str]:
+        """Put back everything changed; returns what was changed (``torch.allclose``, ...)."""
+        changed = []
+        if torch.get_default_dtype() != self.default_dtype:  # first: set_default_dtype also rebinds torch.Storage
+            changed.append(f"torch's default dtype (torch.set_default_dtype({torch.get_default_dtype()}))")
+            torch.set_default_dtype(self.default_dtype)
+        for name, (obj, additions, saved) in self.spaces.items():
+            now = vars(obj)
+            for key, value in saved.items():
+                if now.get(key, _MISSING) is not value and not (obj is builtins and key == "_"):  # (_: the REPL's last value)
+                    changed.append(f"{name}.{key}")
+                    setattr(obj, key, value)
+            if additions:
+                for key in [k for k in now if k not in saved and not inspect.ismodule(now[k])]:
+                    changed.append(f"{name}.{key}")
+                    delattr(obj, key)
+        return changed
+
+
+def _run_isolated(fn: Callable[..., Any], args: tuple) -> tuple[Any, BaseException | None]:
+    """``fn(*args)`` in a worker thread, whose stack holds none of the grader's frames (so the expected answer,
+    a local of the grader, cannot be read through ``inspect.currentframe().f_back``), with the caller's grad
+    mode, inference mode and default device. Returns (result, the exception it raised or None). Ctrl-C stops
+    it (KeyboardInterrupt propagates). A grader called from inside the function it checks is refused (each
+    call would start another thread, without end)."""
+    if _GRADING:
+        raise GraderError("a grader was called from inside the function it is checking: remove the tests.test_... "
+                          "call from your function")
+    box: dict[str, Any] = {}
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    device = _NOTEBOOK_DEVICE[-1] if _NOTEBOOK_DEVICE else torch.get_default_device()
+
+    def target() -> None:  # (these settings are per thread: the notebook's own apply to the function)
+        try:
+            with torch.set_grad_enabled(grad), torch.inference_mode(inference), torch.device(device):
+                box["result"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - reported (or re-raised) by the caller
+            box["error"] = e
+
+    worker = threading.Thread(target=target, name="grader: your function", daemon=True)
+    _GRADING.append(worker)
+    try:
+        worker.start()
+        worker.join()
+    except KeyboardInterrupt:  # stop the student's function too (at its next Python line), then propagate
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(KeyboardInterrupt))
+        worker.join(timeout=1.0)  # (a long torch op or a sleep only stops when it returns: do not wait for it)
+        raise
+    finally:
+        _GRADING.remove(worker)
+    return box.get("result"), box.get("error")
 
 
 def _short_weight_names(names: list[str]) -> str:
@@ -214,26 +376,41 @@ def _in_place_guess(before: Tensor, after: Tensor, name: str) -> str:
     return f"an in-place operation such as {name} -= ..., {name}.mul_(...) or {name}[...] = ...?"
 
 
-def _check_not_modified(args: tuple, copies: tuple, names: Sequence[str], snapshots: dict[int, dict[str, Tensor]]) -> None:
-    """Raise a GraderError when the student's function changed an argument (the copy it was given) or the
-    original model (through a global variable); a changed original model is restored first."""
+def _model_problem(name: str, state: _ModelState, original: torch.nn.Module, got: Any) -> str | None:
+    """The message for a model argument the student's function changed (the original is restored). On the
+    copy it was given only the weights count (its flags, hooks and cfg are the function's to change)."""
+    changed_original = state.changed_weights(original)
+    other_original = state.changed_other(original)
+    state.restore()
+    copy_given = got is not original and isinstance(got, torch.nn.Module)
+    changed = state.changed_weights(got) if copy_given else []
+    if not (changed or changed_original or other_original):
+        return None
+    if changed or changed_original:
+        msg = (f"your function modified the {name}'s weights in place "
+               f"({_short_weight_names(changed or changed_original)} changed): it must only read the model "
+               "(no model.W_E.zero_(), no in-place op on a weight, no load_state_dict).")
+    else:
+        msg = (f"your function changed the {name} ({', '.join(other_original)}): it must only read the "
+               "model (no requires_grad_(...), no hooks left behind, no change to model.cfg).")
+    if not (changed_original or other_original):
+        msg += " The grader ran it on a copy: your model is unchanged."
+    elif copy_given:
+        msg += " It changed your own model (through a global variable?): the grader restored it."
+    else:
+        msg += " The grader restored your model."
+    return msg
+
+
+def _check_not_modified(args: tuple, copies: tuple, names: Sequence[str], states: dict[int, _ModelState],
+                        changed_globals: Sequence[str] = ()) -> None:
+    """Raise a GraderError when the student's function changed an argument (the copy it was given), the
+    original model (through a global variable) or a library function; originals are restored first."""
     problems = []
     for i, (arg, got) in enumerate(zip(args, copies)):
         if isinstance(arg, torch.nn.Module):
-            changed_original = _changed_weights(arg, snapshots[i])
-            if changed_original:
-                _restore(arg, snapshots[i])
-            changed = _changed_weights(got, snapshots[i]) if got is not arg else []
-            if changed or changed_original:
-                msg = (f"your function modified the {names[i]}'s weights in place "
-                       f"({_short_weight_names(changed or changed_original)} changed): it must only read the model "
-                       "(no model.W_E.zero_(), no in-place op on a weight, no load_state_dict).")
-                if not changed_original:
-                    msg += " The grader ran it on a copy: your model is unchanged."
-                elif got is not arg:
-                    msg += " It changed your own model (through a global variable?): the grader restored its weights."
-                else:
-                    msg += " The grader restored your model's weights."
+            msg = _model_problem(names[i], states[i], arg, got)
+            if msg:
                 problems.append(msg)
         elif isinstance(arg, Tensor) and isinstance(got, Tensor) and not _same(got.detach(), arg.detach()):
             problems.append(
@@ -242,31 +419,45 @@ def _check_not_modified(args: tuple, copies: tuple, names: Sequence[str], snapsh
                 f"Work on a copy ({names[i]} = {names[i]}.clone()) or use out-of-place operations "
                 f"({names[i]} = {names[i]} - m, not {names[i]} -= m)."
             )
+        elif isinstance(arg, list) and got != arg:
+            problems.append(f"your function modified its input {names[i]} in place (e.g. {names[i]}.sort(), .pop() or "
+                            f".append()): it must not change its arguments; work on a copy (sorted({names[i]})).")
+    if changed_globals:
+        listed = ", ".join(changed_globals[:3]) + (f" and {len(changed_globals) - 3} more" if len(changed_globals) > 3 else "")
+        problems.append(f"your function replaced {listed}: a function must not change torch, the course package or "
+                        "the grader (it would change every later cell); the grader put the originals back.")
     if problems:
         raise GraderError("\n   ".join(problems))
 
 
 def _call(fn: Any, args: tuple, what: str, error_hint: str = "", *, names: Sequence[str] | None = None) -> Any:
-    """Call the student's function on copies of ``args`` (tensors cloned, models deep-copied).
+    """Call the student's function on copies of ``args`` (tensors cloned, models deep-copied), in a thread of
+    its own (see :func:`_run_isolated`); the grader has computed its expected answer before.
 
     NotImplementedError (or a ``None`` result) means "not done yet"; a function that changed one of its
-    arguments (or the original model) fails with a message saying which (the original model is restored);
-    any other error is reported with what the function was called on (the original traceback stays attached).
-    ``names`` name the arguments in messages (default: ``argument 1``, ``argument 2``, ...)."""
+    arguments, the original model or a library function (``torch.allclose = ...``) fails with a message saying
+    which (the originals are restored); any other error (SystemExit included) is reported with what the
+    function was called on (the original traceback stays attached). KeyboardInterrupt propagates (after the
+    restoring). ``names`` name the arguments in messages (default: ``argument 1``, ...)."""
     if fn is None:
         raise _NotImplementedYet("got None instead of a function")
     if not callable(fn):
         raise GraderError(f"expected your function, got a {type(fn).__name__}")
     names = tuple(names) if names is not None else tuple(f"argument {i + 1}" for i in range(len(args)))
-    snapshots = {i: _snapshot(a) for i, a in enumerate(args) if isinstance(a, torch.nn.Module)}
+    states = {i: _ModelState(a) for i, a in enumerate(args) if isinstance(a, torch.nn.Module)}
     copies = tuple(_copy_arg(a) for a in args)
+    watched = _Globals()
     result: Any = None
-    error: BaseException | None = None
     try:
-        result = fn(*copies)
-    except Exception as e:  # noqa: BLE001 - the student's code may raise anything
-        error = e
-    _check_not_modified(args, copies, names, snapshots)
+        result, error = _run_isolated(fn, copies)
+    except KeyboardInterrupt:
+        error = KeyboardInterrupt()
+    changed_globals = watched.restore_changed()  # first: the checks below use what the function could replace
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C (or the student's own): restore, then stop the cell
+        for state in states.values():
+            state.restore()
+        raise error
+    _check_not_modified(args, copies, names, states, changed_globals)
     if isinstance(error, NotImplementedError):
         raise _NotImplementedYet() from None
     if isinstance(error, (GraderError, _NotImplementedYet)):
@@ -274,9 +465,42 @@ def _call(fn: Any, args: tuple, what: str, error_hint: str = "", *, names: Seque
     if error is not None:
         hint = f"\n   Hint: {error_hint}" if error_hint else ""
         raise GraderError(f"calling your function on {what} raised {type(error).__name__}: {error}{hint}") from error
-    if result is None:
-        raise _NotImplementedYet("your function returned None: is a `return` missing?")
+    if result is None or result is NotImplemented:
+        raise _NotImplementedYet(f"your function returned {result}: is a `return` missing?")
     return result
+
+
+# What the grader's checks rely on, as it was when the grader was imported: a notebook cell that replaced one
+# of them (torch.allclose = lambda *a, **k: True) would make every check pass.
+_TRUSTED_NAMES = {
+    torch: ("allclose", "equal", "isclose", "isnan", "where", "tensor", "as_tensor", "promote_types", "unravel_index",
+            "full_like", "stack", "outer", "einsum", "tensordot"),
+    Tensor: ("allclose", "equal", "__eq__", "__ne__", "__bool__", "__float__", "__len__", "item", "double", "to", "cpu",
+             "detach", "clone", "abs", "sum", "max", "all", "any", "tolist", "flatten", "argmax", "long",
+             "is_floating_point", "is_complex", "shape", "dtype", "device", "layout", "ndim", "numel"),
+    builtins: ("isinstance", "type", "float", "int", "bool", "len", "str", "tuple", "list", "all", "any", "abs",
+               "print", "callable", "getattr", "hasattr", "sorted", "zip", "range", "enumerate"),
+    threading: ("Thread",),
+    copy: ("deepcopy",),
+}
+
+
+def _trusted_refs() -> dict[str, Any]:
+    refs = {f"{getattr(ns, '__name__', ns)}.{name}": inspect.getattr_static(ns, name, _MISSING)
+            for ns, names in _TRUSTED_NAMES.items() for name in names}
+    refs.update({f"tests.{name}": value for name, value in globals().items()
+                 if not name.startswith("__") and name != "_IMPORT_REFS"})
+    return refs
+
+
+def _check_comparisons_untouched() -> None:
+    """Refuse to grade when something a check relies on was replaced since the grader was imported."""
+    now = _trusted_refs()
+    changed = [name for name, value in now.items() if _IMPORT_REFS.get(name, _MISSING) is not value]
+    if changed:
+        raise GraderError(f"{changed[0]} was replaced after the grader was imported (e.g. torch.allclose = ... or "
+                          "tests._compare = ... in a cell): the checks cannot be trusted. Restart the kernel and run "
+                          "the notebook again without it.")
 
 
 def _require_values(**values: Any) -> None:
@@ -300,6 +524,9 @@ def _check_p(p: Any) -> int:
     if not _is_int(p):
         raise GraderError(f"p: expected the modulus as an int (p = 113 in the chapter), got {_type_name(p)} ({p!r})")
     p = int(p)
+    if p > MAX_P:
+        raise GraderError(f"p={p}: the graders check moduli up to {MAX_P} (p = 113 in the chapter); a larger p "
+                          "makes (p, p) and (p^2, ...) test tensors too big to check quickly")
     if p < 3 or p % 2 == 0:
         raise GraderError(
             f"p={p}: expected an odd prime >= 3 (p = 113 in the chapter). The Fourier basis of Z_p is a constant "
@@ -332,6 +559,12 @@ def _check_model(model: Any) -> int:
     if missing:
         raise GraderError(f"expected the chapter's model (a HookedTransformer); this {type(model).__name__} has no "
                           f"{', '.join(missing)}")
+    if type(model) is not HookedTransformer:  # a subclass could change what the grader reads from it
+        raise GraderError(f"expected the chapter's model, a HookedTransformer (utils.load_model(full_run_data)), got "
+                          f"a {type(model).__name__}")
+    if any(t.device.type == "meta" for t in _module_tensors(model).values()):
+        raise GraderError("expected the model with its weights, got a model on the meta device (shapes only): load "
+                          "it with model = utils.load_model(full_run_data)")
     try:
         p = analysis.infer_p(model)
     except ValueError as e:
@@ -353,7 +586,9 @@ def _check_key_freqs(key_freqs: Any, p: int) -> list[int]:
     elif isinstance(key_freqs, (str, bytes, dict)) or not isinstance(key_freqs, Iterable):
         raise GraderError(f"key_freqs: {expected}, got {_type_name(key_freqs)}")
     else:
-        values = list(key_freqs)
+        values = list(itertools.islice(key_freqs, 4 * p))  # (bounded: an endless iterator must not hang)
+        if len(values) == 4 * p:
+            raise GraderError(f"key_freqs: {expected}, got {_type_name(key_freqs)} with {4 * p} values or more")
     if not values:
         raise GraderError(f"key_freqs: {expected}, got an empty sequence")
     bad = [v for v in values if not _is_int(v)]
@@ -407,7 +642,31 @@ def _cache_from(cache_or_model: Any) -> Any:
     if missing:
         raise GraderError(f"the cache has no {', '.join(missing)}: run model.run_with_cache(all_data) without a "
                           "names_filter (or pass the model)")
-    return cache_or_model
+    return _verified_cache(cache_or_model)
+
+
+def _verified_cache(cache: ActivationCache) -> ActivationCache:
+    """``cache``, after checking that it is its model's (``cache.model``) cache on all p^2 inputs in
+    ``all_data`` order: the model is run again on 256 seeded inputs and must give the same activations there
+    (a cache of a subset, of shuffled inputs or built by hand is refused)."""
+    model = getattr(cache, "model", None)
+    try:
+        p = _check_model(model)
+    except GraderError as e:
+        raise GraderError(f"the cache's model (cache.model): {e}") from None
+    batch = cache["blocks.0.mlp.hook_post"].shape[0]
+    if batch != p * p:
+        raise GraderError(f"the cache holds {batch} inputs, expected all p^2 = {p * p}: run "
+                          "model.run_with_cache(all_data) on all_data (or pass the model)")
+    rows = torch.randperm(p * p, generator=_generator(9))[:256]
+    with torch.no_grad():
+        _, fresh = model.run_with_cache(make_all_data(p)[rows].to(model.cfg.device), names_filter=lambda n: n in _CACHE_HOOKS)
+    for name in _CACHE_HOOKS:
+        given, ref = cache[name].detach().cpu(), fresh[name].detach().cpu()
+        if given.shape[1:] != ref.shape[1:] or not _close(given[rows].double(), ref.double(), atol=1e-4, rtol=1e-3):
+            raise GraderError(f"the cache's {name} is not that of its model on all_data (in all_data order): pass "
+                              "the cache of model.run_with_cache(all_data), or the model itself")
+    return cache
 
 
 def _shape(t: Sequence[int]) -> str:
@@ -422,12 +681,20 @@ def _check_tensor(
     kind: str = "float",
     shape_hints: dict[tuple[int, ...], str] | None = None,
 ) -> Tensor:
-    """Type, shape and dtype checks (in that order); returns the tensor detached on the CPU."""
+    """Type, shape and dtype checks (in that order); returns the tensor detached on the CPU. ``None`` (a part
+    of a returned tuple not computed yet) means "not implemented yet"."""
+    if got is None:
+        raise _NotImplementedYet(f"{label} is None")
     if not isinstance(got, Tensor):
         extra = " (convert it with torch.as_tensor)" if type(got).__module__.startswith("numpy") else ""
         raise GraderError(f"{label}: expected a torch.Tensor of shape {_shape(shape)}, got a {type(got).__name__}{extra}")
+    got = _plain_tensor(label, got)
     if tuple(got.shape) != tuple(shape):
         hint = (shape_hints or {}).get(tuple(got.shape), "")
+        square = len(shape) == 2 and shape[0] == shape[1] and got.ndim == 2 and got.shape[0] == got.shape[1]
+        if not hint and square:
+            hint = (f"a ({got.shape[0]}, {got.shape[0]}) grid: does your function work modulo p = {got.shape[0]}? "
+                    f"The grader was told p = {shape[0]} (pass the p your function uses: p={got.shape[0]}).")
         raise GraderError(
             f"{label}: expected shape {_shape(shape)}, got {_shape(got.shape)}" + (f"\n   Hint: {hint}" if hint else "")
         )
@@ -436,6 +703,21 @@ def _check_tensor(
     if kind == "int" and (got.is_floating_point() or got.is_complex() or got.dtype == torch.bool):
         raise GraderError(f"{label}: expected an integer tensor (torch.long), got dtype {got.dtype}")
     return got.detach().cpu()
+
+
+def _plain_tensor(label: str, got: Tensor) -> Tensor:
+    """``got`` as an ordinary dense CPU tensor with values: a Tensor subclass (which could override the
+    comparisons), a meta or a sparse tensor is refused with a message; an ``nn.Parameter`` is detached."""
+    if isinstance(got, torch.nn.Parameter):
+        got = got.detach()
+    if type(got) is not Tensor:
+        raise GraderError(f"{label}: expected a plain torch.Tensor, got a {type(got).__name__} (a Tensor subclass): "
+                          "return an ordinary tensor (torch.Tensor)")
+    if got.device.type == "meta":
+        raise GraderError(f"{label}: expected a tensor with values, got a tensor on the meta device (shape only)")
+    if got.layout != torch.strided:
+        raise GraderError(f"{label}: expected a dense tensor, got layout {got.layout}: return t.to_dense()")
+    return got
 
 
 def _close(a: Tensor, b: Tensor, atol: float, rtol: float) -> bool:
@@ -494,7 +776,8 @@ def _generator(seed: int = 0) -> torch.Generator:
 
 
 def _basis64(p: int) -> Tensor:
-    return fourier.fourier_basis(p, dtype=torch.float64)
+    """The float64 Fourier basis, built afresh (not fourier's cache, which a student's code could change)."""
+    return fourier._fourier_basis_float64(p)[0].clone()
 
 
 _BASIS_NOTE = "this exercise uses the Fourier basis: make sure test_make_fourier_basis passes first."
@@ -729,7 +1012,7 @@ def test_make_fourier_basis(make_fourier_basis: Any, p: Any = 113) -> None:
         if len(names) != q:
             raise GraderError(f"names (p={q}): expected {q} names, got {len(names)}")
         for i, (g, e) in enumerate(zip(names, expected_names)):
-            if g != e:
+            if not str.__eq__(g, e):  # (not g != e: a str subclass could override the comparison)
                 raise GraderError(f"names (p={q}): name {i} should be {e!r}, got {g!r} (expected "
                                   f"['const', 'cos 1', 'sin 1', 'cos 2', ...])")
 
@@ -1179,6 +1462,7 @@ def test_get_trig_sum_directions(get_trig_sum_directions: Any, p: Any = 113) -> 
 
 def _as_float_list(label: str, got: Any, n: int) -> Tensor:
     if isinstance(got, Tensor):
+        got = _plain_tensor(label, got)
         if got.ndim != 1:
             raise GraderError(f"{label}: expected a list of {n} floats (one per key frequency), "
                               f"got a tensor of shape {_shape(got.shape)}")
@@ -1209,7 +1493,7 @@ def test_excl_loss(
     """Check ``excl_loss(model, key_freqs)`` against the reference computed from ``model`` (train loss with
     each key frequency's cos/sin(x+y) logit directions removed, no bias correction)."""
     p = _check_model(model)
-    key_freqs = _check_key_freqs(key_freqs, p)
+    key_freqs = _check_key_freqs(key_freqs, p)  # (the student's function receives this list of ints)
     if fn not in TASKS:
         raise GraderError(f"fn: expected one of {TASKS} (the task the model was trained on), got {fn!r}")
     if train_indices is None:
@@ -1316,3 +1600,6 @@ def test_embed_SVD(embed_SVD: Any, model: Any) -> None:
             ("drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].", lambda: torch.linalg.svdvals(W_E_full[1:])),
         ],
     )
+
+
+_IMPORT_REFS = _trusted_refs()  # (last: every function of this module is defined)

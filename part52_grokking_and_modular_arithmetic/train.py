@@ -42,6 +42,8 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from .checkpoints import (
+    RESUME_FORMAT_VERSION,
+    CorruptCheckpointError,
     RunFileLock,
     RunFileWriteError,
     atomic_save,
@@ -79,7 +81,7 @@ __all__ = [
 ]
 
 #: Version of the ``resume`` record this module writes.
-RUN_FORMAT_VERSION = 1
+RUN_FORMAT_VERSION = RESUME_FORMAT_VERSION
 
 #: Keys of ``TrainConfig`` that may differ between a stored run and a request to continue it.
 _EXTENDABLE = ("epochs",)
@@ -281,10 +283,17 @@ def available_memory_bytes() -> int | None:
 def _check_memory(config: TrainConfig) -> None:
     need, have = estimate_training_memory_bytes(config), available_memory_bytes()
     if have is not None and need > have:
+        history = 2 * estimate_run_file_bytes(config)
+        advice = (
+            "Use fewer --epochs (epochs) or a larger --save-every (save_every)"
+            if history > need - history
+            else "Choose a smaller p (the paper uses 113)"
+        )
         raise NotEnoughMemoryError(
-            f"p = {config.p} needs about {need / 1e9:,.1f} GB of memory to train ({config.p}^2 = {config.p**2:,} input "
-            f"pairs, each with its activations and p + 1 logits, plus the checkpoint history), but only "
-            f"{have / 1e9:,.1f} GB is available. Choose a smaller p (the paper uses 113)."
+            f"p = {config.p} needs about {need / 1e9:,.1f} GB of memory to train for {config.epochs:,} epochs "
+            f"({config.p}^2 = {config.p**2:,} input pairs with their activations and p + 1 logits: "
+            f"{(need - history) / 1e9:,.1f} GB; the checkpoint history, a checkpoint every {config.save_every:,} "
+            f"epochs: {history / 1e9:,.1f} GB), but only {have / 1e9:,.1f} GB is available. {advice}."
         )
 
 
@@ -452,6 +461,7 @@ class _Run:
             "finished": finished,
             "stopped_early": self.stopped_early,
             "elapsed_s": self.elapsed_s,
+            "torch_threads": torch.get_num_threads(),  # float32 sums, and so the trajectory, depend on it
         }
         if self.diverged is not None:
             epoch, which, value = self.diverged
@@ -481,7 +491,16 @@ def _config_difference(stored: dict, config: TrainConfig) -> list[str]:
 
 def _load_existing(path: Path, config: TrainConfig) -> dict:
     """Load ``path`` and check that it holds a run of ``config`` that can be returned or continued."""
-    data = safe_load(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; `out` (--out) must be a file path, e.g. {path / 'full_run_data.pth'}")
+    try:
+        data = safe_load(path)
+    except CorruptCheckpointError as e:
+        raise CorruptCheckpointError(
+            f"{path} exists but is not a readable torch checkpoint ({path.stat().st_size:,} bytes; {_short_cause(e)}), "
+            f"so it is not a run file: refusing to overwrite it. Pass another `out` (--out) path, or move that file "
+            f"away if it is a damaged run."
+        ) from e
     validate_run_data(data, source=str(path))
     stored = data.get("config")
     if not isinstance(stored, dict) or not isinstance(data.get("resume"), dict) or "train_indices" not in data:
@@ -499,6 +518,16 @@ def _load_existing(path: Path, config: TrainConfig) -> dict:
     if done > config.epochs:
         raise ValueError(f"{path} holds a run of {done:,} epochs, more than the {config.epochs:,} requested")
     return data
+
+
+def _short_cause(e: BaseException) -> str:
+    """The underlying error of ``e`` in one short line."""
+    cause = e.__cause__ or e
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    if "Weights only load failed" in str(cause):  # torch's long notice: keep what it refused
+        lines = [x for x in lines if x.startswith("Unsupported") or "GLOBAL" in x] or ["a weights-only load refused it"]
+    text = lines[0] if lines else "no details"
+    return f"{type(cause).__name__}: {text[:100]}{'…' if len(text) > 100 else ''}"
 
 
 def _file_signature(path: Path) -> tuple | None:
@@ -577,6 +606,8 @@ def train(
         ``{"state_dicts", "epochs", "train_losses", "test_losses", "config", "train_indices", "resume"}``.
     """
     path = Path(out).expanduser() if out is not None else None
+    if path is not None and path.is_symlink():  # write (and lock) the file the link points to; keep the link
+        path = Path(os.path.realpath(path))
     _check_memory(config)
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(_stop_on_signals(path))
@@ -610,11 +641,25 @@ def _train_locked(config, path, existing, stop, progress, save_interval_s, callb
         if not torch.equal(run.train_indices, data.train_indices):
             raise ValueError(f"{path}: its train_indices differ from the split of this config; refusing to continue it")
         state = existing["resume"]
-        with torch.no_grad():
-            for name, param in zip(PAPER_TRAINABLE, trained_parameters(model)):
-                param.copy_(state["params"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        try:
+            with torch.no_grad():
+                for name, param in zip(PAPER_TRAINABLE, trained_parameters(model)):
+                    param.copy_(state["params"][name])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:
+            raise CorruptCheckpointError(
+                f"{path}: its resume record cannot be loaded ({_short_cause(e)}); train again "
+                "with --no-resume (resume=False) or choose another --out/out path"
+            ) from e
+        threads = state.get("torch_threads")
+        if isinstance(threads, int) and threads != torch.get_num_threads():
+            print(
+                f"[train] {path} was trained with {threads} torch thread(s), this process uses "
+                f"{torch.get_num_threads()}: the run continues correctly, but not bit-identically to an uninterrupted "
+                f"run (set OMP_NUM_THREADS={threads} for that).",
+                file=sys.stderr,
+            )
         start = int(state["epochs_done"])
         saver.saved_done = start
         if existing["resume"]["finished"] and start < config.epochs:

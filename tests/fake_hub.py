@@ -23,6 +23,12 @@ Failure modes (keyword arguments, for the file requests ``/resolve/`` only; othe
 * ``hang="body"``: answer ``GET`` with its headers and the first ``stall_after`` bytes of the body, then
   send nothing more.
 
+More options: ``cut_body_after=N`` sends N bytes of the body (``Content-Length`` announces all), then closes;
+``trickle_s=1.0`` sends the body one byte per second; ``get_body=b"<html>…"`` answers ``GET`` with 200 and that body instead of the file (``HEAD`` is
+normal); ``retry_after="3600"`` adds a ``Retry-After`` header to ``status`` answers; ``redirect_to=URL``
+answers both with a 302 to ``URL`` carrying the hub's headers (a redirect to a CDN, or to a dead host, or a loop
+when ``URL`` is the file's own).
+
 A hanging answer waits until :meth:`FakeHub.stop` (then the connection is closed), so a test never leaves
 a thread behind for longer than the hub lives.
 
@@ -75,6 +81,11 @@ class FakeHub:
         status_methods: tuple[str, ...] = ("HEAD", "GET"),
         hang: str | None = None,
         stall_after: int = 4096,
+        get_body: bytes | None = None,
+        retry_after: str | None = None,
+        redirect_to: str | None = None,
+        cut_body_after: int | None = None,
+        trickle_s: float | None = None,
     ) -> None:
         if not re.fullmatch(r"[0-9a-f]{40}", commit):
             raise ValueError(f"commit must be 40 lowercase hex characters, got {commit!r}")
@@ -90,6 +101,11 @@ class FakeHub:
         self.status_methods = tuple(status_methods)
         self.hang = hang
         self.stall_after = stall_after
+        self.get_body = get_body
+        self.retry_after = retry_after
+        self.redirect_to = redirect_to
+        self.cut_body_after = cut_body_after
+        self.trickle_s = trickle_s
         self.requests: list[tuple[str, str]] = []
         self._release = threading.Event()  # set by stop(): hanging answers give up and close their connection
         self._etags: dict[int, tuple[bytes, str]] = {}  # id(bytes) -> (bytes, ETag): hashing a big file once
@@ -162,6 +178,8 @@ class FakeHub:
             return self._hang(handler)
         if self.status is not None and handler.command in self.status_methods:
             return self._error(handler, self.status, send_body)
+        if self.redirect_to is not None:
+            return self._redirect(handler)
         repo, rev, filename = match["repo"], match["rev"], match["file"]
         if not any(r == repo for r, _ in self.files):
             return self._not_found(handler, "RepoNotFound", send_body)
@@ -176,6 +194,15 @@ class FakeHub:
         if range_header and (m := _RANGE.match(range_header.strip())) and int(m[1]) < len(data):
             start = int(m[1])
         body = data[start:]
+        if send_body and self.get_body is not None:  # a 200 whose body is not the file (an HTML error page...)
+            handler.send_response(200)
+            handler.send_header("X-Repo-Commit", self.commit)
+            handler.send_header("ETag", self._etag(data))
+            handler.send_header("Content-Type", "text/html")
+            handler.send_header("Content-Length", str(len(self.get_body)))
+            handler.end_headers()
+            handler.wfile.write(self.get_body)
+            return
         handler.send_response(206 if start else 200)
         handler.send_header("X-Repo-Commit", self.commit)
         handler.send_header("ETag", self._etag(data))
@@ -185,6 +212,22 @@ class FakeHub:
         if start:
             handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         handler.end_headers()
+        if send_body and self.cut_body_after is not None:  # fewer bytes than Content-Length, then close
+            handler.wfile.write(body[: self.cut_body_after])
+            handler.wfile.flush()
+            handler.close_connection = True
+            return
+        if send_body and self.trickle_s is not None:  # one byte every trickle_s seconds
+            handler.close_connection = True
+            for i in range(len(body)):
+                if self._release.wait(self.trickle_s):
+                    return
+                try:
+                    handler.wfile.write(body[i : i + 1])
+                    handler.wfile.flush()
+                except OSError:
+                    return
+            return
         if send_body and self.hang == "body":
             handler.wfile.write(body[: self.stall_after])
             handler.wfile.flush()
@@ -214,9 +257,23 @@ class FakeHub:
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(body)))
+        if self.retry_after is not None:
+            handler.send_header("Retry-After", self.retry_after)
         handler.end_headers()
         if send_body:
             handler.wfile.write(body)
+
+    def _redirect(self, handler: BaseHTTPRequestHandler) -> None:
+        """302 to ``redirect_to`` (a CDN, as the real hub does for large files), with the hub's headers."""
+        handler.send_response(302)
+        handler.send_header("Location", self.redirect_to)
+        handler.send_header("X-Repo-Commit", self.commit)
+        data = next(iter(self.files.values()), b"")
+        handler.send_header("ETag", self._etag(data))
+        handler.send_header("X-Linked-Etag", self._etag(data))
+        handler.send_header("X-Linked-Size", str(len(data)))
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
 
     def _not_found(self, handler: BaseHTTPRequestHandler, error_code: str | None, send_body: bool, commit: bool = False) -> None:
         body = b'{"error": "not found"}'

@@ -221,7 +221,7 @@ def test_corrupt_download_is_reported_removed_and_redownloaded(hub_online, paper
     hub = FakeHub({(REPO, FILE): raw[: len(raw) // 2]})  # a truncated file, served with a matching length
     with hub_online(hub):
         with pytest.raises(CorruptCheckpointError, match="removed from the Hugging Face cache"):
-            load_full_run_data(allow_training=True, progress=False)  # a corrupt download is never trained over
+            load_full_run_data(allow_training=False, progress=False)  # (with training allowed, training follows)
         assert provision.cached_hub_file() is None
         hub.files[(REPO, FILE)] = raw  # the hub serves the good file again: a retry downloads it
         got = load_full_run_data(allow_training=False, progress=False)

@@ -462,7 +462,11 @@ def test_a_stored_config_with_a_non_numeric_p_is_a_one_line_error(tmp_path, caps
 def test_a_resume_record_without_its_parameters_is_a_one_line_error(tmp_path, capsys):
     run = train(dataclasses.replace(FAST, epochs=41), progress=False)
     path = tmp_path / "run.pth"
-    unfinished = dict(run, train_losses=run["train_losses"][:40], resume=dict(run["resume"], epochs_done=40, finished=False))
+    keep = [i for i, e in enumerate(run["epochs"]) if e < 40]  # a consistent file: only its resume record is damaged
+    unfinished = dict(
+        run, train_losses=run["train_losses"][:40], epochs=[run["epochs"][i] for i in keep],
+        state_dicts=[run["state_dicts"][i] for i in keep], resume=dict(run["resume"], epochs_done=40, finished=False),
+    )
     del unfinished["resume"]["params"]
     atomic_save(unfinished, path)
     with pytest.raises(CorruptCheckpointError, match=r"resume record lacks \['params'\], so it cannot be continued"):
