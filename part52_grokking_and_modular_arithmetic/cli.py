@@ -24,7 +24,7 @@ from pathlib import Path
 from .config import TrainConfig, check_field
 from .data import TASKS
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "run", "build_parser"]
 
 PROG = "python -m part52_grokking_and_modular_arithmetic"
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
@@ -354,5 +354,24 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """Process entry point (``python -m …`` and the ``grokking-course`` script): :func:`main`, then exit.
+
+    After an interrupted run (status 130/143) the process only has to exit; a further Ctrl-C or SIGTERM
+    arriving while the interpreter shuts down (library exit hooks run then) is ignored, so the last thing
+    printed stays the truthful message about what was saved, not a traceback."""
+    import signal
+
+    try:
+        status = main()
+    except KeyboardInterrupt:  # a repeated Ctrl-C after the trainer had handed the signals back: no traceback
+        print("\nInterrupted.", file=sys.stderr)
+        status = 128 + signal.SIGINT
+    if status in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
