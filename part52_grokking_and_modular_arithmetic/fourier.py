@@ -181,7 +181,7 @@ def project_onto_frequency(batch_vecs: Float[Tensor, "batch *rest"], freq: int) 
 def get_trig_sum_directions(k: int, p: int = 113) -> tuple[Float[Tensor, "p p"], Float[Tensor, "p p"]]:
     """Unit-norm ``(p, p)`` grids of ``cos(w(x+y))`` and ``sin(w(x+y))``, ``w = 2 pi k / p``.
 
-    Built from the 2D basis terms (grokking_facts §5):
+    Built from the 2D basis terms (see the module docstring for the basis convention):
     ``cos_dir = (term(2k-1, 2k-1) - term(2k, 2k)) / sqrt 2`` and
     ``sin_dir = (term(2k, 2k-1) + term(2k-1, 2k)) / sqrt 2``.
     """

@@ -1,7 +1,7 @@
 """Weight layouts: the paper's (released checkpoints, the hub file) and TransformerLens'.
 
 The package works in the TransformerLens layout everywhere; the paper layout exists only at the loading and
-saving boundary (grokking_facts §7):
+saving boundary (the paper's released checkpoints, Nanda et al. 2023, arXiv 2301.05217):
 
 ============================  =================================  ==============================
 name                          paper layout                       TransformerLens layout

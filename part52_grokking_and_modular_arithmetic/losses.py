@@ -1,7 +1,7 @@
 """The loss, defined once: float64 cross-entropy, and scoring of last-position logits on the split.
 
 float64 matters: in float32 the log-softmax cannot represent losses below ~1e-7, which produces loss spikes
-late in training (grokking_facts §2).
+late in training (Nanda et al. 2023, arXiv 2301.05217).
 """
 
 from __future__ import annotations

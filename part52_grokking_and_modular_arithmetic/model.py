@@ -1,6 +1,6 @@
 """The one-layer transformer of the paper, as a TransformerLens ``HookedTransformer``.
 
-* :func:`make_model_config` is the single description of the architecture (grokking_facts §1).
+* :func:`make_model_config` is the single description of the architecture (Nanda et al. 2023, arXiv 2301.05217).
 * :func:`make_model` builds it with the paper's initialisation and with only the MLP biases trainable
   (the paper model has no attention, embedding or unembedding biases: TransformerLens' are kept at zero
   and frozen).

@@ -85,7 +85,7 @@ __all__ = [
 
 HUB_REPO_ID = "callummcdougall/grokking_full_run_data"
 HUB_FILENAME = "full_run_data.pth"
-#: The epoch of the checkpoint the course analyses (grokking_facts §2).
+#: The epoch of the checkpoint the course analyses (Nanda et al. 2023, arXiv 2301.05217).
 ANALYSED_EPOCH = 40_000
 #: Environment variable: full path of the local run file (overrides every other default).
 ENV_RUN_PATH = "PART52_RUN_PATH"

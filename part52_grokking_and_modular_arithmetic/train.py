@@ -1,6 +1,6 @@
 """Train the grokking model with the paper's recipe and record its checkpoint history.
 
-The recipe (grokking_facts §2; defaults in :class:`~.config.TrainConfig`): paper init seeded by ``seed``;
+The recipe (Nanda et al. 2023, arXiv 2301.05217; defaults in :class:`~.config.TrainConfig`): paper init seeded by ``seed``;
 the paper's split; full batch (every epoch is one AdamW step on all training pairs); AdamW with lr 1e-3,
 weight decay 1.0 on every trained parameter, betas (0.9, 0.98), eps 1e-8; a linear warm-up over 10 steps
 that starts at lr 0; the float64 cross-entropy over all ``p + 1`` logits at the last position.
