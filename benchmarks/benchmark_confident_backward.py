@@ -1,5 +1,5 @@
 """Benchmark: the fast trainer's step on a model that already fits its data, with and without flushing the
-tiny float32 logit gradients (``fast_forward.FLUSH_BELOW``) that would otherwise be subnormal numbers.
+tiny float32 logit gradients (``last_position.FLUSH_BELOW``) that would otherwise be subnormal numbers.
 
 Late in training (and for the whole cleanup phase) wrong-class probabilities fall below 1e-30. Cast to
 float32 they become subnormal floats, and every matrix product of the backward then runs several times
@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from part52_grokking_and_modular_arithmetic import fast_forward
+from part52_grokking_and_modular_arithmetic import last_position
 from part52_grokking_and_modular_arithmetic.checkpoints import load_run_data
 from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.fast_forward import PairBatch, last_position_loss
+from part52_grokking_and_modular_arithmetic.last_position import Pairs, model_loss
 from part52_grokking_and_modular_arithmetic.provision import default_run_path
 from part52_grokking_and_modular_arithmetic.utils import load_model
 
@@ -31,7 +31,7 @@ def _step_ms(model, batch, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         model.zero_grad(set_to_none=True)
-        last_position_loss(model, batch).backward()
+        model_loss(model, batch).backward()
     return 1000 * (time.perf_counter() - start) / steps
 
 
@@ -51,23 +51,26 @@ def main() -> None:
     cfg = data.get("config") or {}
     train, _ = train_test_split(p, cfg.get("frac_train", 0.3), cfg.get("seed", 0))
     tokens = make_all_data(p)[train]
-    batch = PairBatch.from_tokens(tokens, make_labels(tokens, p, cfg.get("fn", "add"), cfg.get("seed", 0)),
-                                  model.cfg.n_heads, model.cfg.d_vocab, model.W_E.dtype)
+    batch = Pairs.from_tokens(
+        tokens, make_labels(tokens, p, cfg.get("fn", "add"), cfg.get("seed", 0)), d_vocab=model.cfg.d_vocab
+    )
     with torch.no_grad():
-        loss = last_position_loss(model, batch).item()
+        loss = model_loss(model, batch).item()
 
-    flush = fast_forward.FLUSH_BELOW
+    flush = last_position.FLUSH_BELOW
     times: dict[str, list[float]] = {"flushed": [], "not flushed": []}
     _step_ms(model, batch, 2)  # warm-up
     for r in range(args.repeats):
         order = ["flushed", "not flushed"] if r % 2 == 0 else ["not flushed", "flushed"]
         for name in order:
-            fast_forward.FLUSH_BELOW = flush if name == "flushed" else 0.0
+            last_position.FLUSH_BELOW = flush if name == "flushed" else 0.0
             times[name].append(_step_ms(model, batch, args.steps))
-    fast_forward.FLUSH_BELOW = flush
+    last_position.FLUSH_BELOW = flush
 
     epoch = data["epochs"][args.index]
-    print(f"checkpoint at epoch {epoch} (train loss {loss:.3g}), {args.threads} thread(s), {args.repeats} x {args.steps} steps")
+    print(
+        f"checkpoint at epoch {epoch} (train loss {loss:.3g}), {args.threads} thread(s), {args.repeats} x {args.steps} steps"
+    )
     for name, ms in times.items():
         print(f"  {name:12s} median {statistics.median(ms):7.1f} ms/step   (all: {', '.join(f'{m:.1f}' for m in ms)})")
     ratio = statistics.median(times["not flushed"]) / statistics.median(times["flushed"])

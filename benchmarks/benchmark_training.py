@@ -17,20 +17,25 @@ import dataclasses
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.model import make_model
-from part52_grokking_and_modular_arithmetic.train import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' reference implementations
+
+from part52_grokking_and_modular_arithmetic.config import TrainConfig  # noqa: E402
+from part52_grokking_and_modular_arithmetic.model import make_model  # noqa: E402
+from part52_grokking_and_modular_arithmetic.train import (  # noqa: E402
     TrainingData,
     fast_train_step,
     keep_freed_memory,
     make_optimizer,
-    plain_hooked_transformer_step,
     train,
 )
+
+from reference.plain_training import plain_hooked_transformer_step  # noqa: E402
 
 
 def _load() -> str:
@@ -44,10 +49,10 @@ def benchmark_steps(config: TrainConfig, epochs: int, repeats: int, warmup: int)
     """Per-epoch seconds of both loops, timed in alternating blocks of ``epochs`` epochs."""
     fast_model, plain_model = make_model(config.p, seed=config.seed), make_model(config.p, seed=config.seed)
     fast_opt, plain_opt = make_optimizer(fast_model, config), make_optimizer(plain_model, config)
-    data = TrainingData(config, fast_model)
+    data = TrainingData(config)
 
     def fast() -> float:
-        return fast_train_step(fast_model, *fast_opt, data.train_batch)
+        return fast_train_step(fast_model, *fast_opt, data.train_pairs)
 
     def plain() -> float:
         return plain_hooked_transformer_step(plain_model, *plain_opt, data.train_tokens, data.train_labels)
@@ -69,7 +74,7 @@ def benchmark_steps(config: TrainConfig, epochs: int, repeats: int, warmup: int)
 def benchmark_train(config: TrainConfig, epochs: int) -> float:
     """Seconds per epoch of the whole ``train()`` loop (test loss every ``test_every`` epochs, checkpoints)."""
     t0 = time.perf_counter()
-    train(dataclasses.replace(config, epochs=epochs), progress=False)
+    train(dataclasses.replace(config, epochs=epochs), progress=False, device="cpu")
     return (time.perf_counter() - t0) / epochs
 
 
@@ -82,7 +87,7 @@ def run_to_grokking(config: TrainConfig, threshold: float) -> None:
             if test_loss is not None and test_loss < level and level not in marks:
                 marks[level] = (epoch, time.perf_counter() - t0)
 
-    run = train(dataclasses.replace(config, stop_at_test_loss=threshold), callback=note)
+    run = train(dataclasses.replace(config, stop_at_test_loss=threshold), callback=note, device="cpu")
     wall = time.perf_counter() - t0
     stop_epoch = run["epochs"][-1]
     if 1.0 in marks:
@@ -100,10 +105,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=8, help="alternating blocks per loop (default 8)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed epochs of each loop first (default 3)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="do not call keep_freed_memory() (train() calls it; it speeds up both loops alike)")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="do not call keep_freed_memory() (the train command calls it; see benchmark_allocator.py)",
+    )
     parser.add_argument("--train-epochs", type=int, default=0, help="also time N epochs of the whole train() loop")
-    parser.add_argument("--grok", action="store_true", help="run the default config until the test loss < --grok-threshold")
+    parser.add_argument(
+        "--grok", action="store_true", help="run the default config until the test loss < --grok-threshold"
+    )
     parser.add_argument("--grok-threshold", type=float, default=1e-2)
     parser.add_argument("--grok-epochs", type=int, default=30_000, help="give up after this many epochs")
     args = parser.parse_args(argv)
@@ -112,10 +122,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     malloc = "glibc defaults" if args.default_malloc else f"keep_freed_memory() -> {keep_freed_memory()}"
     config = TrainConfig(p=args.p)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-          f"allocator: {malloc}, {_load()}")
-    print(f"p = {config.p}, frac_train = {config.frac_train}: one full-batch epoch each, "
-          f"{args.repeats} alternating blocks of {args.epochs} epochs")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"allocator: {malloc}, {_load()}"
+    )
+    print(
+        f"p = {config.p}, frac_train = {config.frac_train}: one full-batch epoch each, "
+        f"{args.repeats} alternating blocks of {args.epochs} epochs"
+    )
     times = benchmark_steps(config, args.epochs, args.repeats, args.warmup)
     fast, plain = statistics.median(times["fast"]) * 1e3, statistics.median(times["plain"]) * 1e3
     print(f"  fast trainer step          median {fast:8.2f} ms/epoch   (min {min(times['fast']) * 1e3:.2f})")
@@ -124,8 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  ({_load()})")
     if args.train_epochs:
         per_epoch = benchmark_train(config, args.train_epochs)
-        print(f"  whole train() loop         {per_epoch * 1e3:8.2f} ms/epoch over {args.train_epochs} epochs "
-              f"(incl. test loss every {config.test_every}, checkpoint every {config.save_every})")
+        print(
+            f"  whole train() loop         {per_epoch * 1e3:8.2f} ms/epoch over {args.train_epochs} epochs "
+            f"(incl. test loss every {config.test_every}, checkpoint every {config.save_every})"
+        )
     if args.grok:
         print(f"default config (seed {config.seed}) until test loss < {args.grok_threshold:g}:")
         run_to_grokking(TrainConfig(p=args.p, epochs=args.grok_epochs), args.grok_threshold)

@@ -70,8 +70,11 @@ except ImportError:
     # checkout, a wheel) to install from somewhere else, e.g. `%env GROKKING_COURSE_PIP_SPEC=/content/my_fork`.
     PIP_SPEC = os.environ.get("GROKKING_COURSE_PIP_SPEC", "").strip() or "git+__COURSE_REPOSITORY_URL__"
     print(f"Installing the course package: pip install {PIP_SPEC}  (a minute or two) ...", flush=True)
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", PIP_SPEC],
-                         capture_output=True, text=True)
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", PIP_SPEC],
+        capture_output=True,
+        text=True,
+    )
     if pip.returncode != 0:
         pip_says = "\n".join((pip.stderr or pip.stdout).strip().splitlines()[-20:])
         raise RuntimeError(
@@ -84,6 +87,7 @@ except ImportError:
         ) from None
     importlib.invalidate_caches()
     import part52_grokking_and_modular_arithmetic  # noqa: F401,E402
+
     print("Installed.")
 
 # %%
@@ -125,6 +129,11 @@ print(f"analysis device: {device}")
 # uses a cached copy when there is one, else downloads the course's published run from the Hugging Face hub,
 # else trains the model locally (which takes a while on a CPU — the progress bar tells you how long).
 #
+# What it returns is a *run object*, checked once when it is loaded: besides the lists above (read like a dict,
+# `full_run_data["epochs"]`) it knows the run's recipe (`.config`), its data set and train/test split
+# (`.split`), where it came from (`.source`), which checkpoint the course analyses (`.analysed_index`) and
+# how to turn any checkpoint into a model (`.model(i)`).
+#
 # The architecture (the config below) is the paper's: one layer, 4 attention heads of size 32, an MLP of 512
 # ReLU neurons, no LayerNorm, learned positional embeddings, untied embedding and unembedding. The input is the
 # sequence `[x, y, =]`, where `=` is token number `p`, and the answer is read from the logits at the last
@@ -133,24 +142,28 @@ print(f"analysis device: {device}")
 # %%
 t0 = time.perf_counter()
 full_run_data = utils.load_full_run_data()
-print(f"Loaded the checkpoint history in {time.perf_counter() - t0:.1f} s from {utils.run_data_source(full_run_data)}")
+print(f"Loaded the checkpoint history in {time.perf_counter() - t0:.1f} s from {full_run_data.source}")
 
-run_cfg = utils.run_config(full_run_data)  # the recipe of this run (the hub file's is the paper's)
+run_cfg = full_run_data.config  # the recipe of this run (the hub file stores none: the paper's is assumed)
 p, fn, frac_train, seed = run_cfg.p, run_cfg.fn, run_cfg.frac_train, run_cfg.seed
 assert fn == "add", f"this notebook studies modular addition; the loaded run learned {fn!r}"
 
-checkpoint_epochs = [int(e) for e in full_run_data["epochs"]]
+checkpoint_epochs = full_run_data.epochs
 # The course's published run is analysed at epoch 40,000 (it trained for 50,000); other runs at their last checkpoint.
-analysed_index = utils.analysed_checkpoint_index(full_run_data)
+analysed_index = full_run_data.analysed_index
 ANALYSED_EPOCH = checkpoint_epochs[analysed_index]
 
-model = utils.load_model(full_run_data, analysed_index, device=device)  # a HookedTransformer
+model = full_run_data.model(analysed_index, device=device)  # a HookedTransformer
 model.eval()
 cfg = model.cfg
 
 print(f"p = {p}, task: (x + y) mod p, train fraction {frac_train}, split seed {seed}")
-print(f"{len(checkpoint_epochs)} checkpoints, epochs {checkpoint_epochs[0]} ... {checkpoint_epochs[-1]}; analysing epoch {ANALYSED_EPOCH}")
-print(f"model: {cfg.n_layers} layer, d_model {cfg.d_model}, {cfg.n_heads} heads x {cfg.d_head}, d_mlp {cfg.d_mlp}, d_vocab {cfg.d_vocab}")
+print(
+    f"{len(checkpoint_epochs)} checkpoints, epochs {checkpoint_epochs[0]} ... {checkpoint_epochs[-1]}; analysing epoch {ANALYSED_EPOCH}"
+)
+print(
+    f"model: {cfg.n_layers} layer, d_model {cfg.d_model}, {cfg.n_heads} heads x {cfg.d_head}, d_mlp {cfg.d_mlp}, d_vocab {cfg.d_vocab}"
+)
 
 # %% [markdown]
 # ### Data, logits and loss
@@ -167,11 +180,10 @@ print(f"model: {cfg.n_layers} layer, d_model {cfg.d_model}, {cfg.n_heads} heads 
 # once you start deleting parts of the logits).
 
 # %%
-all_data = utils.make_all_data(p).to(device)  # (p^2, 3): rows [x, y, p]
-labels = utils.make_labels(all_data, p, fn=fn).to(device)  # (p^2,): (x + y) mod p
-train_indices, _ = utils.train_test_split(p, frac_train, seed)  # the paper's split for this fraction and seed
-if "train_indices" in full_run_data:  # our own runs store the split they trained on: it must be the same one
-    assert set(torch.as_tensor(full_run_data["train_indices"]).tolist()) == set(train_indices.tolist()), "unexpected split"
+split = full_run_data.split  # this run's data set: inputs, labels and the paper's split for its fraction and seed
+all_data = split.all_data.to(device)  # (p^2, 3): rows [x, y, p]
+labels = split.labels.to(device)  # (p^2,): (x + y) mod p
+train_indices = split.train_indices  # (n_train,): rows of all_data the model was trained on
 
 original_logits, cache = model.run_with_cache(all_data)
 original_logits = original_logits[:, -1, :-1]  # (p^2, p): last position, `=` logit dropped
@@ -181,7 +193,9 @@ test_logits = functools.partial(utils.test_logits, fn=fn, frac_train=frac_train,
 
 accuracy = (original_logits.argmax(-1) == labels).float().mean().item()
 print(f"original loss on all {p * p} pairs: {original_loss.item():.3e}   accuracy: {accuracy:.2%}")
-print(f"train loss: {test_logits(original_logits, mode='train'):.3e}   test loss: {test_logits(original_logits, mode='test'):.3e}")
+print(
+    f"train loss: {test_logits(original_logits, mode='train'):.3e}   test loss: {test_logits(original_logits, mode='test'):.3e}"
+)
 
 # %% [markdown]
 # Did this model grok? Its training history says: the train loss became small early, the test loss only much
@@ -203,8 +217,11 @@ epoch_train_small = first_epoch_below(np.arange(len(train_losses)), train_losses
 epoch_test_small = first_epoch_below(test_epochs, test_losses, 1e-2)
 print(f"train loss < 1e-2 from epoch {epoch_train_small}; test loss < 1e-2 from epoch {epoch_test_small}")
 groks = epoch_train_small is not None and epoch_test_small is not None and epoch_test_small > 2 * epoch_train_small
-print("The model groks: it generalises long after it has fitted the training set." if groks else
-      "Warning: this run does not show grokking (the test loss never fell far behind the train loss).")
+print(
+    "The model groks: it generalises long after it has fitted the training set."
+    if groks
+    else "Warning: this run does not show grokking (the test loss never fell far behind the train loss)."
+)
 
 # %% [markdown]
 # ### Helper variables
@@ -226,7 +243,18 @@ W_E = model.W_E[:-1]  # (p, d_model): the `=` row dropped
 final_pos_resid_initial = model.W_E[-1] + W_pos[2]  # (d_model,)
 W_U = model.W_U[:, :-1]  # (d_model, p): the `=` column dropped
 
-print("W_E", tuple(W_E.shape), " W_U", tuple(W_U.shape), " W_Q", tuple(W_Q.shape), " W_O", tuple(W_O.shape), " W_in", tuple(W_in.shape))
+print(
+    "W_E",
+    tuple(W_E.shape),
+    " W_U",
+    tuple(W_U.shape),
+    " W_Q",
+    tuple(W_Q.shape),
+    " W_O",
+    tuple(W_O.shape),
+    " W_in",
+    tuple(W_in.shape),
+)
 
 # %% [markdown]
 # # Section 1: Periodicity & the Fourier basis
@@ -343,10 +371,14 @@ print(f"cosine similarity of the positional embeddings of x and y: {pos_cos:.3f}
 grid_post = einops.rearrange(neuron_acts_post, "(x y) neuron -> x y neuron", x=p)
 anti_post = circuit_checks.antisymmetric_fraction(neuron_acts_post)
 anti_pre = circuit_checks.antisymmetric_fraction(neuron_acts_pre)
-print(f"antisymmetric share of the neurons' variance: post-ReLU median {anti_post.median():.2%} (max {anti_post.max():.2%}); "
-      f"pre-ReLU median {anti_pre.median():.2%}")
-print(f"largest |N(x, y) - N(y, x)| over all neurons and inputs: {(grid_post - grid_post.transpose(0, 1)).abs().max():.3g} "
-      f"(activations range up to {neuron_acts_post.max():.3g})")
+print(
+    f"antisymmetric share of the neurons' variance: post-ReLU median {anti_post.median():.2%} (max {anti_post.max():.2%}); "
+    f"pre-ReLU median {anti_pre.median():.2%}"
+)
+print(
+    f"largest |N(x, y) - N(y, x)| over all neurons and inputs: {(grid_post - grid_post.transpose(0, 1)).abs().max():.3g} "
+    f"(activations range up to {neuron_acts_post.max():.3g})"
+)
 
 interaction_attn = circuit_checks.interaction_fraction(attn_mat[:, :, 0])  # (n_heads,)
 interaction_pre = circuit_checks.interaction_fraction(neuron_acts_pre)  # (d_mlp,)
@@ -365,8 +397,10 @@ print("share of the centred variance in x-y interaction terms:")
 print("  attention to x, per head:   " + ", ".join(f"{v:.1%}" for v in interaction_attn.tolist()))
 print(f"  neuron pre-activations:     {interaction_pre_all:.1%} (all neurons together)")
 print(f"  neuron post-activations:    {interaction_post_all:.1%}")
-print(f"-> attention already hands the MLP some products of x and y; the ReLU multiplies their share by "
-      f"{interaction_post_all / max(interaction_pre_all, 1e-12):.1f}.")
+print(
+    f"-> attention already hands the MLP some products of x and y; the ReLU multiplies their share by "
+    f"{interaction_post_all / max(interaction_pre_all, 1e-12):.1f}."
+)
 symmetric_enough = anti_post.median().item() < 0.05
 
 # %% [markdown]
@@ -485,7 +519,9 @@ tests.test_functional_form_logits(functional_form_logits, model)
 # %%
 form_logits = functional_form_logits(W_neur, W_logit, W_attn)
 form_variants = circuit_checks.functional_form_variants(model)
-print(f"your functional form vs the package's: max |difference| {(form_logits - form_variants['functional form']).abs().max():.2e}")
+print(
+    f"your functional form vs the package's: max |difference| {(form_logits - form_variants['functional form']).abs().max():.2e}"
+)
 
 
 def loss_and_accuracy(logits: Tensor, bias_correction: bool = False) -> tuple[float, float]:
@@ -494,16 +530,24 @@ def loss_and_accuracy(logits: Tensor, bias_correction: bool = False) -> tuple[fl
     return test_logits(logits), (logits.argmax(-1) == labels).float().mean().item()
 
 
-print(f"{'':<26}{'loss':>11}{'accuracy':>10}   {'bias-corrected:':<15}{'loss':>10}{'accuracy':>10}   max |logit - model's logit|")
+print(
+    f"{'':<26}{'loss':>11}{'accuracy':>10}   {'bias-corrected:':<15}{'loss':>10}{'accuracy':>10}   max |logit - model's logit|"
+)
 for name, logits in [("the model", original_logits), *form_variants.items()]:
     (loss, acc), (loss_bc, acc_bc) = loss_and_accuracy(logits), loss_and_accuracy(logits, True)
-    print(f"{name:<26}{loss:>11.3e}{acc:>10.2%}   {'':<15}{loss_bc:>10.3e}{acc_bc:>10.2%}   {(logits - original_logits).abs().max():.3g}")
+    print(
+        f"{name:<26}{loss:>11.3e}{acc:>10.2%}   {'':<15}{loss_bc:>10.3e}{acc_bc:>10.2%}   {(logits - original_logits).abs().max():.3g}"
+    )
 form_loss, form_accuracy = loss_and_accuracy(form_logits, True)
 steps = list(form_variants)
-jumps = {later: loss_and_accuracy(form_variants[later], True)[0] / loss_and_accuracy(form_variants[earlier], True)[0]
-         for earlier, later in zip(steps, steps[1:])}
+jumps = {
+    later: loss_and_accuracy(form_variants[later], True)[0] / loss_and_accuracy(form_variants[earlier], True)[0]
+    for earlier, later in zip(steps, steps[1:])
+}
 biggest = min(jumps, key=jumps.get)
-print(f"\nThe functional form alone (bias-corrected) gets {form_accuracy:.2%} of the answers right (the model: {accuracy:.2%}).")
+print(
+    f"\nThe functional form alone (bias-corrected) gets {form_accuracy:.2%} of the answers right (the model: {accuracy:.2%})."
+)
 print(f"The step that lowers the loss most: '{biggest}' (loss x {jumps[biggest]:.2g}).")
 
 # %% [markdown]
@@ -546,10 +590,20 @@ utils.inputs_heatmap(
 # and a few neurons' input weights `W_neur` through head 0.
 
 # %%
-utils.line(W_attn, labels=[f"head {h}" for h in range(cfg.n_heads)], xaxis="token", yaxis="attention score",
-           title="W_attn: the = query's score for each token").show()
-utils.line(W_neur[0, :, :5].T, labels=[f"neuron {i}" for i in range(5)], xaxis="token", yaxis="contribution",
-           title="W_neur (head 0): input weights of the first 5 neurons").show()
+utils.line(
+    W_attn,
+    labels=[f"head {h}" for h in range(cfg.n_heads)],
+    xaxis="token",
+    yaxis="attention score",
+    title="W_attn: the = query's score for each token",
+).show()
+utils.line(
+    W_neur[0, :, :5].T,
+    labels=[f"neuron {i}" for i in range(5)],
+    xaxis="token",
+    yaxis="contribution",
+    title="W_neur (head 0): input weights of the first 5 neurons",
+).show()
 
 # %% [markdown]
 # Waves everywhere. To see *which* waves, we need the right basis.
@@ -588,7 +642,9 @@ tests.test_make_fourier_basis(make_fourier_basis, p)
 # %%
 fourier_basis, fourier_basis_names = make_fourier_basis(p)
 fourier_basis = fourier_basis.to(device)  # on the GPU when there is one, like the activations
-utils.line(fourier_basis[:7], labels=fourier_basis_names[:7], xaxis="x", title="The first 7 Fourier basis vectors").show()
+utils.line(
+    fourier_basis[:7], labels=fourier_basis_names[:7], xaxis="x", title="The first 7 Fourier basis vectors"
+).show()
 utils.imshow_div(fourier_basis @ fourier_basis.T, title="fourier_basis @ fourier_basis.T is the identity").show()
 
 # %% [markdown]
@@ -614,9 +670,16 @@ tests.test_fft1d(fft1d, p)
 
 # %%
 v = fourier_basis[4] + fourier_basis[15] + fourier_basis[67]
-utils.line(fft1d(v), hover=fourier_basis_names, xaxis="Fourier component", yaxis="coefficient",
-           title=f"fft1d of {fourier_basis_names[4]} + {fourier_basis_names[15]} + {fourier_basis_names[67]}").show()
-print("non-zero coefficients:", [fourier_basis_names[i] for i in torch.nonzero(fft1d(v).abs() > 1e-4).flatten().tolist()])
+utils.line(
+    fft1d(v),
+    hover=fourier_basis_names,
+    xaxis="Fourier component",
+    yaxis="coefficient",
+    title=f"fft1d of {fourier_basis_names[4]} + {fourier_basis_names[15]} + {fourier_basis_names[67]}",
+).show()
+print(
+    "non-zero coefficients:", [fourier_basis_names[i] for i in torch.nonzero(fft1d(v).abs() > 1e-4).flatten().tolist()]
+)
 
 # %% [markdown]
 # Functions of *two* inputs $(x, y)$ live in $\mathbb{R}^{p \times p}$, and the products of a basis vector in
@@ -690,11 +753,21 @@ utils.imshow_fourier(fft2d(example), title="fft2d of a sum of three 2D basis ter
 
 # %%
 attn_to_x = einops.rearrange(attn_mat[:, :, 0], "(x y) head -> x y head", x=p)
-utils.imshow_fourier(fft2d(attn_to_x - attn_to_x.mean((0, 1))), facet_labels=[f"head {h}" for h in range(cfg.n_heads)],
-                     facet_col_wrap=2, height=1000, title="Attention to x in the 2D Fourier basis (mean removed)").show()
+utils.imshow_fourier(
+    fft2d(attn_to_x - attn_to_x.mean((0, 1))),
+    facet_labels=[f"head {h}" for h in range(cfg.n_heads)],
+    facet_col_wrap=2,
+    height=1000,
+    title="Attention to x in the 2D Fourier basis (mean removed)",
+).show()
 neurons_grid = einops.rearrange(neuron_acts_post[:, :4], "(x y) neuron -> x y neuron", x=p)
-utils.imshow_fourier(fft2d(neurons_grid - neurons_grid.mean((0, 1))), facet_labels=[f"neuron {i}" for i in range(4)],
-                     facet_col_wrap=2, height=1000, title="The first 4 neurons in the 2D Fourier basis (mean removed)").show()
+utils.imshow_fourier(
+    fft2d(neurons_grid - neurons_grid.mean((0, 1))),
+    facet_labels=[f"neuron {i}" for i in range(4)],
+    facet_col_wrap=2,
+    height=1000,
+    title="The first 4 neurons in the 2D Fourier basis (mean removed)",
+).show()
 
 # %% [markdown]
 # **Exercise — spot the pattern.** Which cells light up? Zoom in on the figures.
@@ -718,13 +791,29 @@ utils.imshow_fourier(fft2d(neurons_grid - neurons_grid.mean((0, 1))), facet_labe
 
 # %%
 W_neur_fourier = utils.fft1d_given_dim(W_neur, dim=1)  # (n_heads, p, d_mlp): token axis in the Fourier basis
-utils.imshow_div(W_neur_fourier[0].T[:64], x=fourier_basis_names, yaxis="neuron", xaxis="Fourier component",
-                 title="W_neur (head 0) in the Fourier basis, first 64 neurons").show()
-utils.line(W_neur_fourier.pow(2).sum(-1).sqrt(), x=None, hover=fourier_basis_names,
-           labels=[f"head {h}" for h in range(cfg.n_heads)], xaxis="Fourier component", yaxis="norm over neurons",
-           title="Norm of each Fourier component of W_neur, per head").show()
-utils.line(fft1d(W_attn), hover=fourier_basis_names, labels=[f"head {h}" for h in range(cfg.n_heads)],
-           xaxis="Fourier component", title="W_attn in the Fourier basis").show()
+utils.imshow_div(
+    W_neur_fourier[0].T[:64],
+    x=fourier_basis_names,
+    yaxis="neuron",
+    xaxis="Fourier component",
+    title="W_neur (head 0) in the Fourier basis, first 64 neurons",
+).show()
+utils.line(
+    W_neur_fourier.pow(2).sum(-1).sqrt(),
+    x=None,
+    hover=fourier_basis_names,
+    labels=[f"head {h}" for h in range(cfg.n_heads)],
+    xaxis="Fourier component",
+    yaxis="norm over neurons",
+    title="Norm of each Fourier component of W_neur, per head",
+).show()
+utils.line(
+    fft1d(W_attn),
+    hover=fourier_basis_names,
+    labels=[f"head {h}" for h in range(cfg.n_heads)],
+    xaxis="Fourier component",
+    title="W_attn in the Fourier basis",
+).show()
 
 # %% [markdown]
 # ### Recap of Section 1
@@ -750,15 +839,22 @@ utils.line(fft1d(W_attn), hover=fourier_basis_names, labels=[f"head {h}" for h i
 
 # %%
 fourier_embed_norms = (fourier_basis @ W_E).pow(2).sum(-1)  # (p,) squared norm of each component
-utils.line(fourier_embed_norms.sqrt(), hover=fourier_basis_names, xaxis="Fourier component", yaxis="norm",
-           title="Norm of each Fourier component of W_E").show()
+utils.line(
+    fourier_embed_norms.sqrt(),
+    hover=fourier_basis_names,
+    xaxis="Fourier component",
+    yaxis="norm",
+    title="Norm of each Fourier component of W_E",
+).show()
 
 embed_freq_norms = fourier_embed_norms[1::2] + fourier_embed_norms[2::2]  # (n_freqs,) frequency k at index k - 1
 embed_freq_share = embed_freq_norms / embed_freq_norms.sum()
 embed_freqs = [k + 1 for k in torch.nonzero(embed_freq_share > 0.02).flatten().tolist()]
 print(f"frequencies carrying > 2% of the embedding's squared norm: {embed_freqs}")
-print(f"together they carry {embed_freq_share[[k - 1 for k in embed_freqs]].sum():.1%} of it "
-      f"({len(embed_freqs)} of {len(embed_freq_norms)} frequencies)")
+print(
+    f"together they carry {embed_freq_share[[k - 1 for k in embed_freqs]].sum():.1%} of it "
+    f"({len(embed_freqs)} of {len(embed_freq_norms)} frequencies)"
+)
 
 # %% [markdown]
 # These are candidates for the model's **key frequencies**. The embedding may keep a frequency that nothing
@@ -775,12 +871,21 @@ print(f"together they carry {embed_freq_share[[k - 1 for k in embed_freqs]].sum(
 U, S, Vh = torch.linalg.svd(W_E)
 utils.line(S, xaxis="index", yaxis="singular value", title="Singular values of W_E").show()
 n_big = 2 * len(embed_freqs) + 2
-utils.imshow_div(fourier_basis @ U[:, :n_big], y=fourier_basis_names, xaxis="left singular vector",
-                 yaxis="Fourier component", title=f"The first {n_big} left singular vectors of W_E, in the Fourier basis").show()
-embed_svd = circuit_checks.singular_vector_frequency_share(W_E.T, embed_freqs, n_top=max(2 * len(embed_freqs), 1))  # W_E.T: rows d_model, columns tokens
+utils.imshow_div(
+    fourier_basis @ U[:, :n_big],
+    y=fourier_basis_names,
+    xaxis="left singular vector",
+    yaxis="Fourier component",
+    title=f"The first {n_big} left singular vectors of W_E, in the Fourier basis",
+).show()
+embed_svd = circuit_checks.singular_vector_frequency_share(
+    W_E.T, embed_freqs, n_top=max(2 * len(embed_freqs), 1)
+)  # W_E.T: rows d_model, columns tokens
 print(f"singular values of W_E: {[round(v, 2) for v in S[:n_big].tolist()]} ...")
-print(f"the top {2 * len(embed_freqs)} left singular vectors: {embed_svd.key_share.min():.1%} or more of each in the cos/sin of {embed_freqs}; "
-      f"each one's main frequency: {embed_svd.best_freq.tolist()}")
+print(
+    f"the top {2 * len(embed_freqs)} left singular vectors: {embed_svd.key_share.min():.1%} or more of each in the cos/sin of {embed_freqs}; "
+    f"each one's main frequency: {embed_svd.best_freq.tolist()}"
+)
 
 # %% [markdown]
 # ## 2.2 Neurons: the mean squared Fourier coefficient
@@ -812,8 +917,13 @@ tests.test_mean_sq_fourier_coefficients(mean_sq_fourier_coefficients)
 
 # %%
 mean_sq_coefficient = mean_sq_fourier_coefficients(grid_post)
-utils.imshow_fourier(mean_sq_coefficient.sqrt(), midpoint=None, color_continuous_scale="Blues", height=650,
-                     title="Root mean squared 2D Fourier coefficient of the centred neurons").show()
+utils.imshow_fourier(
+    mean_sq_coefficient.sqrt(),
+    midpoint=None,
+    color_continuous_scale="Blues",
+    height=650,
+    title="Root mean squared 2D Fourier coefficient of the centred neurons",
+).show()
 
 # the same transform per neuron (not averaged), used for the clusters in 2.4
 fourier_neuron_acts = fft2d(grid_post - grid_post.mean((0, 1), keepdim=True))  # (p, p, d_mlp)
@@ -823,8 +933,10 @@ in_blocks[0, embed_blocks] = in_blocks[embed_blocks, 0] = True  # linear terms: 
 for k in embed_freqs:
     in_blocks[2 * k - 1 : 2 * k + 1, 2 * k - 1 : 2 * k + 1] = True  # the 2x2 quadratic block of frequency k
 share_in_blocks = mean_sq_coefficient[in_blocks.to(mean_sq_coefficient.device)].sum() / mean_sq_coefficient.sum()
-print(f"share of the mean squared coefficient in the linear terms and 2x2 quadratic blocks of {embed_freqs}: "
-      f"{share_in_blocks:.1%} (these are {int(in_blocks.sum())} of {p * p} cells)")
+print(
+    f"share of the mean squared coefficient in the linear terms and 2x2 quadratic blocks of {embed_freqs}: "
+    f"{share_in_blocks:.1%} (these are {int(in_blocks.sum())} of {p * p} cells)"
+)
 
 # %% [markdown]
 # Only the first row, the first column and a few 2×2 blocks on the diagonal light up — at the frequencies the
@@ -849,7 +961,9 @@ def fit_quadratic_terms(values: Float[Tensor, "p p"], k: int) -> tuple[Float[Ten
     """Least-squares coefficients of values on const, cos_k(x), cos_k(y), cos_k(x) cos_k(y), and the r^2."""
     ### BEGIN SOLUTION
     c = 2 * k - 1
-    terms = torch.stack([fourier_2d_basis_term(i, j) for i, j in [(0, 0), (c, 0), (0, c), (c, c)]]).flatten(1)  # (4, p^2)
+    terms = torch.stack([fourier_2d_basis_term(i, j) for i, j in [(0, 0), (c, 0), (0, c), (c, c)]]).flatten(
+        1
+    )  # (4, p^2)
     terms = terms.to(values)
     target = values.flatten()
     coefficients = terms @ target  # orthonormal terms: the least-squares fit is the projection
@@ -867,6 +981,7 @@ tests.test_fit_quadratic_terms(fit_quadratic_terms)
 # F_{\cos k}(y))$, with $F_{\cos k}$ the unit-norm cos-$k$ row of the basis, for $k = 42$. Without the
 # product term (the package's `utils.relu_quadratic_fit` fits both ways), how much worse is the fit?
 
+
 # %%
 def relu_toy(k: int) -> Tensor:
     wave = fourier_basis[2 * k - 1]
@@ -875,10 +990,15 @@ def relu_toy(k: int) -> Tensor:
 
 toy_coefficients, toy_r2 = fit_quadratic_terms(relu_toy(42), 42)
 toy_reference = utils.relu_quadratic_fit(k=42, p=p)
-print("k = 42: coefficients (const, cos x, cos y, cos x cos y) = ["
-      + ", ".join(f"{c:.3f}" for c in toy_coefficients.tolist()) + f"], r^2 = {toy_r2:.3f}")
-print(f"without the cos x cos y term: r^2 = {toy_reference.r2_without_quadratic:.3f} "
-      f"(package check of the full fit: r^2 = {toy_reference.r2:.3f})")
+print(
+    "k = 42: coefficients (const, cos x, cos y, cos x cos y) = ["
+    + ", ".join(f"{c:.3f}" for c in toy_coefficients.tolist())
+    + f"], r^2 = {toy_r2:.3f}"
+)
+print(
+    f"without the cos x cos y term: r^2 = {toy_reference.r2_without_quadratic:.3f} "
+    f"(package check of the full fit: r^2 = {toy_reference.r2:.3f})"
+)
 k_other = embed_freqs[0]
 print(f"k = {k_other}: r^2 = {fit_quadratic_terms(relu_toy(k_other), k_other)[1]:.3f}")
 
@@ -930,10 +1050,18 @@ clusters = utils.neuron_clusters(neuron_freqs, neuron_frac_explained, threshold=
 key_freqs = utils.key_frequencies(clusters=clusters, d_mlp=cfg.d_mlp)
 n_explained = sum(len(idx) for k, idx in clusters.items() if k != -1)
 
-print(f"key frequencies (clusters of >= {utils.KEY_CLUSTER_MIN_FRACTION:.0%} of the {cfg.d_mlp} neurons, "
-      f"i.e. >= {math.ceil(utils.KEY_CLUSTER_MIN_FRACTION * cfg.d_mlp)}): {key_freqs}")
-print(f"frequencies the embedding carries: {embed_freqs}"
-      + (f" (not used by the neurons: {sorted(set(embed_freqs) - set(key_freqs))})" if set(embed_freqs) - set(key_freqs) else ""))
+print(
+    f"key frequencies (clusters of >= {utils.KEY_CLUSTER_MIN_FRACTION:.0%} of the {cfg.d_mlp} neurons, "
+    f"i.e. >= {math.ceil(utils.KEY_CLUSTER_MIN_FRACTION * cfg.d_mlp)}): {key_freqs}"
+)
+print(
+    f"frequencies the embedding carries: {embed_freqs}"
+    + (
+        f" (not used by the neurons: {sorted(set(embed_freqs) - set(key_freqs))})"
+        if set(embed_freqs) - set(key_freqs)
+        else ""
+    )
+)
 print("cluster sizes:", {k: len(idx) for k, idx in clusters.items()})
 print(f"neurons explained >= 85% by one frequency: {n_explained} of {cfg.d_mlp} = {n_explained / cfg.d_mlp:.1%}")
 
@@ -946,12 +1074,21 @@ print(f"neurons explained >= 85% by one frequency: {n_explained} of {cfg.d_mlp} 
 
 # %%
 fire_frac = (neuron_acts_post > 0).float().mean(0)
-utils.scatter(neuron_freqs, neuron_frac_explained, color=fire_frac, color_label="fires on",
-              hover=[f"neuron {i}" for i in range(cfg.d_mlp)], xaxis="neuron frequency", yaxis="fraction explained",
-              title="Each neuron's best frequency and how much of it that frequency explains").show()
+utils.scatter(
+    neuron_freqs,
+    neuron_frac_explained,
+    color=fire_frac,
+    color_label="fires on",
+    hover=[f"neuron {i}" for i in range(cfg.d_mlp)],
+    xaxis="neuron frequency",
+    yaxis="fraction explained",
+    title="Each neuron's best frequency and how much of it that frequency explains",
+).show()
 unclustered = clusters.get(-1, torch.zeros(0, dtype=torch.long, device=device))
-print(f"cluster -1: {len(unclustered)} neurons, firing on {fire_frac[unclustered].mean():.1%} of inputs on average "
-      f"(clustered neurons: {fire_frac[neuron_frac_explained >= 0.85].mean():.1%})")
+print(
+    f"cluster -1: {len(unclustered)} neurons, firing on {fire_frac[unclustered].mean():.1%} of inputs on average "
+    f"(clustered neurons: {fire_frac[neuron_frac_explained >= 0.85].mean():.1%})"
+)
 
 # %% [markdown]
 # **Every cluster in the 2D Fourier basis.** For each cluster, the root mean squared 2D Fourier coefficient of
@@ -962,15 +1099,25 @@ print(f"cluster -1: {len(unclustered)} neurons, firing on {fire_frac[unclustered
 
 # %%
 cluster_names = [k for k in clusters]
-cluster_maps = torch.stack([fourier_neuron_acts[:, :, clusters[k]].pow(2).mean(-1) for k in cluster_names], dim=-1).sqrt()
+cluster_maps = torch.stack(
+    [fourier_neuron_acts[:, :, clusters[k]].pow(2).mean(-1) for k in cluster_names], dim=-1
+).sqrt()
 cluster_maps = cluster_maps / cluster_maps.amax((0, 1), keepdim=True)
-utils.imshow_fourier(cluster_maps, midpoint=None, color_continuous_scale="Blues", facet_col_wrap=3, height=350 * math.ceil(len(cluster_names) / 3),
-                     facet_labels=[f"cluster {k} ({len(clusters[k])} neurons)" for k in cluster_names],
-                     title="Root mean squared 2D Fourier coefficients of each cluster's neurons (each panel scaled to max 1)").show()
+utils.imshow_fourier(
+    cluster_maps,
+    midpoint=None,
+    color_continuous_scale="Blues",
+    facet_col_wrap=3,
+    height=350 * math.ceil(len(cluster_names) / 3),
+    facet_labels=[f"cluster {k} ({len(clusters[k])} neurons)" for k in cluster_names],
+    title="Root mean squared 2D Fourier coefficients of each cluster's neurons (each panel scaled to max 1)",
+).show()
 for k in key_freqs:
     idx = torch.tensor([0, 2 * k - 1, 2 * k], device=device)  # const, cos k, sin k
     sq = fourier_neuron_acts[:, :, clusters[k]].pow(2).sum(-1)
-    print(f"cluster {k:>2}: {sq[idx[:, None], idx[None, :]].sum() / sq.sum():.1%} of its squared coefficients in its own 3x3 block")
+    print(
+        f"cluster {k:>2}: {sq[idx[:, None], idx[None, :]].sum() / sq.sum():.1%} of its squared coefficients in its own 3x3 block"
+    )
 
 # %% [markdown]
 # **Back to the fit of 2.3, on a real neuron.** Take the largest cluster and, among its neurons, the one whose
@@ -985,10 +1132,16 @@ sin_x = fourier_neuron_acts[2 * big_freq, 0, big_cluster].pow(2)
 cosine_share = cos_x / (cos_x + sin_x).clamp_min(1e-30)
 neuron = int(big_cluster[cosine_share.argmax()])
 neuron_coefficients, neuron_r2 = fit_quadratic_terms(grid_post[:, :, neuron], big_freq)
-print(f"neuron {neuron} (cluster {big_freq}, {cosine_share.max():.0%} of its x-linear term in cos): coefficients "
-      + "[" + ", ".join(f"{c:.3f}" for c in neuron_coefficients.tolist()) + f"], r^2 = {neuron_r2:.3f} (toy: {toy_r2:.3f})")
-print(f"its quadratic term relative to its linear cos x term: {neuron_coefficients[3] / neuron_coefficients[1]:.2f} "
-      f"(toy: {toy_coefficients[3] / toy_coefficients[1]:.2f})")
+print(
+    f"neuron {neuron} (cluster {big_freq}, {cosine_share.max():.0%} of its x-linear term in cos): coefficients "
+    + "["
+    + ", ".join(f"{c:.3f}" for c in neuron_coefficients.tolist())
+    + f"], r^2 = {neuron_r2:.3f} (toy: {toy_r2:.3f})"
+)
+print(
+    f"its quadratic term relative to its linear cos x term: {neuron_coefficients[3] / neuron_coefficients[1]:.2f} "
+    f"(toy: {toy_coefficients[3] / toy_coefficients[1]:.2f})"
+)
 
 # %% [markdown]
 # **Before and after the ReLU, neuron by neuron.** For every neuron, the share of its centred variance in
@@ -999,15 +1152,23 @@ print(f"its quadratic term relative to its linear cos x term: {neuron_coefficien
 cluster_of = torch.full((cfg.d_mlp,), -1, dtype=torch.long, device=device)
 for k, idx in clusters.items():
     cluster_of[idx] = k
-utils.scatter(interaction_pre, interaction_post, color=cluster_of, color_label="cluster",
-              hover=[f"neuron {i} (cluster {c})" for i, c in enumerate(cluster_of.tolist())],
-              xaxis="interaction share before the ReLU", yaxis="interaction share after the ReLU",
-              title="Products of x and y in each neuron, before and after the ReLU").show()
+utils.scatter(
+    interaction_pre,
+    interaction_post,
+    color=cluster_of,
+    color_label="cluster",
+    hover=[f"neuron {i} (cluster {c})" for i, c in enumerate(cluster_of.tolist())],
+    xaxis="interaction share before the ReLU",
+    yaxis="interaction share after the ReLU",
+    title="Products of x and y in each neuron, before and after the ReLU",
+).show()
 clustered = cluster_of != -1
 above = interaction_post > interaction_pre
-print(f"clustered neurons: median interaction share {interaction_pre[clustered].median():.1%} before the ReLU, "
-      f"{interaction_post[clustered].median():.1%} after; {int((above & clustered).sum())} of {int(clustered.sum())} "
-      f"gain products in the ReLU")
+print(
+    f"clustered neurons: median interaction share {interaction_pre[clustered].median():.1%} before the ReLU, "
+    f"{interaction_post[clustered].median():.1%} after; {int((above & clustered).sum())} of {int(clustered.sum())} "
+    f"gain products in the ReLU"
+)
 
 # %% [markdown]
 # ## 2.5 Projections: how much of the model is the Fourier story?
@@ -1024,7 +1185,9 @@ print(f"clustered neurons: median interaction share {interaction_pre[clustered].
 
 
 # %%
-def project_onto_direction(batch_vecs: Float[Tensor, "batch ..."], v: Float[Tensor, "batch"]) -> Float[Tensor, "batch ..."]:
+def project_onto_direction(
+    batch_vecs: Float[Tensor, "batch ..."], v: Float[Tensor, "batch"]
+) -> Float[Tensor, "batch ..."]:
     """Project each column of batch_vecs onto the unit vector v (along the batch axis)."""
     ### BEGIN SOLUTION
     coefficients = einops.einsum(batch_vecs, v, "batch ..., batch -> ...")
@@ -1055,6 +1218,7 @@ tests.test_project_onto_frequency(project_onto_frequency, p)
 # Now rebuild the logits from the neurons alone, each clustered neuron projected onto its own frequency and the
 # cluster $-1$ neurons kept as they are, through `W_logit`. These logits leave out the direct paths and the
 # output bias, which are (nearly) constant over the inputs; `bias_correction=True` adds the constant back.
+
 
 # %%
 def neuron_logits(keep_unclustered: bool = True) -> Tensor:
@@ -1087,11 +1251,15 @@ for freq in key_freqs:
     ablated = original_logits - neuron_acts_post[:, idx] @ W_logit[idx]
     cluster_ablation[freq] = test_logits(ablated, bias_correction=True, original_logits=original_logits)
     ablated_accuracy = (ablated.argmax(-1) == labels).float().mean().item()
-    print(f"without the frequency-{freq} cluster ({len(idx):>3} neurons): loss {cluster_ablation[freq]:.3e} "
-          f"({cluster_ablation[freq] / original_loss.item():,.0f} x the original), accuracy {ablated_accuracy:.2%}")
+    print(
+        f"without the frequency-{freq} cluster ({len(idx):>3} neurons): loss {cluster_ablation[freq]:.3e} "
+        f"({cluster_ablation[freq] / original_loss.item():,.0f} x the original), accuracy {ablated_accuracy:.2%}"
+    )
 most_important = max(cluster_ablation, key=cluster_ablation.get)
-print(f"\nThe most important cluster is frequency {most_important}: ablating it multiplies the loss by "
-      f"{cluster_ablation[most_important] / original_loss.item():.1e}.")
+print(
+    f"\nThe most important cluster is frequency {most_important}: ablating it multiplies the loss by "
+    f"{cluster_ablation[most_important] / original_loss.item():.1e}."
+)
 
 # %% [markdown]
 # Every cluster matters for the loss. The accuracies add a second view: they show whether the remaining
@@ -1126,8 +1294,10 @@ print(f"\nThe most important cluster is frequency {most_important}: ablating it 
 # %%
 for freqs in ([key_freqs[0]], key_freqs):
     best, runner_up = circuit_checks.single_wave_margin(p, freqs)
-    print(f"sum of cos(w_k d) over k in {freqs}: {best:.3f} at d = 0, at most {runner_up:.3f} elsewhere "
-          f"(margin {best - runner_up:.3f}, {(best - runner_up) / best:.1%} of the peak)")
+    print(
+        f"sum of cos(w_k d) over k in {freqs}: {best:.3f} at d = 0, at most {runner_up:.3f} elsewhere "
+        f"(margin {best - runner_up:.3f}, {(best - runner_up) / best:.1%} of the peak)"
+    )
 
 # %% [markdown]
 # ## 2.7 From neurons to logits
@@ -1141,11 +1311,17 @@ idx = clusters[big_freq]  # the largest cluster (as in 2.4)
 cluster_contribution = neuron_acts_post[:, idx] @ W_logit[idx]  # (p^2, p)
 cluster_contribution = cluster_contribution - cluster_contribution.mean(0)
 fourier_cluster_logits = fft2d(einops.rearrange(cluster_contribution, "(x y) z -> x y z", x=p))
-panels = torch.stack([fourier_neuron_acts[:, :, idx].pow(2).mean(-1), fourier_cluster_logits.pow(2).mean(-1)], dim=-1).sqrt()
+panels = torch.stack(
+    [fourier_neuron_acts[:, :, idx].pow(2).mean(-1), fourier_cluster_logits.pow(2).mean(-1)], dim=-1
+).sqrt()
 panels = panels / panels.amax((0, 1), keepdim=True)
-utils.imshow_fourier(panels, midpoint=None, color_continuous_scale="Blues",
-                     facet_labels=[f"neurons of cluster {big_freq}", "their logit contribution"],
-                     title=f"Cluster {big_freq}: root mean squared 2D Fourier coefficients (each panel scaled to max 1)").show()
+utils.imshow_fourier(
+    panels,
+    midpoint=None,
+    color_continuous_scale="Blues",
+    facet_labels=[f"neurons of cluster {big_freq}", "their logit contribution"],
+    title=f"Cluster {big_freq}: root mean squared 2D Fourier coefficients (each panel scaled to max 1)",
+).show()
 
 # %% [markdown]
 # `W_logit` keeps the 2×2 quadratic block and throws the constant and linear terms away (the printout compares
@@ -1156,17 +1332,28 @@ utils.imshow_fourier(panels, midpoint=None, color_continuous_scale="Blues",
 # %%
 W_logit_fourier = W_logit @ fourier_basis.T  # (d_mlp, p): output axis in the Fourier basis
 order = torch.cat([clusters[k] for k in clusters])  # neurons sorted by cluster
-utils.imshow_div(W_logit_fourier[order], x=fourier_basis_names, xaxis="Fourier component of the output z",
-                 yaxis="neuron (sorted by cluster)", title="W_logit in the Fourier basis").show()
+utils.imshow_div(
+    W_logit_fourier[order],
+    x=fourier_basis_names,
+    xaxis="Fourier component of the output z",
+    yaxis="neuron (sorted by cluster)",
+    title="W_logit in the Fourier basis",
+).show()
 
 key_components = [i for k in key_freqs for i in (2 * k - 1, 2 * k)]
 share = W_logit_fourier[:, key_components].pow(2).sum() / W_logit_fourier.pow(2).sum()
-print(f"share of W_logit's squared norm in the cos/sin of the key frequencies ({len(key_components)} of {p} components): {share:.1%}")
+print(
+    f"share of W_logit's squared norm in the cos/sin of the key frequencies ({len(key_components)} of {p} components): {share:.1%}"
+)
 for k in key_freqs:
     rows = W_logit_fourier[clusters[k]].pow(2)
-    print(f"  cluster {k:>2}: {rows[:, [2 * k - 1, 2 * k]].sum() / rows.sum():.1%} of its rows' squared norm in cos/sin {k}")
-print(f"interaction share in cluster {big_freq}: its neurons {pooled(interaction_post[idx], neuron_acts_post[:, idx]):.1%}, "
-      f"their logit contribution {pooled(circuit_checks.interaction_fraction(cluster_contribution), cluster_contribution):.1%}")
+    print(
+        f"  cluster {k:>2}: {rows[:, [2 * k - 1, 2 * k]].sum() / rows.sum():.1%} of its rows' squared norm in cos/sin {k}"
+    )
+print(
+    f"interaction share in cluster {big_freq}: its neurons {pooled(interaction_post[idx], neuron_acts_post[:, idx]):.1%}, "
+    f"their logit contribution {pooled(circuit_checks.interaction_fraction(cluster_contribution), cluster_contribution):.1%}"
+)
 
 # %% [markdown]
 # **`W_logit` is low-rank, and its directions are the key frequencies.** If every neuron writes only to the
@@ -1189,11 +1376,17 @@ print(f"interaction share in cluster {big_freq}: its neurons {pooled(interaction
 # %%
 n_top = 2 * len(key_freqs) + 2
 logit_svd = circuit_checks.singular_vector_frequency_share(W_logit, key_freqs, n_top=n_top)
-for i, (sv, share_i, freq) in enumerate(zip(logit_svd.singular_values.tolist(), logit_svd.key_share.tolist(), logit_svd.best_freq.tolist())):
-    print(f"singular vector {i:>2}: singular value {sv:7.2f}, {share_i:6.1%} in the key frequencies' cos/sin (mostly frequency {freq})")
+for i, (sv, share_i, freq) in enumerate(
+    zip(logit_svd.singular_values.tolist(), logit_svd.key_share.tolist(), logit_svd.best_freq.tolist())
+):
+    print(
+        f"singular vector {i:>2}: singular value {sv:7.2f}, {share_i:6.1%} in the key frequencies' cos/sin (mostly frequency {freq})"
+    )
 top_share = logit_svd.key_share[: 2 * len(key_freqs)]
-print(f"-> the top {2 * len(key_freqs)} directions: {top_share.min():.1%} or more in the key frequencies; "
-      f"the next ones have {logit_svd.singular_values[2 * len(key_freqs)] / logit_svd.singular_values[0]:.1%} of the top singular value")
+print(
+    f"-> the top {2 * len(key_freqs)} directions: {top_share.min():.1%} or more in the key frequencies; "
+    f"the next ones have {logit_svd.singular_values[2 * len(key_freqs)] / logit_svd.singular_values[0]:.1%} of the top singular value"
+)
 
 # %% [markdown]
 # ## 2.8 Keeping only the trig-sum directions
@@ -1228,8 +1421,11 @@ tests.test_get_trig_sum_directions(get_trig_sum_directions, p)
 
 # %%
 cos_dir, sin_dir = get_trig_sum_directions(key_freqs[0])
-utils.inputs_heatmap(torch.stack([cos_dir, sin_dir], -1), facet_labels=[f"cos({key_freqs[0]}(x+y))", f"sin({key_freqs[0]}(x+y))"],
-                     title="Trig-sum directions: constant along the anti-diagonals x + y = const").show()
+utils.inputs_heatmap(
+    torch.stack([cos_dir, sin_dir], -1),
+    facet_labels=[f"cos({key_freqs[0]}(x+y))", f"sin({key_freqs[0]}(x+y))"],
+    title="Trig-sum directions: constant along the anti-diagonals x + y = const",
+).show()
 
 trig_logits = torch.zeros_like(original_logits)
 for k in key_freqs:
@@ -1238,8 +1434,10 @@ for k in key_freqs:
 trig_loss = test_logits(trig_logits, bias_correction=True, original_logits=original_logits)
 print(f"original loss:                                          {original_loss.item():.3e}")
 print(f"only the cos/sin(w_k (x+y)) directions of {key_freqs}: {trig_loss:.3e}")
-print(f"keeping only {2 * len(key_freqs)} of {p * p} directions {'does not raise' if trig_loss <= original_loss.item() else 'raises'} the loss "
-      f"(ratio {trig_loss / original_loss.item():.2f})")
+print(
+    f"keeping only {2 * len(key_freqs)} of {p * p} directions {'does not raise' if trig_loss <= original_loss.item() else 'raises'} the loss "
+    f"(ratio {trig_loss / original_loss.item():.2f})"
+)
 
 # %% [markdown]
 # For the course's published model, keeping $2K$ directions out of $p^2$ (and the constant, restored by the
@@ -1269,20 +1467,27 @@ print(f"keeping only {2 * len(key_freqs)} of {p * p} directions {'does not raise
 dynamics_cache = utils.default_run_path().with_name("training_dynamics.pt")  # next to the local run file
 t0 = time.perf_counter()
 stride = math.ceil(len(checkpoint_epochs) / 250)  # at most ~250 checkpoints: plenty for the plots, and quick
-dynamics = utils.compute_dynamics(full_run_data, key_freqs, cache_path=dynamics_cache, final_checkpoint=analysed_index,
-                                  stride=stride, device=device)
+dynamics = utils.compute_dynamics(
+    full_run_data, key_freqs, cache_path=dynamics_cache, final_checkpoint=analysed_index, stride=stride, device=device
+)
 checkpoint_gap = checkpoint_epochs[1] - checkpoint_epochs[0] if len(checkpoint_epochs) > 1 else 0
-print(f"progress measures of {len(dynamics)} checkpoints (every {stride * checkpoint_gap} epochs) "
-      f"in {time.perf_counter() - t0:.1f} s (cache: {dynamics_cache})")
+print(
+    f"progress measures of {len(dynamics)} checkpoints (every {stride * checkpoint_gap} epochs) "
+    f"in {time.perf_counter() - t0:.1f} s (cache: {dynamics_cache})"
+)
 epochs = dynamics.epochs.numpy()
 
 # A run file whose checkpoints all hold the same weights (e.g. a file made for testing) has nothing to show here.
 first_weights, analysed_weights = full_run_data["state_dicts"][0], full_run_data["state_dicts"][analysed_index]
-frozen_run = len(checkpoint_epochs) < 2 or all(torch.equal(first_weights[name], analysed_weights[name]) for name in first_weights)
+frozen_run = len(checkpoint_epochs) < 2 or all(
+    torch.equal(first_weights[name], analysed_weights[name]) for name in first_weights
+)
 if frozen_run:
-    print("Note: the first and the analysed checkpoint of this run file hold the same weights, so every progress measure "
-          "below is flat and no training phases can be read from it. The plots still draw; the conclusions in the text "
-          "do not apply to this file.")
+    print(
+        "Note: the first and the analysed checkpoint of this run file hold the same weights, so every progress measure "
+        "below is flat and no training phases can be read from it. The plots still draw; the conclusions in the text "
+        "do not apply to this file."
+    )
 
 # %% [markdown]
 # ## 3.1 The grokking curve and its phases
@@ -1296,27 +1501,33 @@ if frozen_run:
 # * **cleanup** lasts until the test loss is within a factor 3 of its final value: weight decay removes the
 #   memorisation, the test loss collapses and settles.
 
+
 # %%
 def find_phases(test_epochs: np.ndarray, test_losses: np.ndarray) -> list[tuple[str, float, float]]:
     """Phases of a grokking run, as (name, start_epoch, end_epoch), derived from the test-loss curve.
     Returns [] (and says why) when the curve cannot show phases: too short, flat, or not finite."""
     finite = np.isfinite(test_losses)
     if len(test_losses) < 3 or not finite.all() or test_losses.max() < 10 * test_losses.min():
-        print(f"Note: no training phases found: the test-loss curve has {len(test_losses)} points"
-              + ("" if finite.all() else ", some not finite") + f" and varies by a factor "
-              f"{test_losses[finite].max() / max(test_losses[finite].min(), 1e-300) if finite.any() else float('nan'):.3g} (< 10).")
+        print(
+            f"Note: no training phases found: the test-loss curve has {len(test_losses)} points"
+            + ("" if finite.all() else ", some not finite")
+            + f" and varies by a factor "
+            f"{test_losses[finite].max() / max(test_losses[finite].min(), 1e-300) if finite.any() else float('nan'):.3g} (< 10)."
+        )
         return []
     peak = int(np.argmax(test_losses))
     end_memorisation = float(test_epochs[peak])
     after_peak = np.arange(peak, len(test_losses))
     fallen = after_peak[test_losses[after_peak] < test_losses[peak] / 10]
     end_formation = float(test_epochs[fallen[0]]) if len(fallen) else float(test_epochs[-1])
-    final = np.median(test_losses[-max(1, len(test_losses) // 20):])
+    final = np.median(test_losses[-max(1, len(test_losses) // 20) :])
     settled = after_peak[(test_losses[after_peak] < 3 * final) & (test_epochs[after_peak] >= end_formation)]
     end_cleanup = float(test_epochs[settled[0]]) if len(settled) else float(test_epochs[-1])
-    phases = [("memorisation", float(test_epochs[0]), end_memorisation),
-              ("circuit formation", end_memorisation, end_formation),
-              ("cleanup", end_formation, end_cleanup)]
+    phases = [
+        ("memorisation", float(test_epochs[0]), end_memorisation),
+        ("circuit formation", end_memorisation, end_formation),
+        ("cleanup", end_formation, end_cleanup),
+    ]
     return [(name, start, end) for name, start, end in phases if end > start]
 
 
@@ -1325,8 +1536,15 @@ for name, start, end in phases:
     print(f"{name:>18}: epochs {start:>6.0f} - {end:>6.0f}")
 
 # one point per test interval is plenty for a plot (the train loss is recorded every epoch)
-fig = utils.lines([train_losses[np.minimum(test_epochs, len(train_losses) - 1)], test_losses], x=test_epochs, labels=["train", "test"], log_y=True,
-                  xaxis="epoch", yaxis="loss", title="The grokking curve")
+fig = utils.lines(
+    [train_losses[np.minimum(test_epochs, len(train_losses) - 1)], test_losses],
+    x=test_epochs,
+    labels=["train", "test"],
+    log_y=True,
+    xaxis="epoch",
+    yaxis="loss",
+    title="The grokking curve",
+)
 utils.mark_phases(fig, phases).show()
 
 # %% [markdown]
@@ -1358,27 +1576,37 @@ def excl_loss(model: HookedTransformer, key_freqs: list[int]) -> list[float]:
 
 # %%
 # The grader uses the package's key frequencies (so it does not depend on your earlier answers) and this run's split.
-tests.test_excl_loss(excl_loss, model, utils.key_frequencies(model), train_indices=train_indices)
+tests.test_excl_loss(excl_loss, model, utils.key_frequencies(model), run=full_run_data)
 
 # %%
 final_excl = excl_loss(model, key_freqs)
 final_train_loss = test_logits(original_logits, mode="train")
 for k, loss in zip(key_freqs, final_excl):
-    print(f"excluding frequency {k:>2}: train loss {loss:.3e}  ({loss / final_train_loss:,.0f} x the train loss {final_train_loss:.2e})")
+    print(
+        f"excluding frequency {k:>2}: train loss {loss:.3e}  ({loss / final_train_loss:,.0f} x the train loss {final_train_loss:.2e})"
+    )
 
 test_starts_falling = first_epoch_below(test_epochs, test_losses, 1.0)
 n_early = 0
 for k, excluded in zip(key_freqs, dynamics.excluded_loss.T):
     hurts = np.nonzero((excluded / dynamics.train_loss).numpy() > 10)[0]  # checkpoints where it costs > 10x
-    print(f"excluding frequency {k:>2} first costs 10x the train loss at epoch {epochs[hurts[0]] if len(hurts) else 'never'}")
+    print(
+        f"excluding frequency {k:>2} first costs 10x the train loss at epoch {epochs[hurts[0]] if len(hurts) else 'never'}"
+    )
     n_early += bool(len(hurts)) and test_starts_falling is not None and epochs[hurts[0]] < test_starts_falling
-print(f"(the test loss first falls below 1 at epoch {test_starts_falling}): {n_early} of {len(key_freqs)} key frequencies "
-      f"matter to the train loss before the test loss moves")
+print(
+    f"(the test loss first falls below 1 at epoch {test_starts_falling}): {n_early} of {len(key_freqs)} key frequencies "
+    f"matter to the train loss before the test loss moves"
+)
 
 fig = utils.lines(
     [dynamics.train_loss, dynamics.test_loss, *dynamics.excluded_loss.T, dynamics.excluded_loss_all_keys],
-    x=epochs, labels=["train", "test", *[f"excluded {k}" for k in key_freqs], "excluded: all keys"],
-    log_y=True, xaxis="epoch", yaxis="loss", title="Excluded loss (train pairs) during training",
+    x=epochs,
+    labels=["train", "test", *[f"excluded {k}" for k in key_freqs], "excluded: all keys"],
+    log_y=True,
+    xaxis="epoch",
+    yaxis="loss",
+    title="Excluded loss (train pairs) during training",
 )
 utils.mark_phases(fig, phases).show()
 
@@ -1417,9 +1645,15 @@ tests.test_fourier_embed(fourier_embed, model)
 
 # %%
 frames = np.unique(np.linspace(0, len(epochs) - 1, 40).round().astype(int))  # ~40 frames keep the figure light
-utils.animate_lines(dynamics.fourier_embed[frames], hover=fourier_basis_names, frame_labels=epochs[frames],
-                    animation_name="epoch", xaxis="Fourier component", yaxis="squared norm",
-                    title="Fourier components of W_E during training").show()
+utils.animate_lines(
+    dynamics.fourier_embed[frames],
+    hover=fourier_basis_names,
+    frame_labels=epochs[frames],
+    animation_name="epoch",
+    xaxis="Fourier component",
+    yaxis="squared norm",
+    title="Fourier components of W_E during training",
+).show()
 
 # %% [markdown]
 # ## 3.4 The embedding's singular values over training
@@ -1441,11 +1675,19 @@ def embed_SVD(model: HookedTransformer) -> Float[Tensor, "n_sv"]:
 tests.test_embed_SVD(embed_SVD, model)
 
 # %%
-utils.animate_lines(dynamics.embed_singular_values[frames], frame_labels=epochs[frames], animation_name="epoch",
-                    xaxis="index", yaxis="singular value", title="Singular values of W_E during training").show()
+utils.animate_lines(
+    dynamics.embed_singular_values[frames],
+    frame_labels=epochs[frames],
+    animation_name="epoch",
+    xaxis="index",
+    yaxis="singular value",
+    title="Singular values of W_E during training",
+).show()
 final_sv = dynamics.embed_singular_values[-1]
-print(f"final model: {int((final_sv > 0.1 * final_sv[0]).sum())} singular values above 10% of the largest "
-      f"(2 per key frequency would be {2 * len(key_freqs)})")
+print(
+    f"final model: {int((final_sv > 0.1 * final_sv[0]).sum())} singular values above 10% of the largest "
+    f"(2 per key frequency would be {2 * len(key_freqs)})"
+)
 
 # %% [markdown]
 # ## 3.5 Your functions over training
@@ -1462,7 +1704,7 @@ student = {"excl_loss": [], "fourier_embed": [], "embed_SVD": []}
 try:
     for row in student_rows:
         checkpoint = checkpoint_epochs.index(int(epochs[row]))  # the same checkpoint the engine used for that row
-        m = utils.load_model(full_run_data, checkpoint, device=device)
+        m = full_run_data.model(checkpoint, device=device)
         student["excl_loss"].append(excl_loss(m, key_freqs))
         student["fourier_embed"].append(fourier_embed(m).cpu())
         student["embed_SVD"].append(embed_SVD(m).cpu())
@@ -1473,14 +1715,26 @@ else:
     mine = torch.tensor(student["excl_loss"], dtype=torch.float64)  # (n_points, n_keys)
     engine = dynamics.excluded_loss[student_rows]
     log_gap = (mine.log10() - engine.log10()).abs().max().item()
-    embed_gap = (torch.stack(student["fourier_embed"]).double() - dynamics.fourier_embed[student_rows]).abs().max().item()
-    svd_gap = (torch.stack(student["embed_SVD"]).double() - dynamics.embed_singular_values[student_rows]).abs().max().item()
-    print(f"agreement with the engine: excluded loss within a factor {10 ** log_gap:.4f}; "
-          f"fourier_embed max |diff| {embed_gap:.2e} (values up to {dynamics.fourier_embed.max():.3g}); "
-          f"embed_SVD max |diff| {svd_gap:.2e}")
-    fig = utils.lines([*mine.T, *engine.T], x=epochs[student_rows],
-                      labels=[f"yours: excluded {k}" for k in key_freqs] + [f"engine: excluded {k}" for k in key_freqs],
-                      log_y=True, xaxis="epoch", yaxis="train loss", title="Your excl_loss at a few checkpoints vs the engine")
+    embed_gap = (
+        (torch.stack(student["fourier_embed"]).double() - dynamics.fourier_embed[student_rows]).abs().max().item()
+    )
+    svd_gap = (
+        (torch.stack(student["embed_SVD"]).double() - dynamics.embed_singular_values[student_rows]).abs().max().item()
+    )
+    print(
+        f"agreement with the engine: excluded loss within a factor {10**log_gap:.4f}; "
+        f"fourier_embed max |diff| {embed_gap:.2e} (values up to {dynamics.fourier_embed.max():.3g}); "
+        f"embed_SVD max |diff| {svd_gap:.2e}"
+    )
+    fig = utils.lines(
+        [*mine.T, *engine.T],
+        x=epochs[student_rows],
+        labels=[f"yours: excluded {k}" for k in key_freqs] + [f"engine: excluded {k}" for k in key_freqs],
+        log_y=True,
+        xaxis="epoch",
+        yaxis="train loss",
+        title="Your excl_loss at a few checkpoints vs the engine",
+    )
     utils.mark_phases(fig, phases).show()
 
 # %% [markdown]
@@ -1494,10 +1748,16 @@ else:
 # directions of the key frequencies.
 
 # %%
-fig = utils.lines([dynamics.trig_frac_pre, dynamics.trig_frac_post, dynamics.trig_frac_logits], x=epochs,
-                  labels=["neuron pre-activations", "neuron post-activations", "logits"], xaxis="epoch",
-                  yaxis="fraction of variance", title="Variance in the key frequencies' cos/sin(w(x+y)) directions")
+fig = utils.lines(
+    [dynamics.trig_frac_pre, dynamics.trig_frac_post, dynamics.trig_frac_logits],
+    x=epochs,
+    labels=["neuron pre-activations", "neuron post-activations", "logits"],
+    xaxis="epoch",
+    yaxis="fraction of variance",
+    title="Variance in the key frequencies' cos/sin(w(x+y)) directions",
+)
 utils.mark_phases(fig, phases).show()
+
 
 # %%
 def first_epoch_reaching(values: Tensor, fraction: float = 0.5) -> int | None:
@@ -1509,15 +1769,27 @@ def first_epoch_reaching(values: Tensor, fraction: float = 0.5) -> int | None:
     return int(epochs[reached[0]]) if len(reached) else None
 
 
-for name, values in [("pre-activations", dynamics.trig_frac_pre), ("post-activations", dynamics.trig_frac_post),
-                     ("logits", dynamics.trig_frac_logits)]:
+for name, values in [
+    ("pre-activations", dynamics.trig_frac_pre),
+    ("post-activations", dynamics.trig_frac_post),
+    ("logits", dynamics.trig_frac_logits),
+]:
     halfway = first_epoch_reaching(values)
-    when = "" if halfway is None or test_starts_falling is None else (
-        f" ({'before' if halfway < test_starts_falling else 'after'} the test loss falls below 1, at epoch {test_starts_falling})")
-    print(f"{name:>17}: {values[0]:.1%} at the start, {values.max():.1%} at most, {values[-1]:.1%} at the end; "
-          f"halfway from start to end at epoch {halfway}{when}")
-print(f"(analysed model, from Section 1.2: {interaction_pre_all:.1%} of the pre-activations' variance and "
-      f"{interaction_post_all:.1%} of the post-activations' is in x-y interaction terms of any frequency)")
+    when = (
+        ""
+        if halfway is None or test_starts_falling is None
+        else (
+            f" ({'before' if halfway < test_starts_falling else 'after'} the test loss falls below 1, at epoch {test_starts_falling})"
+        )
+    )
+    print(
+        f"{name:>17}: {values[0]:.1%} at the start, {values.max():.1%} at most, {values[-1]:.1%} at the end; "
+        f"halfway from start to end at epoch {halfway}{when}"
+    )
+print(
+    f"(analysed model, from Section 1.2: {interaction_pre_all:.1%} of the pre-activations' variance and "
+    f"{interaction_post_all:.1%} of the post-activations' is in x-y interaction terms of any frequency)"
+)
 
 # %% [markdown]
 # Read the three curves with Section 1.2 in mind. The **pre-activations** are *not* pure sums of functions of
@@ -1540,14 +1812,25 @@ print(f"(analysed model, from Section 1.2: {interaction_pre_all:.1%} of the pre-
 # checkpoint).
 
 # %%
-utils.animate_scatter(dynamics.neuron_best_freq[frames], dynamics.neuron_frac_best_freq[frames],
-                      color=dynamics.neuron_fire_frac[frames], color_label="fires on", frame_labels=epochs[frames],
-                      animation_name="epoch", hover=[f"neuron {i}" for i in range(cfg.d_mlp)],
-                      xaxis="best frequency", yaxis="fraction explained",
-                      title="Neuron frequencies during training").show()
-in_key_cluster = torch.isin(dynamics.neuron_best_freq, torch.tensor(key_freqs)) & (dynamics.neuron_frac_best_freq >= 0.85)
-print(f"neurons in a key-frequency cluster: {int(in_key_cluster[0].sum())} at epoch {epochs[0]}, "
-      f"{int(in_key_cluster[-1].sum())} at epoch {epochs[-1]} (of {cfg.d_mlp})")
+utils.animate_scatter(
+    dynamics.neuron_best_freq[frames],
+    dynamics.neuron_frac_best_freq[frames],
+    color=dynamics.neuron_fire_frac[frames],
+    color_label="fires on",
+    frame_labels=epochs[frames],
+    animation_name="epoch",
+    hover=[f"neuron {i}" for i in range(cfg.d_mlp)],
+    xaxis="best frequency",
+    yaxis="fraction explained",
+    title="Neuron frequencies during training",
+).show()
+in_key_cluster = torch.isin(dynamics.neuron_best_freq, torch.tensor(key_freqs)) & (
+    dynamics.neuron_frac_best_freq >= 0.85
+)
+print(
+    f"neurons in a key-frequency cluster: {int(in_key_cluster[0].sum())} at epoch {epochs[0]}, "
+    f"{int(in_key_cluster[-1].sum())} at epoch {epochs[-1]} (of {cfg.d_mlp})"
+)
 
 # %% [markdown]
 # **Attention and commutativity.** The average attention from `=` to $x$ and to $y$, per head. A model that
@@ -1558,12 +1841,20 @@ print(f"neurons in a key-frequency cluster: {int(in_key_cluster[0].sum())} at ep
 # %%
 attn_lines = [dynamics.attention_to_pos[:, h, pos] for h in range(cfg.n_heads) for pos in (0, 1)]
 attn_labels = [f"head {h} -> {'x' if pos == 0 else 'y'}" for h in range(cfg.n_heads) for pos in (0, 1)]
-fig = utils.lines(attn_lines, x=epochs, labels=attn_labels, xaxis="epoch", yaxis="average attention",
-                  title="Average attention from = to x and y, per head")
+fig = utils.lines(
+    attn_lines,
+    x=epochs,
+    labels=attn_labels,
+    xaxis="epoch",
+    yaxis="average attention",
+    title="Average attention from = to x and y, per head",
+)
 utils.mark_phases(fig, phases).show()
 gap = (dynamics.attention_to_pos[:, :, 0] - dynamics.attention_to_pos[:, :, 1]).abs()  # (n_ckpt, n_heads)
-print("|attention to x - attention to y| per head, first -> last checkpoint: "
-      + ", ".join(f"head {h}: {gap[0, h]:.2f} -> {gap[-1, h]:.2f}" for h in range(cfg.n_heads)))
+print(
+    "|attention to x - attention to y| per head, first -> last checkpoint: "
+    + ", ".join(f"head {h}: {gap[0, h]:.2f} -> {gap[-1, h]:.2f}" for h in range(cfg.n_heads))
+)
 
 # %% [markdown]
 # **Restricted loss.** The loss of the logits restricted to the key frequencies' trig-sum directions
@@ -1576,18 +1867,35 @@ print("|attention to x - attention to y| per head, first -> last checkpoint: "
 # each falls below 1 and how far apart the two restricted losses get.
 
 # %%
-fig = utils.lines([dynamics.test_loss, dynamics.restricted_loss_test, dynamics.restricted_loss_train, dynamics.train_loss],
-                  x=epochs, labels=["test loss", "restricted loss (test pairs)", "restricted loss (train pairs)", "train loss"],
-                  log_y=True, xaxis="epoch", yaxis="loss", title="Restricted loss vs test loss")
+fig = utils.lines(
+    [dynamics.test_loss, dynamics.restricted_loss_test, dynamics.restricted_loss_train, dynamics.train_loss],
+    x=epochs,
+    labels=["test loss", "restricted loss (test pairs)", "restricted loss (train pairs)", "train loss"],
+    log_y=True,
+    xaxis="epoch",
+    yaxis="loss",
+    title="Restricted loss vs test loss",
+)
 utils.mark_phases(fig, phases).show()
-for name, values in [("test loss", dynamics.test_loss), ("restricted loss (test pairs)", dynamics.restricted_loss_test),
-                     ("restricted loss (train pairs)", dynamics.restricted_loss_train)]:
+for name, values in [
+    ("test loss", dynamics.test_loss),
+    ("restricted loss (test pairs)", dynamics.restricted_loss_test),
+    ("restricted loss (train pairs)", dynamics.restricted_loss_train),
+]:
     print(f"{name:>30} first below 1 at epoch {first_epoch_below(epochs, values.numpy(), 1.0)}")
 restricted_gap = (dynamics.restricted_loss_train / dynamics.restricted_loss_test).log10().abs()
-print(f"restricted train / test loss: within a factor {10 ** restricted_gap.median().item():.2f} at the median checkpoint, "
-      f"{10 ** restricted_gap.max().item():.2f} at worst")
-fig = utils.line(dynamics.restricted_loss_ratio, x=epochs, log_y=True, xaxis="epoch", yaxis="ratio",
-                 title="Restricted loss / test loss (test pairs)")
+print(
+    f"restricted train / test loss: within a factor {10 ** restricted_gap.median().item():.2f} at the median checkpoint, "
+    f"{10 ** restricted_gap.max().item():.2f} at worst"
+)
+fig = utils.line(
+    dynamics.restricted_loss_ratio,
+    x=epochs,
+    log_y=True,
+    xaxis="epoch",
+    yaxis="ratio",
+    title="Restricted loss / test loss (test pairs)",
+)
 utils.mark_phases(fig, phases).show()
 
 # %% [markdown]
@@ -1600,16 +1908,30 @@ utils.mark_phases(fig, phases).show()
 # numbers at the phase boundaries.
 
 # %%
-fig = utils.line(dynamics.total_sum_sq_weights, x=epochs, xaxis="epoch", yaxis="sum of squared weights",
-                 title="Total sum of squared weights")
+fig = utils.line(
+    dynamics.total_sum_sq_weights,
+    x=epochs,
+    xaxis="epoch",
+    yaxis="sum of squared weights",
+    title="Total sum of squared weights",
+)
 utils.mark_phases(fig, phases).show()
-fig = utils.lines(dynamics.sum_sq_weights.T, x=epochs, labels=dynamics.param_names, log_y=True, xaxis="epoch",
-                  yaxis="sum of squared weights", title="Sum of squared weights per parameter")
+fig = utils.lines(
+    dynamics.sum_sq_weights.T,
+    x=epochs,
+    labels=dynamics.param_names,
+    log_y=True,
+    xaxis="epoch",
+    yaxis="sum of squared weights",
+    title="Sum of squared weights per parameter",
+)
 utils.mark_phases(fig, phases).show()
 peak_index = int(dynamics.total_sum_sq_weights.argmax())
-print(f"sum of squared weights: {dynamics.total_sum_sq_weights[0]:.0f} at epoch {epochs[0]}, "
-      f"peak {dynamics.total_sum_sq_weights[peak_index]:.0f} at epoch {epochs[peak_index]}, "
-      f"{dynamics.total_sum_sq_weights[-1]:.0f} at epoch {epochs[-1]}")
+print(
+    f"sum of squared weights: {dynamics.total_sum_sq_weights[0]:.0f} at epoch {epochs[0]}, "
+    f"peak {dynamics.total_sum_sq_weights[peak_index]:.0f} at epoch {epochs[peak_index]}, "
+    f"{dynamics.total_sum_sq_weights[-1]:.0f} at epoch {epochs[-1]}"
+)
 
 
 def norm_at(epoch: float) -> float:
@@ -1618,10 +1940,14 @@ def norm_at(epoch: float) -> float:
 
 for name, start, end in phases:
     change = norm_at(end) - norm_at(start)
-    print(f"{name:>18} (epochs {start:.0f}-{end:.0f}): {norm_at(start):.0f} -> {norm_at(end):.0f} "
-          f"({'+' if change >= 0 else ''}{change:.0f}, {change / max(end - start, 1) * 1000:+.1f} per 1000 epochs)")
+    print(
+        f"{name:>18} (epochs {start:.0f}-{end:.0f}): {norm_at(start):.0f} -> {norm_at(end):.0f} "
+        f"({'+' if change >= 0 else ''}{change:.0f}, {change / max(end - start, 1) * 1000:+.1f} per 1000 epochs)"
+    )
 if phases:
-    print(f"{'after cleanup':>18} (epochs {phases[-1][2]:.0f}-{epochs[-1]:.0f}): {norm_at(phases[-1][2]):.0f} -> {norm_at(epochs[-1]):.0f}")
+    print(
+        f"{'after cleanup':>18} (epochs {phases[-1][2]:.0f}-{epochs[-1]:.0f}): {norm_at(phases[-1][2]):.0f} -> {norm_at(epochs[-1]):.0f}"
+    )
 
 # %% [markdown]
 # **Sparsity in the Fourier basis.** The Gini coefficient of the per-frequency Fourier norms of `W_E` and of
@@ -1629,11 +1955,19 @@ if phases:
 # settles on its key frequencies (printed: first and last value).
 
 # %%
-fig = utils.lines([dynamics.gini_embed, dynamics.gini_logit], x=epochs, labels=["W_E", "W_logit"], xaxis="epoch",
-                  yaxis="Gini coefficient", title="Fourier sparsity of W_E and W_logit")
+fig = utils.lines(
+    [dynamics.gini_embed, dynamics.gini_logit],
+    x=epochs,
+    labels=["W_E", "W_logit"],
+    xaxis="epoch",
+    yaxis="Gini coefficient",
+    title="Fourier sparsity of W_E and W_logit",
+)
 utils.mark_phases(fig, phases).show()
-print(f"Gini of W_E: {dynamics.gini_embed[0]:.2f} -> {dynamics.gini_embed[-1]:.2f}; "
-      f"of W_logit: {dynamics.gini_logit[0]:.2f} -> {dynamics.gini_logit[-1]:.2f}")
+print(
+    f"Gini of W_E: {dynamics.gini_embed[0]:.2f} -> {dynamics.gini_embed[-1]:.2f}; "
+    f"of W_logit: {dynamics.gini_logit[0]:.2f} -> {dynamics.gini_logit[-1]:.2f}"
+)
 
 # %% [markdown]
 # ### Recap of Section 3
@@ -1655,37 +1989,77 @@ print(f"Gini of W_E: {dynamics.gini_embed[0]:.2f} -> {dynamics.gini_embed[-1]:.2
 # %% tags=["summary"]
 frac_explained = n_explained / cfg.d_mlp
 checks = [
-    (groks, f"the model groks: train loss < 1e-2 at epoch {epoch_train_small}, test loss < 1e-2 at epoch {epoch_test_small}"),
-    (2 <= len(key_freqs) <= 8, f"it uses a handful of key frequencies: {key_freqs} (the embedding carries {embed_freqs})"),
-    (frac_explained > 0.5, f"{frac_explained:.1%} of the neurons are explained >= 85% by one frequency; clusters "
-                           f"{ {k: len(v) for k, v in clusters.items()} }"),
-    (trig_loss <= original_loss.item(), f"keeping only the cos/sin(w_k(x+y)) directions does not raise the loss: "
-                                        f"{trig_loss:.3e} vs {original_loss.item():.3e}"),
-    (min(final_excl) > 100 * final_train_loss, f"the excluded loss ends far above the train loss: "
-                                               f"{min(final_excl):.2e} or more vs {final_train_loss:.2e}"),
-    (cluster_ablation[most_important] > 100 * original_loss.item(),
-     f"ablating the most important cluster (frequency {most_important}) raises the loss "
-     f"{cluster_ablation[most_important] / original_loss.item():.1e}-fold"),
-    (symmetric_enough, f"the neurons are nearly symmetric in x and y: median antisymmetric share {anti_post.median():.2%} (< 5%)"),
-    (bool((form_variants["+ direct path"] - original_logits).abs().max() < 1e-3 * original_logits.abs().max()),
-     "the functional form with every left-out term added back reproduces the model's logits"),
-    (interaction_post_all > 2 * interaction_pre_all,
-     f"the ReLU at least doubles the share of x-y products: {interaction_pre_all:.1%} before, {interaction_post_all:.1%} after"),
-    (top_share.min().item() > 0.9, f"W_logit's top {len(top_share)} right-singular directions lie >= 90% in the key "
-                                   f"frequencies' cos/sin(w z): {top_share.min():.1%} or more"),
+    (
+        groks,
+        f"the model groks: train loss < 1e-2 at epoch {epoch_train_small}, test loss < 1e-2 at epoch {epoch_test_small}",
+    ),
+    (
+        2 <= len(key_freqs) <= 8,
+        f"it uses a handful of key frequencies: {key_freqs} (the embedding carries {embed_freqs})",
+    ),
+    (
+        frac_explained > 0.5,
+        f"{frac_explained:.1%} of the neurons are explained >= 85% by one frequency; clusters "
+        f"{ {k: len(v) for k, v in clusters.items()} }",
+    ),
+    (
+        trig_loss <= original_loss.item(),
+        f"keeping only the cos/sin(w_k(x+y)) directions does not raise the loss: "
+        f"{trig_loss:.3e} vs {original_loss.item():.3e}",
+    ),
+    (
+        min(final_excl) > 100 * final_train_loss,
+        f"the excluded loss ends far above the train loss: {min(final_excl):.2e} or more vs {final_train_loss:.2e}",
+    ),
+    (
+        cluster_ablation[most_important] > 100 * original_loss.item(),
+        f"ablating the most important cluster (frequency {most_important}) raises the loss "
+        f"{cluster_ablation[most_important] / original_loss.item():.1e}-fold",
+    ),
+    (
+        symmetric_enough,
+        f"the neurons are nearly symmetric in x and y: median antisymmetric share {anti_post.median():.2%} (< 5%)",
+    ),
+    (
+        bool((form_variants["+ direct path"] - original_logits).abs().max() < 1e-3 * original_logits.abs().max()),
+        "the functional form with every left-out term added back reproduces the model's logits",
+    ),
+    (
+        interaction_post_all > 2 * interaction_pre_all,
+        f"the ReLU at least doubles the share of x-y products: {interaction_pre_all:.1%} before, {interaction_post_all:.1%} after",
+    ),
+    (
+        top_share.min().item() > 0.9,
+        f"W_logit's top {len(top_share)} right-singular directions lie >= 90% in the key "
+        f"frequencies' cos/sin(w z): {top_share.min():.1%} or more",
+    ),
 ]
 restricted_below_1 = first_epoch_below(epochs, dynamics.restricted_loss_test.numpy(), 1.0)
 test_below_1 = first_epoch_below(epochs, dynamics.test_loss.numpy(), 1.0)
 if restricted_below_1 is not None and test_below_1 is not None:
-    checks.append((restricted_below_1 <= test_below_1, f"the restricted test loss falls below 1 no later than the test loss "
-                                                      f"(epoch {restricted_below_1} vs {test_below_1})"))
+    checks.append(
+        (
+            restricted_below_1 <= test_below_1,
+            f"the restricted test loss falls below 1 no later than the test loss "
+            f"(epoch {restricted_below_1} vs {test_below_1})",
+        )
+    )
 if any(name == "cleanup" for name, _, _ in phases):
     _, start, end = next(ph for ph in phases if ph[0] == "cleanup")
-    checks.append((norm_at(end) < norm_at(start), f"the weight norm falls during cleanup: {norm_at(start):.0f} -> {norm_at(end):.0f}"))
+    checks.append(
+        (
+            norm_at(end) < norm_at(start),
+            f"the weight norm falls during cleanup: {norm_at(start):.0f} -> {norm_at(end):.0f}",
+        )
+    )
 if student["embed_SVD"]:
-    checks.append((log_gap < 0.01 and embed_gap < 1e-3 * dynamics.fourier_embed.max().item() and svd_gap < 1e-3,
-                   "your excl_loss, fourier_embed and embed_SVD agree with the batched engine over training"))
-print(f"p = {p}, analysed checkpoint: epoch {ANALYSED_EPOCH} ({utils.run_data_source(full_run_data)})")
+    checks.append(
+        (
+            log_gap < 0.01 and embed_gap < 1e-3 * dynamics.fourier_embed.max().item() and svd_gap < 1e-3,
+            "your excl_loss, fourier_embed and embed_SVD agree with the batched engine over training",
+        )
+    )
+print(f"p = {p}, analysed checkpoint: epoch {ANALYSED_EPOCH} ({full_run_data.source})")
 for ok, claim in checks:
     print("✅" if ok else "❌", claim)
 print("phases:", ", ".join(f"{name} {start:.0f}-{end:.0f}" for name, start, end in phases))
@@ -1758,7 +2132,10 @@ from part52_grokking_and_modular_arithmetic import train as trainer
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 
 bonus_config = TrainConfig(p=53, seed=1, frac_train=0.7, epochs=3000, stop_at_test_loss=1e-3)
-bonus_path = utils.default_run_path().parent / f"bonus_p{bonus_config.p}_seed{bonus_config.seed}_frac{bonus_config.frac_train}.pth"
+bonus_path = (
+    utils.default_run_path().parent
+    / f"bonus_p{bonus_config.p}_seed{bonus_config.seed}_frac{bonus_config.frac_train}.pth"
+)
 t0 = time.perf_counter()
 bonus_cached = bonus_path.exists()
 with torch.enable_grad():
@@ -1766,24 +2143,80 @@ with torch.enable_grad():
 bonus_seconds = time.perf_counter() - t0
 bonus_model = utils.load_model(bonus_run, -1, device=device)
 bonus_epochs = len(bonus_run["train_losses"])
-print(f"second model: p = {bonus_config.p}, seed {bonus_config.seed}, train fraction {bonus_config.frac_train}: "
-      f"{bonus_epochs} epochs, final test loss {bonus_run['test_losses'][-1]:.2e} "
-      f"({'loaded from' if bonus_cached and bonus_seconds < 5 else f'trained in {bonus_seconds:.1f} s, saved at'} {bonus_path})")
+print(
+    f"second model: p = {bonus_config.p}, seed {bonus_config.seed}, train fraction {bonus_config.frac_train}: "
+    f"{bonus_epochs} epochs, final test loss {bonus_run['test_losses'][-1]:.2e} "
+    f"({'loaded from' if bonus_cached and bonus_seconds < 5 else f'trained in {bonus_seconds:.1f} s, saved at'} {bonus_path})"
+)
 
 bonus_key_freqs = utils.key_frequencies(bonus_model)
 bonus_surgery = utils.neuron_surgery_losses(bonus_model, bonus_key_freqs)
 bonus_clusters = utils.analyse_neurons(bonus_model).clusters
 print(f"its key frequencies: {bonus_key_freqs}; cluster sizes { {k: len(v) for k, v in bonus_clusters.items()} }")
-print(f"its loss {bonus_surgery['original']:.2e}; keeping only the cos/sin(w_k(x+y)) directions of its key frequencies: "
-      f"{bonus_surgery['restricted']:.2e}")
+print(
+    f"its loss {bonus_surgery['original']:.2e}; keeping only the cos/sin(w_k(x+y)) directions of its key frequencies: "
+    f"{bonus_surgery['restricted']:.2e}"
+)
 print(f"the main model (p = {p}): key frequencies {key_freqs}")
 as_fraction = lambda freqs, modulus: sorted(round(k / modulus, 3) for k in freqs)  # noqa: E731
-print(f"as fractions of a full turn per step, k / p: main {as_fraction(key_freqs, p)}, second {as_fraction(bonus_key_freqs, bonus_config.p)}")
-print("The two models use different frequencies: the algorithm is the same, the frequencies are the run's own choice."
-      if as_fraction(key_freqs, p) != as_fraction(bonus_key_freqs, bonus_config.p) else
-      "The two models happen to use the same frequencies (as fractions of p).")
+print(
+    f"as fractions of a full turn per step, k / p: main {as_fraction(key_freqs, p)}, second {as_fraction(bonus_key_freqs, bonus_config.p)}"
+)
+print(
+    "The two models use different frequencies: the algorithm is the same, the frequencies are the run's own choice."
+    if as_fraction(key_freqs, p) != as_fraction(bonus_key_freqs, bonus_config.p)
+    else "The two models happen to use the same frequencies (as fractions of p)."
+)
 
 # %% [markdown]
 # Questions to explore with this cell: does the second model's restricted loss beat its own loss, as in 2.8?
 # How many key frequencies does it use — more or fewer than the main model, with a smaller $p$? Change the
 # seed (the file name includes it, so each run is kept): do the frequencies change every time?
+#
+# ## Experiment: a sweep over seeds (universality)
+#
+# One second model is an anecdote. The package's `sweep` module trains a grid of runs — here several seeds
+# with the recipe of the cell above — together (its batched trainer trains the runs as one set of tensors),
+# writes each run to its own run file in a folder next to the main run file (`bonus_sweep_p53/`), and then
+# summarises the folder: for every run, the epoch its test loss first fell below $10^{-2}$, its final losses,
+# and the key frequencies of its last checkpoint, found with the same `key_frequencies` as above. On a CPU
+# the cell trains four more seeds, 2 to 5 (seed 1 is the model above): one to two minutes the first time,
+# then the files are loaded in a second. Where there is a GPU it trains 16 seeds at two train fractions
+# instead, so the figure's phase diagram has two cells. The same sweep runs from the command line and can be
+# spread over many machines (README, "Sweeps").
+
+# %%
+from collections import Counter
+
+from part52_grokking_and_modular_arithmetic import sweep
+
+BIG_SWEEP = device == "cuda"  # a GPU trains the bigger sweep in about the time a CPU needs for the small one
+sweep_configs = sweep.sweep_grid(
+    TrainConfig(p=53, frac_train=0.7, epochs=3000, stop_at_test_loss=1e-3),
+    seeds=range(16) if BIG_SWEEP else range(2, 6),
+    frac_trains=[0.5, 0.7] if BIG_SWEEP else [0.7],
+)
+sweep_dir = utils.default_run_path().parent / "bonus_sweep_p53"
+t0 = time.perf_counter()
+with torch.enable_grad():
+    sweep.run_sweep(sweep_configs, sweep_dir, device=device, progress=not IN_COLAB)
+print(f"{len(sweep_configs)} runs ready in {time.perf_counter() - t0:.1f} s\n")
+
+sweep_table = sweep.sweep_summary(sweep_dir)
+print(sweep_table.format_table())
+sweep_grokked = [r for r in sweep_table.rows if r["grok_epoch"] is not None]
+sweep_freq_sets = {tuple(r["key_freqs"]) for r in sweep_grokked}
+sweep_freq_counts = Counter(k for r in sweep_grokked for k in r["key_freqs"])
+print(
+    f"\n{len(sweep_grokked)} of {len(sweep_table.rows)} runs generalised; between them they use "
+    f"{len(sweep_freq_sets)} different sets of key frequencies."
+)
+print("how many of them use each frequency:", dict(sorted(sweep_freq_counts.items())))
+sweep.sweep_figure(sweep_table).show()
+
+# %% [markdown]
+# Every run implements the same algorithm, but with its own set of frequencies: the frequencies are an
+# accident of the seed (initialisation and split), the algorithm is not. Questions: do any two seeds agree
+# on all their frequencies? Is there a frequency that (nearly) every run uses, and what fraction of a turn
+# is it, $k/p$? Does the number of key frequencies relate to how quickly a run generalises (the `grok`
+# column)?

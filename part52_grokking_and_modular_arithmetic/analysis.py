@@ -16,9 +16,7 @@ Contents, in course order:
 * logit surgery (Section 2): :func:`trig_logits`, :func:`restricted_loss`, :func:`analyse_neurons`,
   :func:`projected_neuron_logits`, :func:`cluster_ablation_losses`, :func:`neuron_surgery_losses`;
 * the ReLU quadratic-term toy fit: :func:`fit_quadratic_terms`, :func:`relu_quadratic_fit`;
-* progress measures (Section 3): :func:`excl_loss`, :func:`fourier_embed`, :func:`embed_SVD`;
-* a hand-built model that computes (x + y) mod p with the Fourier algorithm, no training needed (tests and
-  demos): :func:`make_fourier_model`.
+* progress measures (Section 3): :func:`excl_loss`, :func:`fourier_embed`, :func:`embed_SVD`.
 
 Bugs of the published chapter's code fixed here: the per-frequency block helper keeps the last
 frequency (``fourier.arrange_by_2d_freqs``), :func:`fourier_embed` left-multiplies by ``F`` (not ``F.T``),
@@ -37,7 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 
-from .data import make_all_data, make_labels, train_test_split
+from .data import make_all_data, make_split
 from .fourier import (
     arrange_by_2d_freqs,
     fft2d,
@@ -47,7 +45,6 @@ from .fourier import (
     trig_sum_directions_matrix,
 )
 from .losses import cross_entropy_high_precision, score_logits
-from .model import make_model
 
 __all__ = [
     "CLUSTER_THRESHOLD",
@@ -90,7 +87,6 @@ __all__ = [
     "excl_loss_from_logits",
     "fourier_embed",
     "embed_SVD",
-    "make_fourier_model",
 ]
 
 #: A neuron belongs to a frequency's cluster when that frequency's 3x3 block explains at least this fraction
@@ -186,7 +182,9 @@ def _all_data_for(model: HookedTransformer, all_data: Int[Tensor, "batch 3"] | N
 
 
 @torch.no_grad()
-def get_original_logits(model: HookedTransformer, all_data: Int[Tensor, "batch 3"] | None = None) -> Float[Tensor, "batch p"]:
+def get_original_logits(
+    model: HookedTransformer, all_data: Int[Tensor, "batch 3"] | None = None
+) -> Float[Tensor, "batch p"]:
     """Last-position logits over ``all_data`` (default: all p^2 inputs), ``=`` logit dropped: ``(batch, p)``."""
     p = infer_p(model)
     return model(_all_data_for(model, all_data))[:, -1, :p]
@@ -434,7 +432,9 @@ def embedding_frequency_norms(model: HookedTransformer) -> Float[Tensor, "n_freq
 def _p_from_logits(logits: Tensor) -> int:
     p = logits.shape[-1]
     if logits.ndim != 2 or logits.shape[0] != p * p:
-        raise ValueError(f"expected (p^2, p) last-position logits (= dropped) over all inputs, got {tuple(logits.shape)}")
+        raise ValueError(
+            f"expected (p^2, p) last-position logits (= dropped) over all inputs, got {tuple(logits.shape)}"
+        )
     return p
 
 
@@ -446,8 +446,9 @@ def trig_logits(logits: Float[Tensor, "p_sq p"], key_freqs: list[int]) -> Float[
     return M.T @ (M @ logits)
 
 
-def _labels(p: int, fn: str, device) -> Tensor:
-    return make_labels(make_all_data(p), p, fn=fn).to(device)
+def _labels(p: int, fn: str, seed: int, device) -> Tensor:
+    """Labels of all p^2 pairs for task ``fn`` (``seed`` draws the ``rand`` table), from :func:`~.data.make_split`."""
+    return make_split(p, seed=seed, fn=fn).labels.to(device)
 
 
 def restricted_loss(
@@ -464,12 +465,16 @@ def restricted_loss(
     batch mean of ``original - restricted`` added back, which restores the constant). ``mode``: all / train /
     test pairs (split from ``frac_train`` / ``seed`` unless ``train_indices`` is given)."""
     original = get_original_logits(model)
-    p = _p_from_logits(original)
+    split = make_split(_p_from_logits(original), frac_train, seed, fn)
     if mode != "all" and train_indices is None:
-        train_indices = train_test_split(p, frac_train, seed)[0]
+        train_indices = split.train_indices
     return score_logits(
-        trig_logits(original, key_freqs), _labels(p, fn, original.device), mode=mode, train_indices=train_indices,
-        bias_correction=True, original_logits=original,
+        trig_logits(original, key_freqs),
+        split.labels.to(original.device),
+        mode=mode,
+        train_indices=train_indices,
+        bias_correction=True,
+        original_logits=original,
     )
 
 
@@ -540,35 +545,42 @@ def cluster_ablated_logits(analysis: NeuronAnalysis, freq: int) -> Float[Tensor,
 
 
 def cluster_ablation_losses(
-    model_or_analysis: HookedTransformer | NeuronAnalysis, key_freqs: list[int] | None = None, *, fn: str = "add"
+    model_or_analysis: HookedTransformer | NeuronAnalysis,
+    key_freqs: list[int] | None = None,
+    *,
+    fn: str = "add",
+    seed: int = 0,
 ) -> dict[int, float]:
     """Loss on all pairs after removing one cluster's contribution to the logits (see
     :func:`cluster_ablated_logits`), bias-corrected — so zero- and mean-ablation give the same number — for
-    each key frequency (default: :func:`key_frequencies` of the clusters)."""
+    each key frequency (default: :func:`key_frequencies` of the clusters). ``fn``/``seed``: the run's task."""
     a = model_or_analysis if isinstance(model_or_analysis, NeuronAnalysis) else analyse_neurons(model_or_analysis)
     if key_freqs is None:
         key_freqs = key_frequencies(clusters=a.clusters, d_mlp=a.W_logit.shape[0])
-    labels = _labels(a.original_logits.shape[-1], fn, a.original_logits.device)
+    labels = _labels(a.original_logits.shape[-1], fn, seed, a.original_logits.device)
     return {
-        int(k): score_logits(cluster_ablated_logits(a, k), labels, bias_correction=True, original_logits=a.original_logits)
+        int(k): score_logits(
+            cluster_ablated_logits(a, k), labels, bias_correction=True, original_logits=a.original_logits
+        )
         for k in key_freqs
     }
 
 
 @torch.no_grad()
 def neuron_surgery_losses(
-    model: HookedTransformer, key_freqs: list[int] | None = None, *, fn: str = "add"
+    model: HookedTransformer, key_freqs: list[int] | None = None, *, fn: str = "add", seed: int = 0
 ) -> dict[str, object]:
     """The Section-2 numbers the notebook prints, all on all p^2 pairs (the notebook quotes the hub
     model's as a reference): ``original``; ``restricted`` (only the key frequencies' cos/sin(x+y) logit directions,
     bias-corrected); ``projected_neurons`` / ``projected_neurons_without_unclustered`` (neuron-only logits
     with each neuron projected onto its frequency, the unclustered neurons kept / dropped, bias-corrected);
-    ``cluster_ablation`` (``{freq: loss}``); and the ``key_freqs`` used (default :func:`key_frequencies`)."""
+    ``cluster_ablation`` (``{freq: loss}``); and the ``key_freqs`` used (default :func:`key_frequencies`).
+    ``fn``/``seed``: the run's task (``seed`` matters for ``fn="rand"``)."""
     a = analyse_neurons(model)
     if key_freqs is None:
         key_freqs = key_frequencies(clusters=a.clusters, d_mlp=a.W_logit.shape[0])
     original = a.original_logits
-    labels = _labels(original.shape[-1], fn, original.device)
+    labels = _labels(original.shape[-1], fn, seed, original.device)
 
     def score(logits: Tensor) -> float:
         return score_logits(logits, labels, bias_correction=True, original_logits=original)
@@ -579,7 +591,7 @@ def neuron_surgery_losses(
         "restricted": score(trig_logits(original, key_freqs)),
         "projected_neurons": score(projected_neuron_logits(a, keep_unclustered=True)),
         "projected_neurons_without_unclustered": score(projected_neuron_logits(a, keep_unclustered=False)),
-        "cluster_ablation": cluster_ablation_losses(a, key_freqs, fn=fn),
+        "cluster_ablation": cluster_ablation_losses(a, key_freqs, fn=fn, seed=seed),
     }
 
 
@@ -685,12 +697,13 @@ def excl_loss(
     """Excluded loss per key frequency: the train loss after removing frequency k's cos/sin(x+y) directions
     from the last-position logits (``=`` dropped) over all p^2 inputs (float64 cross-entropy, no bias
     correction — which would change nothing: those directions have zero mean over the inputs).
-    Train pairs: ``train_indices``, else ``data.train_test_split(p, frac_train, seed)``."""
+    Train pairs: ``train_indices``, else the split of ``frac_train`` / ``seed``; labels of task ``fn`` (``seed``
+    draws the ``rand`` table) — both from :func:`~.data.make_split`."""
     original = get_original_logits(model)
-    p = _p_from_logits(original)
+    split = make_split(_p_from_logits(original), frac_train, seed, fn)
     if train_indices is None:
-        train_indices = train_test_split(p, frac_train, seed)[0]
-    return excl_loss_from_logits(original, key_freqs, train_indices, _labels(p, fn, original.device))
+        train_indices = split.train_indices
+    return excl_loss_from_logits(original, key_freqs, train_indices, split.labels.to(original.device))
 
 
 @torch.no_grad()
@@ -706,71 +719,3 @@ def fourier_embed(model: HookedTransformer) -> Float[Tensor, "p"]:
 def embed_SVD(model: HookedTransformer) -> Float[Tensor, "n_sv"]:
     """Singular values (descending) of the embedding without the ``=`` row, ``W_E[:-1]`` (p, d_model)."""
     return torch.linalg.svdvals(model.W_E.detach()[:-1])
-
-
-# --------------------------------------------------------------------------------------------------------
-# A hand-built model that implements the algorithm (tests and demos; no training needed)
-# --------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def make_fourier_model(
-    p: int = 113,
-    key_freqs: tuple[int, ...] | list[int] = (14, 35, 41, 42, 52),
-    neurons_per_freq: int | dict[int, int] | None = None,
-    logit_scale: float = 2.0,
-    offset: float = 0.35,
-) -> HookedTransformer:
-    """A course-architecture model whose weights are *set by hand* to compute ``(x + y) mod p`` with the
-    Fourier/trig-identity algorithm — a stand-in for a grokked model when no trained one is at hand.
-
-    * ``W_Q = W_K = 0``: the ``=`` position attends 1/3 to each position; ``W_E[t]`` holds ``cos(w_k t)``,
-      ``sin(w_k t)`` in two dimensions per key frequency (``W_E[=] = W_pos = 0``); head 0 copies them.
-    * Neuron ``n`` of frequency ``k`` with phase ``phi_n`` (evenly spaced) computes
-      ``ReLU((cos(w_k x + phi_n) + cos(w_k y + phi_n) + offset) / 3)``: a 3x3-block neuron with the quadratic
-      term ``cos(w_k(x+y) + 2 phi_n)`` (Section 2.3).
-    * ``W_logit[n, z] ~ cos(w_k z + 2 phi_n)``, so the neurons of frequency k sum to
-      ``~cos(w_k (x + y - z))`` and the logits peak at ``z = x + y``.
-
-    Args:
-        key_freqs: the frequencies used (at most 16).
-        neurons_per_freq: neurons of each frequency (an int for all, or ``{freq: n}``); default: the MLP
-            split evenly. Neurons left over are dead (always 0, so unclustered).
-        logit_scale: multiplies the unembedding (larger: more confident, smaller loss).
-    """
-    key_freqs = [int(k) for k in key_freqs]
-    model = make_model(p, seed=0)
-    cfg = model.cfg
-    K = len(key_freqs)
-    if not 1 <= K <= min(cfg.d_head, cfg.d_model // 4) // 2:
-        raise ValueError(f"make_fourier_model supports 1 to {min(cfg.d_head, cfg.d_model // 4) // 2} key frequencies, got {K}")
-    if not all(1 <= k <= n_frequencies(p) for k in key_freqs):
-        raise ValueError(f"key frequencies must lie in 1..{n_frequencies(p)}, got {key_freqs}")
-    if neurons_per_freq is None:
-        neurons_per_freq = cfg.d_mlp // K
-    counts = neurons_per_freq if isinstance(neurons_per_freq, dict) else {k: int(neurons_per_freq) for k in key_freqs}
-    if sum(counts.values()) > cfg.d_mlp:
-        raise ValueError(f"{sum(counts.values())} neurons requested, the MLP has {cfg.d_mlp}")
-    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-    for param in model.parameters():
-        param.zero_()
-    t = torch.arange(p, dtype=torch.float64)
-    out_dim = cfg.d_model // 2  # the MLP writes into the upper half of the residual stream, W_U reads it
-    start = 0
-    for i, k in enumerate(key_freqs):
-        w = 2 * math.pi * k / p
-        model.W_E[:p, 2 * i] = torch.cos(w * t).float()
-        model.W_E[:p, 2 * i + 1] = torch.sin(w * t).float()
-        model.W_U[out_dim + 2 * i, :p] = logit_scale * torch.cos(w * t).float()
-        model.W_U[out_dim + 2 * i + 1, :p] = logit_scale * torch.sin(w * t).float()
-        n = counts.get(k, 0)
-        phases = 2 * math.pi * (torch.arange(n, dtype=torch.float64) + 0.5) / max(n, 1)
-        mlp.W_in[2 * i, start : start + n] = torch.cos(phases).float()
-        mlp.W_in[2 * i + 1, start : start + n] = -torch.sin(phases).float()
-        mlp.b_in[start : start + n] = offset / 3
-        mlp.W_out[start : start + n, out_dim + 2 * i] = torch.cos(2 * phases).float()
-        mlp.W_out[start : start + n, out_dim + 2 * i + 1] = -torch.sin(2 * phases).float()
-        start += n
-    attn.W_V[0, : 2 * K, : 2 * K] = torch.eye(2 * K)
-    attn.W_O[0, : 2 * K, : 2 * K] = torch.eye(2 * K)
-    return model

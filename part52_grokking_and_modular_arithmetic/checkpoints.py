@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import errno
 import io
-import math
 import os
 import re
 import secrets
@@ -63,6 +62,7 @@ __all__ = [
     "validate_resume_record",
     "expected_paper_shapes",
     "load_run_data",
+    "run_is_complete",
 ]
 
 REQUIRED_KEYS = ("state_dicts", "epochs", "train_losses", "test_losses")
@@ -119,7 +119,7 @@ def _temp_path(path: Path) -> Path:
 def _write_all(fd: int, data: memoryview) -> None:
     """``os.write`` until every byte is written (a full disk raises ``OSError(ENOSPC)`` here)."""
     while len(data):
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def write_bytes_atomically(data: bytes | memoryview, path: str | os.PathLike) -> Path:
@@ -141,9 +141,10 @@ def write_bytes_atomically(data: bytes | memoryview, path: str | os.PathLike) ->
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and not isinstance(e, RunFileWriteError):
             raise RunFileWriteError(
-                e.errno, f"could not write {path}: {describe_os_error(e)}; {_mb(len(data))} to write"
+                e.errno,
+                f"could not write {path}: {describe_os_error(e)}; {_mb(len(data))} to write"
                 + (f", {_mb(_free_bytes(path.parent))} free there" if _free_bytes(path.parent) is not None else "")
-                + (". The previous file is unchanged" if path.exists() else "")
+                + (". The previous file is unchanged" if path.exists() else ""),
             ) from e
         raise
     _fsync_folder(path.parent)
@@ -198,7 +199,8 @@ def check_destination(path: str | os.PathLike, need_bytes: int, what: str = "the
             probe.unlink(missing_ok=True)
     except OSError as e:
         raise RunFileWriteError(
-            e.errno, f"cannot write {what} {path}: {describe_os_error(e)} in {path.parent}. Choose another --out/out path."
+            e.errno,
+            f"cannot write {what} {path}: {describe_os_error(e)} in {path.parent}. Choose another --out/out path.",
         ) from e
     free = _free_bytes(path.parent)
     if free is not None and free < need_bytes:
@@ -252,7 +254,8 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
     if not path.parent.is_dir():
         return removed
     candidates = [
-        (f, m) for f in path.parent.glob(f"{glob_escape(path.name)}.tmp-*")
+        (f, m)
+        for f in path.parent.glob(f"{glob_escape(path.name)}.tmp-*")
         if (m := _TEMP_RE.search(f.name)) is not None and f.name[: m.start()] == path.name
     ]
     stale = [f for f, m in candidates if not _pid_alive(int(m.group(1)))]
@@ -359,7 +362,9 @@ def safe_load(path: str | os.PathLike) -> Any:
     :class:`CorruptCheckpointError` naming the file."""
     path = Path(path)
     if path.is_dir():
-        raise FileNotFoundError(f"{path} is a folder, not a run file; give the file's path, e.g. {path / 'full_run_data.pth'}")
+        raise FileNotFoundError(
+            f"{path} is a folder, not a run file; give the file's path, e.g. {path / 'full_run_data.pth'}"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
@@ -377,10 +382,14 @@ def safe_load(path: str | os.PathLike) -> Any:
                 "it may be truncated (an interrupted download?) or not a weights-only torch file. Delete it to "
                 f"fetch or train it again. ({type(e).__name__}: {lines[0] if lines else 'no details'})"
             )
-        raise CorruptCheckpointError(f"{path} ({path.stat().st_size:,} bytes) is not a readable torch checkpoint: {what}") from e
+        raise CorruptCheckpointError(
+            f"{path} ({path.stat().st_size:,} bytes) is not a readable torch checkpoint: {what}"
+        ) from e
 
 
-def expected_paper_shapes(p: int, d_model: int = 128, n_heads: int = 4, d_head: int = 32, d_mlp: int = 512, n_ctx: int = 3) -> dict[str, tuple[int, ...]]:
+def expected_paper_shapes(
+    p: int, d_model: int = 128, n_heads: int = 4, d_head: int = 32, d_mlp: int = 512, n_ctx: int = 3
+) -> dict[str, tuple[int, ...]]:
     """Paper-layout shape of every weight of the model for modulus ``p``."""
     d_vocab = p + 1
     return {
@@ -420,7 +429,9 @@ def validate_run_data(data: Any, source: str = "run data", p: int | None = None)
     if not isinstance(first, Mapping) or any(k not in first for k in PAPER_KEYS):
         raise CorruptCheckpointError(f"{source}: state dicts must hold the paper-layout keys {PAPER_KEYS}")
     if not is_paper_layout(first):
-        raise CorruptCheckpointError(f"{source}: state dicts must be in the paper layout (W_O of shape (d_model, n_heads*d_head))")
+        raise CorruptCheckpointError(
+            f"{source}: state dicts must be in the paper layout (W_O of shape (d_model, n_heads*d_head))"
+        )
     if p is None:
         p = int(first["embed.W_E"].shape[1]) - 1
     shapes = expected_paper_shapes(p)
@@ -434,7 +445,9 @@ def validate_run_data(data: Any, source: str = "run data", p: int | None = None)
                     f"{source}: state dict {i} (epoch {epochs[i]}): {name} has shape {tuple(t.shape)}, expected {shape} for p = {p}"
                 )
             if not t.is_floating_point():
-                raise CorruptCheckpointError(f"{source}: state dict {i}: {name} has dtype {t.dtype}, expected a float dtype")
+                raise CorruptCheckpointError(
+                    f"{source}: state dict {i}: {name} has dtype {t.dtype}, expected a float dtype"
+                )
             _check_finite(t, f"{source}: state dict {i} (epoch {epochs[i]}): {name}")
     if "train_indices" in data:
         idx = torch.as_tensor(data["train_indices"])
@@ -442,6 +455,10 @@ def validate_run_data(data: Any, source: str = "run data", p: int | None = None)
             raise CorruptCheckpointError(f"{source}: 'train_indices' must be a 1-D tensor of indices in [0, {p * p})")
     if "config" in data:
         validate_config_against_weights(data["config"], p, source)
+        if "train_indices" in data:
+            _check_split_against_config(data, source)
+    elif "train_indices" in data:
+        raise CorruptCheckpointError(f"{source}: 'train_indices' stored without the 'config' that defines the split")
     if "resume" in data:
         validate_resume_record(data["resume"], p, len(data["train_losses"]), source)
     if isinstance(data.get("config"), Mapping) and isinstance(data.get("resume"), Mapping):
@@ -455,8 +472,10 @@ def _check_epochs(epochs: Any, source: str) -> None:
     try:
         values = [int(e) for e in epochs]
     except (TypeError, ValueError):
-        raise CorruptCheckpointError(f"{source}: 'epochs' must be a list of integers, got {list(epochs)[:5]!r}") from None
-    if values[0] < 0 or any(b <= a for a, b in zip(values, values[1:])):
+        raise CorruptCheckpointError(
+            f"{source}: 'epochs' must be a list of integers, got {list(epochs)[:5]!r}"
+        ) from None
+    if values[0] < 0 or any(b <= a for a, b in zip(values, values[1:], strict=False)):
         raise CorruptCheckpointError(
             f"{source}: 'epochs' must be integers >= 0 that increase strictly, got {values[:6]}{'…' if len(values) > 6 else ''}"
         )
@@ -482,21 +501,54 @@ def _check_histories_against_config(data: Mapping, source: str) -> None:
             f"{source}: {len(data['test_losses']):,} test losses stored, but {n:,} epochs with a test every "
             f"{cfg.test_every} make {n_test:,}; the file is inconsistent"
         )
-    if "train_indices" in data:
-        from .data import train_test_split
-
-        expected = train_test_split(cfg.p, cfg.frac_train, cfg.seed)[0]
-        if not torch.equal(torch.as_tensor(data["train_indices"]).long(), expected.long()):
-            raise CorruptCheckpointError(
-                f"{source}: 'train_indices' ({len(data['train_indices']):,} pairs) are not the split of the stored "
-                f"config (frac_train={cfg.frac_train}, seed={cfg.seed}: {len(expected):,} pairs); the file is inconsistent"
-            )
     resume = data["resume"]
     if not resume.get("finished") and int(resume["epochs_done"]) >= cfg.epochs:
         raise CorruptCheckpointError(
             f"{source}: resume record: marked unfinished after {int(resume['epochs_done']):,} epochs, but the stored "
             f"config asks for {cfg.epochs:,}; the file is inconsistent"
         )
+
+
+def _check_split_against_config(data: Mapping, source: str) -> None:
+    """Stored ``train_indices`` must be the split of the stored config, in the paper's shuffled order."""
+    from .config import TrainConfig
+    from .data import train_test_split
+
+    cfg = TrainConfig.from_dict(data["config"])  # already validated
+    expected = train_test_split(cfg.p, cfg.frac_train, cfg.seed)[0]
+    if not torch.equal(torch.as_tensor(data["train_indices"]).long(), expected.long()):
+        raise CorruptCheckpointError(
+            f"{source}: 'train_indices' ({len(data['train_indices']):,} pairs) are not the split of the stored "
+            f"config (frac_train={cfg.frac_train}, seed={cfg.seed}: {len(expected):,} pairs); the file is inconsistent"
+        )
+
+
+def run_is_complete(data: Mapping, config: Any = None) -> bool:
+    """Whether a run needs no more training: the one definition, for provisioning and the trainer.
+
+    * a diverged run (``resume["diverged"]``) is never complete (the trainer refuses to continue it, saying why);
+    * with the trainer's ``resume`` record: ``finished``, and — when a requested ``config``
+      (:class:`~.config.TrainConfig`) is given — stopped early or trained for at least ``config.epochs``;
+    * without one: judged from the stored ``config`` (its length, or its early-stop test loss reached);
+    * a file without ``config`` (the hub file) is complete.
+    """
+    resume = data.get("resume")
+    if isinstance(resume, Mapping) and resume.get("diverged"):
+        return False
+    if isinstance(resume, Mapping) and "finished" in resume:
+        if not resume["finished"]:
+            return False
+        if config is None or resume.get("stopped_early"):
+            return True
+        return int(resume.get("epochs_done", len(data["train_losses"]))) >= int(config.epochs)
+    cfg = data.get("config")
+    if not isinstance(cfg, Mapping) or "epochs" not in cfg:
+        return True
+    epochs = int(config.epochs) if config is not None else int(cfg["epochs"])
+    if len(data["train_losses"]) >= epochs:
+        return True
+    stop = cfg.get("stop_at_test_loss")
+    return stop is not None and len(data["test_losses"]) > 0 and float(data["test_losses"][-1]) < float(stop)
 
 
 def _check_finite(t: torch.Tensor, what: str) -> None:
@@ -536,7 +588,9 @@ def validate_resume_record(resume: Any, p: int, n_train_losses: int, source: str
     if isinstance(done, bool) or not isinstance(done, int) or done < 0:
         raise CorruptCheckpointError(f"{source}: resume record: 'epochs_done' must be an integer >= 0, got {done!r}")
     if not isinstance(resume.get("finished"), bool):
-        raise CorruptCheckpointError(f"{source}: resume record: 'finished' must be True or False, got {resume.get('finished')!r}")
+        raise CorruptCheckpointError(
+            f"{source}: resume record: 'finished' must be True or False, got {resume.get('finished')!r}"
+        )
     version = resume.get("format", 1)
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= RESUME_FORMAT_VERSION:
         raise CorruptCheckpointError(
@@ -546,7 +600,9 @@ def validate_resume_record(resume: Any, p: int, n_train_losses: int, source: str
     if resume.get("finished") or resume.get("diverged"):
         return  # nothing to continue
     if n_train_losses != done:
-        raise CorruptCheckpointError(f"{source}: resume record: {done:,} epochs done but {n_train_losses:,} train losses stored")
+        raise CorruptCheckpointError(
+            f"{source}: resume record: {done:,} epochs done but {n_train_losses:,} train losses stored"
+        )
     missing = [k for k in ("params", "optimizer", "scheduler") if not isinstance(resume.get(k), Mapping)]
     if missing:
         raise CorruptCheckpointError(
@@ -579,7 +635,11 @@ def _check_optimizer_state(state: Mapping, shapes: list[tuple[int, ...]], source
     finite."""
     where = f"{source}: resume record: optimizer state"
     groups = state.get("param_groups")
-    if not isinstance(groups, list) or len(groups) != 1 or list(groups[0].get("params", [])) != list(range(len(shapes))):
+    if (
+        not isinstance(groups, list)
+        or len(groups) != 1
+        or list(groups[0].get("params", [])) != list(range(len(shapes)))
+    ):
         raise CorruptCheckpointError(f"{where}: expected one parameter group of the {len(shapes)} trained parameters")
     per_param = state.get("state")
     if not isinstance(per_param, Mapping):
@@ -602,7 +662,8 @@ def _check_scheduler_state(state: Mapping, source: str) -> None:
 
 
 def load_run_data(path: str | os.PathLike, p: int | None = None) -> dict:
-    """Safely load and validate a full-run-data file."""
+    """Safely load and validate a full-run-data file; the plain dict (the trainer's format). For the run
+    object the course works with (recipe, split, source, models) use :meth:`.run_data.RunData.from_file`."""
     data = safe_load(path)
     validate_run_data(data, source=str(path), p=p)
     return data

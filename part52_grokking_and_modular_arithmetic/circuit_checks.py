@@ -52,7 +52,9 @@ def _grid(acts: Tensor) -> Tensor:
     if acts.ndim == 2:
         p = math.isqrt(acts.shape[0])
         if p * p != acts.shape[0]:
-            raise ValueError(f"expected one row per (x, y) pair (p^2 rows, batch index x*p + y), got {acts.shape[0]} rows")
+            raise ValueError(
+                f"expected one row per (x, y) pair (p^2 rows, batch index x*p + y), got {acts.shape[0]} rows"
+            )
         acts = acts.reshape(p, p, acts.shape[1])
     if acts.ndim != 3 or acts.shape[0] != acts.shape[1]:
         raise ValueError(f"expected activations of shape (p^2, n) or (p, p, n), got {tuple(acts.shape)}")
@@ -84,7 +86,9 @@ def antisymmetric_fraction(acts: Float[Tensor, "batch n"] | Float[Tensor, "p p n
     grid = _grid(acts)
     anti = (grid - grid.transpose(0, 1)) / 2
     total = grid.pow(2).sum((0, 1))
-    return torch.where(total > 0, anti.pow(2).sum((0, 1)) / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total))
+    return torch.where(
+        total > 0, anti.pow(2).sum((0, 1)) / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total)
+    )
 
 
 class SingularShare(NamedTuple):
@@ -119,8 +123,10 @@ def single_wave_margin(p: int, freqs: list[int], weights: list[float] | None = N
     if not freqs:
         raise ValueError("need at least one frequency")
     weights = [1.0] * len(freqs) if weights is None else list(weights)
+    if len(weights) != len(freqs):
+        raise ValueError(f"need one weight per frequency: {len(freqs)} frequencies, {len(weights)} weights")
     d = torch.arange(p, dtype=torch.float64)
-    g = sum(w * torch.cos(2 * math.pi * k * d / p) for k, w in zip(freqs, weights))
+    g = sum(w * torch.cos(2 * math.pi * k * d / p) for k, w in zip(freqs, weights, strict=True))
     return float(g[0]), float(g[1:].max())
 
 
@@ -183,5 +189,5 @@ def functional_form_variants(model: HookedTransformer) -> dict[str, Float[Tensor
     weights = get_effective_weights(model)
     variants = {"functional form": functional_form_logits(weights.W_neur, weights.W_logit, weights.W_attn)}
     flags = [(False, False, False), (True, False, False), (True, True, False), (True, True, True)]
-    variants.update({name: form(*f) for name, f in zip(list(FORM_STEPS)[1:], flags)})
+    variants.update({name: form(*f) for name, f in zip(list(FORM_STEPS)[1:], flags, strict=True)})
     return variants

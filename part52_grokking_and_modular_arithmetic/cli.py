@@ -10,7 +10,10 @@ Commands:
 * ``download`` — fetch the course's checkpoint history from the Hugging Face hub (hub only);
 * ``info``     — say what a run file holds (p, epochs, checkpoints, final losses, config);
 * ``report``   — the main job of :mod:`.report` (provision the model, run the solutions notebook, write an
-  offline HTML report); its options are :mod:`.report`'s own (``report --help``).
+  offline HTML report); its options are :mod:`.report`'s own (``report --help``);
+* ``sweep``    — train a grid of runs (seeds x weight decays x train fractions x lrs), one run file each, or
+  one shard of it (``--shard K/N``) (:mod:`.sweep`);
+* ``sweep-summary`` — one table (and optionally a plotly figure and a CSV) of every run file under a folder.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ def _checked(kind: type, field: str) -> Callable[[str], object]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         try:
             check_field(field, value)
         except ValueError as e:
@@ -49,15 +54,24 @@ def _checked(kind: type, field: str) -> Callable[[str], object]:
     return parse
 
 
-def _positive_seconds(text: str) -> float:
-    """An argparse ``type`` for a time limit: a finite number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
+def _bounded(kind: type, what: str, minimum: int | float, strict: bool = True) -> Callable[[str], object]:
+    """An argparse ``type`` for a finite ``kind`` (int or float) above ``minimum`` (``>=`` when not ``strict``);
+    anything else is a one-line usage error naming ``what`` was expected."""
+    expected = f"expected {what} {'>' if strict else '>='} {minimum:g}"
+
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+        if not (value > minimum if strict else value >= minimum) or not value < float("inf"):
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_seconds = _bounded(float, "a number of seconds", 0)
 
 
 _WRITTEN = (
@@ -76,6 +90,39 @@ _WRITTEN = (
 )
 
 
+#: The ``train`` command's recipe options, one per :class:`~.config.TrainConfig` field: (field, value type or
+#: None for a choice of task, help text formatted with the defaults, other ``add_argument`` keywords).
+_RECIPE_OPTIONS: tuple[tuple[str, type | None, str, dict], ...] = (
+    ("p", int, "the modulus, an odd prime (default: {p})", {}),
+    ("fn", None, "the task: one of {tasks} (default: {fn})", {}),
+    ("frac_train", float, "fraction of the p^2 pairs used for training, in (0, 1) (default: {frac_train})", {}),
+    ("seed", int, "seeds the train/test split (Python's random) and the initialisation, >= 0 (default: {seed})", {}),
+    ("lr", float, "AdamW learning rate after warm-up, > 0 (default: {lr:g})", {}),
+    ("weight_decay", float, "AdamW weight decay, applied to every parameter, >= 0 (default: {weight_decay:g})", {}),
+    (
+        "betas",
+        float,
+        "AdamW betas, each in [0, 1) (default: {betas[0]:g} {betas[1]:g})",
+        {"nargs": 2, "metavar": ("BETA1", "BETA2")},
+    ),
+    ("warmup_steps", int, "length of the linear warm-up from lr 0, in epochs, >= 0 (default: {warmup_steps})", {}),
+    ("epochs", int, "number of full-batch epochs (default: {epochs:,})", {}),
+    (
+        "save_every",
+        int,
+        "keep a checkpoint every N epochs (default: {save_every}); the file is written at most once a minute",
+        {},
+    ),
+    ("test_every", int, "record the test loss every N epochs (default: {test_every})", {}),
+    (
+        "stop_at_test_loss",
+        float,
+        "stop early once the test loss falls below LOSS > 0 (default: run all epochs)",
+        {"metavar": "LOSS"},
+    ),
+)
+
+
 def _add_train_parser(sub) -> None:
     from .provision import default_run_path
 
@@ -89,48 +136,35 @@ def _add_train_parser(sub) -> None:
             + _WRITTEN
         ),
     )
-    tp.add_argument("--p", type=_checked(int, "p"), default=d["p"], help=f"the modulus, an odd prime (default: {d['p']})")
-    tp.add_argument("--fn", choices=TASKS, default=d["fn"], help=f"the task: one of {', '.join(TASKS)} (default: {d['fn']})")
+    for field, kind, text, extra in _RECIPE_OPTIONS:  # one option per TrainConfig field
+        default = list(d[field]) if isinstance(d[field], (list, tuple)) else d[field]
+        typed = {"choices": TASKS} if kind is None else {"type": _checked(kind, "beta" if field == "betas" else field)}
+        tp.add_argument(
+            "--" + field.replace("_", "-"),
+            default=default,
+            help=text.format(**d, tasks=", ".join(TASKS)),
+            **typed,
+            **extra,
+        )
     tp.add_argument(
-        "--frac-train", type=_checked(float, "frac_train"), default=d["frac_train"],
-        help=f"fraction of the p^2 pairs used for training, in (0, 1) (default: {d['frac_train']})",
-    )
-    tp.add_argument(
-        "--seed", type=_checked(int, "seed"), default=d["seed"],
-        help=f"seeds the train/test split (Python's random) and the initialisation, >= 0 (default: {d['seed']})",
-    )
-    tp.add_argument("--lr", type=_checked(float, "lr"), default=d["lr"], help=f"AdamW learning rate after warm-up, > 0 (default: {d['lr']:g})")
-    tp.add_argument(
-        "--weight-decay", type=_checked(float, "weight_decay"), default=d["weight_decay"],
-        help=f"AdamW weight decay, applied to every parameter, >= 0 (default: {d['weight_decay']:g})",
-    )
-    tp.add_argument(
-        "--betas", type=_checked(float, "beta"), nargs=2, metavar=("BETA1", "BETA2"), default=list(d["betas"]),
-        help=f"AdamW betas, each in [0, 1) (default: {d['betas'][0]:g} {d['betas'][1]:g})",
-    )
-    tp.add_argument(
-        "--warmup-steps", type=_checked(int, "warmup_steps"), default=d["warmup_steps"],
-        help=f"length of the linear warm-up from lr 0, in epochs, >= 0 (default: {d['warmup_steps']})",
-    )
-    tp.add_argument("--epochs", type=_checked(int, "epochs"), default=d["epochs"], help=f"number of full-batch epochs (default: {d['epochs']:,})")
-    tp.add_argument(
-        "--save-every", type=_checked(int, "save_every"), default=d["save_every"],
-        help=f"keep a checkpoint every N epochs (default: {d['save_every']}); the file is written at most once a minute",
-    )
-    tp.add_argument(
-        "--test-every", type=_checked(int, "test_every"), default=d["test_every"],
-        help=f"record the test loss every N epochs (default: {d['test_every']})",
-    )
-    tp.add_argument(
-        "--stop-at-test-loss", type=_checked(float, "stop_at_test_loss"), default=d["stop_at_test_loss"], metavar="LOSS",
-        help="stop early once the test loss falls below LOSS > 0 (default: run all epochs)",
-    )
-    tp.add_argument(
-        "--out", type=Path, default=None,
+        "--out",
+        type=Path,
+        default=None,
         help=f"where to write the run file (default: {default_run_path()}; the PART52_RUN_PATH environment variable "
         "overrides it). The course notebooks read that default path.",
     )
-    tp.add_argument("--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run of the same config")
+    tp.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start from scratch even if --out holds an interrupted run of the same config",
+    )
+    tp.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train: auto (a CUDA GPU when there is one, else the CPU), cpu or cuda (default: auto); "
+        "the run file is the same either way",
+    )
     tp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -148,13 +182,20 @@ def _add_download_parser(sub) -> None:
             "a download that stops making progress is abandoned and nothing partial is kept."
         ),
     )
-    dp.add_argument("--out", type=Path, default=None, help="also copy the file here (default: leave it in the Hugging Face cache only)")
+    dp.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also copy the file here (default: leave it in the Hugging Face cache only)",
+    )
     dp.add_argument("--endpoint", default=None, help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
     dp.add_argument("--repo-id", default=HUB_REPO_ID, help=f"hub repository (default: {HUB_REPO_ID})")
     dp.add_argument("--filename", default=HUB_FILENAME, help=f"file in the repository (default: {HUB_FILENAME})")
     dp.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
     dp.add_argument(
-        "--timeout", type=_positive_seconds, default=DEFAULT_HUB_TIMEOUT,
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_HUB_TIMEOUT,
         help="seconds allowed for the whole hub decision: connection, the file's metadata and the start of the "
         f"download (default: {DEFAULT_HUB_TIMEOUT:g})",
     )
@@ -171,8 +212,12 @@ def _add_fetch_parser(sub) -> None:
             "paper's recipe (saying why). Prints a summary of the run."
         ),
     )
-    fp.add_argument("--out", type=Path, default=None, help="the local run file (default: the package's default run path)")
-    fp.add_argument("--no-training", action="store_true", help="fail instead of training when neither file nor hub is available")
+    fp.add_argument(
+        "--out", type=Path, default=None, help="the local run file (default: the package's default run path)"
+    )
+    fp.add_argument(
+        "--no-training", action="store_true", help="fail instead of training when neither file nor hub is available"
+    )
     fp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -182,7 +227,9 @@ def _add_info_parser(sub) -> None:
         help="say what a run file holds",
         description="Print what a checkpoint-history file holds: p, epochs, checkpoints, final losses, config, split.",
     )
-    ip.add_argument("path", nargs="?", type=Path, default=None, help="the run file (default: the package's default run path)")
+    ip.add_argument(
+        "path", nargs="?", type=Path, default=None, help="the run file (default: the package's default run path)"
+    )
 
 
 def _add_report_parser(sub) -> None:
@@ -201,13 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Grokking & Modular Arithmetic: train, download and inspect the checkpoint history of the grokking run.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,fetch,download,info,report}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,fetch,download,info,report,sweep,sweep-summary}")
     sub.required = True
     _add_train_parser(sub)
     _add_fetch_parser(sub)
     _add_download_parser(sub)
     _add_info_parser(sub)
     _add_report_parser(sub)
+    _add_sweep_parsers(sub)
     return parser
 
 
@@ -216,16 +264,27 @@ def _cmd_train(args) -> int:
     from .provision import default_run_path
 
     config = TrainConfig(
-        p=args.p, fn=args.fn, frac_train=args.frac_train, seed=args.seed, lr=args.lr, weight_decay=args.weight_decay,
-        betas=tuple(args.betas), warmup_steps=args.warmup_steps, epochs=args.epochs, save_every=args.save_every,
-        test_every=args.test_every, stop_at_test_loss=args.stop_at_test_loss,
+        p=args.p,
+        fn=args.fn,
+        frac_train=args.frac_train,
+        seed=args.seed,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        betas=tuple(args.betas),
+        warmup_steps=args.warmup_steps,
+        epochs=args.epochs,
+        save_every=args.save_every,
+        test_every=args.test_every,
+        stop_at_test_loss=args.stop_at_test_loss,
     )
     out = args.out if args.out is not None else default_run_path()
-    print(f"Training {config} -> {out}", flush=True)
-    from .train import TrainingInterrupted, train
+    from .train import TrainingInterrupted, keep_freed_memory, resolve_device, train
 
+    device = resolve_device(args.device)
+    print(f"Training {config} on {device} -> {out}", flush=True)
+    keep_freed_memory()  # this command owns its process: the allocator setting speeds up every epoch
     try:
-        data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet)
+        data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet, device=device)
     except TrainingInterrupted:
         raise  # main() reports it
     except KeyboardInterrupt:  # before the trainer took over the signals: it had not started
@@ -240,8 +299,13 @@ def _cmd_download(args) -> int:
     from .provision import download_full_run_data
 
     path = download_full_run_data(
-        args.out, repo_id=args.repo_id, filename=args.filename, revision=args.revision, endpoint=args.endpoint,
-        progress=not args.quiet, hub_timeout=args.timeout,
+        args.out,
+        repo_id=args.repo_id,
+        filename=args.filename,
+        revision=args.revision,
+        endpoint=args.endpoint,
+        progress=not args.quiet,
+        hub_timeout=args.timeout,
     )
     print(f"Checked {args.repo_id}/{args.filename}: {path}")
     return 0
@@ -251,7 +315,9 @@ def _cmd_fetch(args) -> int:
     import time
 
     from .provision import load_full_run_data, run_data_source
+    from .train import keep_freed_memory
 
+    keep_freed_memory()  # this command owns its process (it may train): the allocator setting speeds up every epoch
     start = time.perf_counter()
     data = load_full_run_data(args.out, allow_training=not args.no_training, progress=not args.quiet)
     print(f"Run data ready in {time.perf_counter() - start:.1f} s ({run_data_source(data)})")
@@ -259,13 +325,14 @@ def _cmd_fetch(args) -> int:
     return 0
 
 
-def _format_info(data: dict) -> str:
-    from .provision import analysed_checkpoint_index, run_config
+def _format_info(data) -> str:
+    """A summary of a run: the run object (:class:`~.run_data.RunData`) or a validated run-file dict."""
+    from .run_data import as_run_data
 
-    cfg = run_config(data)
-    epochs = [int(e) for e in data["epochs"]]
-    train_losses, test_losses = data["train_losses"], data["test_losses"]
-    i = analysed_checkpoint_index(data)
+    run = as_run_data(data)  # a RunData as it is; a dict validated once
+    cfg, epochs = run.config, run.epochs
+    train_losses, test_losses = run.train_losses, run.test_losses
+    i = run.analysed_index
     lines = [
         f"  p:               {cfg.p} (task {cfg.fn})",
         f"  epochs trained:  {len(train_losses):,} (train loss every epoch)",
@@ -276,15 +343,15 @@ def _format_info(data: dict) -> str:
         f"  final losses:    train {float(train_losses[-1]):.3e}, test "
         + (f"{float(test_losses[-1]):.3e}" if len(test_losses) else "n/a"),
     ]
-    if isinstance(data.get("config"), dict):
-        lines.append("  config:          " + ", ".join(f"{k}={v}" for k, v in data["config"].items()))
+    if run.config_stored:
+        lines.append("  config:          " + ", ".join(f"{k}={v}" for k, v in run["config"].items()))
     else:
         lines.append(
             f"  config:          none stored (hub file); assumed paper recipe: frac_train={cfg.frac_train}, "
             f"seed={cfg.seed}, lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}"
         )
-    resume = data.get("resume")
-    if isinstance(resume, dict) and "finished" in resume:
+    resume = run.resume
+    if resume is not None and "finished" in resume:
         if resume.get("diverged"):
             lines.append(
                 f"  status:          diverged at epoch {resume.get('diverged_at')} ({resume.get('diverged_loss')}); "
@@ -297,21 +364,21 @@ def _format_info(data: dict) -> str:
                 f"  status:          unfinished ({int(resume.get('epochs_done', len(train_losses))):,} of {cfg.epochs:,} epochs); "
                 "run `train` with the same options and --out to resume it"
             )
-    if "train_indices" in data:
-        lines.append(f"  train split:     {len(data['train_indices']):,} of {cfg.p ** 2:,} pairs stored")
+    if "train_indices" in run:
+        lines.append(f"  train split:     {len(run['train_indices']):,} of {cfg.p**2:,} pairs stored")
     else:
         lines.append(f"  train split:     not stored (rebuilt from frac_train={cfg.frac_train}, seed={cfg.seed})")
     return "\n".join(lines)
 
 
 def _cmd_info(args) -> int:
-    from .checkpoints import load_run_data
     from .provision import default_run_path
+    from .run_data import RunData
 
     path = args.path if args.path is not None else default_run_path()
-    data = load_run_data(path)
+    run = RunData.from_file(path)
     print(f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
-    print(_format_info(data))
+    print(_format_info(run))
     return 0
 
 
@@ -320,9 +387,222 @@ def _cmd_report(args) -> int:
     try:
         from .report import main as report_main
     except ImportError as e:
-        print(f"error: the `report` command needs {__package__}.report, which could not be imported ({e}).", file=sys.stderr)
+        print(
+            f"error: the `report` command needs {__package__}.report, which could not be imported ({e}).",
+            file=sys.stderr,
+        )
         return 1
     return int(report_main(list(args.report_args)) or 0)
+
+
+# ---- `sweep` and `sweep-summary` (sweep.py) ----------------------------------------------------------------
+def _shard_arg(text: str) -> tuple[int, int]:
+    from .sweep import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+_group_size_arg = _bounded(int, "a whole number of members", 1, strict=False)
+_positive_loss = _bounded(float, "a loss", 0)
+
+
+def _add_sweep_parsers(sub) -> None:
+    from .sweep import SWEEP_SAVE_EVERY, default_sweep_memory_note
+
+    d = _DEFAULTS
+    sp = sub.add_parser(
+        "sweep",
+        help="train a grid of runs (seeds x weight decays x train fractions), or one shard of it",
+        description=(
+            "Train every combination of --seeds, --weight-decay, --frac-train and --lr (the other options are the "
+            "same for all members), each into its own run file in --out-dir named after its configuration (e.g. "
+            "p113_seed0_wd1.0_frac0.3.pth; the files store their config, no manifest is kept). A member whose "
+            "file holds a finished run is skipped, an unfinished one is continued, a diverged one is left alone, "
+            "and a file holding anything else is reported and never overwritten: run the same command again to "
+            "resume a sweep. --shard K/N trains only the K-th of N disjoint parts (K from 0 to N-1, as "
+            "SLURM_ARRAY_TASK_ID with --array=0-{N-1}), so a job array can spread a sweep over machines with no "
+            "coordination; then `sweep-summary DIR` collects the results."
+        ),
+    )
+    sp.add_argument(
+        "--seeds",
+        type=_checked(int, "seed"),
+        nargs="+",
+        default=[d["seed"]],
+        metavar="SEED",
+        help=f"seeds (split and initialisation), each >= 0 (default: {d['seed']})",
+    )
+    sp.add_argument(
+        "--weight-decay",
+        type=_checked(float, "weight_decay"),
+        nargs="+",
+        default=[d["weight_decay"]],
+        metavar="WD",
+        help=f"AdamW weight decays, each >= 0 (default: {d['weight_decay']:g})",
+    )
+    sp.add_argument(
+        "--frac-train",
+        type=_checked(float, "frac_train"),
+        nargs="+",
+        default=[d["frac_train"]],
+        metavar="FRAC",
+        help=f"train fractions, each in (0, 1) (default: {d['frac_train']})",
+    )
+    sp.add_argument(
+        "--lr",
+        type=_checked(float, "lr"),
+        nargs="+",
+        default=[d["lr"]],
+        metavar="LR",
+        help=f"learning rates after warm-up, each > 0 (default: {d['lr']:g})",
+    )
+    sp.add_argument(
+        "--p", type=_checked(int, "p"), default=d["p"], help=f"the modulus, an odd prime (default: {d['p']})"
+    )
+    sp.add_argument("--fn", choices=TASKS, default=d["fn"], help=f"the task (default: {d['fn']})")
+    sp.add_argument(
+        "--epochs",
+        type=_checked(int, "epochs"),
+        default=d["epochs"],
+        help=f"full-batch epochs per member (default: {d['epochs']:,})",
+    )
+    sp.add_argument(
+        "--save-every",
+        type=_checked(int, "save_every"),
+        default=SWEEP_SAVE_EVERY,
+        help=f"keep a checkpoint every N epochs (default for sweeps: {SWEEP_SAVE_EVERY:,}; {default_sweep_memory_note()})",
+    )
+    sp.add_argument(
+        "--test-every",
+        type=_checked(int, "test_every"),
+        default=d["test_every"],
+        help=f"record the test loss every N epochs (default: {d['test_every']})",
+    )
+    sp.add_argument(
+        "--warmup-steps",
+        type=_checked(int, "warmup_steps"),
+        default=d["warmup_steps"],
+        help=f"linear warm-up from lr 0, in epochs (default: {d['warmup_steps']})",
+    )
+    sp.add_argument(
+        "--stop-at-test-loss",
+        type=_checked(float, "stop_at_test_loss"),
+        default=None,
+        metavar="LOSS",
+        help="stop each member once its test loss is below LOSS > 0 (default: run all epochs)",
+    )
+    sp.add_argument("--out-dir", type=Path, required=True, help="folder of the member files (created if needed)")
+    sp.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train: cuda when available with auto (default: auto)",
+    )
+    sp.add_argument(
+        "--shard",
+        type=_shard_arg,
+        default=(0, 1),
+        metavar="K/N",
+        help="train only the K-th of N disjoint parts of the grid, 0 <= K < N (default: 0/1, all of it)",
+    )
+    sp.add_argument(
+        "--group-size",
+        type=_group_size_arg,
+        default=None,
+        metavar="G",
+        help="train at most G members together (default: all members of the shard at once)",
+    )
+    sp.add_argument("--dry-run", action="store_true", help="list the shard's members and their state; train nothing")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars (one line per member is still printed)")
+
+    ss = sub.add_parser(
+        "sweep-summary",
+        help="one table of every run file under a folder (grokking epoch, final losses, key frequencies)",
+        description=(
+            "Collect every run file (*.pth) under DIR, recursively, into one table: the config, status, the epoch "
+            "the test loss first falls below --threshold, the final train and test losses, and the key frequencies "
+            "of the last checkpoint. Files that are not runs written by the trainer are skipped with the reason. "
+            "--html writes a plotly figure (phase diagram over two swept axes; key frequencies per seed) that works "
+            "offline; --csv writes every column."
+        ),
+    )
+    ss.add_argument("dir", type=Path, help="the folder to summarise (e.g. a sweep's --out-dir)")
+    ss.add_argument("--html", type=Path, default=None, help="write the figure to this HTML file")
+    ss.add_argument("--csv", type=Path, default=None, help="write the table to this CSV file")
+    ss.add_argument(
+        "--threshold",
+        type=_positive_loss,
+        default=None,
+        metavar="LOSS",
+        help="the test loss that counts as grokked (default: 0.01)",
+    )
+    ss.add_argument("--no-key-freqs", action="store_true", help="skip the key frequencies (faster)")
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import run_sweep, sweep_grid
+
+    base = TrainConfig(
+        p=args.p,
+        fn=args.fn,
+        epochs=args.epochs,
+        save_every=args.save_every,
+        test_every=args.test_every,
+        warmup_steps=args.warmup_steps,
+        stop_at_test_loss=args.stop_at_test_loss,
+    )
+    try:
+        grid = sweep_grid(
+            base, seeds=args.seeds, weight_decays=args.weight_decay, frac_trains=args.frac_train, lrs=args.lr
+        )
+    except ValueError as e:
+        print(f"{PROG} sweep: error: {e}", file=sys.stderr)
+        return 2
+    from . import train as trainer
+
+    keep = getattr(trainer, "keep_freed_memory", None)
+    if keep is not None and not args.dry_run:
+        keep()  # like `train`: this command owns its process, and the allocator setting speeds up every epoch
+    result = run_sweep(
+        grid,
+        args.out_dir,
+        shard=args.shard,
+        device=args.device,
+        group_size=args.group_size,
+        progress=not args.quiet,
+        dry_run=args.dry_run,
+        log=lambda line: print(line, flush=True),
+    )
+    k, n = result.shard
+    print(
+        f"[sweep] shard {k}/{n} done: {len(result.trained)} trained, {len(result.skipped)} skipped, "
+        f"{len(result.conflicts)} not touched (conflicting files)"
+    )
+    if result.conflicts:
+        for path, why in result.conflicts:
+            print(f"error: {path}: {why}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_sweep_summary(args) -> int:
+    from .sweep import GROK_THRESHOLD, sweep_figure, sweep_summary
+
+    summary = sweep_summary(args.dir, threshold=args.threshold or GROK_THRESHOLD, key_freqs=not args.no_key_freqs)
+    print(summary.format_table())
+    if args.csv is not None:
+        print(f"wrote {summary.write_csv(args.csv)}")
+    if args.html is not None:
+        if not summary.rows:
+            print(f"error: no run files under {args.dir}, so no figure", file=sys.stderr)
+            return 1
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        sweep_figure(summary).write_html(args.html, include_plotlyjs=True)
+        print(f"wrote {args.html}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,7 +614,14 @@ def main(argv: list[str] | None = None) -> int:
     from .provision import ModelUnavailableError
     from .train import RunNotSavedError, TrainingDivergedError, TrainingInterrupted
 
-    commands = {"train": _cmd_train, "fetch": _cmd_fetch, "download": _cmd_download, "info": _cmd_info, "report": _cmd_report}
+    commands = {
+        "train": _cmd_train,
+        "fetch": _cmd_fetch,
+        "download": _cmd_download,
+        "info": _cmd_info,
+        "report": _cmd_report,
+    }
+    commands.update({"sweep": _cmd_sweep, "sweep-summary": _cmd_sweep_summary})
     try:
         return commands[args.command](args)
     except TrainingInterrupted as e:  # `train`, or `fetch` training the default model: saved, resumable
@@ -343,8 +630,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training (the hub decision, a copy, reading a file): nothing half-written
         print(f"\nInterrupted: `{args.command}` stopped before it wrote anything.", file=sys.stderr)
         return 130
-    except (ModelUnavailableError, CorruptCheckpointError, FileNotFoundError, ValueError, RunFileWriteError,
-            RunFileLockedError, TrainingDivergedError, RunNotSavedError) as e:
+    except (
+        ModelUnavailableError,
+        CorruptCheckpointError,
+        FileNotFoundError,
+        ValueError,
+        RunFileWriteError,
+        RunFileLockedError,
+        TrainingDivergedError,
+        RunNotSavedError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except MemoryError as e:

@@ -14,11 +14,22 @@ from dataclasses import dataclass
 
 from .data import TASKS
 
-__all__ = ["TrainConfig", "DEFAULT_EPOCHS", "check_odd_prime", "check_field", "smallest_factor", "is_prime"]
+__all__ = [
+    "TrainConfig",
+    "DEFAULT_EPOCHS",
+    "ANALYSED_EPOCH",
+    "check_odd_prime",
+    "check_field",
+    "smallest_factor",
+    "is_prime",
+]
 
 #: Length of the default run. Chosen so one run shows memorisation, circuit formation *and* cleanup
 #: for the default seed (see README "The default training run"); the paper trained 50k epochs.
 DEFAULT_EPOCHS = 15_000
+#: The epoch of the checkpoint the course analyses (Nanda et al. 2023, arXiv 2301.05217): index 400 of the hub
+#: file; a run without it is analysed at its last checkpoint.
+ANALYSED_EPOCH = 40_000
 
 _WHY_PRIME = (
     "p must be an odd prime: the task and the Fourier analysis need arithmetic mod p to be a field "

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 __all__ = [
     "TASKS",
@@ -21,6 +26,8 @@ __all__ = [
     "make_labels",
     "train_test_split",
     "train_test_masks",
+    "Split",
+    "make_split",
 ]
 
 #: The task functions of the original code, by name. ``rand`` is a fixed random table (see task_function).
@@ -54,14 +61,18 @@ def make_all_data(p: int = 113) -> Int[Tensor, "p_sq 3"]:
     return torch.stack([x, y, torch.full_like(x, p)], dim=1)
 
 
-def make_labels(all_data: Int[Tensor, "batch 3"], p: int | None = None, fn: str = "add", seed: int = 0) -> Int[Tensor, "batch"]:
+def make_labels(
+    all_data: Int[Tensor, "batch 3"], p: int | None = None, fn: str = "add", seed: int = 0
+) -> Int[Tensor, "batch"]:
     """Labels ``fn(x, y)`` for each row of ``all_data`` (p defaults to the ``=`` token id)."""
     if p is None:
         p = int(all_data[0, 2])
     return task_function(fn, p, seed)(all_data[:, 0], all_data[:, 1])
 
 
-def train_test_split(p: int = 113, frac_train: float = 0.3, seed: int = 0) -> tuple[Int[Tensor, "n_train"], Int[Tensor, "n_test"]]:
+def train_test_split(
+    p: int = 113, frac_train: float = 0.3, seed: int = 0
+) -> tuple[Int[Tensor, "n_train"], Int[Tensor, "n_test"]]:
     """The paper's split, as indices into :func:`make_all_data` (``x * p + y``).
 
     Recipe (released training code): list the pairs ``(x, y)`` row-major, seed **Python's** ``random`` with
@@ -78,9 +89,61 @@ def train_test_split(p: int = 113, frac_train: float = 0.3, seed: int = 0) -> tu
     return indices[:n_train], indices[n_train:]
 
 
-def train_test_masks(p: int = 113, frac_train: float = 0.3, seed: int = 0) -> tuple[Bool[Tensor, "p_sq"], Bool[Tensor, "p_sq"]]:
-    """Boolean masks over the ``p^2`` rows of ``all_data``: ``(is_train, is_test)``."""
-    train, _ = train_test_split(p, frac_train, seed)
+def _train_mask(train_indices: Int[Tensor, "n_train"], p: int) -> Bool[Tensor, "p_sq"]:
     is_train = torch.zeros(p * p, dtype=torch.bool)
-    is_train[train] = True
+    is_train[train_indices] = True
+    return is_train
+
+
+def train_test_masks(
+    p: int = 113, frac_train: float = 0.3, seed: int = 0
+) -> tuple[Bool[Tensor, "p_sq"], Bool[Tensor, "p_sq"]]:
+    """Boolean masks over the ``p^2`` rows of ``all_data``: ``(is_train, is_test)``."""
+    is_train = _train_mask(train_test_split(p, frac_train, seed)[0], p)
     return is_train, ~is_train
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Everything a run's data set is: the inputs, the task's labels and the train/test split, built together
+    by :func:`make_split` from ``(p, frac_train, seed, fn)`` — the seed drives both the split and, for
+    ``fn="rand"``, the label table, exactly as in training."""
+
+    p: int
+    fn: str
+    frac_train: float
+    seed: int
+    all_data: Int[Tensor, "p_sq 3"]  #: every input ``[x, y, =]``, row ``x * p + y``
+    labels: Int[Tensor, "p_sq"]  #: ``fn(x, y)`` for each row of ``all_data``
+    train_indices: Int[Tensor, "n_train"]  #: rows of the train pairs, in the paper's shuffled order
+    test_indices: Int[Tensor, "n_test"]  #: the other rows, in the same shuffled order
+    is_train: Bool[Tensor, "p_sq"]  #: mask over the rows of ``all_data``
+    is_test: Bool[Tensor, "p_sq"]  #: ``~is_train``
+
+    @classmethod
+    def from_config(cls, config: "TrainConfig") -> "Split":
+        """The split and labels of a training recipe (:class:`~.config.TrainConfig`)."""
+        return make_split(config.p, config.frac_train, config.seed, config.fn)
+
+
+def make_split(p: int = 113, frac_train: float = 0.3, seed: int = 0, fn: str = "add") -> Split:
+    """The data set of a run: all inputs, the labels of task ``fn`` (seeded by ``seed`` for ``"rand"``) and
+    the paper's train/test split for ``frac_train`` and ``seed`` (:func:`train_test_split`).
+
+    The one place the package derives a run's labels and split from its recipe: the run object, the analysis
+    functions, the graders and the Section 3 engine all call it."""
+    all_data = make_all_data(p)
+    train, test = train_test_split(p, frac_train, seed)
+    is_train = _train_mask(train, p)
+    return Split(
+        p=p,
+        fn=fn,
+        frac_train=frac_train,
+        seed=seed,
+        all_data=all_data,
+        labels=make_labels(all_data, p, fn, seed),
+        train_indices=train,
+        test_indices=test,
+        is_train=is_train,
+        is_test=~is_train,
+    )

@@ -14,9 +14,9 @@ whole chunk at once:
   ``{cos k, sin k}^2`` part of a block spans the same space as ``cos/sin(w_k(x + y))`` and
   ``cos/sin(w_k(x - y))``. That costs ``O(p^2 d_mlp)`` per checkpoint instead of a full ``fft2d``.
 
-:func:`compute_dynamics_naive` computes the same metrics the straightforward way (a ``HookedTransformer``,
-``run_with_cache``, ``fft2d``, ``arrange_by_2d_freqs``) and is the reference the tests and the benchmark
-compare against.
+The tests and ``benchmarks/benchmark_dynamics.py`` check it against a reference written from the definitions
+(``tests/reference/naive_dynamics.py``: a ``HookedTransformer`` and ``run_with_cache`` per checkpoint, its own
+split, labels and Fourier basis).
 
 Results are cached on disk (``cache_path``): a ``.pt`` file holding the metrics and a key made of the
 metric version, the checkpoint epochs, a fingerprint of every weight, the key frequencies and the split, so a
@@ -37,9 +37,9 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -47,27 +47,23 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .checkpoints import CorruptCheckpointError, atomic_save, load_run_data, safe_load, validate_run_data
-from .data import make_all_data, make_labels, train_test_split
+from . import last_position
+from .checkpoints import CorruptCheckpointError, atomic_save, safe_load
 from .fourier import (
-    arrange_by_2d_freqs,
     fft1d,
     fft1d_given_dim,
-    fft2d,
-    fourier_basis,
     frequency_block_indices,
     n_frequencies,
     trig_sum_directions_matrix,
 )
-from .layout import PAPER_KEYS, load_in_state_dict, paper_to_transformer_lens
-from .losses import bias_correct, cross_entropy_high_precision, score_logits
-from .model import make_model
+from .layout import PAPER_KEYS, paper_to_transformer_lens
+from .losses import bias_correct, cross_entropy_high_precision
+from .run_data import RunData, as_run_data
 
 __all__ = [
     "METRIC_VERSION",
     "TrainingDynamics",
     "compute_dynamics",
-    "compute_dynamics_naive",
     "gini",
     "per_frequency",
     "run_fingerprint",
@@ -170,7 +166,9 @@ class TrainingDynamics:
         """Checkpoint index of ``epoch`` (raises ``KeyError`` naming the nearest epochs if absent)."""
         hits = (self.epochs == epoch).nonzero().flatten()
         if len(hits) == 0:
-            raise KeyError(f"no checkpoint at epoch {epoch}; epochs run from {int(self.epochs[0])} to {int(self.epochs[-1])}")
+            raise KeyError(
+                f"no checkpoint at epoch {epoch}; epochs run from {int(self.epochs[0])} to {int(self.epochs[-1])}"
+            )
         return int(hits[0])
 
     def sum_sq_weights_by_param(self) -> dict[str, Tensor]:
@@ -213,7 +211,9 @@ def gini(values: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch"]:
 def per_frequency(component_values: Float[Tensor, "*batch p"]) -> Float[Tensor, "*batch n_freqs"]:
     """Sum the cos and sin entries of each frequency ``k = 1 .. (p-1)/2`` (the constant entry is dropped)."""
     p = component_values.shape[-1]
-    idx = torch.tensor([frequency_block_indices(k)[1:] for k in range(1, n_frequencies(p) + 1)], device=component_values.device)
+    idx = torch.tensor(
+        [frequency_block_indices(k)[1:] for k in range(1, n_frequencies(p) + 1)], device=component_values.device
+    )
     return component_values[..., idx].sum(-1)
 
 
@@ -252,33 +252,32 @@ class _RunSetup:
     fn_seed: int
 
 
-def _load(run_data: Mapping | str | os.PathLike) -> Mapping:
-    if isinstance(run_data, (str, os.PathLike)):
-        return load_run_data(run_data)
-    validate_run_data(run_data)
-    return run_data
+def _load(run_data: RunData | Mapping | str | os.PathLike) -> RunData:
+    """The run object: a RunData as it is (validated when it was built), a dict validated once, a path loaded."""
+    return as_run_data(run_data)
 
 
-def _setup(run_data: Mapping, stride: int) -> _RunSetup:
-    p = validate_run_data(run_data)
+def _setup(run: RunData, stride: int) -> _RunSetup:
+    """Labels and split are the run's own (:attr:`RunData.split`: its recipe, stored or inferred)."""
     if stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride}")
-    config = run_data.get("config") or {}
-    fn, fn_seed = str(config.get("fn", "add")), int(config.get("seed", 0))
-    labels = make_labels(make_all_data(p), p, fn=fn, seed=fn_seed)
-    if "train_indices" in run_data:
-        train_indices = torch.as_tensor(run_data["train_indices"]).long()
-    else:
-        train_indices, _ = train_test_split(p, float(config.get("frac_train", 0.3)), int(config.get("seed", 0)))
-    is_train = torch.zeros(p * p, dtype=torch.bool)
-    is_train[train_indices] = True
-    if is_train.all():
+    split = run.split
+    if bool(split.is_train.all()):
         raise ValueError("the split has no test pairs")
-    n = len(run_data["state_dicts"])
-    indices = list(range(0, n, stride))
-    epochs = torch.as_tensor([int(run_data["epochs"][i]) for i in indices], dtype=torch.long)
-    test_indices = (~is_train).nonzero().flatten()
-    return _RunSetup(p, labels, train_indices, test_indices, is_train, indices, epochs, fn, fn_seed)
+    indices = list(range(0, len(run.state_dicts), stride))
+    epochs = torch.as_tensor([run.epochs[i] for i in indices], dtype=torch.long)
+    test_indices = split.is_test.nonzero().flatten()  # ascending, as the engine has always summed them
+    return _RunSetup(
+        run.p,
+        split.labels,
+        split.train_indices,
+        test_indices,
+        split.is_train,
+        indices,
+        epochs,
+        run.config.fn,
+        run.config.seed,
+    )
 
 
 def _sum_sq_weights(state_dict: Mapping[str, Tensor]) -> Float[Tensor, "n_params"]:
@@ -352,8 +351,14 @@ SAME_WEIGHTS_NOTE = (
 )
 
 
-def _cache_key(run_data: Mapping, setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor | None,
-               final_checkpoint: int, dtype: torch.dtype) -> str:
+def _cache_key(
+    run_data: Mapping,
+    setup: _RunSetup,
+    key_freqs: list[int],
+    neuron_freqs: Tensor | None,
+    final_checkpoint: int,
+    dtype: torch.dtype,
+) -> str:
     parts = {
         "version": METRIC_VERSION,
         "weights": run_fingerprint(run_data),
@@ -390,62 +395,30 @@ def _read_cache(path: Path, key: str) -> TrainingDynamics | None:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _stack_weights(state_dicts: Sequence[Mapping[str, Tensor]], device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+def _stack_weights(
+    state_dicts: Sequence[Mapping[str, Tensor]], device: torch.device, dtype: torch.dtype
+) -> dict[str, Tensor]:
     """Convert each paper-layout state dict to TransformerLens layout once and stack: ``name -> (C, ...)``."""
-    converted = [paper_to_transformer_lens(sd) for sd in state_dicts]
-    return {name: torch.stack([c[name] for c in converted]).to(device=device, dtype=dtype) for name in converted[0]}
+    return last_position.stack_weights([paper_to_transformer_lens(sd) for sd in state_dicts], device, dtype)
 
 
-def _last_position_forward(w: Mapping[str, Tensor], p: int) -> tuple[
+def _last_position_forward(
+    w: Mapping[str, Tensor], p: int
+) -> tuple[
     Float[Tensor, "C n_heads p p 3"], Float[Tensor, "C p p d_mlp"], Float[Tensor, "C p p p"], Float[Tensor, "C d_mlp p"]
 ]:
     """Attention pattern from ``=``, MLP pre-activations and the direct-path logits at the last position for
-    all ``p^2`` inputs of ``C`` stacked checkpoints (TransformerLens layout, ``w[name]`` is ``(C, ...)``).
+    all ``p^2`` inputs of ``C`` stacked checkpoints (TransformerLens layout, ``w[name]`` is ``(C, ...)``), from
+    :mod:`.last_position` (the ``=`` class dropped).
 
     Returns ``(pattern [c, h, x, y, key_pos], pre [c, x, y, neuron], direct [c, x, y, z], W_logit (C, d_mlp, p))``;
     the ``=``-dropped logits are ``direct + relu(pre) @ W_logit``.
     """
-    W_E, W_pos = w["embed.W_E"], w["pos_embed.W_pos"]
-    W_Q, W_K, W_V, W_O = (w[f"blocks.0.attn.{n}"] for n in ("W_Q", "W_K", "W_V", "W_O"))
-    b_Q, b_K, b_V, b_O = (w[f"blocks.0.attn.{n}"] for n in ("b_Q", "b_K", "b_V", "b_O"))
-    W_in, b_in, W_out, b_out = (w[f"blocks.0.mlp.{n}"] for n in ("W_in", "b_in", "W_out", "b_out"))
-    W_U, b_U = w["unembed.W_U"][..., :p], w["unembed.b_U"][..., :p]
-    d_head = W_Q.shape[-1]
-
-    r_x = W_E[:, :p] + W_pos[:, 0, None]  # (C, p, d_model): token x at position 0
-    r_y = W_E[:, :p] + W_pos[:, 1, None]  # (C, p, d_model): token y at position 1
-    r_eq = W_E[:, p] + W_pos[:, 2]  # (C, d_model): `=` at position 2 (the query, the same for every input)
-
-    q = torch.einsum("cd,chde->che", r_eq, W_Q) + b_Q
-    scale = math.sqrt(d_head)
-    s_x = torch.einsum("che,chxe->chx", q, torch.einsum("cxd,chde->chxe", r_x, W_K) + b_K[:, :, None]) / scale
-    s_y = torch.einsum("che,chxe->chx", q, torch.einsum("cxd,chde->chxe", r_y, W_K) + b_K[:, :, None]) / scale
-    s_eq = (q * (torch.einsum("cd,chde->che", r_eq, W_K) + b_K)).sum(-1) / scale  # (C, h)
-    C, h = s_eq.shape
-    scores = torch.stack(
-        [s_x[:, :, :, None].expand(C, h, p, p), s_y[:, :, None, :].expand(C, h, p, p), s_eq[:, :, None, None].expand(C, h, p, p)],
-        dim=-1,
-    )
-    pattern = scores.softmax(dim=-1)  # (C, h, x, y, 3)
-
-    # per-head output of each value row, moved through W_O: (C, h, p, d_model) and (C, h, d_model)
-    o_x = torch.einsum("chxe,ched->chxd", torch.einsum("cxd,chde->chxe", r_x, W_V) + b_V[:, :, None], W_O)
-    o_y = torch.einsum("chxe,ched->chxd", torch.einsum("cxd,chde->chxe", r_y, W_V) + b_V[:, :, None], W_O)
-    o_eq = torch.einsum("che,ched->chd", torch.einsum("cd,chde->che", r_eq, W_V) + b_V, W_O)
-
-    # residual stream at `=` after attention, for every (x, y): (C, x, y, d_model). The `=` term is one matmul;
-    # the x and y terms are 2 * n_heads broadcast multiply-adds (fast: the result is only p^2 x d_model).
-    d_model = o_x.shape[-1]
-    resid_mid = torch.matmul(pattern[..., 2].permute(0, 2, 3, 1).reshape(C, p * p, h), o_eq).view(C, p, p, d_model)
-    resid_mid += (r_eq + b_O)[:, None, None, :]
-    for i in range(h):
-        resid_mid.addcmul_(pattern[:, i, :, :, 0, None], o_x[:, i, :, None, :])  # a_x[x, y] * o_x[x]
-        resid_mid.addcmul_(pattern[:, i, :, :, 1, None], o_y[:, i, None, :, :])  # a_y[x, y] * o_y[y]
-    resid_mid = resid_mid.view(C, p * p, d_model)
-    pre = torch.baddbmm(b_in[:, None, :], resid_mid, W_in).view(C, p, p, -1)
-    direct = torch.baddbmm((b_out[:, None, :] @ W_U) + b_U[:, None, :], resid_mid, W_U).view(C, p, p, p)
-    W_logit = W_out @ W_U  # (C, d_mlp, p)
-    return pattern, pre, direct, W_logit
+    C = w["embed.W_E"].shape[0]
+    out = last_position.forward(w, last_position.Pairs.all_pairs(p, C, device=w["embed.W_E"].device), n_out=p)
+    n_heads = out.pattern.shape[2]
+    pattern = out.pattern.view(C, p, p, n_heads, 3).permute(0, 3, 1, 2, 4)
+    return pattern, out.pre.view(C, p, p, -1), out.direct.view(C, p, p, p), out.w_logit
 
 
 @functools.lru_cache(maxsize=4)
@@ -528,8 +501,14 @@ def _trig_matrix(key_freqs: tuple[int, ...], p: int) -> Tensor:
     return trig_sum_directions_matrix(list(key_freqs), p)
 
 
-def _chunk_metrics(state_dicts: Sequence[Mapping[str, Tensor]], setup: _RunSetup, key_freqs: list[int],
-                   neuron_freqs: Tensor | None, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:
+def _chunk_metrics(
+    state_dicts: Sequence[Mapping[str, Tensor]],
+    setup: _RunSetup,
+    key_freqs: list[int],
+    neuron_freqs: Tensor | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict[str, Tensor]:
     """All per-checkpoint metrics of one chunk of checkpoints (every value ``(C, ...)``, on the CPU).
 
     With ``neuron_freqs=None`` (used once, for the final model) ``neuron_frac_final_freq`` is left out.
@@ -573,8 +552,16 @@ def _chunk_metrics(state_dicts: Sequence[Mapping[str, Tensor]], setup: _RunSetup
     n_train, n_test = len(train_idx), len(test_idx)
     M_train = M[:, train_idx]  # (2K, n_train)
     L_train_all, L_test_all = logits[:, train_idx], logits[:, test_idx]
-    names = ["train_loss", "test_loss", "all_loss", "excluded_loss", "excluded_loss_all_keys",
-             "restricted_loss", "restricted_loss_train", "restricted_loss_test"]
+    names = [
+        "train_loss",
+        "test_loss",
+        "all_loss",
+        "excluded_loss",
+        "excluded_loss_all_keys",
+        "restricted_loss",
+        "restricted_loss_train",
+        "restricted_loss_test",
+    ]
     vals: dict[str, list[Tensor]] = {k: [] for k in names}
     for c in range(C):
         L_train, L_test = L_train_all[c], L_test_all[c]
@@ -607,7 +594,9 @@ def _chunk_metrics(state_dicts: Sequence[Mapping[str, Tensor]], setup: _RunSetup
     return {k: v.cpu() for k, v in out.items()}
 
 
-def _assemble(parts: list[dict[str, Tensor]], setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor) -> TrainingDynamics:
+def _assemble(
+    parts: list[dict[str, Tensor]], setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor
+) -> TrainingDynamics:
     cat = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
     sq = cat.pop("sum_sq_weights")
     return TrainingDynamics(
@@ -691,12 +680,17 @@ def compute_dynamics(
     # Identical checkpoints (a file holding one model many times) are computed once: their curves are flat.
     distinct, inverse = _distinct_checkpoints(state_dicts, setup.indices)
     if len(distinct) == 1 and len(setup.indices) > 1:
-        warnings.warn(SAME_WEIGHTS_NOTE.format(n=len(setup.indices), first=int(setup.epochs[0]), last=int(setup.epochs[-1])),
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            SAME_WEIGHTS_NOTE.format(n=len(setup.indices), first=int(setup.epochs[0]), last=int(setup.epochs[-1])),
+            UserWarning,
+            stacklevel=2,
+        )
 
     with torch.inference_mode():
         if neuron_freqs is None:
-            neuron_freqs = _chunk_metrics([state_dicts[final_index]], setup, key_freqs, None, device, dtype)["neuron_best_freq"][0]
+            neuron_freqs = _chunk_metrics([state_dicts[final_index]], setup, key_freqs, None, device, dtype)[
+                "neuron_best_freq"
+            ][0]
         parts = []
         with tqdm(total=len(distinct), desc="training dynamics", unit="ckpt", **_tqdm_switch(progress)) as bar:
             for start in range(0, len(distinct), chunk_size):
@@ -710,93 +704,3 @@ def compute_dynamics(
     if cache_path is not None:
         atomic_save({"key": key, "metric_version": METRIC_VERSION, "metrics": result.to_dict()}, cache_path)
     return result
-
-
-# --------------------------------------------------------------------------------------------------------
-# Naive reference: one full forward pass with run_with_cache per checkpoint
-# --------------------------------------------------------------------------------------------------------
-
-
-def _naive_checkpoint(model, all_data: Tensor, setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor | None) -> dict[str, Tensor]:
-    p = setup.p
-    logits_all, cache = model.run_with_cache(all_data)
-    logits = logits_all[:, -1, :-1]  # (p^2, p)
-    pre, post = cache["pre", 0][:, -1], cache["post", 0][:, -1]  # (p^2, d_mlp)
-    pattern = cache["pattern", 0][:, :, -1, :]  # (p^2, n_heads, 3): from `=` to each position
-    kw = dict(train_indices=setup.train_indices)
-    out: dict[str, Any] = {
-        "train_loss": score_logits(logits, setup.labels, mode="train", **kw),
-        "test_loss": score_logits(logits, setup.labels, mode="test", **kw),
-        "all_loss": score_logits(logits, setup.labels, mode="all"),
-    }
-    M = trig_sum_directions_matrix(key_freqs, p)
-
-    def project(x: Tensor, dirs: Tensor) -> Tensor:
-        return dirs.T @ (dirs @ x)
-
-    out["excluded_loss"] = [
-        score_logits(logits - project(logits, trig_sum_directions_matrix([k], p)), setup.labels, mode="train", **kw)
-        for k in key_freqs
-    ]
-    out["excluded_loss_all_keys"] = score_logits(logits - project(logits, M), setup.labels, mode="train", **kw)
-    restricted = project(logits, M)
-    for mode, name in (("all", "restricted_loss"), ("train", "restricted_loss_train"), ("test", "restricted_loss_test")):
-        out[name] = score_logits(restricted, setup.labels, mode=mode, bias_correction=True, original_logits=logits, **kw)
-
-    for name, acts in (("trig_frac_pre", pre), ("trig_frac_post", post), ("trig_frac_logits", logits)):
-        centred = acts.double() - acts.double().mean(0)
-        out[name] = (project(centred, M.double()).pow(2).sum() / centred.pow(2).sum()).item()
-
-    centred_post = (post - post.mean(0)).reshape(p, p, -1)
-    blocks = arrange_by_2d_freqs(fft2d(centred_post))  # (n_freqs, 3, 3, d_mlp)
-    fracs = _safe_ratio(blocks.double().pow(2).sum((1, 2)), centred_post.double().pow(2).sum((0, 1)))  # (K, d_mlp)
-    frac_best, best = fracs.max(0)
-    out["neuron_best_freq"], out["neuron_frac_best_freq"] = best + 1, frac_best
-    if neuron_freqs is not None:
-        out["neuron_frac_final_freq"] = fracs[neuron_freqs - 1, torch.arange(fracs.shape[1])]
-    out["neuron_fire_frac"] = (post > 0).double().mean(0)
-    out["attention_to_pos"] = pattern.double().mean(0)
-
-    basis = fourier_basis(p)
-    W_E = model.W_E[:-1]
-    out["fourier_embed"] = (basis @ W_E).pow(2).sum(-1)
-    W_logit = model.W_out[0] @ model.W_U[:, :-1]
-    out["fourier_logit"] = (W_logit @ basis.T).pow(2).sum(0)
-    out["embed_singular_values"] = torch.linalg.svdvals(W_E)
-    return {k: v if isinstance(v, Tensor) else torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
-
-
-def compute_dynamics_naive(
-    run_data: Mapping | str | os.PathLike,
-    key_freqs: Sequence[int] | Tensor,
-    *,
-    neuron_freqs: Int[Tensor, "d_mlp"] | None = None,
-    final_checkpoint: int = -1,
-    stride: int = 1,
-    progress: bool = True,
-) -> TrainingDynamics:
-    """The same metrics as :func:`compute_dynamics`, computed the straightforward way: load each checkpoint
-    into a ``HookedTransformer``, ``run_with_cache`` on all ``p^2`` inputs, and evaluate each definition
-    directly (``fft2d`` + ``arrange_by_2d_freqs`` for the neuron blocks). Slow; kept as the readable reference
-    for tests and benchmarks. No cache."""
-    run_data = _load(run_data)
-    setup = _setup(run_data, stride)
-    p = setup.p
-    key_freqs = _check_key_freqs(key_freqs, p)
-    state_dicts = run_data["state_dicts"]
-    final_index = _resolve_final_index(final_checkpoint, len(state_dicts))
-    all_data = make_all_data(p)
-    model = make_model(p, seed=0)
-    model.eval()
-    parts = []
-    with torch.inference_mode():
-        if neuron_freqs is None:
-            load_in_state_dict(model, state_dicts[final_index])
-            neuron_freqs = _naive_checkpoint(model, all_data, setup, key_freqs, None)["neuron_best_freq"]
-        neuron_freqs = torch.as_tensor(neuron_freqs).long()
-        for i in tqdm(setup.indices, desc="training dynamics (naive)", unit="ckpt", **_tqdm_switch(progress)):
-            load_in_state_dict(model, state_dicts[i])
-            part = _naive_checkpoint(model, all_data, setup, key_freqs, neuron_freqs)
-            part["sum_sq_weights"] = _sum_sq_weights(state_dicts[i])
-            parts.append({k: v[None] for k, v in part.items()})
-        return _assemble(parts, setup, key_freqs, neuron_freqs)

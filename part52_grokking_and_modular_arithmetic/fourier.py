@@ -149,7 +149,9 @@ def arrange_by_2d_freqs(tensor: Float[Tensor, "p p *rest"]) -> Float[Tensor, "n_
     return tensor[idx[:, :, None], idx[:, None, :]]
 
 
-def project_onto_direction(batch_vecs: Float[Tensor, "batch *rest"], v: Float[Tensor, "batch"]) -> Float[Tensor, "batch *rest"]:
+def project_onto_direction(
+    batch_vecs: Float[Tensor, "batch *rest"], v: Float[Tensor, "batch"]
+) -> Float[Tensor, "batch *rest"]:
     """Project every column of ``batch_vecs`` onto the direction ``v`` along the batch axis.
 
     ``v`` is assumed to have unit norm (it is *not* normalised here). Returns ``v (v . batch_vecs)``.
@@ -193,7 +195,9 @@ def get_trig_sum_directions(k: int, p: int = 113) -> tuple[Float[Tensor, "p p"],
     return cos_dir, sin_dir
 
 
-def trig_sum_directions_matrix(key_freqs: list[int], p: int = 113, dtype: torch.dtype = torch.float32) -> Float[Tensor, "n_dirs p_sq"]:
+def trig_sum_directions_matrix(
+    key_freqs: list[int], p: int = 113, dtype: torch.dtype = torch.float32
+) -> Float[Tensor, "n_dirs p_sq"]:
     """Stack the flattened cos/sin(w(x+y)) directions of every key frequency: ``(2 * len(key_freqs), p*p)``.
 
     The rows are orthonormal, so ``M.T @ (M @ X)`` projects ``X`` (batch axis first) onto their span.

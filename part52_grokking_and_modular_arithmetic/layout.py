@@ -19,7 +19,8 @@ unembed.W_U                   (d_model, d_vocab_out)             same
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import einops
 import torch
@@ -55,8 +56,42 @@ def is_paper_layout(state_dict: Mapping[str, Tensor]) -> bool:
     """
     missing = _missing(state_dict)
     if missing:
-        raise KeyError(f"not a state dict of the grokking model: missing {missing}; keys present: {sorted(state_dict)[:20]}")
+        raise KeyError(
+            f"not a state dict of the grokking model: missing {missing}; keys present: {sorted(state_dict)[:20]}"
+        )
     return state_dict["blocks.0.attn.W_O"].ndim == 2
+
+
+class _Converter(NamedTuple):
+    """How one weight changes between the layouts (``n_heads`` is the number of attention heads)."""
+
+    to_transformer_lens: Callable[[Tensor, int], Tensor]
+    to_paper: Callable[[Tensor, int], Tensor]
+
+
+_SAME = _Converter(lambda t, h: t.clone(), lambda t, h: t.clone())
+_TRANSPOSE = _Converter(lambda t, h: t.T.contiguous(), lambda t, h: t.T.contiguous())
+_SWAP_LAST = _Converter(lambda t, h: t.transpose(-1, -2).contiguous(), lambda t, h: t.transpose(-1, -2).contiguous())
+_HEADS_OUT = _Converter(
+    lambda t, h: einops.rearrange(t, "m (h e) -> h e m", h=h).contiguous(),
+    lambda t, h: einops.rearrange(t, "h e m -> m (h e)").contiguous(),
+)
+
+#: The one table both conversions read: (paper name, TransformerLens name, converter), in the order the
+#: converted state dicts list them. (The paper model's weights keep their names in both layouts.)
+LAYOUT_TABLE: tuple[tuple[str, str, _Converter], ...] = (
+    ("embed.W_E", "embed.W_E", _TRANSPOSE),
+    ("pos_embed.W_pos", "pos_embed.W_pos", _SAME),
+    ("blocks.0.attn.W_Q", "blocks.0.attn.W_Q", _SWAP_LAST),
+    ("blocks.0.attn.W_K", "blocks.0.attn.W_K", _SWAP_LAST),
+    ("blocks.0.attn.W_V", "blocks.0.attn.W_V", _SWAP_LAST),
+    ("blocks.0.attn.W_O", "blocks.0.attn.W_O", _HEADS_OUT),
+    ("blocks.0.mlp.W_in", "blocks.0.mlp.W_in", _TRANSPOSE),
+    ("blocks.0.mlp.b_in", "blocks.0.mlp.b_in", _SAME),
+    ("blocks.0.mlp.W_out", "blocks.0.mlp.W_out", _TRANSPOSE),
+    ("blocks.0.mlp.b_out", "blocks.0.mlp.b_out", _SAME),
+    ("unembed.W_U", "unembed.W_U", _SAME),
+)
 
 
 def paper_to_transformer_lens(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -66,28 +101,12 @@ def paper_to_transformer_lens(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
     """
     if not is_paper_layout(state_dict):
         raise ValueError("state dict is already in TransformerLens layout")
-    sd = state_dict
-    n_heads, d_head, d_model = sd["blocks.0.attn.W_Q"].shape
-    dtype = sd["embed.W_E"].dtype
-    out = {
-        "embed.W_E": sd["embed.W_E"].T.contiguous(),
-        "pos_embed.W_pos": sd["pos_embed.W_pos"].clone(),
-        "blocks.0.attn.W_Q": sd["blocks.0.attn.W_Q"].transpose(-1, -2).contiguous(),
-        "blocks.0.attn.W_K": sd["blocks.0.attn.W_K"].transpose(-1, -2).contiguous(),
-        "blocks.0.attn.W_V": sd["blocks.0.attn.W_V"].transpose(-1, -2).contiguous(),
-        "blocks.0.attn.W_O": einops.rearrange(sd["blocks.0.attn.W_O"], "m (h e) -> h e m", h=n_heads).contiguous(),
-        "blocks.0.mlp.W_in": sd["blocks.0.mlp.W_in"].T.contiguous(),
-        "blocks.0.mlp.b_in": sd["blocks.0.mlp.b_in"].clone(),
-        "blocks.0.mlp.W_out": sd["blocks.0.mlp.W_out"].T.contiguous(),
-        "blocks.0.mlp.b_out": sd["blocks.0.mlp.b_out"].clone(),
-        "unembed.W_U": sd["unembed.W_U"].clone(),
-    }
-    d_vocab_out = out["unembed.W_U"].shape[1]
-    out["blocks.0.attn.b_Q"] = torch.zeros(n_heads, d_head, dtype=dtype)
-    out["blocks.0.attn.b_K"] = torch.zeros(n_heads, d_head, dtype=dtype)
-    out["blocks.0.attn.b_V"] = torch.zeros(n_heads, d_head, dtype=dtype)
-    out["blocks.0.attn.b_O"] = torch.zeros(d_model, dtype=dtype)
-    out["unembed.b_U"] = torch.zeros(d_vocab_out, dtype=dtype)
+    n_heads, d_head, d_model = state_dict["blocks.0.attn.W_Q"].shape
+    out = {tl: convert.to_transformer_lens(state_dict[paper], n_heads) for paper, tl, convert in LAYOUT_TABLE}
+    dtype = out["embed.W_E"].dtype
+    zero_shapes = {"blocks.0.attn.b_O": (d_model,), "unembed.b_U": (out["unembed.W_U"].shape[1],)}
+    for name in _ZERO_BIASES:
+        out[name] = torch.zeros(zero_shapes.get(name, (n_heads, d_head)), dtype=dtype)
     return out
 
 
@@ -97,23 +116,11 @@ def transformer_lens_to_paper(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
     paper model and raise ``ValueError``."""
     if is_paper_layout(state_dict):
         raise ValueError("state dict is already in the paper layout")
-    sd = state_dict
     for name in _ZERO_BIASES:
-        if name in sd and bool(sd[name].abs().max() > 0):
+        if name in state_dict and bool(state_dict[name].abs().max() > 0):
             raise ValueError(f"{name} is non-zero; the paper model has no such bias, so it cannot be converted")
-    return {
-        "embed.W_E": sd["embed.W_E"].T.contiguous(),
-        "pos_embed.W_pos": sd["pos_embed.W_pos"].clone(),
-        "blocks.0.attn.W_Q": sd["blocks.0.attn.W_Q"].transpose(-1, -2).contiguous(),
-        "blocks.0.attn.W_K": sd["blocks.0.attn.W_K"].transpose(-1, -2).contiguous(),
-        "blocks.0.attn.W_V": sd["blocks.0.attn.W_V"].transpose(-1, -2).contiguous(),
-        "blocks.0.attn.W_O": einops.rearrange(sd["blocks.0.attn.W_O"], "h e m -> m (h e)").contiguous(),
-        "blocks.0.mlp.W_in": sd["blocks.0.mlp.W_in"].T.contiguous(),
-        "blocks.0.mlp.b_in": sd["blocks.0.mlp.b_in"].clone(),
-        "blocks.0.mlp.W_out": sd["blocks.0.mlp.W_out"].T.contiguous(),
-        "blocks.0.mlp.b_out": sd["blocks.0.mlp.b_out"].clone(),
-        "unembed.W_U": sd["unembed.W_U"].clone(),
-    }
+    n_heads = state_dict["blocks.0.attn.W_Q"].shape[0]
+    return {paper: convert.to_paper(state_dict[tl], n_heads) for paper, tl, convert in LAYOUT_TABLE}
 
 
 def load_in_state_dict(model: HookedTransformer, state_dict: Mapping[str, Tensor]) -> HookedTransformer:

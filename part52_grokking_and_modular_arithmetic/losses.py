@@ -6,18 +6,27 @@ late in training (Nanda et al. 2023, arXiv 2301.05217).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["cross_entropy_high_precision", "score_logits", "bias_correct"]
+__all__ = ["cross_entropy_high_precision", "cross_entropy_per_run", "score_logits", "bias_correct"]
 
 Mode = Literal["all", "train", "test"]
 
 
-def cross_entropy_high_precision(logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]) -> Float[Tensor, ""]:
+def _nll_float64(logits: Float[Tensor, "*batch vocab"], labels: Int[Tensor, "*batch"]) -> Float[Tensor, "*batch"]:
+    """Per-example negative log-likelihood from a float64 log-softmax (the one place the loss is computed)."""
+    logprobs = logits.to(torch.float64).log_softmax(dim=-1)
+    return -logprobs.gather(-1, labels[..., None])[..., 0]
+
+
+def cross_entropy_high_precision(
+    logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]
+) -> Float[Tensor, ""]:
     """Mean cross-entropy computed with a float64 log-softmax (returned as a float64 scalar).
 
     ``logits`` are the last-position logits, one row per example; ``labels`` the correct classes.
@@ -27,11 +36,32 @@ def cross_entropy_high_precision(logits: Float[Tensor, "batch vocab"], labels: I
         raise ValueError(f"logits must have shape (batch, vocab), got {tuple(logits.shape)}")
     if labels.shape != logits.shape[:1]:
         raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
-    logprobs = logits.to(torch.float64).log_softmax(dim=-1)
-    return -logprobs.gather(-1, labels[:, None]).mean()
+    return _nll_float64(logits, labels).mean()
 
 
-def bias_correct(logits: Float[Tensor, "batch vocab"], original_logits: Float[Tensor, "batch vocab"]) -> Float[Tensor, "batch vocab"]:
+def cross_entropy_per_run(
+    logits: Float[Tensor, "runs batch vocab"], labels: Int[Tensor, "runs batch"], lengths: Sequence[int]
+) -> Float[Tensor, "runs"]:
+    """The same loss for R runs at once: run ``r``'s mean over its first ``lengths[r]`` rows (the rest is
+    padding and is never read), as a float64 ``(R,)`` tensor. Equal, up to rounding, to
+    ``cross_entropy_high_precision(logits[r, :n], labels[r, :n])`` for each run, in one batched kernel chain."""
+    if logits.ndim != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"logits must have shape (runs, batch, vocab) and labels (runs, batch); got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+    n_runs, size = labels.shape
+    if len(lengths) != n_runs or not all(0 < int(n) <= size for n in lengths):
+        raise ValueError(f"lengths must give 1..{size} real rows for each of the {n_runs} runs, got {list(lengths)}")
+    n = torch.as_tensor(list(lengths), device=logits.device)
+    real = torch.arange(size, device=logits.device) < n[:, None]
+    nll = torch.where(real, _nll_float64(logits, labels), 0.0)
+    return nll.sum(dim=1) / n.to(torch.float64)
+
+
+def bias_correct(
+    logits: Float[Tensor, "batch vocab"], original_logits: Float[Tensor, "batch vocab"]
+) -> Float[Tensor, "batch vocab"]:
     """Add back the batch mean of ``original_logits - logits`` (restores the constant direction a projection
     removed)."""
     if original_logits.shape != logits.shape:

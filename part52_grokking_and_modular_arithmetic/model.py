@@ -47,12 +47,20 @@ FROZEN_ZERO_BIASES = (
 )
 
 
+#: The message of the deprecation warning TransformerLens 3.x gives at every ``HookedTransformer`` construction.
+_TL_DEPRECATION = r"HookedTransformer is deprecated"
+
+
 def silence_transformer_lens_deprecation() -> None:
-    """TransformerLens 3.x warns at every ``HookedTransformer`` construction; that warning is not for students."""
-    warnings.filterwarnings("ignore", message=r"HookedTransformer is deprecated", category=DeprecationWarning)
+    """Hide TransformerLens 3.x's deprecation warning for the rest of the process (a warning filter: process-wide,
+    so only a notebook or a script that owns its process calls this; :func:`make_model` silences it for its own
+    construction only)."""
+    warnings.filterwarnings("ignore", message=_TL_DEPRECATION, category=DeprecationWarning)
 
 
-def make_model_config(p: int = 113, device: str | torch.device = "cpu", seed: int | None = None) -> HookedTransformerConfig:
+def make_model_config(
+    p: int = 113, device: str | torch.device = "cpu", seed: int | None = None
+) -> HookedTransformerConfig:
     """Config of the paper's model for modulus ``p``: 1 layer, d_model 128, 4 heads of 32, d_mlp 512, ReLU,
     no LayerNorm, vocabulary ``p + 1`` (the ``=`` token is id ``p``), 3 positions, ``p + 1`` output logits
     (training uses all of them; the analysis drops the ``=`` logit)."""
@@ -90,13 +98,17 @@ def paper_init_(model: HookedTransformer, generator: torch.Generator | None = No
             param.zero_()
             continue
         scale = 1 / math.sqrt(cfg.d_vocab) if name == "unembed.W_U" else std
-        param.copy_(torch.randn(param.shape, generator=generator, dtype=param.dtype, device="cpu").to(param.device) * scale)
+        param.copy_(
+            torch.randn(param.shape, generator=generator, dtype=param.dtype, device="cpu").to(param.device) * scale
+        )
     for name in FROZEN_ZERO_BIASES:
         params[name].zero_()
     return model
 
 
-def make_model(p: int = 113, seed: int | None = 0, device: str | torch.device = "cpu", init: str = "paper") -> HookedTransformer:
+def make_model(
+    p: int = 113, seed: int | None = 0, device: str | torch.device = "cpu", init: str = "paper"
+) -> HookedTransformer:
     """Build the paper model for modulus ``p``.
 
     Args:
@@ -105,8 +117,9 @@ def make_model(p: int = 113, seed: int | None = 0, device: str | torch.device = 
 
     The attention/unembedding biases TransformerLens adds are zero with ``requires_grad=False``.
     """
-    silence_transformer_lens_deprecation()
-    model = HookedTransformer(make_model_config(p, device=device, seed=seed))
+    with warnings.catch_warnings():  # the filter is restored on exit: no process-wide change
+        warnings.filterwarnings("ignore", message=_TL_DEPRECATION, category=DeprecationWarning)
+        model = HookedTransformer(make_model_config(p, device=device, seed=seed))
     if init == "paper":
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         paper_init_(model, generator)

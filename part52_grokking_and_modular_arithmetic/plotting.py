@@ -20,24 +20,21 @@ Animations keep the axis ranges fixed over all frames, so the eye sees the data 
 Heatmap conventions for the modular-arithmetic inputs: a batch index is ``x * p + y``; grids are shown
 with **rows = x** (the first input, y-axis titled "x") and **columns = y** (x-axis titled "y").
 
-Nothing here needs the internet: plotly.js is bundled with the ``plotly`` package, and
-:func:`write_figures_html` writes it inline (or next to the page) instead of linking to a CDN.
+Nothing here needs the internet: plotly.js is bundled with the ``plotly`` package (``fig.to_html`` embeds it
+by default).
 """
 
 from __future__ import annotations
 
-import html
 import math
 import re
 from collections.abc import Mapping, Sequence
 from numbers import Real
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
-import plotly.offline
 import torch
 from plotly.colors import qualitative
 from torch import Tensor
@@ -46,7 +43,6 @@ from .fourier import fourier_basis_names
 
 __all__ = [
     "ArrayLike",
-    "PAPER_PHASES",
     "to_numpy",
     "imshow",
     "imshow_div",
@@ -59,19 +55,10 @@ __all__ = [
     "animate_multi_lines",
     "animate_scatter",
     "mark_phases",
-    "write_figures_html",
 ]
 
-ArrayLike = Union[Tensor, np.ndarray, Sequence[Any]]
+ArrayLike = Tensor | np.ndarray | Sequence[Any]
 """What every helper accepts as data: a tensor, a numpy array, or a (nested) list/tuple of numbers."""
-
-PAPER_PHASES: tuple[tuple[str, float, float], ...] = (
-    ("memorisation", 0, 1_400),
-    ("circuit formation", 1_400, 9_400),
-    ("cleanup", 9_400, 14_000),
-)
-"""The phases the paper names for its mainline run (epochs). Other runs grok at other times:
-pass your own ``(name, start, end)`` triples to :func:`mark_phases` for them."""
 
 _COLOURS = qualitative.Plotly
 _DIVERGING_SCALE = "RdBu"
@@ -133,9 +120,10 @@ def _finish(
     log_x: bool = False,
     log_y: bool = False,
     show: bool = False,
-    layout: Mapping[str, Any] | None = None,
+    **layout: Any,
 ) -> go.Figure:
-    """Apply the shared title/axis/log/layout options, optionally show, and return the figure."""
+    """Apply the shared figure options (see the module docstring): title, axis titles, log axes, any
+    ``fig.update_layout`` keyword; show the figure if asked; return it."""
     fig.update_layout(title=title or None)
     if xaxis is not None:
         fig.update_xaxes(title_text=xaxis)
@@ -206,7 +194,7 @@ def _relabel_slider(fig: go.Figure, labels: list[Any] | None, name: str) -> None
     for slider in fig.layout.sliders:
         slider.currentvalue.prefix = f"{name}="
         if labels is not None:
-            for step, label in zip(slider.steps, labels):
+            for step, label in zip(slider.steps, labels, strict=True):
                 step.label = str(label)
 
 
@@ -283,7 +271,7 @@ def imshow(
     )
     _relabel_facets(fig, facets, facet_name)
     _relabel_slider(fig, frames, animation_name)
-    return _finish(fig, title=title, show=show, layout=layout)  # px already titled the axes (outer panels only)
+    return _finish(fig, title=title, show=show, **layout)  # px already titled the axes (outer panels only)
 
 
 def imshow_div(data: ArrayLike, *, midpoint: Real = 0.0, **kwargs: Any) -> go.Figure:
@@ -314,6 +302,14 @@ def _infer_p_from_inputs(shape: tuple[int, ...], p: int | None) -> tuple[int, bo
     raise ValueError(f"inputs_heatmap expects shape {expected}, got {shape} (pass p= to disambiguate)")
 
 
+def _grid_heatmap(grid: np.ndarray, facet_col: int | None, animation_frame: int | None, **kwargs: Any) -> go.Figure:
+    """:func:`imshow` of a ``(rows, cols, ...)`` grid whose one extra dim becomes side-by-side panels unless it is
+    animated (``animation_frame=2``)."""
+    if grid.ndim == 3 and facet_col is None and animation_frame is None:
+        facet_col = 2
+    return imshow(grid, facet_col=facet_col, animation_frame=animation_frame, **kwargs)
+
+
 def inputs_heatmap(
     data: ArrayLike,
     *,
@@ -336,17 +332,7 @@ def inputs_heatmap(
     arr = to_numpy(data)
     p, is_flat = _infer_p_from_inputs(arr.shape, p)
     grid = arr.reshape(p, p, *arr.shape[1:]) if is_flat else arr
-    if grid.ndim == 3 and facet_col is None and animation_frame is None:
-        facet_col = 2
-    return imshow(
-        grid,
-        facet_col=facet_col,
-        animation_frame=animation_frame,
-        xaxis=xaxis,
-        yaxis=yaxis,
-        aspect=aspect,
-        **kwargs,
-    )
+    return _grid_heatmap(grid, facet_col, animation_frame, xaxis=xaxis, yaxis=yaxis, aspect=aspect, **kwargs)
 
 
 def imshow_fourier(
@@ -374,14 +360,12 @@ def imshow_fourier(
             f"basis vector, e.g. the output of fft2d), got {arr.shape}"
         )
     names = fourier_basis_names(arr.shape[0])
-    if arr.ndim == 3 and facet_col is None and animation_frame is None:
-        facet_col = 2
-    return imshow(
+    return _grid_heatmap(
         arr,
+        facet_col,
+        animation_frame,
         x=names,
         y=names,
-        facet_col=facet_col,
-        animation_frame=animation_frame,
         xaxis=xaxis,
         yaxis=yaxis,
         midpoint=midpoint,
@@ -410,7 +394,7 @@ def _line_xs(x: ArrayLike | Sequence[ArrayLike] | None, lengths: list[int]) -> l
         xs = [_array(item, f"x[{i}]", (1,), "(n_points,)") for i, item in enumerate(x)]
     else:
         xs = [_array(x, "x", (1,), "(n_points,) or a list with one (n_points,) array per line")] * len(lengths)
-    for i, (xi, n) in enumerate(zip(xs, lengths)):
+    for i, (xi, n) in enumerate(zip(xs, lengths, strict=True)):
         if len(xi) != n:
             raise ValueError(f"line {i} has {n} points but its x has {len(xi)} values")
     return xs
@@ -423,20 +407,15 @@ def lines(
     labels: ArrayLike | None = None,
     hover: ArrayLike | None = None,
     mode: str = "lines",
-    xaxis: str = "",
-    yaxis: str = "",
-    title: str = "",
-    log_x: bool = False,
-    log_y: bool = False,
-    show: bool = False,
-    **layout: Any,
+    **options: Any,
 ) -> go.Figure:
     """Several lines on one plot (e.g. train and test loss against epoch), with a legend.
 
     Shapes: ``ys`` is a list of 1-D arrays (lengths may differ) or a 2-D ``(n_lines, n_points)`` array.
     ``x``: ``None`` (0, 1, 2, …), one ``(n_points,)`` array shared by every line, or a list with one x
     array per line (for curves sampled at different epochs). ``labels``: one legend name per line.
-    ``hover``: one name per point (lines of equal length only).
+    ``hover``: one name per point (lines of equal length only). ``options``: the shared figure options
+    (``title``, ``xaxis``, ``yaxis``, ``log_x``, ``log_y``, ``show``, layout keywords; see the module docstring).
     """
     if isinstance(ys, (list, tuple)):
         series = [_array(y, f"ys[{i}]", (1,), "(n_points,)") for i, y in enumerate(ys)]
@@ -447,11 +426,11 @@ def lines(
     names = _labels(labels, len(series), "labels (one per line)") or [str(i) for i in range(len(series))]
     xs = _line_xs(x, [len(s) for s in series])
     fig = go.Figure()
-    for xi, yi, name in zip(xs, series, names):
+    for xi, yi, name in zip(xs, series, names, strict=True):
         hovertext = _labels(hover, len(yi), "hover (one name per point)")
         fig.add_trace(go.Scatter(x=xi, y=yi, mode=mode, name=str(name), hovertext=hovertext))
     fig.update_layout(showlegend=len(series) > 1 or labels is not None)
-    return _finish(fig, title=title, xaxis=xaxis, yaxis=yaxis, log_x=log_x, log_y=log_y, show=show, layout=layout)
+    return _finish(fig, **options)
 
 
 def line(
@@ -493,19 +472,13 @@ def scatter(
     hover: ArrayLike | None = None,
     color_label: str = "",
     colorscale: str = "Viridis",
-    xaxis: str = "",
-    yaxis: str = "",
-    title: str = "",
-    log_x: bool = False,
-    log_y: bool = False,
-    show: bool = False,
-    **layout: Any,
+    **options: Any,
 ) -> go.Figure:
     """Scatter plot of ``(n_points,)`` ``x`` against ``(n_points,)`` ``y``.
 
     ``color``: a colour name for every point, numbers ``(n_points,)`` (continuous scale with a colour bar
     titled ``color_label``) or strings ``(n_points,)`` (one legend entry per category).
-    ``hover``: one name per point.
+    ``hover``: one name per point. ``options``: the shared figure options (see :func:`lines`).
     """
     xs = _array(x, "x", (1,), "(n_points,)")
     ys = _array(y, "y", (1,), "(n_points,)")
@@ -520,10 +493,10 @@ def scatter(
         cats = np.asarray(categories)
         for category in dict.fromkeys(categories):
             keep = cats == category
-            text = None if hovertext is None else [h for h, k in zip(hovertext, keep) if k]
+            text = None if hovertext is None else [h for h, k in zip(hovertext, keep, strict=True) if k]
             fig.add_trace(go.Scatter(x=xs[keep], y=ys[keep], mode="markers", name=str(category), hovertext=text))
         fig.update_layout(legend_title_text=color_label)
-    return _finish(fig, title=title, xaxis=xaxis, yaxis=yaxis, log_x=log_x, log_y=log_y, show=show, layout=layout)
+    return _finish(fig, **options)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -544,10 +517,26 @@ def _animated_figure(frame_traces: list[list[go.Scatter]], labels: list[Any], na
         {"label": "pause", "method": "animate", "args": [[None], {**step_args, "frame": {"duration": 0}}]},
     ]
     fig = go.Figure(data=frame_traces[0], frames=frames)
-    slider = {"steps": steps, "currentvalue": {"prefix": f"{name}="}, "x": 0.1, "len": 0.9, "y": 0,
-              "xanchor": "left", "yanchor": "top", "pad": {"t": 60, "b": 10}}
-    menu = {"type": "buttons", "direction": "left", "buttons": buttons, "x": 0.1, "y": 0,
-            "xanchor": "right", "yanchor": "top", "pad": {"t": 70, "r": 10}}
+    slider = {
+        "steps": steps,
+        "currentvalue": {"prefix": f"{name}="},
+        "x": 0.1,
+        "len": 0.9,
+        "y": 0,
+        "xanchor": "left",
+        "yanchor": "top",
+        "pad": {"t": 60, "b": 10},
+    }
+    menu = {
+        "type": "buttons",
+        "direction": "left",
+        "buttons": buttons,
+        "x": 0.1,
+        "y": 0,
+        "xanchor": "right",
+        "yanchor": "top",
+        "pad": {"t": 70, "r": 10},
+    }
     fig.update_layout(sliders=[slider], updatemenus=[menu])
     return fig
 
@@ -556,8 +545,9 @@ def _frame_labels(frame_labels: ArrayLike | None, n_frames: int) -> list[Any]:
     return _labels(frame_labels, n_frames, "frame_labels (one per frame)") or list(range(n_frames))
 
 
-def _fix_ranges(fig: go.Figure, xs: np.ndarray | None, ys: np.ndarray, log_x: bool, log_y: bool) -> None:
-    """Pin the axes to a range covering every frame's data."""
+def _fix_ranges(fig: go.Figure, xs: np.ndarray | None, ys: np.ndarray, options: Mapping[str, Any]) -> None:
+    """Pin the axes to a range covering every frame's data (on log axes where ``options`` ask for them)."""
+    log_x, log_y = bool(options.get("log_x", False)), bool(options.get("log_y", False))
     y_range = _axis_range(ys.astype(float), log_y)
     if y_range is not None:
         fig.update_yaxes(range=y_range)
@@ -575,19 +565,15 @@ def animate_multi_lines(
     frame_labels: ArrayLike | None = None,
     animation_name: str = "frame",
     hover: ArrayLike | None = None,
-    xaxis: str = "",
-    yaxis: str = "",
-    title: str = "",
-    log_y: bool = False,
-    show: bool = False,
-    **layout: Any,
+    **options: Any,
 ) -> go.Figure:
     """Several lines that change together over frames (a slider steps through them).
 
     Shapes: a ``(n_lines, n_frames, n_points)`` array, or a list of ``(n_frames, n_points)`` arrays (one per
     line, all the same shape). ``labels``: legend names (one per line). ``x``: ``(n_points,)`` x values.
     ``frame_labels``: one slider label per frame (e.g. the checkpoint epochs), read out as
-    ``animation_name=label``. ``hover``: one name per point. Every frame is used.
+    ``animation_name=label``. ``hover``: one name per point. Every frame is used. ``options``: the shared
+    figure options (see :func:`lines`); the axis ranges cover every frame.
     """
     if isinstance(data, (list, tuple)):
         arrays = [_array(d, f"data[{i}]", (2,), "(n_frames, n_points)") for i, d in enumerate(data)]
@@ -607,16 +593,22 @@ def animate_multi_lines(
     hovertext = _labels(hover, n_points, "hover (one name per point)")
     frame_traces = [
         [
-            go.Scatter(x=xs, y=arr[i, f], mode="lines", name=str(names[i]), hovertext=hovertext,
-                       line={"color": _COLOURS[i % len(_COLOURS)]})
+            go.Scatter(
+                x=xs,
+                y=arr[i, f],
+                mode="lines",
+                name=str(names[i]),
+                hovertext=hovertext,
+                line={"color": _COLOURS[i % len(_COLOURS)]},
+            )
             for i in range(n_lines)
         ]
         for f in range(n_frames)
     ]
     fig = _animated_figure(frame_traces, _frame_labels(frame_labels, n_frames), animation_name)
     fig.update_layout(showlegend=n_lines > 1 or labels is not None)
-    _fix_ranges(fig, xs, arr, False, log_y)
-    return _finish(fig, title=title, xaxis=xaxis, yaxis=yaxis, log_y=log_y, show=show, layout=layout)
+    _fix_ranges(fig, xs, arr, options)
+    return _finish(fig, **options)
 
 
 def animate_lines(data: ArrayLike, *, label: str | None = None, **kwargs: Any) -> go.Figure:
@@ -670,19 +662,14 @@ def animate_scatter(
     animation_name: str = "frame",
     color_label: str = "",
     colorscale: str = "Viridis",
-    xaxis: str = "",
-    yaxis: str = "",
-    title: str = "",
-    log_x: bool = False,
-    log_y: bool = False,
-    show: bool = False,
-    **layout: Any,
+    **options: Any,
 ) -> go.Figure:
     """A scatter whose points move over frames; **every** frame and every point is plotted.
 
     Shapes: ``x``, ``y`` and (numeric) ``color`` are each ``(n_frames, n_points)``, or ``(n_points,)`` to keep
     them the same in every frame. ``hover``: one name per point. ``frame_labels``: one slider label per
-    frame (e.g. epochs). The axis and colour ranges cover all frames.
+    frame (e.g. epochs). The axis and colour ranges cover all frames. ``options``: the shared figure options
+    (see :func:`lines`).
     """
     inputs = {"x": x, "y": y} if color is None else {"x": x, "y": y, "color": color}
     arrays = _stack_frames(inputs)
@@ -692,21 +679,22 @@ def animate_scatter(
 
     def frame(f: int) -> list[go.Scatter]:
         colours = {} if color is None else {"color": arrays["color"][f]}
-        trace = go.Scatter(x=arrays["x"][f], y=arrays["y"][f], mode="markers", hovertext=hovertext,
-                           marker={**marker, **colours})
+        trace = go.Scatter(
+            x=arrays["x"][f], y=arrays["y"][f], mode="markers", hovertext=hovertext, marker={**marker, **colours}
+        )
         return [trace]
 
     fig = _animated_figure([frame(f) for f in range(n_frames)], _frame_labels(frame_labels, n_frames), animation_name)
-    _fix_ranges(fig, arrays["x"], arrays["y"], log_x, log_y)
-    return _finish(fig, title=title, xaxis=xaxis, yaxis=yaxis, log_x=log_x, log_y=log_y, show=show, layout=layout)
+    _fix_ranges(fig, arrays["x"], arrays["y"], options)
+    return _finish(fig, **options)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Training phases and offline HTML
+# Training phases
 # ----------------------------------------------------------------------------------------------------
 
 
-Phases = Union[Sequence[tuple[str, Real, Real]], Mapping[str, tuple[Real, Real]]]
+Phases = Sequence[tuple[str, Real, Real]] | Mapping[str, tuple[Real, Real]]
 
 
 def _phase_list(phases: Phases) -> list[tuple[str, float, float]]:
@@ -733,8 +721,9 @@ def mark_phases(
 ) -> go.Figure:
     """Mark training phases on a plot whose x-axis is the epoch (e.g. the loss curves). Modifies ``fig``.
 
-    ``phases``: ``(name, start_epoch, end_epoch)`` triples, or a mapping ``name -> (start, end)``; see
-    :data:`PAPER_PHASES` for the paper's mainline run. ``shade`` draws a labelled band per phase,
+    ``phases``: ``(name, start_epoch, end_epoch)`` triples, or a mapping ``name -> (start, end)`` (the paper's
+    mainline run: memorisation 0-1.4k, circuit formation 1.4k-9.4k, cleanup 9.4k-14k epochs; other runs grok
+    at other times). ``shade`` draws a labelled band per phase,
     ``boundaries`` a dashed vertical line at every phase boundary. Returns ``fig`` for chaining.
     (Shapes are placed in data units, so for a log x-axis pass epochs > 0.)
     """
@@ -742,46 +731,19 @@ def mark_phases(
     for i, (name, start, end) in enumerate(spans):
         colour = _COLOURS[i % len(_COLOURS)]
         if shade:
-            fig.add_vrect(x0=start, x1=end, fillcolor=colour, opacity=opacity, line_width=0, layer="below",
-                          annotation_text=name, annotation_position="top left")
+            fig.add_vrect(
+                x0=start,
+                x1=end,
+                fillcolor=colour,
+                opacity=opacity,
+                line_width=0,
+                layer="below",
+                annotation_text=name,
+                annotation_position="top left",
+            )
         elif boundaries:
-            fig.add_annotation(x=start, y=1, yref="paper", text=name, showarrow=False,
-                               xanchor="left", yanchor="bottom")
+            fig.add_annotation(x=start, y=1, yref="paper", text=name, showarrow=False, xanchor="left", yanchor="bottom")
     if boundaries:
         for epoch in sorted({e for _, start, end in spans for e in (start, end)}):
             fig.add_vline(x=epoch, line_dash="dash", line_color="gray", line_width=1)
     return fig
-
-
-def write_figures_html(
-    figures: go.Figure | Sequence[go.Figure],
-    path: str | Path,
-    *,
-    include_plotlyjs: bool | str = True,
-    title: str = "Figures",
-) -> Path:
-    """Write one or more figures to a single HTML page that works offline; returns the path.
-
-    ``include_plotlyjs=True`` embeds plotly.js in the page (about 4.8 MB, one self-contained file);
-    ``"directory"`` writes ``plotly.min.js`` next to the page and links to it (many pages share one copy).
-    A CDN link is refused: it needs the internet.
-    """
-    if include_plotlyjs is not True and include_plotlyjs != "directory":
-        raise ValueError(f"include_plotlyjs must be True or 'directory' (offline), got {include_plotlyjs!r}")
-    figs = [figures] if isinstance(figures, go.Figure) else list(figures)
-    if not figs or not all(isinstance(f, go.Figure) for f in figs):
-        raise ValueError("figures must be a plotly Figure or a non-empty list of Figures")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if include_plotlyjs == "directory":
-        (path.parent / "plotly.min.js").write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
-        script = '<script src="plotly.min.js"></script>'
-    else:
-        script = f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>'
-    bodies = "\n".join(fig.to_html(full_html=False, include_plotlyjs=False, auto_play=False) for fig in figs)
-    page = (
-        f'<!DOCTYPE html>\n<html>\n<head><meta charset="utf-8"><title>{html.escape(title)}</title>\n{script}\n</head>\n'
-        f"<body>\n{bodies}\n</body>\n</html>\n"
-    )
-    path.write_text(page, encoding="utf-8")
-    return path

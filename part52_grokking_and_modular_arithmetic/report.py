@@ -28,9 +28,9 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -335,8 +335,10 @@ def notebook_to_offline_html(nb, *, title: str | None = None) -> tuple[str, int]
     resources = {"metadata": {"name": title or REPORT_NAME}}
     body, _ = exporter.from_notebook_node(nb_html, resources=resources)
     if failed:
-        warnings.warn(f"{len(failed)} equation(s) could not be converted to MathML and are shown as TeX: {failed[:5]}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{len(failed)} equation(s) could not be converted to MathML and are shown as TeX: {failed[:5]}",
+            stacklevel=2,
+        )
     body = _REQUIREJS_TAG.sub("", body, count=1)
     head = re.search(r"<head[^>]*>", body)
     if head is None:
@@ -424,9 +426,11 @@ def run_main_job(
         data = load_full_run_data(**kwargs)
         n_ckpt = len(data["state_dicts"])
         last_epoch = data["epochs"][-1]
-        source = str(data.get("source", "")) if isinstance(data, dict) else ""
+        source = str(getattr(data, "source", "") or "")  # the run object's RunSource
         del data
-        log(f"[report] checkpoint history: {n_ckpt} checkpoints up to epoch {last_epoch} ({source or 'source unknown'})")
+        log(
+            f"[report] checkpoint history: {n_ckpt} checkpoints up to epoch {last_epoch} ({source or 'source unknown'})"
+        )
 
     env = {"PART52_RUN_PATH": str(Path(run_path).resolve())} if run_path is not None else {}
     if not progress:
@@ -451,11 +455,19 @@ def run_main_job(
     summary = summary_text(executed)
     if summary:
         log("[report] summary of the run (from the notebook):\n" + summary.rstrip())
-    log(f"[report] wrote {html_path.resolve()} ({html_path.stat().st_size / 1e6:.1f} MB, {n_figures} figures, plotly.js inlined)")
+    log(
+        f"[report] wrote {html_path.resolve()} ({html_path.stat().st_size / 1e6:.1f} MB, {n_figures} figures, plotly.js inlined)"
+    )
     log(f"[report] executed notebook: {nb_path.resolve()}")
     log("[report] timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    return ReportResult(html_path=html_path, notebook_path=nb_path, timings=timings, n_figures=n_figures, model_source=source,
-                        summary=summary)
+    return ReportResult(
+        html_path=html_path,
+        notebook_path=nb_path,
+        timings=timings,
+        n_figures=n_figures,
+        model_source=source,
+        summary=summary,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,10 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default="reports", help="output folder (default: reports)")
     parser.add_argument("--notebook", default=None, help="notebook to execute (default: the solutions notebook)")
     parser.add_argument("--run-path", default=None, help="checkpoint-history file (default: the package default)")
-    parser.add_argument("--no-training", action="store_true", help="fail instead of training when no model is available")
+    parser.add_argument(
+        "--no-training", action="store_true", help="fail instead of training when no model is available"
+    )
     parser.add_argument("--cell-timeout", type=int, default=1800, help="per-cell timeout in seconds (default 1800)")
-    parser.add_argument("--device", default=None,
-                        help="torch device of the notebook's computations, e.g. cpu or cuda (default: the notebook picks)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="torch device of the notebook's computations, e.g. cpu or cuda (default: the notebook picks)",
+    )
     args = parser.parse_args(argv)
     run_main_job(
         args.out_dir,

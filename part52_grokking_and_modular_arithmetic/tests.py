@@ -41,9 +41,10 @@ Section 2 — circuits and feature analysis::
 
 Section 3 — analysis during training::
 
-    test_excl_loss(excl_loss, model, key_freqs, *, train_indices=None, fn="add", frac_train=0.3, seed=0)
-        # calls excl_loss(model, key_freqs); the expected losses use the train pairs given by train_indices,
-        # else data.train_test_split(p, frac_train, seed)
+    test_excl_loss(excl_loss, model, key_freqs, *, train_indices=None, fn="add", frac_train=0.3, seed=0, run=None)
+        # calls excl_loss(model, key_freqs); the expected losses use the task and split of run (full_run_data,
+        # a run dict or a run file path) if given, else fn / frac_train / seed (data.make_split); train_indices,
+        # if given, are the train pairs
     test_fourier_embed(fourier_embed, model)
     test_embed_SVD(embed_SVD, model)
 
@@ -74,7 +75,7 @@ import math
 import numbers
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -82,7 +83,7 @@ from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 
 from . import analysis, fourier
-from .data import TASKS, make_all_data, make_labels, train_test_split
+from .data import TASKS, make_all_data, make_split, train_test_split
 from .losses import score_logits
 
 __all__ = [
@@ -135,8 +136,10 @@ def _grader(exercise: str):
     GraderError that names the grader's arguments, never as a raw AttributeError / TypeError / KeyError."""
 
     def decorate(check: Callable[..., None]) -> Callable[..., bool]:
-        params = ", ".join(name if prm.default is inspect.Parameter.empty else f"{name}={prm.default!r}"
-                           for name, prm in inspect.signature(check).parameters.items())
+        params = ", ".join(
+            name if prm.default is inspect.Parameter.empty else f"{name}={prm.default!r}"
+            for name, prm in inspect.signature(check).parameters.items()
+        )
         call = f"tests.{check.__name__}({params})"
 
         @functools.wraps(check)
@@ -210,8 +213,12 @@ class _ModelState:
                 for attr in getattr(mod, kind, {}):
                     self.owners.setdefault(f"{mod_name}.{attr}" if mod_name else attr, (mod, kind, attr))
         self.modes = [(mod, mod.training) for mod in module.modules()]
-        self.hooks = [(mod, kind, dict(getattr(mod, kind))) for mod in module.modules() for kind in _HOOK_DICTS
-                      if isinstance(getattr(mod, kind, None), dict)]
+        self.hooks = [
+            (mod, kind, dict(getattr(mod, kind)))
+            for mod in module.modules()
+            for kind in _HOOK_DICTS
+            if isinstance(getattr(mod, kind, None), dict)
+        ]
         self.cfg = getattr(module, "cfg", None)
         try:
             self.cfg_values = dict(vars(self.cfg)) if self.cfg is not None else None
@@ -221,8 +228,11 @@ class _ModelState:
     def changed_weights(self, module: torch.nn.Module) -> list[str]:
         """Names of the parameters / buffers of ``module`` (the original or a copy) whose values differ."""
         now = _module_tensors(module)
-        return [name for name, (_, saved, _) in self.tensors.items()
-                if name not in now or not _same(now[name].detach(), saved)]
+        return [
+            name
+            for name, (_, saved, _) in self.tensors.items()
+            if name not in now or not _same(now[name].detach(), saved)
+        ]
 
     def changed_other(self, module: torch.nn.Module) -> list[str]:
         """What else changed in the original model: requires_grad flags, hooks added or removed, the cfg."""
@@ -237,9 +247,14 @@ class _ModelState:
         if self.cfg_values is not None and cfg is not None:
             try:
                 now_cfg = vars(cfg)
-                diff = [k for k in set(self.cfg_values) | set(now_cfg)
-                        if not (now_cfg.get(k, _MISSING) is self.cfg_values.get(k, _MISSING)
-                                or now_cfg.get(k, _MISSING) == self.cfg_values.get(k, _MISSING))]
+                diff = [
+                    k
+                    for k in set(self.cfg_values) | set(now_cfg)
+                    if not (
+                        now_cfg.get(k, _MISSING) is self.cfg_values.get(k, _MISSING)
+                        or now_cfg.get(k, _MISSING) == self.cfg_values.get(k, _MISSING)
+                    )
+                ]
             except Exception:  # noqa: BLE001 - a cfg value that cannot be compared: not watched
                 diff = []
             if diff:
@@ -307,7 +322,9 @@ class _Globals:
     watched namespaces (:func:`_watched_namespaces`) and torch's default dtype."""
 
     def __init__(self) -> None:
-        self.spaces = {name: (obj, additions, dict(vars(obj))) for name, (obj, additions) in _watched_namespaces().items()}
+        self.spaces = {
+            name: (obj, additions, dict(vars(obj))) for name, (obj, additions) in _watched_namespaces().items()
+        }
         self.default_dtype = torch.get_default_dtype()
 
     def restore_changed(self) -> list[str]:
@@ -319,7 +336,9 @@ class _Globals:
         for name, (obj, additions, saved) in self.spaces.items():
             now = vars(obj)
             for key, value in saved.items():
-                if now.get(key, _MISSING) is not value and not (obj is builtins and key == "_"):  # (_: the REPL's last value)
+                if now.get(key, _MISSING) is not value and not (
+                    obj is builtins and key == "_"
+                ):  # (_: the REPL's last value)
                     changed.append(f"{name}.{key}")
                     setattr(obj, key, value)
             if additions:
@@ -336,8 +355,10 @@ def _run_isolated(fn: Callable[..., Any], args: tuple) -> tuple[Any, BaseExcepti
     it (KeyboardInterrupt propagates). A grader called from inside the function it checks is refused (each
     call would start another thread, without end)."""
     if _GRADING:
-        raise GraderError("a grader was called from inside the function it is checking: remove the tests.test_... "
-                          "call from your function")
+        raise GraderError(
+            "a grader was called from inside the function it is checking: remove the tests.test_... "
+            "call from your function"
+        )
     box: dict[str, Any] = {}
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
     device = _NOTEBOOK_DEVICE[-1] if _NOTEBOOK_DEVICE else torch.get_default_device()
@@ -387,12 +408,16 @@ def _model_problem(name: str, state: _ModelState, original: torch.nn.Module, got
     if not (changed or changed_original or other_original):
         return None
     if changed or changed_original:
-        msg = (f"your function modified the {name}'s weights in place "
-               f"({_short_weight_names(changed or changed_original)} changed): it must only read the model "
-               "(no model.W_E.zero_(), no in-place op on a weight, no load_state_dict).")
+        msg = (
+            f"your function modified the {name}'s weights in place "
+            f"({_short_weight_names(changed or changed_original)} changed): it must only read the model "
+            "(no model.W_E.zero_(), no in-place op on a weight, no load_state_dict)."
+        )
     else:
-        msg = (f"your function changed the {name} ({', '.join(other_original)}): it must only read the "
-               "model (no requires_grad_(...), no hooks left behind, no change to model.cfg).")
+        msg = (
+            f"your function changed the {name} ({', '.join(other_original)}): it must only read the "
+            "model (no requires_grad_(...), no hooks left behind, no change to model.cfg)."
+        )
     if not (changed_original or other_original):
         msg += " The grader ran it on a copy: your model is unchanged."
     elif copy_given:
@@ -402,12 +427,17 @@ def _model_problem(name: str, state: _ModelState, original: torch.nn.Module, got
     return msg
 
 
-def _check_not_modified(args: tuple, copies: tuple, names: Sequence[str], states: dict[int, _ModelState],
-                        changed_globals: Sequence[str] = ()) -> None:
+def _check_not_modified(
+    args: tuple,
+    copies: tuple,
+    names: Sequence[str],
+    states: dict[int, _ModelState],
+    changed_globals: Sequence[str] = (),
+) -> None:
     """Raise a GraderError when the student's function changed an argument (the copy it was given), the
     original model (through a global variable) or a library function; originals are restored first."""
     problems = []
-    for i, (arg, got) in enumerate(zip(args, copies)):
+    for i, (arg, got) in enumerate(zip(args, copies, strict=True)):
         if isinstance(arg, torch.nn.Module):
             msg = _model_problem(names[i], states[i], arg, got)
             if msg:
@@ -420,12 +450,18 @@ def _check_not_modified(args: tuple, copies: tuple, names: Sequence[str], states
                 f"({names[i]} = {names[i]} - m, not {names[i]} -= m)."
             )
         elif isinstance(arg, list) and got != arg:
-            problems.append(f"your function modified its input {names[i]} in place (e.g. {names[i]}.sort(), .pop() or "
-                            f".append()): it must not change its arguments; work on a copy (sorted({names[i]})).")
+            problems.append(
+                f"your function modified its input {names[i]} in place (e.g. {names[i]}.sort(), .pop() or "
+                f".append()): it must not change its arguments; work on a copy (sorted({names[i]}))."
+            )
     if changed_globals:
-        listed = ", ".join(changed_globals[:3]) + (f" and {len(changed_globals) - 3} more" if len(changed_globals) > 3 else "")
-        problems.append(f"your function replaced {listed}: a function must not change torch, the course package or "
-                        "the grader (it would change every later cell); the grader put the originals back.")
+        listed = ", ".join(changed_globals[:3]) + (
+            f" and {len(changed_globals) - 3} more" if len(changed_globals) > 3 else ""
+        )
+        problems.append(
+            f"your function replaced {listed}: a function must not change torch, the course package or "
+            "the grader (it would change every later cell); the grader put the originals back."
+        )
     if problems:
         raise GraderError("\n   ".join(problems))
 
@@ -473,23 +509,94 @@ def _call(fn: Any, args: tuple, what: str, error_hint: str = "", *, names: Seque
 # What the grader's checks rely on, as it was when the grader was imported: a notebook cell that replaced one
 # of them (torch.allclose = lambda *a, **k: True) would make every check pass.
 _TRUSTED_NAMES = {
-    torch: ("allclose", "equal", "isclose", "isnan", "where", "tensor", "as_tensor", "promote_types", "unravel_index",
-            "full_like", "stack", "outer", "einsum", "tensordot"),
-    Tensor: ("allclose", "equal", "__eq__", "__ne__", "__bool__", "__float__", "__len__", "item", "double", "to", "cpu",
-             "detach", "clone", "abs", "sum", "max", "all", "any", "tolist", "flatten", "argmax", "long",
-             "is_floating_point", "is_complex", "shape", "dtype", "device", "layout", "ndim", "numel"),
-    builtins: ("isinstance", "type", "float", "int", "bool", "len", "str", "tuple", "list", "all", "any", "abs",
-               "print", "callable", "getattr", "hasattr", "sorted", "zip", "range", "enumerate"),
+    torch: (
+        "allclose",
+        "equal",
+        "isclose",
+        "isnan",
+        "where",
+        "tensor",
+        "as_tensor",
+        "promote_types",
+        "unravel_index",
+        "full_like",
+        "stack",
+        "outer",
+        "einsum",
+        "tensordot",
+    ),
+    Tensor: (
+        "allclose",
+        "equal",
+        "__eq__",
+        "__ne__",
+        "__bool__",
+        "__float__",
+        "__len__",
+        "item",
+        "double",
+        "to",
+        "cpu",
+        "detach",
+        "clone",
+        "abs",
+        "sum",
+        "max",
+        "all",
+        "any",
+        "tolist",
+        "flatten",
+        "argmax",
+        "long",
+        "is_floating_point",
+        "is_complex",
+        "shape",
+        "dtype",
+        "device",
+        "layout",
+        "ndim",
+        "numel",
+    ),
+    builtins: (
+        "isinstance",
+        "type",
+        "float",
+        "int",
+        "bool",
+        "len",
+        "str",
+        "tuple",
+        "list",
+        "all",
+        "any",
+        "abs",
+        "print",
+        "callable",
+        "getattr",
+        "hasattr",
+        "sorted",
+        "zip",
+        "range",
+        "enumerate",
+    ),
     threading: ("Thread",),
     copy: ("deepcopy",),
 }
 
 
 def _trusted_refs() -> dict[str, Any]:
-    refs = {f"{getattr(ns, '__name__', ns)}.{name}": inspect.getattr_static(ns, name, _MISSING)
-            for ns, names in _TRUSTED_NAMES.items() for name in names}
-    refs.update({f"tests.{name}": value for name, value in globals().items()
-                 if not name.startswith("__") and name != "_IMPORT_REFS"})
+    refs = {
+        f"{getattr(ns, '__name__', ns)}.{name}": inspect.getattr_static(ns, name, _MISSING)
+        for ns, names in _TRUSTED_NAMES.items()
+        for name in names
+    }
+    refs.update(
+        {
+            f"tests.{name}": value
+            for name, value in globals().items()
+            if not name.startswith("__") and name != "_IMPORT_REFS"
+        }
+    )
     return refs
 
 
@@ -498,9 +605,11 @@ def _check_comparisons_untouched() -> None:
     now = _trusted_refs()
     changed = [name for name, value in now.items() if _IMPORT_REFS.get(name, _MISSING) is not value]
     if changed:
-        raise GraderError(f"{changed[0]} was replaced after the grader was imported (e.g. torch.allclose = ... or "
-                          "tests._compare = ... in a cell): the checks cannot be trusted. Restart the kernel and run "
-                          "the notebook again without it.")
+        raise GraderError(
+            f"{changed[0]} was replaced after the grader was imported (e.g. torch.allclose = ... or "
+            "tests._compare = ... in a cell): the checks cannot be trusted. Restart the kernel and run "
+            "the notebook again without it."
+        )
 
 
 def _require_values(**values: Any) -> None:
@@ -525,8 +634,10 @@ def _check_p(p: Any) -> int:
         raise GraderError(f"p: expected the modulus as an int (p = 113 in the chapter), got {_type_name(p)} ({p!r})")
     p = int(p)
     if p > MAX_P:
-        raise GraderError(f"p={p}: the graders check moduli up to {MAX_P} (p = 113 in the chapter); a larger p "
-                          "makes (p, p) and (p^2, ...) test tensors too big to check quickly")
+        raise GraderError(
+            f"p={p}: the graders check moduli up to {MAX_P} (p = 113 in the chapter); a larger p "
+            "makes (p, p) and (p^2, ...) test tensors too big to check quickly"
+        )
     if p < 3 or p % 2 == 0:
         raise GraderError(
             f"p={p}: expected an odd prime >= 3 (p = 113 in the chapter). The Fourier basis of Z_p is a constant "
@@ -544,27 +655,40 @@ def _check_p(p: Any) -> int:
 
 def _check_model(model: Any) -> int:
     """A course model (HookedTransformer-like: ``cfg.d_vocab``, ``W_E``, ``W_U``, ``blocks``); returns its p."""
-    if isinstance(model, dict):
-        what = (" (the run data, full_run_data)" if "state_dicts" in model
-                else " (a state dict?)" if model and all(isinstance(v, Tensor) for v in model.values()) else "")
+    if isinstance(model, Mapping):  # a dict, or the run object (it reads like one)
+        what = (
+            " (the run data, full_run_data)"
+            if "state_dicts" in model
+            else " (a state dict?)"
+            if model and all(isinstance(v, Tensor) for v in model.values())
+            else ""
+        )
         raise GraderError(
-            f"expected the model (a HookedTransformer), got a dict{what}: load it with "
-            "model = utils.load_model(full_run_data)."
+            f"expected the model (a HookedTransformer), got a {type(model).__name__}{what}: load it with "
+            "model = utils.load_model(full_run_data) (or full_run_data.model())."
         )
     cfg = getattr(model, "cfg", None)
     if not isinstance(model, torch.nn.Module) or not isinstance(getattr(cfg, "d_vocab", None), int):
         extra = ": load it with model = utils.load_model(full_run_data)" if model is None else ""
-        raise GraderError(f"expected the model (a HookedTransformer with a cfg.d_vocab), got {_type_name(model)}{extra}")
+        raise GraderError(
+            f"expected the model (a HookedTransformer with a cfg.d_vocab), got {_type_name(model)}{extra}"
+        )
     missing = [name for name in ("W_E", "W_U", "W_pos", "blocks") if not hasattr(model, name)]
     if missing:
-        raise GraderError(f"expected the chapter's model (a HookedTransformer); this {type(model).__name__} has no "
-                          f"{', '.join(missing)}")
+        raise GraderError(
+            f"expected the chapter's model (a HookedTransformer); this {type(model).__name__} has no "
+            f"{', '.join(missing)}"
+        )
     if type(model) is not HookedTransformer:  # a subclass could change what the grader reads from it
-        raise GraderError(f"expected the chapter's model, a HookedTransformer (utils.load_model(full_run_data)), got "
-                          f"a {type(model).__name__}")
+        raise GraderError(
+            f"expected the chapter's model, a HookedTransformer (utils.load_model(full_run_data)), got "
+            f"a {type(model).__name__}"
+        )
     if any(t.device.type == "meta" for t in _module_tensors(model).values()):
-        raise GraderError("expected the model with its weights, got a model on the meta device (shapes only): load "
-                          "it with model = utils.load_model(full_run_data)")
+        raise GraderError(
+            "expected the model with its weights, got a model on the meta device (shapes only): load "
+            "it with model = utils.load_model(full_run_data)"
+        )
     try:
         p = analysis.infer_p(model)
     except ValueError as e:
@@ -580,8 +704,15 @@ def _check_key_freqs(key_freqs: Any, p: int) -> list[int]:
     n_freqs = (p - 1) // 2
     expected = f"expected a non-empty list of integer frequencies in 1..{n_freqs} (e.g. utils.key_frequencies(model))"
     if isinstance(key_freqs, Tensor):
-        if key_freqs.ndim != 1 or key_freqs.is_floating_point() or key_freqs.is_complex() or key_freqs.dtype == torch.bool:
-            raise GraderError(f"key_freqs: {expected}, got a {key_freqs.dtype} tensor of shape {_shape(key_freqs.shape)}")
+        if (
+            key_freqs.ndim != 1
+            or key_freqs.is_floating_point()
+            or key_freqs.is_complex()
+            or key_freqs.dtype == torch.bool
+        ):
+            raise GraderError(
+                f"key_freqs: {expected}, got a {key_freqs.dtype} tensor of shape {_shape(key_freqs.shape)}"
+            )
         values: list[Any] = key_freqs.tolist()
     elif isinstance(key_freqs, (str, bytes, dict)) or not isinstance(key_freqs, Iterable):
         raise GraderError(f"key_freqs: {expected}, got {_type_name(key_freqs)}")
@@ -606,8 +737,7 @@ def _check_train_indices(train_indices: Any, p: int) -> Tensor:
     if not isinstance(train_indices, Tensor):
         raise GraderError(f"train_indices: {expected}, got {_type_name(train_indices)}")
     if train_indices.dtype == torch.bool:
-        raise GraderError(f"train_indices: {expected}, got a boolean mask: pass the indices, "
-                          "mask.nonzero().squeeze(1)")
+        raise GraderError(f"train_indices: {expected}, got a boolean mask: pass the indices, mask.nonzero().squeeze(1)")
     if train_indices.is_floating_point() or train_indices.is_complex():
         raise GraderError(f"train_indices: {expected}, got dtype {train_indices.dtype}")
     if train_indices.ndim != 1 or train_indices.numel() == 0:
@@ -628,11 +758,17 @@ def _cache_from(cache_or_model: Any) -> Any:
         p = _check_model(model)
         hooks = (*_CACHE_HOOKS, "blocks.0.attn.hook_attn_scores")
         with torch.no_grad():
-            _, cache = model.run_with_cache(make_all_data(p).to(model.cfg.device), names_filter=lambda name: name in hooks)
+            _, cache = model.run_with_cache(
+                make_all_data(p).to(model.cfg.device), names_filter=lambda name: name in hooks
+            )
         return cache
     if not isinstance(cache_or_model, ActivationCache):
         extra = ""
-        if isinstance(cache_or_model, dict) and cache_or_model and all(isinstance(v, Tensor) for v in cache_or_model.values()):
+        if (
+            isinstance(cache_or_model, dict)
+            and cache_or_model
+            and all(isinstance(v, Tensor) for v in cache_or_model.values())
+        ):
             extra = " (a state dict? then load the model with model = utils.load_model(full_run_data) and pass it)"
         raise GraderError(
             "expected the ActivationCache of model.run_with_cache(all_data) (or the model itself), got "
@@ -640,8 +776,10 @@ def _cache_from(cache_or_model: Any) -> Any:
         )
     missing = [name for name in _CACHE_HOOKS if name not in cache_or_model.cache_dict]
     if missing:
-        raise GraderError(f"the cache has no {', '.join(missing)}: run model.run_with_cache(all_data) without a "
-                          "names_filter (or pass the model)")
+        raise GraderError(
+            f"the cache has no {', '.join(missing)}: run model.run_with_cache(all_data) without a "
+            "names_filter (or pass the model)"
+        )
     return _verified_cache(cache_or_model)
 
 
@@ -656,16 +794,22 @@ def _verified_cache(cache: ActivationCache) -> ActivationCache:
         raise GraderError(f"the cache's model (cache.model): {e}") from None
     batch = cache["blocks.0.mlp.hook_post"].shape[0]
     if batch != p * p:
-        raise GraderError(f"the cache holds {batch} inputs, expected all p^2 = {p * p}: run "
-                          "model.run_with_cache(all_data) on all_data (or pass the model)")
+        raise GraderError(
+            f"the cache holds {batch} inputs, expected all p^2 = {p * p}: run "
+            "model.run_with_cache(all_data) on all_data (or pass the model)"
+        )
     rows = torch.randperm(p * p, generator=_generator(9))[:256]
     with torch.no_grad():
-        _, fresh = model.run_with_cache(make_all_data(p)[rows].to(model.cfg.device), names_filter=lambda n: n in _CACHE_HOOKS)
+        _, fresh = model.run_with_cache(
+            make_all_data(p)[rows].to(model.cfg.device), names_filter=lambda n: n in _CACHE_HOOKS
+        )
     for name in _CACHE_HOOKS:
         given, ref = cache[name].detach().cpu(), fresh[name].detach().cpu()
         if given.shape[1:] != ref.shape[1:] or not _close(given[rows].double(), ref.double(), atol=1e-4, rtol=1e-3):
-            raise GraderError(f"the cache's {name} is not that of its model on all_data (in all_data order): pass "
-                              "the cache of model.run_with_cache(all_data), or the model itself")
+            raise GraderError(
+                f"the cache's {name} is not that of its model on all_data (in all_data order): pass "
+                "the cache of model.run_with_cache(all_data), or the model itself"
+            )
     return cache
 
 
@@ -687,14 +831,18 @@ def _check_tensor(
         raise _NotImplementedYet(f"{label} is None")
     if not isinstance(got, Tensor):
         extra = " (convert it with torch.as_tensor)" if type(got).__module__.startswith("numpy") else ""
-        raise GraderError(f"{label}: expected a torch.Tensor of shape {_shape(shape)}, got a {type(got).__name__}{extra}")
+        raise GraderError(
+            f"{label}: expected a torch.Tensor of shape {_shape(shape)}, got a {type(got).__name__}{extra}"
+        )
     got = _plain_tensor(label, got)
     if tuple(got.shape) != tuple(shape):
         hint = (shape_hints or {}).get(tuple(got.shape), "")
         square = len(shape) == 2 and shape[0] == shape[1] and got.ndim == 2 and got.shape[0] == got.shape[1]
         if not hint and square:
-            hint = (f"a ({got.shape[0]}, {got.shape[0]}) grid: does your function work modulo p = {got.shape[0]}? "
-                    f"The grader was told p = {shape[0]} (pass the p your function uses: p={got.shape[0]}).")
+            hint = (
+                f"a ({got.shape[0]}, {got.shape[0]}) grid: does your function work modulo p = {got.shape[0]}? "
+                f"The grader was told p = {shape[0]} (pass the p your function uses: p={got.shape[0]})."
+            )
         raise GraderError(
             f"{label}: expected shape {_shape(shape)}, got {_shape(got.shape)}" + (f"\n   Hint: {hint}" if hint else "")
         )
@@ -711,8 +859,10 @@ def _plain_tensor(label: str, got: Tensor) -> Tensor:
     if isinstance(got, torch.nn.Parameter):
         got = got.detach()
     if type(got) is not Tensor:
-        raise GraderError(f"{label}: expected a plain torch.Tensor, got a {type(got).__name__} (a Tensor subclass): "
-                          "return an ordinary tensor (torch.Tensor)")
+        raise GraderError(
+            f"{label}: expected a plain torch.Tensor, got a {type(got).__name__} (a Tensor subclass): "
+            "return an ordinary tensor (torch.Tensor)"
+        )
     if got.device.type == "meta":
         raise GraderError(f"{label}: expected a tensor with values, got a tensor on the meta device (shape only)")
     if got.layout != torch.strided:
@@ -804,7 +954,9 @@ def test_cache_activations(attn_mat: Any, neuron_acts_post: Any, neuron_acts_pre
     d_mlp = expected.neuron_acts_post.shape[-1]
 
     got_attn = _check_tensor(
-        "attn_mat", attn_mat, (batch, n_heads, n_ctx),
+        "attn_mat",
+        attn_mat,
+        (batch, n_heads, n_ctx),
         shape_hints={
             (batch, n_heads, n_ctx, n_ctx): "that is the full pattern (batch, head, query, key): keep only the "
             "last (=) query position.",
@@ -819,14 +971,23 @@ def test_cache_activations(attn_mat: Any, neuron_acts_post: Any, neuron_acts_pre
     got_pre = _check_tensor("neuron_acts_pre", neuron_acts_pre, (batch, d_mlp), shape_hints=act_hints)
 
     _compare(
-        "attn_mat", got_attn, expected.attn_mat.detach(),
+        "attn_mat",
+        got_attn,
+        expected.attn_mat.detach(),
         mistakes=[
-            ("that is the attention *to* the last position from every query: index the query axis "
-             "(pattern[:, :, -1, :]), not the key axis.", lambda: pattern[:, :, :, -1]),
-            ("that is the first position's query row: use the last position (-1), where = sits.",
-             lambda: pattern[:, :, 0, :]),
-            ("that looks like the attention scores (before the softmax): use the pattern.",
-             lambda: cache["attn_scores", 0].detach().cpu()[:, :, -1, :]),
+            (
+                "that is the attention *to* the last position from every query: index the query axis "
+                "(pattern[:, :, -1, :]), not the key axis.",
+                lambda: pattern[:, :, :, -1],
+            ),
+            (
+                "that is the first position's query row: use the last position (-1), where = sits.",
+                lambda: pattern[:, :, 0, :],
+            ),
+            (
+                "that looks like the attention scores (before the softmax): use the pattern.",
+                lambda: cache["attn_scores", 0].detach().cpu()[:, :, -1, :],
+            ),
         ],
     )
     for label, got, exp, other in [
@@ -835,12 +996,18 @@ def test_cache_activations(attn_mat: Any, neuron_acts_post: Any, neuron_acts_pre
     ]:
         swapped = "pre" if label.endswith("post") else "post"
         _compare(
-            label, got, exp.detach(),
+            label,
+            got,
+            exp.detach(),
             mistakes=[
-                (f"those are the {swapped}-activations: 'pre' is before the ReLU, 'post' after it.",
-                 lambda other=other: other[:, -1, :]),
-                ("that is the first position: use the last position (-1), where = sits.",
-                 lambda label=label: (post_all if label.endswith("post") else pre_all)[:, 0, :]),
+                (
+                    f"those are the {swapped}-activations: 'pre' is before the ReLU, 'post' after it.",
+                    lambda other=other: other[:, -1, :],
+                ),
+                (
+                    "that is the first position: use the last position (-1), where = sits.",
+                    lambda label=label: (post_all if label.endswith("post") else pre_all)[:, 0, :],
+                ),
             ],
         )
 
@@ -857,18 +1024,24 @@ def test_effective_weights(W_logit: Any, W_neur: Any, W_attn: Any, model: Any) -
     full_W_E = f"use W_E without the = row (W_E[:-1], {p} rows), not the full embedding."
 
     got_logit = _check_tensor(
-        "W_logit", W_logit, (d_mlp, p),
+        "W_logit",
+        W_logit,
+        (d_mlp, p),
         shape_hints={
             (d_mlp, p + 1): f"drop the = column of the unembedding: W_U[:, :-1] ({p} columns).",
             (p, d_mlp): "W_logit maps neurons to logits: W_out @ W_U, shape (d_mlp, p).",
         },
     )
     got_neur = _check_tensor(
-        "W_neur", W_neur, (n_heads, p, d_mlp),
+        "W_neur",
+        W_neur,
+        (n_heads, p, d_mlp),
         shape_hints={(n_heads, p + 1, d_mlp): full_W_E, (p, d_mlp): "keep one matrix per head: (n_heads, p, d_mlp)."},
     )
     got_attn = _check_tensor(
-        "W_attn", W_attn, (n_heads, p),
+        "W_attn",
+        W_attn,
+        (n_heads, p),
         shape_hints={
             (n_heads, p + 1): full_W_E,
             (p, n_heads): "W_attn is (n_heads, p): one row of key scores per head.",
@@ -877,35 +1050,61 @@ def test_effective_weights(W_logit: Any, W_neur: Any, W_attn: Any, model: Any) -
         },
     )
     _compare(
-        "W_logit", got_logit, expected.W_logit,
-        mistakes=[("the unembedding must be the = column-dropped W_U[:, :-1] (drop the last column).",
-                   lambda: w.W_out @ w.W_U_full[:, 1:])],
+        "W_logit",
+        got_logit,
+        expected.W_logit,
+        mistakes=[
+            (
+                "the unembedding must be the = column-dropped W_U[:, :-1] (drop the last column).",
+                lambda: w.W_out @ w.W_U_full[:, 1:],
+            )
+        ],
     )
     _compare(
-        "W_neur", got_neur, expected.W_neur,
-        mistakes=[("drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].",
-                   lambda: w.W_E_full[1:] @ w.W_V @ w.W_O @ w.W_in)],
+        "W_neur",
+        got_neur,
+        expected.W_neur,
+        mistakes=[
+            (
+                "drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].",
+                lambda: w.W_E_full[1:] @ w.W_V @ w.W_O @ w.W_in,
+            )
+        ],
     )
     query = w.final_pos_resid_initial @ w.W_Q
     keys_of = lambda W_E: torch.einsum("td,hde->hte", W_E, w.W_K)  # noqa: E731
     _compare(
-        "W_attn", got_attn, expected.W_attn,
+        "W_attn",
+        got_attn,
+        expected.W_attn,
         mistakes=[
             ("divide the scores by sqrt(d_head).", lambda: expected.W_attn * math.sqrt(d_head)),
             ("divide by sqrt(d_head), not d_head.", lambda: expected.W_attn * math.sqrt(d_head) / d_head),
-            ("final_pos_resid_initial is W_E_full[-1] + W_pos[2] (the = token's embedding plus its position).",
-             lambda: torch.einsum("hd,htd->ht", w.W_E_full[-1] @ w.W_Q, keys_of(w.W_E)) / math.sqrt(d_head)),
-            ("query and key were swapped: the query comes from the = position (final_pos_resid_initial @ W_Q), "
-             "the keys from the tokens (W_E @ W_K).",
-             lambda: torch.einsum("hd,htd->ht", w.final_pos_resid_initial @ w.W_K, torch.einsum("td,hde->hte", w.W_E, w.W_Q))
-             / math.sqrt(d_head)),
-            ("drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].",
-             lambda: torch.einsum("hd,htd->ht", query, keys_of(w.W_E_full[1:])) / math.sqrt(d_head)),
+            (
+                "final_pos_resid_initial is W_E_full[-1] + W_pos[2] (the = token's embedding plus its position).",
+                lambda: torch.einsum("hd,htd->ht", w.W_E_full[-1] @ w.W_Q, keys_of(w.W_E)) / math.sqrt(d_head),
+            ),
+            (
+                "query and key were swapped: the query comes from the = position (final_pos_resid_initial @ W_Q), "
+                "the keys from the tokens (W_E @ W_K).",
+                lambda: (
+                    torch.einsum(
+                        "hd,htd->ht", w.final_pos_resid_initial @ w.W_K, torch.einsum("td,hde->hte", w.W_E, w.W_Q)
+                    )
+                    / math.sqrt(d_head)
+                ),
+            ),
+            (
+                "drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].",
+                lambda: torch.einsum("hd,htd->ht", query, keys_of(w.W_E_full[1:])) / math.sqrt(d_head),
+            ),
         ],
     )
 
 
-def _functional_form_mistakes(W_neur: Tensor, W_logit: Tensor, W_attn: Tensor) -> list[tuple[str, Callable[[], Tensor]]]:
+def _functional_form_mistakes(
+    W_neur: Tensor, W_logit: Tensor, W_attn: Tensor
+) -> list[tuple[str, Callable[[], Tensor]]]:
     """Plausible wrong answers of functional_form_logits (all float64, (p^2, p)). (A (y, x) batch order is no
     mistake to look for: the form is symmetric in x and y, alpha_h(y, x) = 1 - alpha_h(x, y).)"""
     n_heads, p = W_attn.shape
@@ -919,20 +1118,33 @@ def _functional_form_mistakes(W_neur: Tensor, W_logit: Tensor, W_attn: Tensor) -
 
     sigmoid_hint = "alpha_h = sigmoid(W_attn[h, x] - W_attn[h, y]): a softmax over the two keys x and y of head h"
     return [
-        ("alpha is on the wrong token: alpha_h = sigmoid(W_attn[h, x] - W_attn[h, y]) weighs W_neur[h, x] (the "
-         "attention to x), 1 - alpha_h weighs W_neur[h, y].", lambda: form(W_neur, W_logit, (-diff).sigmoid())),
-        ("apply the ReLU to the pre-activations before multiplying by W_logit.",
-         lambda: (mixed() @ W_logit).reshape(p * p, p)),
-        ("sum over the heads INSIDE the ReLU: the MLP sees the sum of all heads' outputs.",
-         lambda: sum(torch.relu(mixed(h)) @ W_logit for h in range(n_heads)).reshape(p * p, p)),
-        (f"use the attention: {sigmoid_hint} (you used alpha = 1/2, W_attn not used).",
-         lambda: form(W_neur, W_logit, torch.full_like(diff, 0.5))),
+        (
+            "alpha is on the wrong token: alpha_h = sigmoid(W_attn[h, x] - W_attn[h, y]) weighs W_neur[h, x] (the "
+            "attention to x), 1 - alpha_h weighs W_neur[h, y].",
+            lambda: form(W_neur, W_logit, (-diff).sigmoid()),
+        ),
+        (
+            "apply the ReLU to the pre-activations before multiplying by W_logit.",
+            lambda: (mixed() @ W_logit).reshape(p * p, p),
+        ),
+        (
+            "sum over the heads INSIDE the ReLU: the MLP sees the sum of all heads' outputs.",
+            lambda: sum(torch.relu(mixed(h)) @ W_logit for h in range(n_heads)).reshape(p * p, p),
+        ),
+        (
+            f"use the attention: {sigmoid_hint} (you used alpha = 1/2, W_attn not used).",
+            lambda: form(W_neur, W_logit, torch.full_like(diff, 0.5)),
+        ),
         (f"{sigmoid_hint}, not a softmax over the heads.", lambda: form(W_neur, W_logit, diff.softmax(0))),
         (f"alpha must lie between 0 and 1: {sigmoid_hint}.", lambda: form(W_neur, W_logit, diff)),
-        (f"{sigmoid_hint}: the sigmoid of the score DIFFERENCE, not of W_attn[h, x] alone.",
-         lambda: form(W_neur, W_logit, W_attn.sigmoid()[:, :, None].expand_as(diff))),
-        (f"{sigmoid_hint}, not a softmax over all p tokens.",
-         lambda: form(W_neur, W_logit, W_attn.softmax(-1)[:, :, None].expand_as(diff))),
+        (
+            f"{sigmoid_hint}: the sigmoid of the score DIFFERENCE, not of W_attn[h, x] alone.",
+            lambda: form(W_neur, W_logit, W_attn.sigmoid()[:, :, None].expand_as(diff)),
+        ),
+        (
+            f"{sigmoid_hint}, not a softmax over all p tokens.",
+            lambda: form(W_neur, W_logit, W_attn.softmax(-1)[:, :, None].expand_as(diff)),
+        ),
     ]
 
 
@@ -948,18 +1160,27 @@ def test_functional_form_logits(functional_form_logits: Any, model: Any) -> None
     gen = _generator(6)
     cases = [
         ("the model's W_neur, W_logit, W_attn", (W_neur, W_logit, W_attn)),
-        ("seeded random weights of the same shapes", (torch.randn(n_heads, p, d_mlp, generator=gen),
-                                                      torch.randn(d_mlp, p, generator=gen) / math.sqrt(d_mlp),
-                                                      2 * torch.randn(n_heads, p, generator=gen))),
+        (
+            "seeded random weights of the same shapes",
+            (
+                torch.randn(n_heads, p, d_mlp, generator=gen),
+                torch.randn(d_mlp, p, generator=gen) / math.sqrt(d_mlp),
+                2 * torch.randn(n_heads, p, generator=gen),
+            ),
+        ),
     ]
     for what, args in cases:
         a64 = tuple(t.double() for t in args)
         expected = analysis.functional_form_logits(*a64)
         got = _check_tensor(
             f"functional_form_logits ({what})",
-            _call(functional_form_logits, args, what,
-                  "the arguments are (W_neur (n_heads, p, d_mlp), W_logit (d_mlp, p), W_attn (n_heads, p)).",
-                  names=("W_neur", "W_logit", "W_attn")),
+            _call(
+                functional_form_logits,
+                args,
+                what,
+                "the arguments are (W_neur (n_heads, p, d_mlp), W_logit (d_mlp, p), W_attn (n_heads, p)).",
+                names=("W_neur", "W_logit", "W_attn"),
+            ),
             (p * p, p),
             shape_hints={
                 (p, p, p): "flatten the (x, y) grid into the batch axis: (p^2, p), index x * p + y "
@@ -971,7 +1192,12 @@ def test_functional_form_logits(functional_form_logits: Any, model: Any) -> None
         )
         scale = expected.abs().max().item()
         _compare(
-            "functional_form_logits", got, expected, atol=1e-5 * scale, rtol=1e-4, context=f" ({what})",
+            "functional_form_logits",
+            got,
+            expected,
+            atol=1e-5 * scale,
+            rtol=1e-4,
+            context=f" ({what})",
             mistakes=_functional_form_mistakes(*a64),
         )
 
@@ -985,8 +1211,10 @@ def test_make_fourier_basis(make_fourier_basis: Any, p: Any = 113) -> None:
         expected = expected.double()
         result = _call(make_fourier_basis, (q,), f"p={q}", names=("p",))
         if not isinstance(result, (tuple, list)) or len(result) != 2:
-            raise GraderError(f"p={q}: expected a tuple (basis, names), got {type(result).__name__}"
-                              + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
+            raise GraderError(
+                f"p={q}: expected a tuple (basis, names), got {type(result).__name__}"
+                + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
+            )
         basis, names = result
         got = _check_tensor(f"basis (p={q})", basis, (q, q))
         x = torch.arange(q, dtype=torch.float64)
@@ -999,9 +1227,16 @@ def test_make_fourier_basis(make_fourier_basis: Any, p: Any = 113) -> None:
         const_unnormalised = expected.clone()
         const_unnormalised[0] = 1.0
         _compare(
-            f"basis (p={q})", got, expected, atol=1e-5, rtol=1e-4,
+            f"basis (p={q})",
+            got,
+            expected,
+            atol=1e-5,
+            rtol=1e-4,
             mistakes=[
-                ("normalise every row to unit norm (divide each row by its norm), so basis @ basis.T = I.", lambda: raw),
+                (
+                    "normalise every row to unit norm (divide each row by its norm), so basis @ basis.T = I.",
+                    lambda: raw,
+                ),
                 ("the constant row is not normalised: divide it by its norm (sqrt(p)).", lambda: const_unnormalised),
                 ("cos and sin are swapped: row 2k-1 is cos(2 pi k x / p) and row 2k is sin.", lambda: swapped),
                 ("your basis is transposed: the basis vectors are the ROWS.", lambda: expected.T),
@@ -1011,10 +1246,12 @@ def test_make_fourier_basis(make_fourier_basis: Any, p: Any = 113) -> None:
             raise GraderError(f"names (p={q}): expected a list of {q} strings, got {type(names).__name__}")
         if len(names) != q:
             raise GraderError(f"names (p={q}): expected {q} names, got {len(names)}")
-        for i, (g, e) in enumerate(zip(names, expected_names)):
+        for i, (g, e) in enumerate(zip(names, expected_names, strict=True)):
             if not str.__eq__(g, e):  # (not g != e: a str subclass could override the comparison)
-                raise GraderError(f"names (p={q}): name {i} should be {e!r}, got {g!r} (expected "
-                                  f"['const', 'cos 1', 'sin 1', 'cos 2', ...])")
+                raise GraderError(
+                    f"names (p={q}): name {i} should be {e!r}, got {g!r} (expected "
+                    f"['const', 'cos 1', 'sin 1', 'cos 2', ...])"
+                )
 
 
 @_grader("fft1d")
@@ -1027,17 +1264,31 @@ def test_fft1d(fft1d: Any, p: Any = 113) -> None:
         x = torch.randn(shape, generator=gen)
         x64 = x.double()
         expected = x64 @ F.T
-        got = _check_tensor(f"fft1d(x) for x of shape {_shape(shape)}", _call(fft1d, (x,), f"x of shape {_shape(shape)}",
-                            "fft1d must work on the last dimension of a tensor with any number of leading dimensions.",
-                            names=("x",)),
-                            shape)
+        got = _check_tensor(
+            f"fft1d(x) for x of shape {_shape(shape)}",
+            _call(
+                fft1d,
+                (x,),
+                f"x of shape {_shape(shape)}",
+                "fft1d must work on the last dimension of a tensor with any number of leading dimensions.",
+                names=("x",),
+            ),
+            shape,
+        )
         _compare(
-            "fft1d(x)", got, expected, context=f" for x of shape {_shape(shape)}",
+            "fft1d(x)",
+            got,
+            expected,
+            context=f" for x of shape {_shape(shape)}",
             mistakes=[
-                ("you computed F @ x: that transforms the first dimension. Use x @ F.T (the last dimension).",
-                 lambda: F @ x64),
-                ("multiply by the TRANSPOSE of the basis: x @ F.T (the rows of F are the basis vectors).",
-                 lambda: x64 @ F),
+                (
+                    "you computed F @ x: that transforms the first dimension. Use x @ F.T (the last dimension).",
+                    lambda: F @ x64,
+                ),
+                (
+                    "multiply by the TRANSPOSE of the basis: x @ F.T (the rows of F are the basis vectors).",
+                    lambda: x64 @ F,
+                ),
                 ("transform the last dimension, not the first.", lambda: (F @ x64.transpose(0, -1)).transpose(0, -1)),
             ],
             fallback_hint=_BASIS_NOTE,
@@ -1050,15 +1301,29 @@ def test_fourier_2d_basis_term(fourier_2d_basis_term: Any, p: Any = 113) -> None
     p = _check_p(p)
     F = _basis64(p)
     last = p - 1
-    for i, j in [(0, 0), (1, 0), (3 % p, 10 % p), (10 % p, 3 % p), (last, 1), (2 * 14 - 1, 2 * 14) if p > 28 else (1, 2)]:
-        got = _check_tensor(f"fourier_2d_basis_term({i}, {j})", _call(fourier_2d_basis_term, (i, j), f"(i, j) = ({i}, {j})",
-                                                                      names=("i", "j")),
-                            (p, p), shape_hints={(p * p,): "return the (p, p) grid, not a flattened vector."})
+    for i, j in [
+        (0, 0),
+        (1, 0),
+        (3 % p, 10 % p),
+        (10 % p, 3 % p),
+        (last, 1),
+        (2 * 14 - 1, 2 * 14) if p > 28 else (1, 2),
+    ]:
+        got = _check_tensor(
+            f"fourier_2d_basis_term({i}, {j})",
+            _call(fourier_2d_basis_term, (i, j), f"(i, j) = ({i}, {j})", names=("i", "j")),
+            (p, p),
+            shape_hints={(p * p,): "return the (p, p) grid, not a flattened vector."},
+        )
         _compare(
-            f"fourier_2d_basis_term({i}, {j})", got, torch.outer(F[i], F[j]),
+            f"fourier_2d_basis_term({i}, {j})",
+            got,
+            torch.outer(F[i], F[j]),
             mistakes=[
-                ("your grid is transposed: the first index i goes with x (the rows, first axis), j with y.",
-                 lambda: torch.outer(F[j], F[i])),
+                (
+                    "your grid is transposed: the first index i goes with x (the rows, first axis), j with y.",
+                    lambda: torch.outer(F[j], F[i]),
+                ),
                 ("use the rows F[i] and F[j] of the basis (not its columns).", lambda: torch.outer(F[:, i], F[:, j])),
             ],
             fallback_hint=_BASIS_NOTE,
@@ -1075,20 +1340,40 @@ def test_fft2d(fft2d: Any, p: Any = 113) -> None:
         t = torch.randn(shape, generator=gen)
         t64 = t.double()
         expected = torch.einsum("xy...,ix,jy->ij...", t64, F, F)
-        got = _check_tensor(f"fft2d(t) for t of shape {_shape(shape)}", _call(fft2d, (t,), f"t of shape {_shape(shape)}",
-                            "fft2d must accept (p, p, ...) with any number of trailing dimensions (einsum with '...').",
-                            names=("tensor",)),
-                            shape)
+        got = _check_tensor(
+            f"fft2d(t) for t of shape {_shape(shape)}",
+            _call(
+                fft2d,
+                (t,),
+                f"t of shape {_shape(shape)}",
+                "fft2d must accept (p, p, ...) with any number of trailing dimensions (einsum with '...').",
+                names=("tensor",),
+            ),
+            shape,
+        )
         _compare(
-            "fft2d(t)", got, expected, atol=1e-3, context=f" for t of shape {_shape(shape)}",
+            "fft2d(t)",
+            got,
+            expected,
+            atol=1e-3,
+            context=f" for t of shape {_shape(shape)}",
             mistakes=[
-                ("x and y were swapped: out[i, j] = sum_{x,y} t[x, y] F[i, x] F[j, y].", lambda: expected.transpose(0, 1)),
-                ("contract with the basis rows (F[i, x]), not with its transpose.",
-                 lambda: torch.einsum("xy...,xi,yj->ij...", t64, F, F)),
-                ("transform BOTH input dimensions: you transformed only the first (x).",
-                 lambda: torch.einsum("xy...,ix->iy...", t64, F)),
-                ("transform BOTH input dimensions: you transformed only the second (y).",
-                 lambda: torch.einsum("xy...,jy->xj...", t64, F)),
+                (
+                    "x and y were swapped: out[i, j] = sum_{x,y} t[x, y] F[i, x] F[j, y].",
+                    lambda: expected.transpose(0, 1),
+                ),
+                (
+                    "contract with the basis rows (F[i, x]), not with its transpose.",
+                    lambda: torch.einsum("xy...,xi,yj->ij...", t64, F, F),
+                ),
+                (
+                    "transform BOTH input dimensions: you transformed only the first (x).",
+                    lambda: torch.einsum("xy...,ix->iy...", t64, F),
+                ),
+                (
+                    "transform BOTH input dimensions: you transformed only the second (y).",
+                    lambda: torch.einsum("xy...,jy->xj...", t64, F),
+                ),
             ],
             fallback_hint=_BASIS_NOTE,
         )
@@ -1104,7 +1389,9 @@ def _synthetic_fourier_neuron_acts(p: int, seed: int = 3) -> Tensor:
     the last and some in between), a few spread over every frequency, all with a little noise."""
     gen = _generator(seed)
     n_freqs = (p - 1) // 2
-    freqs = [1, n_freqs, n_freqs, 2, n_freqs // 2, n_freqs - 1] + torch.randint(1, n_freqs + 1, (10,), generator=gen).tolist()
+    freqs = [1, n_freqs, n_freqs, 2, n_freqs // 2, n_freqs - 1] + torch.randint(
+        1, n_freqs + 1, (10,), generator=gen
+    ).tolist()
     freqs = [min(max(k, 1), n_freqs) for k in freqs]  # small moduli have few frequencies
     cols = []
     for k in freqs:
@@ -1143,36 +1430,62 @@ def test_mean_sq_fourier_coefficients(mean_sq_fourier_coefficients: Any, p: Any 
     what = f"neuron_acts_sq of shape {_shape(acts.shape)}"
     got = _check_tensor(
         "mean_sq_fourier_coefficients",
-        _call(mean_sq_fourier_coefficients, (acts,), what,
-              "the input is the (p, p, d_mlp) grid of activations: transform its first two axes (x, y) with fft2d.",
-              names=("neuron_acts_sq",)),
+        _call(
+            mean_sq_fourier_coefficients,
+            (acts,),
+            what,
+            "the input is the (p, p, d_mlp) grid of activations: transform its first two axes (x, y) with fft2d.",
+            names=("neuron_acts_sq",),
+        ),
         (p, p),
-        shape_hints={(p, p, n): "average the squared coefficients over the neurons (the last axis).",
-                     (n,): "average over the neurons (the last axis), not over the (x, y) grid.",
-                     (p * p,): "return the (p, p) grid of the 2D Fourier terms, not a flattened vector."},
+        shape_hints={
+            (p, p, n): "average the squared coefficients over the neurons (the last axis).",
+            (n,): "average over the neurons (the last axis), not over the (x, y) grid.",
+            (p * p,): "return the (p, p) grid of the 2D Fourier terms, not a flattened vector.",
+        },
     )
     centre_hint = "subtract each neuron's mean over all p^2 inputs (mean over dims 0 and 1, keepdim=True)"
     _compare(
-        "mean_sq_fourier_coefficients", got, expected, atol=1e-5 * expected.abs().max().item(), rtol=1e-4,
+        "mean_sq_fourier_coefficients",
+        got,
+        expected,
+        atol=1e-5 * expected.abs().max().item(),
+        rtol=1e-4,
         context=" (synthetic activations with non-zero means)",
         mistakes=[
             (f"centre the activations first: {centre_hint} before fft2d.", lambda: raw_sq.mean(-1)),
             ("square the coefficients (.pow(2)), do not take absolute values.", lambda: coef.abs().mean(-1)),
             ("take the MEAN over the neurons, not the sum.", lambda: coef.pow(2).sum(-1)),
             ("square each neuron's coefficients BEFORE averaging over the neurons.", lambda: coef.mean(-1).pow(2)),
-            (f"centre the activations, not the squared coefficients: {centre_hint}, then fft2d, then square.",
-             lambda: (raw_sq - raw_sq.mean((0, 1), keepdim=True)).mean(-1)),
-            (f"{centre_hint}, not the mean over the neurons.",
-             lambda: fourier(acts64 - acts64.mean(-1, keepdim=True)).pow(2).mean(-1)),
-            (f"{centre_hint}, not over x only.", lambda: fourier(acts64 - acts64.mean(0, keepdim=True)).pow(2).mean(-1)),
-            (f"{centre_hint}, not over y only.", lambda: fourier(acts64 - acts64.mean(1, keepdim=True)).pow(2).mean(-1)),
-            ("transform BOTH input axes (x and y) with fft2d: you transformed only x.",
-             lambda: torch.einsum("xyn,ix->iyn", centred, F).pow(2).mean(-1)),
-            ("transform BOTH input axes (x and y) with fft2d: you transformed only y.",
-             lambda: torch.einsum("xyn,jy->xjn", centred, F).pow(2).mean(-1)),
+            (
+                f"centre the activations, not the squared coefficients: {centre_hint}, then fft2d, then square.",
+                lambda: (raw_sq - raw_sq.mean((0, 1), keepdim=True)).mean(-1),
+            ),
+            (
+                f"{centre_hint}, not the mean over the neurons.",
+                lambda: fourier(acts64 - acts64.mean(-1, keepdim=True)).pow(2).mean(-1),
+            ),
+            (
+                f"{centre_hint}, not over x only.",
+                lambda: fourier(acts64 - acts64.mean(0, keepdim=True)).pow(2).mean(-1),
+            ),
+            (
+                f"{centre_hint}, not over y only.",
+                lambda: fourier(acts64 - acts64.mean(1, keepdim=True)).pow(2).mean(-1),
+            ),
+            (
+                "transform BOTH input axes (x and y) with fft2d: you transformed only x.",
+                lambda: torch.einsum("xyn,ix->iyn", centred, F).pow(2).mean(-1),
+            ),
+            (
+                "transform BOTH input axes (x and y) with fft2d: you transformed only y.",
+                lambda: torch.einsum("xyn,jy->xjn", centred, F).pow(2).mean(-1),
+            ),
             ("out[i, j]: i is the x-basis term, j the y-basis term (yours is transposed).", lambda: expected.T),
-            ("contract with the basis rows F[i, x] (fft2d), not with its transpose.",
-             lambda: torch.einsum("xyn,xi,yj->ijn", centred, F, F).pow(2).mean(-1)),
+            (
+                "contract with the basis rows F[i, x] (fft2d), not with its transpose.",
+                lambda: torch.einsum("xyn,xi,yj->ijn", centred, F, F).pow(2).mean(-1),
+            ),
         ],
         fallback_hint="it is fft2d of the centred activations, squared, averaged over the neurons "
         "(check test_fft2d passes first).",
@@ -1188,8 +1501,13 @@ def _quadratic_fit_cases(p: int) -> list[tuple[str, Tensor, int]]:
     cases = []
     for k in sorted({42 if n_freqs >= 42 else max(1, n_freqs // 2), n_freqs}):
         c = F[2 * k - 1]
-        cases.append((f"the ReLU toy ReLU(0.5/sqrt(p) + c(x) + c(y)), k={k}",
-                      torch.relu(0.5 / math.sqrt(p) + c[:, None] + c[None, :]), k))
+        cases.append(
+            (
+                f"the ReLU toy ReLU(0.5/sqrt(p) + c(x) + c(y)), k={k}",
+                torch.relu(0.5 / math.sqrt(p) + c[:, None] + c[None, :]),
+                k,
+            )
+        )
     k = min(14, n_freqs)
     terms = analysis.quadratic_terms(p, k).T.reshape(4, p, p)
     weights = p * torch.tensor([3.0, 0.4, -0.3, 0.5], dtype=torch.float64)  # a mean of 3, waves of amplitude ~0.5
@@ -1219,15 +1537,21 @@ def test_fit_quadratic_terms(fit_quadratic_terms: Any, p: Any = 113) -> None:
         exp_coef, exp_r2 = analysis.fit_quadratic_terms(values.double(), k)
         result = _call(fit_quadratic_terms, (values, k), what, names=("values", "k"))
         if not isinstance(result, (tuple, list)) or len(result) != 2:
-            raise GraderError(f"{what}: expected a tuple (coefficients, r2), got {type(result).__name__}"
-                              + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
+            raise GraderError(
+                f"{what}: expected a tuple (coefficients, r2), got {type(result).__name__}"
+                + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
+            )
         label = f"coefficients ({what})"
         got_coef = _check_tensor(
-            label, result[0], (4,),
-            shape_hints={(3,): "return all four coefficients: const, cos_k(x), cos_k(y), cos_k(x) cos_k(y).",
-                         (p * p,): "return the four coefficients, not the fitted values.",
-                         (p, p): "return the four coefficients, not the fitted grid.",
-                         (4, 1): "return a flat (4,) tensor (.flatten() the lstsq solution)."},
+            label,
+            result[0],
+            (4,),
+            shape_hints={
+                (3,): "return all four coefficients: const, cos_k(x), cos_k(y), cos_k(x) cos_k(y).",
+                (p * p,): "return the four coefficients, not the fitted values.",
+                (p, p): "return the four coefficients, not the fitted grid.",
+                (4, 1): "return a flat (4,) tensor (.flatten() the lstsq solution).",
+            },
         )
         got_r2 = _check_r2(f"r2 ({what})", result[1])
 
@@ -1254,10 +1578,18 @@ def test_fit_quadratic_terms(fit_quadratic_terms: Any, p: Any = 113) -> None:
 
         order = "const, cos_k(x), cos_k(y), cos_k(x) cos_k(y)"
         _compare(
-            "coefficients", got_coef, exp_coef, atol=1e-4 * exp_coef.abs().max().item(), rtol=1e-4, context=f" ({what})",
+            "coefficients",
+            got_coef,
+            exp_coef,
+            atol=1e-4 * exp_coef.abs().max().item(),
+            rtol=1e-4,
+            context=f" ({what})",
             mistakes=[
-                ("use the unit-norm 2D basis terms (outer products of rows of the Fourier basis, e.g. "
-                 "fourier_2d_basis_term), not raw cosines.", lambda: fit(columns(0, raw=True))[0]),
+                (
+                    "use the unit-norm 2D basis terms (outer products of rows of the Fourier basis, e.g. "
+                    "fourier_2d_basis_term), not raw cosines.",
+                    lambda: fit(columns(0, raw=True))[0],
+                ),
                 (f"the order is {order} (x is the first axis of values).", permuted),
                 ("cos k is basis row 2k - 1 (row 2k is sin k).", lambda: fit(columns(2 * k))[0]),
                 ("frequency k's cosine is basis row 2k - 1, not row k.", lambda: fit(columns(k))[0]),
@@ -1268,18 +1600,34 @@ def test_fit_quadratic_terms(fit_quadratic_terms: Any, p: Any = 113) -> None:
         ss_res = (y - analysis.quadratic_terms(p, k) @ exp_coef).pow(2).sum().item()
         ss_tot = (y - y.mean()).pow(2).sum().item()
         _compare(
-            "r2", torch.tensor([got_r2], dtype=torch.float64), torch.tensor([exp_r2], dtype=torch.float64),
-            atol=1e-5, rtol=1e-4, context=f" ({what})",
+            "r2",
+            torch.tensor([got_r2], dtype=torch.float64),
+            torch.tensor([exp_r2], dtype=torch.float64),
+            atol=1e-5,
+            rtol=1e-4,
+            context=f" ({what})",
             mistakes=[
-                ("SS_tot is the sum of squares about the MEAN: sum((values - values.mean())**2), not sum(values**2).",
-                 lambda: torch.tensor([1 - ss_res / y.pow(2).sum().item()])),
+                (
+                    "SS_tot is the sum of squares about the MEAN: sum((values - values.mean())**2), not sum(values**2).",
+                    lambda: torch.tensor([1 - ss_res / y.pow(2).sum().item()]),
+                ),
                 ("return r2 = 1 - SS_res / SS_tot, not the residual sum of squares.", lambda: torch.tensor([ss_res])),
-                ("return r2 = 1 - SS_res / SS_tot, not the fraction left unexplained.",
-                 lambda: torch.tensor([ss_res / ss_tot])),
-                ("return r2 = 1 - SS_res / SS_tot, not the mean squared residual.",
-                 lambda: torch.tensor([ss_res / y.numel()])),
-                ("r2 is the squared correlation: you returned its square root.", lambda: torch.tensor([math.sqrt(exp_r2)])),
-                ("include the cos_k(x) cos_k(y) term in the fit.", lambda: torch.tensor([fit(columns(2 * k - 1)[:3])[1]])),
+                (
+                    "return r2 = 1 - SS_res / SS_tot, not the fraction left unexplained.",
+                    lambda: torch.tensor([ss_res / ss_tot]),
+                ),
+                (
+                    "return r2 = 1 - SS_res / SS_tot, not the mean squared residual.",
+                    lambda: torch.tensor([ss_res / y.numel()]),
+                ),
+                (
+                    "r2 is the squared correlation: you returned its square root.",
+                    lambda: torch.tensor([math.sqrt(exp_r2)]),
+                ),
+                (
+                    "include the cos_k(x) cos_k(y) term in the fit.",
+                    lambda: torch.tensor([fit(columns(2 * k - 1)[:3])[1]]),
+                ),
             ],
         )
 
@@ -1292,14 +1640,27 @@ def test_find_neuron_freqs(find_neuron_freqs: Any, p: Any = 113) -> None:
     acts = _synthetic_fourier_neuron_acts(p)
     n = acts.shape[-1]
     exp_freqs, exp_frac = analysis.find_neuron_freqs(acts)
-    result = _call(find_neuron_freqs, (acts,), f"a synthetic fourier_neuron_acts of shape {_shape(acts.shape)}",
-                   names=("fourier_neuron_acts",))
+    result = _call(
+        find_neuron_freqs,
+        (acts,),
+        f"a synthetic fourier_neuron_acts of shape {_shape(acts.shape)}",
+        names=("fourier_neuron_acts",),
+    )
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise GraderError(f"expected a tuple (neuron_freqs, neuron_frac_explained), got {type(result).__name__}")
-    got_freqs = _check_tensor("neuron_freqs", result[0], (n,), kind="int",
-                              shape_hints={((p - 1) // 2, n): "return one frequency per neuron (the argmax over frequencies)."})
-    got_frac = _check_tensor("neuron_frac_explained", result[1], (n,),
-                             shape_hints={((p - 1) // 2, n): "return one fraction per neuron: the fraction of its best frequency."})
+    got_freqs = _check_tensor(
+        "neuron_freqs",
+        result[0],
+        (n,),
+        kind="int",
+        shape_hints={((p - 1) // 2, n): "return one frequency per neuron (the argmax over frequencies)."},
+    )
+    got_frac = _check_tensor(
+        "neuron_frac_explained",
+        result[1],
+        (n,),
+        shape_hints={((p - 1) // 2, n): "return one fraction per neuron: the fraction of its best frequency."},
+    )
     block_sq = fourier.arrange_by_2d_freqs(acts.double()).pow(2).sum((1, 2))  # (n_freqs, n)
     total_sq = acts.double().pow(2).sum((0, 1))
     if not torch.equal(got_freqs.long(), exp_freqs):
@@ -1309,28 +1670,46 @@ def test_find_neuron_freqs(find_neuron_freqs: Any, p: Any = 113) -> None:
             hints.append("add 1 to the argmax: frequency k's block is at index k - 1 (frequencies start at 1).")
         dropped_last = (block_sq[:-1] / total_sq).argmax(0) + 1
         if torch.equal(got_freqs.long(), dropped_last) or torch.equal(got_freqs.long(), dropped_last - 1):
-            hints.append(f"neurons of the last frequency ({(p - 1) // 2}) are wrong: include every frequency "
-                         f"k = 1 ... (p-1)/2 (a block helper that stops one early drops it).")
+            hints.append(
+                f"neurons of the last frequency ({(p - 1) // 2}) are wrong: include every frequency "
+                f"k = 1 ... (p-1)/2 (a block helper that stops one early drops it)."
+            )
         abs_based = fourier.arrange_by_2d_freqs(acts.double()).abs().sum((1, 2)).argmax(0) + 1
         if not hints and torch.equal(got_freqs.long(), abs_based):
             hints.append("use squared coefficients (.pow(2)), not absolute values.")
         raise GraderError(
             f"neuron_freqs: wrong frequency for neuron {bad}: expected {int(exp_freqs[bad])}, got {int(got_freqs[bad])} "
-            f"({int((got_freqs.long() != exp_freqs).sum())} of {n} neurons wrong)" + "".join(f"\n   Hint: {h}" for h in hints)
+            f"({int((got_freqs.long() != exp_freqs).sum())} of {n} neurons wrong)"
+            + "".join(f"\n   Hint: {h}" for h in hints)
         )
     best = exp_freqs - 1
     _compare(
-        "neuron_frac_explained", got_frac, exp_frac, atol=1e-4, rtol=1e-3,
+        "neuron_frac_explained",
+        got_frac,
+        exp_frac,
+        atol=1e-4,
+        rtol=1e-3,
         mistakes=[
-            ("use squared coefficients (.pow(2)) in both the block sum and the total.",
-             lambda: fourier.arrange_by_2d_freqs(acts.double()).abs().sum((1, 2)).gather(0, best[None])[0]
-             / acts.double().abs().sum((0, 1))),
-            ("divide by each neuron's OWN total sum of squares (sum over the (p, p) grid), not the total over all neurons.",
-             lambda: block_sq.gather(0, best[None])[0] / total_sq.sum()),
-            ("divide by the neuron's total sum of squares over the whole (p, p) grid, not by the sum over the "
-             "frequency blocks.", lambda: block_sq.gather(0, best[None])[0] / block_sq.sum(0)),
-            ("that is the block's sum of squares: divide it by the neuron's total sum of squares.",
-             lambda: block_sq.gather(0, best[None])[0]),
+            (
+                "use squared coefficients (.pow(2)) in both the block sum and the total.",
+                lambda: (
+                    fourier.arrange_by_2d_freqs(acts.double()).abs().sum((1, 2)).gather(0, best[None])[0]
+                    / acts.double().abs().sum((0, 1))
+                ),
+            ),
+            (
+                "divide by each neuron's OWN total sum of squares (sum over the (p, p) grid), not the total over all neurons.",
+                lambda: block_sq.gather(0, best[None])[0] / total_sq.sum(),
+            ),
+            (
+                "divide by the neuron's total sum of squares over the whole (p, p) grid, not by the sum over the "
+                "frequency blocks.",
+                lambda: block_sq.gather(0, best[None])[0] / block_sq.sum(0),
+            ),
+            (
+                "that is the block's sum of squares: divide it by the neuron's total sum of squares.",
+                lambda: block_sq.gather(0, best[None])[0],
+            ),
         ],
     )
 
@@ -1344,8 +1723,11 @@ def test_project_onto_direction(project_onto_direction: Any) -> None:
     cases = [
         ("a unit-norm v and batch_vecs of shape (50, 7)", torch.randn(n, 7, generator=gen), True),
         ("a unit-norm v and batch_vecs of shape (50, 3, 4)", torch.randn(n, 3, 4, generator=gen), True),
-        ("a v of norm != 1 (use it as given, do not normalise) and batch_vecs of shape (50, 7)",
-         torch.randn(n, 7, generator=gen), False),
+        (
+            "a v of norm != 1 (use it as given, do not normalise) and batch_vecs of shape (50, 7)",
+            torch.randn(n, 7, generator=gen),
+            False,
+        ),
     ]
     for what, batch_vecs, unit in cases:
         v = torch.randn(n, generator=gen)
@@ -1357,20 +1739,31 @@ def test_project_onto_direction(project_onto_direction: Any) -> None:
         b64, v64 = batch_vecs.double(), v.double()
         coeffs = torch.tensordot(v64, b64, dims=([0], [0]))
         expected = v64.reshape(-1, *[1] * coeffs.ndim) * coeffs
-        got = _check_tensor(f"projection ({what})",
-                            _call(project_onto_direction, (batch_vecs, v), what, names=("batch_vecs", "v")),
-                            batch_vecs.shape,
-                            shape_hints={rest: "return the projected vectors (v times the coefficients), not only the "
-                                         "coefficients.", (*rest, n): "the batch axis must stay first."})
+        got = _check_tensor(
+            f"projection ({what})",
+            _call(project_onto_direction, (batch_vecs, v), what, names=("batch_vecs", "v")),
+            batch_vecs.shape,
+            shape_hints={
+                rest: "return the projected vectors (v times the coefficients), not only the coefficients.",
+                (*rest, n): "the batch axis must stay first.",
+            },
+        )
         v_hat = v64 / v64.norm()
         _compare(
-            "projection", got, expected, context=f" ({what})",
+            "projection",
+            got,
+            expected,
+            context=f" ({what})",
             mistakes=[
-                ("you normalised v: the function assumes v has unit norm and must use it as given "
-                 "(v * (v . batch_vecs)).",
-                 lambda: v_hat.reshape(-1, *[1] * coeffs.ndim) * torch.tensordot(v_hat, b64, dims=([0], [0]))),
-                ("multiply the coefficients by v again: the projection is v * (v . batch_vecs).",
-                 lambda: coeffs.expand_as(b64)),
+                (
+                    "you normalised v: the function assumes v has unit norm and must use it as given "
+                    "(v * (v . batch_vecs)).",
+                    lambda: v_hat.reshape(-1, *[1] * coeffs.ndim) * torch.tensordot(v_hat, b64, dims=([0], [0])),
+                ),
+                (
+                    "multiply the coefficients by v again: the projection is v * (v . batch_vecs).",
+                    lambda: coeffs.expand_as(b64),
+                ),
             ],
         )
 
@@ -1398,22 +1791,36 @@ def test_project_onto_frequency(project_onto_frequency: Any, p: Any = 113) -> No
     for freq in sorted({1, min(14, n_freqs), n_freqs}):
         idx = block_rows(freq)
         expected = project(idx, idx)
-        got = _check_tensor(f"project_onto_frequency(batch_vecs, {freq})",
-                            _call(project_onto_frequency, (batch_vecs, freq),
-                                  f"batch_vecs of shape {_shape(batch_vecs.shape)}, freq={freq}", names=("batch_vecs", "freq")),
-                            batch_vecs.shape)
+        got = _check_tensor(
+            f"project_onto_frequency(batch_vecs, {freq})",
+            _call(
+                project_onto_frequency,
+                (batch_vecs, freq),
+                f"batch_vecs of shape {_shape(batch_vecs.shape)}, freq={freq}",
+                names=("batch_vecs", "freq"),
+            ),
+            batch_vecs.shape,
+        )
         rows = "the block of frequency k uses basis rows 0 (const), 2k-1 (cos k) and 2k (sin k)"
         mistakes = [
-            ("include the constant: the block is {const, cos k, sin k} x {const, cos k, sin k} (9 terms), "
-             "you used only the 4 cos/sin products.", lambda: project(idx[1:], idx[1:])),
-            ("the constant-constant term belongs to the block too (9 terms).",
-             lambda: project(idx, idx) - project([0], [0])),
+            (
+                "include the constant: the block is {const, cos k, sin k} x {const, cos k, sin k} (9 terms), "
+                "you used only the 4 cos/sin products.",
+                lambda: project(idx[1:], idx[1:]),
+            ),
+            (
+                "the constant-constant term belongs to the block too (9 terms).",
+                lambda: project(idx, idx) - project([0], [0]),
+            ),
             (f"{rows}; you used rows 2k and 2k+1.", lambda: project(*[[0, 2 * freq, 2 * freq + 1]] * 2)),
             (f"you used frequency k+1's block: {rows}.", lambda: project(block_rows(freq + 1), block_rows(freq + 1))),
             (f"you used frequency k-1's block: {rows}.", lambda: project(block_rows(freq - 1), block_rows(freq - 1))),
         ]
         _compare(
-            f"project_onto_frequency(batch_vecs, {freq})", got, expected, atol=1e-4,
+            f"project_onto_frequency(batch_vecs, {freq})",
+            got,
+            expected,
+            atol=1e-4,
             mistakes=mistakes,
             fallback_hint="it sums project_onto_direction over the 9 flattened 2D basis terms of the block "
             "(check test_project_onto_direction and test_fourier_2d_basis_term pass first).",
@@ -1440,16 +1847,28 @@ def test_get_trig_sum_directions(get_trig_sum_directions: Any, p: Any = 113) -> 
             ("cos_dir", result[0], cos_exp, sin_exp, cos_minus, "cos(w(x+y)) = cos wx cos wy - sin wx sin wy"),
             ("sin_dir", result[1], sin_exp, cos_exp, sin_minus, "sin(w(x+y)) = sin wx cos wy + cos wx sin wy"),
         ]:
-            got = _check_tensor(f"{label} (k={k})", got_raw, (p, p),
-                                shape_hints={(p * p,): "return (p, p) grids (they are flattened later)."})
+            got = _check_tensor(
+                f"{label} (k={k})",
+                got_raw,
+                (p, p),
+                shape_hints={(p * p,): "return (p, p) grids (they are flattened later)."},
+            )
             _compare(
-                f"{label} (k={k})", got, exp, atol=1e-5,
+                f"{label} (k={k})",
+                got,
+                exp,
+                atol=1e-5,
                 mistakes=[
                     ("cos_dir and sin_dir are swapped: return (cos_dir, sin_dir).", lambda other=other: other),
-                    ("normalise: the direction must have unit norm (divide the sum of the two 2D terms by sqrt(2)).",
-                     lambda exp=exp: exp * math.sqrt(2)),
-                    ("that is the x - y direction: cos(w(x+y)) = cos wx cos wy - sin wx sin wy and "
-                     "sin(w(x+y)) = sin wx cos wy + cos wx sin wy (check the signs).", lambda minus=minus: minus),
+                    (
+                        "normalise: the direction must have unit norm (divide the sum of the two 2D terms by sqrt(2)).",
+                        lambda exp=exp: exp * math.sqrt(2),
+                    ),
+                    (
+                        "that is the x - y direction: cos(w(x+y)) = cos wx cos wy - sin wx sin wy and "
+                        "sin(w(x+y)) = sin wx cos wy + cos wx sin wy (check the signs).",
+                        lambda minus=minus: minus,
+                    ),
                     (f"check the sign: {identity}.", lambda exp=exp: -exp),
                 ],
             )
@@ -1464,8 +1883,10 @@ def _as_float_list(label: str, got: Any, n: int) -> Tensor:
     if isinstance(got, Tensor):
         got = _plain_tensor(label, got)
         if got.ndim != 1:
-            raise GraderError(f"{label}: expected a list of {n} floats (one per key frequency), "
-                              f"got a tensor of shape {_shape(got.shape)}")
+            raise GraderError(
+                f"{label}: expected a list of {n} floats (one per key frequency), "
+                f"got a tensor of shape {_shape(got.shape)}"
+            )
         values = got.detach().cpu().double()
     elif isinstance(got, (list, tuple)):
         try:
@@ -1479,6 +1900,20 @@ def _as_float_list(label: str, got: Any, n: int) -> Tensor:
     return values
 
 
+def _run_recipe(run: Any, p: int) -> tuple[str, float, int]:
+    """``(fn, frac_train, seed)`` of the run the model comes from (a RunData, a run dict or a file path)."""
+    from .checkpoints import CorruptCheckpointError
+    from .run_data import as_run_data
+
+    try:
+        cfg = as_run_data(run).config
+    except (CorruptCheckpointError, TypeError, OSError) as e:
+        raise GraderError(f"run: expected the run data (full_run_data, a run dict or a run file path): {e}") from None
+    if cfg.p != p:
+        raise GraderError(f"run: that run is for p = {cfg.p}, but the model is for p = {p}: pass the model's own run")
+    return cfg.fn, cfg.frac_train, cfg.seed
+
+
 @_grader("excl_loss")
 def test_excl_loss(
     excl_loss: Any,
@@ -1489,34 +1924,45 @@ def test_excl_loss(
     fn: Any = "add",
     frac_train: Any = 0.3,
     seed: Any = 0,
+    run: Any = None,
 ) -> None:
     """Check ``excl_loss(model, key_freqs)`` against the reference computed from ``model`` (train loss with
-    each key frequency's cos/sin(x+y) logit directions removed, no bias correction)."""
+    each key frequency's cos/sin(x+y) logit directions removed, no bias correction).
+
+    The task and split are ``fn`` / ``frac_train`` / ``seed`` (``train_indices`` overrides the split), or those
+    of ``run``: the run object, a run-file dict or the path of a run file (its recipe and split)."""
     p = _check_model(model)
     key_freqs = _check_key_freqs(key_freqs, p)  # (the student's function receives this list of ints)
+    if run is not None:
+        fn, frac_train, seed = _run_recipe(run, p)
     if fn not in TASKS:
         raise GraderError(f"fn: expected one of {TASKS} (the task the model was trained on), got {fn!r}")
+    try:
+        split = make_split(p, frac_train, seed, fn)  # labels of the run's task (its seed draws fn="rand") and split
+    except (TypeError, ValueError) as e:
+        raise GraderError(f"frac_train={frac_train!r}, seed={seed!r}: {e}") from None
     if train_indices is None:
-        try:
-            train_indices = train_test_split(p, frac_train, seed)[0]
-        except (TypeError, ValueError) as e:
-            raise GraderError(f"frac_train={frac_train!r}, seed={seed!r}: {e}") from None
+        train_indices = split.train_indices
     train_indices = _check_train_indices(train_indices, p)
-    all_data = make_all_data(p).to(model.cfg.device)
-    labels = make_labels(all_data, p, fn=fn)
-    with torch.no_grad():
-        full = model(all_data)[:, -1].detach().cpu()  # the one forward pass the grader makes, before the student's
+    labels = split.labels
+    with torch.no_grad():  # the one forward pass the grader makes, before the student's
+        full = model(split.all_data.to(model.cfg.device))[:, -1].detach().cpu()
     original = full[:, :p]
-    labels = labels.cpu()
-    expected = torch.tensor(analysis.excl_loss_from_logits(original, key_freqs, train_indices, labels), dtype=torch.float64)
-    got = _as_float_list("excl_loss", _call(excl_loss, (model, key_freqs), f"the model and key_freqs={key_freqs}",
-                                            names=("model", "key_freqs")),
-                         len(key_freqs))
+    expected = torch.tensor(
+        analysis.excl_loss_from_logits(original, key_freqs, train_indices, labels), dtype=torch.float64
+    )
+    got = _as_float_list(
+        "excl_loss",
+        _call(excl_loss, (model, key_freqs), f"the model and key_freqs={key_freqs}", names=("model", "key_freqs")),
+        len(key_freqs),
+    )
     if torch.allclose(got, expected, rtol=1e-3, atol=1e-9):
         return
 
     # (bias correction is no mistake to look for: the removed directions have zero mean over the batch)
-    def variant(*, mode: str = "train", dirs: str = "both", full_logits: bool = False, train: Tensor = train_indices) -> Tensor:
+    def variant(
+        *, mode: str = "train", dirs: str = "both", full_logits: bool = False, train: Tensor = train_indices
+    ) -> Tensor:
         logits_all = full if full_logits else original
         out = []
         for k in key_freqs:
@@ -1529,18 +1975,27 @@ def test_excl_loss(
         return torch.tensor(out, dtype=torch.float64)
 
     _compare(
-        "excl_loss", got, expected, atol=1e-9, rtol=1e-3, context=f" (key_freqs {key_freqs})",
+        "excl_loss",
+        got,
+        expected,
+        atol=1e-9,
+        rtol=1e-3,
+        context=f" (key_freqs {key_freqs})",
         mistakes=[
             ("score on the TRAIN pairs only (mode='train'), not on all pairs.", lambda: variant(mode="all")),
             ("score on the TRAIN pairs, not the test pairs.", lambda: variant(mode="test")),
             ("remove BOTH the cos and the sin (x+y) directions (you removed only cos).", lambda: variant(dirs="cos")),
             ("remove BOTH the cos and the sin (x+y) directions (you removed only sin).", lambda: variant(dirs="sin")),
             ("drop the = logit (the last column) before scoring.", lambda: variant(full_logits=True)),
-            ("those are the losses of the unchanged logits: subtract each frequency's projections.",
-             lambda: variant(dirs="none")),
-            ("you scored the chapter's default train pairs (frac_train=0.3, seed=0), but this model's run used "
-             "another split (the train pairs the grader was given): use that run's train indices.",
-             lambda: variant(train=train_test_split(p, 0.3, 0)[0])),
+            (
+                "those are the losses of the unchanged logits: subtract each frequency's projections.",
+                lambda: variant(dirs="none"),
+            ),
+            (
+                "you scored the chapter's default train pairs (frac_train=0.3, seed=0), but this model's run used "
+                "another split (the train pairs the grader was given): use that run's train indices.",
+                lambda: variant(train=train_test_split(p, 0.3, 0)[0]),
+            ),
         ],
     )
 
@@ -1555,19 +2010,36 @@ def test_fourier_embed(fourier_embed: Any, model: Any) -> None:
     expected = (F @ W_E).pow(2).sum(1)
     got = _check_tensor(
         "fourier_embed(model)",
-        _call(fourier_embed, (model,), "the model", f"W_E has p + 1 = {p + 1} rows; drop the = row with W_E[:-1].",
-              names=("model",)),
+        _call(
+            fourier_embed,
+            (model,),
+            "the model",
+            f"W_E has p + 1 = {p + 1} rows; drop the = row with W_E[:-1].",
+            names=("model",),
+        ),
         (p,),
-        shape_hints={(W_E_full.shape[1],): "sum the squares over d_model (dim 1): one value per Fourier component.",
-                     (p, W_E_full.shape[1]): "square and sum over d_model: one value per Fourier component."},
+        shape_hints={
+            (W_E_full.shape[1],): "sum the squares over d_model (dim 1): one value per Fourier component.",
+            (p, W_E_full.shape[1]): "square and sum over d_model: one value per Fourier component.",
+        },
     )
     scale = expected.abs().max().item()
     _compare(
-        "fourier_embed(model)", got, expected, atol=1e-5 * scale, rtol=1e-4,
+        "fourier_embed(model)",
+        got,
+        expected,
+        atol=1e-5 * scale,
+        rtol=1e-4,
         mistakes=[
-            ("multiply by the basis F, not its transpose: fourier_basis @ W_E[:-1].", lambda: (F.T @ W_E).pow(2).sum(1)),
+            (
+                "multiply by the basis F, not its transpose: fourier_basis @ W_E[:-1].",
+                lambda: (F.T @ W_E).pow(2).sum(1),
+            ),
             ("square the coefficients before summing (squared norms, .pow(2).sum(1)).", lambda: (F @ W_E).norm(dim=1)),
-            ("drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].", lambda: (F @ W_E_full[1:]).pow(2).sum(1)),
+            (
+                "drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].",
+                lambda: (F @ W_E_full[1:]).pow(2).sum(1),
+            ),
             ("drop the = ROW of W_E (W_E[:-1]), keep every d_model column.", lambda: (F @ W_E[:, :-1]).pow(2).sum(1)),
         ],
         fallback_hint=_BASIS_NOTE,
@@ -1583,7 +2055,9 @@ def test_embed_SVD(embed_SVD: Any, model: Any) -> None:
     n = min(p, d_model)
     S = torch.linalg.svdvals(W_E_full[:-1])
     got = _check_tensor(
-        "embed_SVD(model)", _call(embed_SVD, (model,), "the model", names=("model",)), (n,),
+        "embed_SVD(model)",
+        _call(embed_SVD, (model,), "the model", names=("model",)),
+        (n,),
         shape_hints={
             (min(p + 1, d_model),): "the = row is still in: drop the = token's ROW of W_E (W_E[:-1]), not a d_model "
             "column (W_E[:, :-1]).",
@@ -1593,11 +2067,18 @@ def test_embed_SVD(embed_SVD: Any, model: Any) -> None:
         },
     )
     _compare(
-        "embed_SVD(model)", got, S, atol=1e-4 * S.max().item(), rtol=1e-3,
+        "embed_SVD(model)",
+        got,
+        S,
+        atol=1e-4 * S.max().item(),
+        rtol=1e-3,
         mistakes=[
             ("return the singular values themselves, not their squares.", lambda: S.pow(2)),
             ("return the singular values in descending order (as torch.linalg.svd gives them).", lambda: S.flip(0)),
-            ("drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].", lambda: torch.linalg.svdvals(W_E_full[1:])),
+            (
+                "drop the LAST row of W_E (the = token): W_E[:-1], not W_E[1:].",
+                lambda: torch.linalg.svdvals(W_E_full[1:]),
+            ),
         ],
     )
 

@@ -5,8 +5,9 @@ the paper's split; full batch (every epoch is one AdamW step on all training pai
 weight decay 1.0 on every trained parameter, betas (0.9, 0.98), eps 1e-8; a linear warm-up over 10 steps
 that starts at lr 0; the float64 cross-entropy over all ``p + 1`` logits at the last position.
 
-:func:`train` computes each step with :mod:`.fast_forward` (the same gradients as a full
-``HookedTransformer`` forward, several times faster) and writes the run file of :mod:`.checkpoints`:
+:func:`train` computes each step with :mod:`.last_position` (the same gradients as a full
+``HookedTransformer`` forward, several times faster), on the CPU or a GPU (``device``), and writes the run file
+of :mod:`.checkpoints`:
 
 * ``train_losses[e]``: the loss of epoch ``e``'s step, measured before its update (as in the paper);
 * ``test_losses[i]``: the test loss at epoch ``i * test_every`` (measured at the same weights);
@@ -17,8 +18,10 @@ that starts at lr 0; the float64 cross-entropy over all ``p + 1`` logits at the 
   completed update (TransformerLens layout) with the optimizer and scheduler state, so an interrupted run
   continues exactly where it stopped and a finished one can be extended to more epochs.
 
-:func:`plain_hooked_transformer_step` is the textbook loop (a full ``HookedTransformer`` forward, autograd):
-the reference the tests and ``benchmarks/benchmark_training.py`` compare against.
+The textbook loop (a full ``HookedTransformer`` forward, autograd) that the tests and
+``benchmarks/benchmark_training.py`` compare against lives in ``tests/reference/plain_training.py``.
+:func:`keep_freed_memory` (a process-wide allocator setting) is never called by :func:`train`; the ``train`` command
+and the benchmarks opt in.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from jaxtyping import Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
@@ -51,12 +53,13 @@ from .checkpoints import (
     describe_os_error,
     expected_paper_shapes,
     remove_stale_temp_files,
+    run_is_complete,
     safe_load,
     validate_run_data,
 )
 from .config import TrainConfig
-from .data import make_all_data, make_labels, train_test_split
-from .fast_forward import PairBatch, last_position_logits, last_position_loss
+from .data import make_split
+from .last_position import Pairs, model_logits, model_loss
 from .layout import transformer_lens_to_paper
 from .losses import cross_entropy_high_precision
 from .model import PAPER_TRAINABLE, make_model
@@ -67,10 +70,8 @@ __all__ = [
     "make_optimizer",
     "trained_parameters",
     "fast_train_step",
-    "plain_hooked_transformer_step",
-    "reference_train",
+    "resolve_device",
     "TrainingData",
-    "RUN_FORMAT_VERSION",
     "TrainingDivergedError",
     "TrainingInterrupted",
     "RunNotSavedError",
@@ -79,9 +80,6 @@ __all__ = [
     "estimate_training_memory_bytes",
     "available_memory_bytes",
 ]
-
-#: Version of the ``resume`` record this module writes.
-RUN_FORMAT_VERSION = RESUME_FORMAT_VERSION
 
 #: Keys of ``TrainConfig`` that may differ between a stored run and a request to continue it.
 _EXTENDABLE = ("epochs",)
@@ -95,8 +93,9 @@ def keep_freed_memory() -> bool:
     Every epoch allocates and frees the same few tens of MB of tensors. By default glibc maps large blocks
     afresh and trims the heap after each free, so every epoch pays page faults on all of it: 10-20% of an
     epoch on a busy machine. Raising the mmap threshold (to 32 MB) and the trim threshold (to 512 MB) keeps
-    the memory for reuse. Process-wide and harmless (freed memory, up to 512 MB, stays mapped); a no-op
-    outside Linux/glibc. Returns True if the settings were applied.
+    the memory for reuse. Process-wide (freed memory, up to 512 MB, stays mapped), so no library function calls
+    it: the ``train``/``fetch`` commands and the benchmarks opt in (its gain on its own:
+    ``benchmarks/benchmark_allocator.py``). A no-op outside Linux/glibc. Returns True if the settings were applied.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -108,19 +107,35 @@ def keep_freed_memory() -> bool:
         return False
 
 
-class TrainingData:
-    """Tokens, labels and split of a configuration, plus the fast-forward structures of both halves."""
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; ``"cpu"``/``"cuda"`` (or a ``torch.device``) as given.
+    Raises ``ValueError`` for an unknown name, and for CUDA on a machine without it."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}") from e
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but this machine has no CUDA GPU (use --device cpu or auto)")
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    return resolved
 
-    def __init__(self, config: TrainConfig, model: HookedTransformer):
+
+class TrainingData:
+    """Tokens, labels and split of a configuration (on the CPU), and the :class:`~.last_position.Pairs` of both
+    halves on ``device`` (``train_pairs``, ``test_pairs``)."""
+
+    def __init__(self, config: TrainConfig, device: str | torch.device = "cpu"):
         p = config.p
-        all_data = make_all_data(p)
-        labels = make_labels(all_data, p, config.fn, config.seed)
-        self.train_indices, self.test_indices = train_test_split(p, config.frac_train, config.seed)
+        split = make_split(p, config.frac_train, config.seed, config.fn)
+        all_data, labels = split.all_data, split.labels
+        self.train_indices, self.test_indices = split.train_indices, split.test_indices
         self.train_tokens, self.train_labels = all_data[self.train_indices], labels[self.train_indices]
         self.test_tokens, self.test_labels = all_data[self.test_indices], labels[self.test_indices]
-        cfg, dtype = model.cfg, model.W_E.dtype
-        self.train_batch = PairBatch.from_tokens(self.train_tokens, self.train_labels, cfg.n_heads, cfg.d_vocab, dtype)
-        self.test_batch = PairBatch.from_tokens(self.test_tokens, self.test_labels, cfg.n_heads, cfg.d_vocab, dtype)
+        self.train_pairs = Pairs.from_tokens(self.train_tokens, self.train_labels, d_vocab=p + 1, device=device)
+        self.test_pairs = Pairs.from_tokens(self.test_tokens, self.test_labels, d_vocab=p + 1, device=device)
 
 
 def trained_parameters(model: HookedTransformer) -> list[torch.nn.Parameter]:
@@ -129,7 +144,9 @@ def trained_parameters(model: HookedTransformer) -> list[torch.nn.Parameter]:
     return [params[name] for name in PAPER_TRAINABLE]
 
 
-def make_optimizer(model: HookedTransformer, config: TrainConfig) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+def make_optimizer(
+    model: HookedTransformer, config: TrainConfig
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the paper's parameters (weight decay on all of them) and the warm-up schedule
     ``lr * min(step / warmup_steps, 1)``, stepped once per epoch (the first update has lr 0)."""
     kwargs = dict(lr=config.lr, betas=tuple(config.betas), eps=1e-8, weight_decay=config.weight_decay)
@@ -139,7 +156,9 @@ def make_optimizer(model: HookedTransformer, config: TrainConfig) -> tuple[torch
     except (RuntimeError, TypeError, ValueError):
         optimizer = torch.optim.AdamW(params, foreach=True, **kwargs)
     warmup = config.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(step / warmup, 1.0) if warmup > 0 else 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(step / warmup, 1.0) if warmup > 0 else 1.0
+    )
     return optimizer, scheduler
 
 
@@ -153,53 +172,29 @@ def fast_train_step(
     model: HookedTransformer,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    batch: PairBatch,
+    pairs: Pairs,
 ) -> float:
-    """One full-batch epoch with the fast forward/backward; returns the loss before the update."""
-    loss = last_position_loss(model, batch)
+    """One full-batch epoch with the last-position forward/backward; returns the loss before the update."""
+    loss = model_loss(model, pairs)
     loss.backward()
     _update(optimizer, scheduler)
     return loss.item()
 
 
-def plain_hooked_transformer_step(
-    model: HookedTransformer,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    tokens: Int[Tensor, "batch 3"],
-    labels: Int[Tensor, "batch"],
-) -> float:
-    """One full-batch epoch the textbook way: ``model(tokens)`` (every position), the float64
-    cross-entropy of the last position, autograd. Returns the loss before the update."""
-    loss = cross_entropy_high_precision(model(tokens)[:, -1], labels)
-    loss.backward()
-    _update(optimizer, scheduler)
-    return loss.item()
+def _test_loss(model: HookedTransformer, data: TrainingData) -> Tensor:
+    """The test loss (a float64 0-d tensor on the model's device: read it back when needed)."""
+    return cross_entropy_high_precision(model_logits(model, data.test_pairs), data.test_pairs.labels[0])
 
 
-def reference_train(
-    config: TrainConfig, epochs: int | None = None, *, fast: bool = False, dtype: torch.dtype = torch.float32
-) -> tuple[HookedTransformer, list[float]]:
-    """Train ``epochs`` (default ``config.epochs``) epochs in memory, without any bookkeeping, with the plain
-    ``HookedTransformer`` step (or ``fast=True``: the fast step), in ``dtype`` (float64: to compare two
-    implementations without float32 noise). Returns (model, train loss of every epoch)."""
-    model = make_model(config.p, seed=config.seed)
-    if dtype != model.W_E.dtype:
-        model = model.to(dtype, print_details=False)
-    optimizer, scheduler = make_optimizer(model, config)
-    data = TrainingData(config, model)
-    losses = []
-    for _ in range(config.epochs if epochs is None else epochs):
-        if fast:
-            losses.append(fast_train_step(model, optimizer, scheduler, data.train_batch))
-        else:
-            losses.append(plain_hooked_transformer_step(model, optimizer, scheduler, data.train_tokens, data.train_labels))
-    return model, losses
-
-
-@torch.no_grad()
-def _test_loss(model: HookedTransformer, data: TrainingData) -> float:
-    return cross_entropy_high_precision(last_position_logits(model, data.test_batch), data.test_labels).item()
+def _to_cpu(obj):
+    """``obj`` (tensors in dicts/lists) with every tensor on the CPU (run files hold CPU tensors only)."""
+    if isinstance(obj, Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -385,7 +380,8 @@ class _Saver:
                 print(
                     f"\nwarning: {e}.\nTraining goes on with the run in memory; the write is tried again at the next "
                     "save and at the end (free some space meanwhile).",
-                    file=sys.stderr, flush=True,
+                    file=sys.stderr,
+                    flush=True,
                 )
             self.failure = describe_os_error(e)
             return
@@ -456,7 +452,7 @@ class _Run:
         keep = [i for i, e in enumerate(self.epochs) if e < limit]
         finished = self.stopped_early or done >= self.config.epochs or self.diverged is not None
         resume = {
-            "format": RUN_FORMAT_VERSION,
+            "format": RESUME_FORMAT_VERSION,
             "epochs_done": done,
             "finished": finished,
             "stopped_early": self.stopped_early,
@@ -468,10 +464,15 @@ class _Run:
             resume.update(diverged=True, diverged_at=epoch, diverged_loss=f"{which} loss {value}")
         else:
             resume.update(
-                params={name: param.detach().clone() for name, param in zip(PAPER_TRAINABLE, trained_parameters(model))},
+                params={
+                    name: param.detach().clone()
+                    for name, param in zip(PAPER_TRAINABLE, trained_parameters(model), strict=True)
+                },
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict(),
             )
+            if model.W_E.device.type != "cpu":  # the run file holds CPU tensors, whatever trained it
+                resume.update(params=_to_cpu(resume["params"]), optimizer=_to_cpu(resume["optimizer"]))
         return {
             "state_dicts": [self.state_dicts[i] for i in keep],
             "epochs": [self.epochs[i] for i in keep],
@@ -486,7 +487,11 @@ class _Run:
 def _config_difference(stored: dict, config: TrainConfig) -> list[str]:
     mine = config.to_dict()
     theirs = TrainConfig.from_dict(stored).to_dict()
-    return [f"{k}: file {theirs[k]!r} vs requested {mine[k]!r}" for k in mine if k not in _EXTENDABLE and theirs[k] != mine[k]]
+    return [
+        f"{k}: file {theirs[k]!r} vs requested {mine[k]!r}"
+        for k in mine
+        if k not in _EXTENDABLE and theirs[k] != mine[k]
+    ]
 
 
 def _load_existing(path: Path, config: TrainConfig) -> dict:
@@ -541,10 +546,9 @@ def _file_signature(path: Path) -> tuple | None:
 def _is_complete(path: Path, data: dict, config: TrainConfig) -> bool:
     """Whether the stored run of ``config`` needs no more training; a diverged one raises
     :class:`TrainingDivergedError` (continuing it would diverge again)."""
-    r = data["resume"]
-    if r.get("diverged"):
+    if data["resume"].get("diverged"):
         _refuse_diverged(path, data)
-    return bool(r["finished"]) and (bool(r["stopped_early"]) or int(r["epochs_done"]) >= config.epochs)
+    return run_is_complete(data, config)
 
 
 def _refuse_diverged(path: Path, data: dict) -> None:
@@ -553,7 +557,9 @@ def _refuse_diverged(path: Path, data: dict) -> None:
         f"{path} holds a run of this configuration that diverged at epoch {r.get('diverged_at')} "
         f"({r.get('diverged_loss')}); continuing it would diverge again. Lower --lr (lr) and write to another "
         f"--out (out), or start again with --no-resume (resume=False).",
-        epoch=int(r.get("diverged_at", r["epochs_done"])), run_data=data, saved_to=path,
+        epoch=int(r.get("diverged_at", r["epochs_done"])),
+        run_data=data,
+        saved_to=path,
     )
 
 
@@ -567,6 +573,7 @@ def train(
     save_interval_s: float | int = 60.0,
     callback: Callable[[int, float, float | None], None] | None = None,
     fallback_dirs: list[str | os.PathLike] | None = None,
+    device: str | torch.device = "auto",
 ) -> dict:
     """Train a model with ``config`` and return its run data (the :mod:`.checkpoints` format).
 
@@ -588,6 +595,10 @@ def train(
             it raises stops training (the run is written first, so it can be resumed).
         fallback_dirs: where the final record goes when ``out`` cannot be written (default: the temp folder,
             then the home folder).
+        device: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``. The run file is the same
+            either way (CPU tensors). On a GPU the losses are read back in blocks (at every test epoch, i.e. every
+            ``test_every`` epochs, or every epoch when a ``callback`` is given), not after every step, so a loss
+            that is not finite is noticed there: the records after it are dropped as on the CPU.
 
     Before any work it checks that the memory the configuration needs is available
     (:class:`NotEnoughMemoryError`) and that ``out``'s folder is writable with room for the final file
@@ -605,6 +616,7 @@ def train(
     Returns:
         ``{"state_dicts", "epochs", "train_losses", "test_losses", "config", "train_indices", "resume"}``.
     """
+    device = resolve_device(device)
     path = Path(out).expanduser() if out is not None else None
     if path is not None and path.is_symlink():  # write (and lock) the file the link points to; keep the link
         path = Path(os.path.realpath(path))
@@ -613,45 +625,83 @@ def train(
         stop = stack.enter_context(_stop_on_signals(path))
         existing = None
         if path is not None:
-            seen = _file_signature(path)
-            if seen is not None:  # a finished run is returned without writing anything (read-only media too)
-                existing = _load_existing(path, config)
-                if resume and _is_complete(path, existing, config):
-                    return existing
-            check_destination(path, int(1.1 * estimate_run_file_bytes(config)), "the run file")
-            stack.enter_context(RunFileLock(path))
-            for stale in remove_stale_temp_files(path):
-                print(f"[train] removed {stale.name}, a temporary file left by a killed run", file=sys.stderr)
-            if _file_signature(path) != seen:  # another run wrote it before we held the lock
-                existing = _load_existing(path, config) if path.exists() else None
-                if resume and existing is not None and _is_complete(path, existing, config):
-                    return existing
-        return _train_locked(config, path, existing if resume else None, stop, progress, save_interval_s, callback, fallback_dirs)
+            existing, complete = _open_out(path, config, resume, stack)
+            if complete:
+                return existing
+        return _train_locked(
+            config, path, existing if resume else None, stop, progress, save_interval_s, callback, fallback_dirs, device
+        )
 
 
-def _train_locked(config, path, existing, stop, progress, save_interval_s, callback, fallback_dirs) -> dict:
+def _open_out(
+    path: Path, config: TrainConfig, resume: bool, stack: contextlib.ExitStack, who: str = "train"
+) -> tuple[dict | None, bool]:
+    """Open ``out`` for training ``config`` (used by :func:`train` and :func:`.batched_train.train_many`):
+    returns ``(stored run or None, complete)``. A complete stored run (``resume``) is returned without writing
+    anything (read-only media too); otherwise the folder is checked for room, the lock ``<out>.lock`` is taken
+    (held until ``stack`` closes) and a killed run's temporary files are removed. A stored diverged run raises
+    :class:`TrainingDivergedError` (with ``resume``); another configuration, ``ValueError``."""
+    seen = _file_signature(path)
+    existing = None
+    if seen is not None:
+        existing = _load_existing(path, config)
+        if resume and _is_complete(path, existing, config):
+            return existing, True
+    check_destination(path, int(1.1 * estimate_run_file_bytes(config)), "the run file")
+    stack.enter_context(RunFileLock(path))
+    for stale in remove_stale_temp_files(path):
+        print(f"[{who}] removed {stale.name}, a temporary file left by a killed run", file=sys.stderr)
+    if _file_signature(path) != seen:  # another run wrote it before we held the lock
+        existing = _load_existing(path, config) if path.exists() else None
+        if resume and existing is not None and _is_complete(path, existing, config):
+            return existing, True
+    return existing, False
+
+
+def _restore(
+    path: Path,
+    config: TrainConfig,
+    existing: dict,
+    model: HookedTransformer,
+    optimizer,
+    scheduler,
+    train_indices: Tensor,
+) -> _Run:
+    """Load a stored run into ``model``, ``optimizer`` and ``scheduler`` to continue it (used by :func:`train` and
+    :func:`.batched_train.train_many`); returns its record. Refuses a split other than ``train_indices``
+    (``ValueError``) and a resume record that does not load (:class:`~.checkpoints.CorruptCheckpointError`)."""
+    run = _Run.from_data(config, existing)
+    if not torch.equal(run.train_indices, train_indices):
+        raise ValueError(f"{path}: its train_indices differ from the split of this config; refusing to continue it")
+    state = existing["resume"]
+    try:
+        with torch.no_grad():
+            for name, param in zip(PAPER_TRAINABLE, trained_parameters(model), strict=True):
+                param.copy_(state["params"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise CorruptCheckpointError(
+            f"{path}: its resume record cannot be loaded ({_short_cause(e)}); train again "
+            "with --no-resume (resume=False) or choose another --out/out path"
+        ) from e
+    return run
+
+
+def _checkpoint(model: HookedTransformer) -> dict[str, Tensor]:
+    """The model's weights in paper layout, on the CPU."""
+    return transformer_lens_to_paper(_to_cpu(model.state_dict()))
+
+
+def _train_locked(config, path, existing, stop, progress, save_interval_s, callback, fallback_dirs, device) -> dict:
     """The training loop of :func:`train`, once ``out`` is checked and locked."""
-    keep_freed_memory()
-    model = make_model(config.p, seed=config.seed)
+    model = make_model(config.p, seed=config.seed, device=device)
     optimizer, scheduler = make_optimizer(model, config)
-    data = TrainingData(config, model)
+    data = TrainingData(config, device)
     saver = _Saver(path, stop, fallback_dirs)
     if existing is not None:
-        run = _Run.from_data(config, existing)
-        if not torch.equal(run.train_indices, data.train_indices):
-            raise ValueError(f"{path}: its train_indices differ from the split of this config; refusing to continue it")
+        run = _restore(path, config, existing, model, optimizer, scheduler, data.train_indices)
         state = existing["resume"]
-        try:
-            with torch.no_grad():
-                for name, param in zip(PAPER_TRAINABLE, trained_parameters(model)):
-                    param.copy_(state["params"][name])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-        except (KeyError, ValueError, RuntimeError, TypeError) as e:
-            raise CorruptCheckpointError(
-                f"{path}: its resume record cannot be loaded ({_short_cause(e)}); train again "
-                "with --no-resume (resume=False) or choose another --out/out path"
-            ) from e
         threads = state.get("torch_threads")
         if isinstance(threads, int) and threads != torch.get_num_threads():
             print(
@@ -673,7 +723,28 @@ def _train_locked(config, path, existing, stop, progress, save_interval_s, callb
     last_write = time.monotonic()
     t_start = time.monotonic()
     elapsed_before = run.elapsed_s
-    bar = tqdm(total=config.epochs, initial=start, disable=not progress, desc="training", unit="epoch", dynamic_ncols=True)
+    # on a GPU the train losses stay on the device and are read back in blocks (a read-back waits for the GPU)
+    blocked = model.W_E.device.type != "cpu" and callback is None
+    pending: list[Tensor] = []
+
+    def read_back() -> bool:
+        """Append the pending train losses; on a non-finite one, mark the run diverged there and return True."""
+        nonlocal done
+        if not pending:
+            return False
+        values = torch.stack(pending).tolist()
+        pending.clear()
+        for value in values:
+            run.train_losses.append(value)
+            if not math.isfinite(value):
+                epoch = len(run.train_losses) - 1
+                run.diverged, done = (epoch, "train", value), epoch
+                return True
+        return False
+
+    bar = tqdm(
+        total=config.epochs, initial=start, disable=not progress, desc="training", unit="epoch", dynamic_ncols=True
+    )
     try:
         for epoch in range(start, config.epochs):
             if stop.signum is not None:
@@ -681,28 +752,45 @@ def _train_locked(config, path, existing, stop, progress, save_interval_s, callb
                 break
             test_loss = None
             if epoch % config.test_every == 0:
-                test_loss = _test_loss(model, data)
+                if read_back():
+                    break
+                test_loss = _test_loss(model, data).item()
                 run.test_losses.append(test_loss)
             if epoch % config.save_every == 0:
-                run.state_dicts.append(transformer_lens_to_paper(model.state_dict()))
+                run.state_dicts.append(_checkpoint(model))
                 run.epochs.append(epoch)
-            loss = last_position_loss(model, data.train_batch)
-            train_loss = loss.item()
-            run.train_losses.append(train_loss)
-            if not math.isfinite(train_loss) or (test_loss is not None and not math.isfinite(test_loss)):
-                which, value = ("train", train_loss) if not math.isfinite(train_loss) else ("test", test_loss)
+            loss = model_loss(model, data.train_pairs)
+            if blocked:
+                pending.append(loss.detach())
+                train_loss = None
+            else:
+                train_loss = loss.item()
+                run.train_losses.append(train_loss)
+            if (train_loss is not None and not math.isfinite(train_loss)) or (
+                test_loss is not None and not math.isfinite(test_loss)
+            ):
+                which, value = (
+                    ("test", test_loss) if train_loss is None or math.isfinite(train_loss) else ("train", train_loss)
+                )
+                if blocked:
+                    run.train_losses.append(float(pending.pop()))
                 run.diverged = (epoch, which, value)
                 optimizer.zero_grad(set_to_none=True)
                 break
             loss.backward()
             if test_loss is not None:
-                bar.set_postfix(train=f"{train_loss:.3g}", test=f"{test_loss:.3g}", refresh=False)
+                shown = run.train_losses[-1] if train_loss is None and run.train_losses else train_loss
+                bar.set_postfix(
+                    train=f"{shown:.3g}" if shown is not None else "…", test=f"{test_loss:.3g}", refresh=False
+                )
                 if config.stop_at_test_loss is not None and test_loss < config.stop_at_test_loss:
                     if run.epochs[-1] != epoch:
-                        run.state_dicts.append(transformer_lens_to_paper(model.state_dict()))
+                        run.state_dicts.append(_checkpoint(model))
                         run.epochs.append(epoch)
                     optimizer.zero_grad(set_to_none=True)
                     run.stopped_early = True
+                    if read_back():  # (the loss of this very epoch is finite: its test loss is)
+                        run.stopped_early = False
                     break
             updating = True
             _update(optimizer, scheduler)
@@ -711,12 +799,19 @@ def _train_locked(config, path, existing, stop, progress, save_interval_s, callb
             if callback is not None:
                 callback(epoch, train_loss, test_loss)
             if path is not None and done % config.save_every == 0 and time.monotonic() - last_write >= save_interval_s:
+                if read_back():
+                    break
                 run.elapsed_s = elapsed_before + time.monotonic() - t_start
                 saver.periodic(run.to_data(done, model, optimizer, scheduler))
                 last_write = time.monotonic()
+        else:
+            read_back()
+        if interrupted:
+            read_back()
     except BaseException:
         if not updating and path is not None and done > 0 and saver.saved_done != done:
             # at an epoch boundary: the weights and optimizer match `done`
+            read_back()
             run.elapsed_s = elapsed_before + time.monotonic() - t_start
             saved_to = saver.final(run.to_data(done, model, optimizer, scheduler))
             if saved_to != path:
@@ -736,7 +831,8 @@ def _train_locked(config, path, existing, stop, progress, save_interval_s, callb
     if path is not None and saved_to != path:
         raise RunNotSavedError(
             f"training finished ({done:,} epochs) but {path} could not be written: {saver.where(saved_to)}",
-            run_data=result, saved_to=saved_to,
+            run_data=result,
+            saved_to=saved_to,
         )
     return result
 
@@ -754,7 +850,9 @@ def _raise_diverged(run: _Run, result: dict, config: TrainConfig, path, saved_to
         where = f"{kept}: {saver.where(saved_to)}"
     raise TrainingDivergedError(
         f"diverged at epoch {epoch:,}: the {which} loss is {value}; lower --lr (lr = {config.lr:g}). {where[0].upper()}{where[1:]}.",
-        epoch=epoch, run_data=result, saved_to=saved_to,
+        epoch=epoch,
+        run_data=result,
+        saved_to=saved_to,
     )
 
 
@@ -766,9 +864,8 @@ def _raise_interrupted(stop: _StopRequest, result: dict, config: TrainConfig, pa
     elif done == 0:
         tail = f"; no epoch had finished, so nothing was written ({path} is unchanged)"
     elif saved_to == path:
-        tail = (
-            f"; {path} holds them (last checkpoint at epoch {result['epochs'][-1]:,})"
-            + ("" if result["resume"]["finished"] else "; run the same command again to resume")
+        tail = f"; {path} holds them (last checkpoint at epoch {result['epochs'][-1]:,})" + (
+            "" if result["resume"]["finished"] else "; run the same command again to resume"
         )
     else:
         tail = f"; {saver.where(saved_to)}"

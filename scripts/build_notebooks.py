@@ -77,7 +77,13 @@ def _assigned_names(block: list[str], where: str) -> list[str]:
         raise BuildError(f"{where}: the solution block is not valid Python ({e})") from None
     names: list[str] = []
     for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, (ast.AnnAssign, ast.AugAssign))
+            else []
+        )
         for target in targets:
             for leaf in ast.walk(target):
                 if isinstance(leaf, ast.Name) and isinstance(leaf.ctx, ast.Store) and leaf.id not in names:
@@ -162,7 +168,9 @@ def build_notebook(source_path: Path = SOURCE, *, exercises: bool) -> nbformat.N
         metadata = {k: cell.metadata[k] for k in KEPT_CELL_METADATA if k in cell.metadata}
         where = f"{source_path.name}, cell {index}"
         if cell.cell_type == "code":
-            text = _strip_solution_markers(cell.source, exercises=exercises, where=where).replace(REPOSITORY_MARKER, url)
+            text = _strip_solution_markers(cell.source, exercises=exercises, where=where).replace(
+                REPOSITORY_MARKER, url
+            )
             new = nbformat.v4.new_code_cell(source=text, metadata=metadata)
         elif cell.cell_type == "markdown":
             if BEGIN in cell.source or END in cell.source:
@@ -172,7 +180,9 @@ def build_notebook(source_path: Path = SOURCE, *, exercises: bool) -> nbformat.N
             new = nbformat.v4.new_raw_cell(source=cell.source, metadata=metadata)
         new.id = _cell_id(index, cell.cell_type)
         cells.append(new)
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": dict(KERNELSPEC), "language_info": dict(LANGUAGE_INFO)})
+    nb = nbformat.v4.new_notebook(
+        cells=cells, metadata={"kernelspec": dict(KERNELSPEC), "language_info": dict(LANGUAGE_INFO)}
+    )
     nb.nbformat, nb.nbformat_minor = 4, 5
     nbformat.validate(nb)
     return nb

@@ -4,7 +4,8 @@
 # torch comes first, on its own: where a CPU build is available (this project's machines keep one on disk)
 # we take it, so the install is ~1 GB instead of a multi-GB CUDA download. Override with TORCH_SPEC, e.g.
 #   TORCH_SPEC="torch" bash scripts/setup.sh            # whatever pip picks for your platform
-# An existing torch >= 2.1 in the venv is kept as it is.
+# An existing torch >= 2.6 in the venv is kept as it is. SETUP_ONLY_TORCH=1 stops after torch (used by
+# scripts/test_lowest_versions.sh, which installs the package itself with every dependency at its floor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +19,17 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
 
-if ! "$PY" -c "import torch, sys; sys.exit(0 if tuple(map(int, torch.__version__.split('+')[0].split('.')[:2])) >= (2, 1) else 1)" 2>/dev/null; then
+if ! "$PY" -c "import torch, sys; sys.exit(0 if tuple(map(int, torch.__version__.split('+')[0].split('.')[:2])) >= (2, 6) else 1)" 2>/dev/null; then
     TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
     echo "[setup] installing $TORCH_SPEC"
     if ! "${PIP[@]}" "$TORCH_SPEC" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); then
         echo "[setup] $TORCH_SPEC is not available here; installing the default torch build"
         "${PIP[@]}" torch
     fi
+fi
+
+if [ "${SETUP_ONLY_TORCH:-0}" = 1 ]; then
+    exit 0
 fi
 
 echo "[setup] installing part52_grokking_and_modular_arithmetic[test,notebooks] (editable)"

@@ -1,7 +1,7 @@
 """A tiny stand-in for the Hugging Face hub on 127.0.0.1, for testing the real ``hf_hub_download`` path offline.
 
-It answers what ``huggingface_hub.hf_hub_download`` asks for (environment.md, "Hugging Face hub without a
-network"):
+It answers what ``huggingface_hub.hf_hub_download`` and ``get_hf_file_metadata`` ask for (the hub's
+``/resolve/`` endpoint and the headers ``huggingface_hub`` reads from it):
 
 * ``HEAD`` / ``GET /{repo_id}/resolve/{revision}/{filename}`` -> 200 with ``X-Repo-Commit`` (40 hex chars),
   ``ETag`` (quoted sha256 of the bytes) and ``Content-Length``; ``GET`` honours a ``Range: bytes=N-`` header
@@ -275,7 +275,9 @@ class FakeHub:
         handler.send_header("Content-Length", "0")
         handler.end_headers()
 
-    def _not_found(self, handler: BaseHTTPRequestHandler, error_code: str | None, send_body: bool, commit: bool = False) -> None:
+    def _not_found(
+        self, handler: BaseHTTPRequestHandler, error_code: str | None, send_body: bool, commit: bool = False
+    ) -> None:
         body = b'{"error": "not found"}'
         handler.send_response(404)
         if error_code is not None:
@@ -292,7 +294,9 @@ class FakeHub:
 # ----------------------------------------------------------------------------------------------------------
 # Run files to serve (small but real: the paper model's shapes, paper layout)
 # ----------------------------------------------------------------------------------------------------------
-def make_paper_run_data(p: int = 23, n_checkpoints: int = 3, save_every: int = 100, test_every: int = 10, *, ours: bool = False) -> dict:
+def make_paper_run_data(
+    p: int = 23, n_checkpoints: int = 3, save_every: int = 100, test_every: int = 10, *, ours: bool = False
+) -> dict:
     """A run-data dict in the hub file's format: paper-layout state dicts (each a differently seeded
     paper-init model, with the ``blocks.0.attn.mask`` buffer the released files carry), ``epochs``, one train
     loss per epoch and one test loss per ``test_every`` epochs. With ``ours=True`` it also holds ``config``
@@ -306,7 +310,9 @@ def make_paper_run_data(p: int = 23, n_checkpoints: int = 3, save_every: int = 1
 
     state_dicts = []
     for seed in range(n_checkpoints):
-        sd = transformer_lens_to_paper({k: v.detach().clone() for k, v in make_model(p, seed=seed).state_dict().items()})
+        sd = transformer_lens_to_paper(
+            {k: v.detach().clone() for k, v in make_model(p, seed=seed).state_dict().items()}
+        )
         sd["blocks.0.attn.mask"] = torch.tril(torch.ones(3, 3))
         state_dicts.append(sd)
     n_epochs = save_every * n_checkpoints  # like the hub file: 50,000 epochs, checkpoints at 0, 100, ..., 49,900

@@ -42,8 +42,9 @@ def _test_every(run: dict) -> int:
     return max(1, round(len(run["train_losses"]) / max(1, len(run["test_losses"]))))
 
 
-def to_hub_format(run: dict, *, epochs: int = HUB_EPOCHS, save_every: int = HUB_SAVE_EVERY,
-                  test_every: int = HUB_TEST_EVERY) -> dict:
+def to_hub_format(
+    run: dict, *, epochs: int = HUB_EPOCHS, save_every: int = HUB_SAVE_EVERY, test_every: int = HUB_TEST_EVERY
+) -> dict:
     """The hub file's format made from ``run`` (a run-data dict of our trainer, checkpoints every ``save_every``).
 
     Returns ``{"state_dicts", "epochs", "train_losses", "test_losses"}``: checkpoints at ``0, save_every, …,
@@ -53,10 +54,14 @@ def to_hub_format(run: dict, *, epochs: int = HUB_EPOCHS, save_every: int = HUB_
     """
     run_epochs = [int(e) for e in run["epochs"]]
     if run_epochs != [save_every * i for i in range(len(run_epochs))]:
-        raise ValueError(f"expected checkpoints every {save_every} epochs from 0, got epochs {run_epochs[:4]}…{run_epochs[-2:]}")
+        raise ValueError(
+            f"expected checkpoints every {save_every} epochs from 0, got epochs {run_epochs[:4]}…{run_epochs[-2:]}"
+        )
     n_ckpt = epochs // save_every
     if len(run_epochs) > n_ckpt or len(run["train_losses"]) > epochs:
-        raise ValueError(f"the run ({len(run['train_losses'])} epochs) is longer than the hub-format history ({epochs} epochs)")
+        raise ValueError(
+            f"the run ({len(run['train_losses'])} epochs) is longer than the hub-format history ({epochs} epochs)"
+        )
     own = [_paper_with_mask(sd) for sd in run["state_dicts"]]
     state_dicts = own + [own[-1]] * (n_ckpt - len(own))  # the same tensors: stored once by torch.save
 

@@ -14,6 +14,8 @@ from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labe
 from part52_grokking_and_modular_arithmetic.fourier import fft2d, fourier_basis
 from part52_grokking_and_modular_arithmetic.model import make_model
 
+from reference.fourier_model import make_fourier_model
+
 P = 113
 
 
@@ -38,15 +40,16 @@ HAND_BUILT_GROUPS = {14: 100, 35: 120, 41: 80, 7: 5}
 
 @pytest.fixture(scope="module")
 def fourier_model():
-    """analysis.make_fourier_model: neurons are ReLUs of one frequency each, logits ~ sum cos(w(x+y-z))."""
-    return A.make_fourier_model(P, tuple(HAND_BUILT_GROUPS), neurons_per_freq=HAND_BUILT_GROUPS)
+    """The tests' hand-built model (tests/reference/fourier_model.py): neurons are ReLUs of one frequency each,
+    logits ~ sum cos(w(x+y-z))."""
+    return make_fourier_model(P, tuple(HAND_BUILT_GROUPS), neurons_per_freq=HAND_BUILT_GROUPS)
 
 
 # ------------------------------------------------------------------------------------------------ helper values
 
 
 def test_make_fourier_model_computes_modular_addition():
-    m = A.make_fourier_model(P)  # key frequencies 14, 35, 41, 42, 52, neurons split evenly
+    m = make_fourier_model(P)  # key frequencies 14, 35, 41, 42, 52, neurons split evenly
     logits = A.get_original_logits(m)
     labels = make_labels(make_all_data(P), P)
     assert (logits.argmax(-1) == labels).all()
@@ -56,9 +59,9 @@ def test_make_fourier_model_computes_modular_addition():
     assert A.restricted_loss(m, [14, 35, 41, 42, 52]) < original / 100
     assert A.key_frequencies(m) == [14, 35, 41, 42, 52]
     with pytest.raises(ValueError, match="key frequencies"):
-        A.make_fourier_model(P, (0, 3))
+        make_fourier_model(P, (0, 3))
     with pytest.raises(ValueError, match="neurons requested"):
-        A.make_fourier_model(P, (3,), neurons_per_freq=600)
+        make_fourier_model(P, (3,), neurons_per_freq=600)
 
 
 def test_infer_p():
@@ -245,7 +248,9 @@ def test_trig_logits_keeps_key_directions_only():
     wave = torch.cos(2 * math.pi * 3 * (s[:, None] - z[None, :]) / p)  # cos(w(x + y - z)), k = 3
     noise = torch.randn(p * p, p, generator=gen, dtype=torch.float64)
     out = A.trig_logits(wave + noise, [3])
-    noise_part = sum(trig_direction(p, 3, kd)[:, None] * (trig_direction(p, 3, kd) @ noise)[None, :] for kd in ("cos", "sin"))
+    noise_part = sum(
+        trig_direction(p, 3, kd)[:, None] * (trig_direction(p, 3, kd) @ noise)[None, :] for kd in ("cos", "sin")
+    )
     # (the direction matrix of fourier.py is float32, hence the tolerance)
     torch.testing.assert_close(out, wave + noise_part, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(A.excluded_logits(wave + noise, 3), noise - noise_part, atol=1e-5, rtol=1e-5)
@@ -255,7 +260,9 @@ def test_restricted_loss_equals_manual_bias_corrected_loss(model):
     original = A.get_original_logits(model).double()
     keys = [5, 20]
     restricted = sum(
-        trig_direction(P, k, kd)[:, None] * (trig_direction(P, k, kd) @ original)[None, :] for k in keys for kd in ("cos", "sin")
+        trig_direction(P, k, kd)[:, None] * (trig_direction(P, k, kd) @ original)[None, :]
+        for k in keys
+        for kd in ("cos", "sin")
     )
     corrected = restricted + (original - restricted).mean(0)
     labels = make_labels(make_all_data(P), P)
@@ -299,7 +306,12 @@ def test_neuron_surgery_losses_keys_and_consistency(fourier_model):
     out = A.neuron_surgery_losses(fourier_model)
     assert out["key_freqs"] == [14, 35, 41]
     assert set(out) == {
-        "key_freqs", "original", "restricted", "projected_neurons", "projected_neurons_without_unclustered", "cluster_ablation"
+        "key_freqs",
+        "original",
+        "restricted",
+        "projected_neurons",
+        "projected_neurons_without_unclustered",
+        "cluster_ablation",
     }
     assert set(out["cluster_ablation"]) == {14, 35, 41}
     assert out["restricted"] == pytest.approx(A.restricted_loss(fourier_model, [14, 35, 41]), rel=1e-9)
@@ -369,7 +381,9 @@ def test_fourier_embed_on_known_basis_rows():
     expected = torch.zeros(P)
     expected[0], expected[27], expected[28], expected[P - 1] = 4.0, 9.0, 1.0, 0.25
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(A.embedding_frequency_norms(m)[[13, 55]], torch.tensor([10.0, 0.25]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        A.embedding_frequency_norms(m)[[13, 55]], torch.tensor([10.0, 0.25]), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_embed_SVD(model):

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from part52_grokking_and_modular_arithmetic import circuit_checks as cc
-from part52_grokking_and_modular_arithmetic.analysis import get_original_logits, make_fourier_model
+from part52_grokking_and_modular_arithmetic.analysis import get_original_logits
 from part52_grokking_and_modular_arithmetic.fourier import fft2d, fourier_basis
 from part52_grokking_and_modular_arithmetic.model import make_model
+
+from reference.fourier_model import make_fourier_model
 
 P = 13
 
@@ -123,7 +125,9 @@ def test_hand_built_model_is_symmetric_and_has_no_attention_products():
     """make_fourier_model attends 1/3 to every position (W_Q = W_K = 0): its pre-activations are sums of
     functions of x and y, and all its product terms come from the ReLU."""
     m = make_fourier_model(p=P, key_freqs=(2, 5))
-    _, cache = m.run_with_cache(torch.cat([torch.cartesian_prod(torch.arange(P), torch.arange(P)), torch.full((P * P, 1), P)], 1))
+    _, cache = m.run_with_cache(
+        torch.cat([torch.cartesian_prod(torch.arange(P), torch.arange(P)), torch.full((P * P, 1), P)], 1)
+    )
     pre, post = cache["pre", 0][:, -1], cache["post", 0][:, -1]
     assert cc.interaction_fraction(pre).max() < 1e-6
     assert cc.interaction_fraction(post).max() > 0.05

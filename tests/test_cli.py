@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from fake_hub import FakeHub, make_paper_run_data, to_bytes
 from part52_grokking_and_modular_arithmetic import cli, provision
 from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save, load_run_data
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
+
+from fake_hub import FakeHub, make_paper_run_data, to_bytes
 
 REPO, FILE = provision.HUB_REPO_ID, provision.HUB_FILENAME
 pytestmark = pytest.mark.usefixtures("isolated_paths")  # never touch the real run file or HF cache
@@ -48,9 +49,18 @@ def test_train_help_documents_every_option_with_its_default(capsys):
     for flag in ("--out", "--no-resume", "--quiet"):
         assert flag in out
     d = TrainConfig()
-    for default in (f"default: {d.p}", f"default: {d.fn}", f"default: {d.frac_train}", f"default: {d.seed}",
-                    f"default: {d.epochs:,}", f"default: {d.save_every}", f"default: {d.test_every}",
-                    f"default: {d.warmup_steps}", f"default: {d.lr:g}", "default: 0.9 0.98"):
+    for default in (
+        f"default: {d.p}",
+        f"default: {d.fn}",
+        f"default: {d.frac_train}",
+        f"default: {d.seed}",
+        f"default: {d.epochs:,}",
+        f"default: {d.save_every}",
+        f"default: {d.test_every}",
+        f"default: {d.warmup_steps}",
+        f"default: {d.lr:g}",
+        "default: 0.9 0.98",
+    ):
         assert default in out
     assert str(provision.default_run_path()) in out.replace(" ", "")  # argparse may wrap the path at a hyphen
 
@@ -120,7 +130,9 @@ def test_download_from_a_fake_hub(tmp_path, monkeypatch, capsys):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         out = tmp_path / "copy.pth"
         assert cli.main(["download", "--endpoint", hub.url, "--out", str(out), "--quiet"]) == 0
     assert out.read_bytes() == raw and str(out) in capsys.readouterr().out
@@ -133,20 +145,61 @@ def test_download_from_a_fake_hub(tmp_path, monkeypatch, capsys):
 def test_train_passes_the_options_to_the_trainer(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake_train(config, out=None, *, resume=True, progress=True):
+    def fake_train(config, out=None, *, resume=True, progress=True, device="auto"):
+        assert str(device) in ("cpu", "cuda")  # --device auto, resolved
         calls.append((config, Path(out), resume, progress))
         return make_paper_run_data(23, n_checkpoints=2, ours=True)
 
     from part52_grokking_and_modular_arithmetic import train as trainer
 
     monkeypatch.setattr(trainer, "train", fake_train)
-    argv = ["train", "--p", "23", "--fn", "subtract", "--frac-train", "0.5", "--seed", "3", "--lr", "0.002",
-            "--weight-decay", "0.5", "--betas", "0.8", "0.99", "--warmup-steps", "5", "--epochs", "300",
-            "--save-every", "50", "--test-every", "5", "--stop-at-test-loss", "1e-3", "--out", str(tmp_path / "r.pth"),
-            "--no-resume", "--quiet"]
+    argv = [
+        "train",
+        "--p",
+        "23",
+        "--fn",
+        "subtract",
+        "--frac-train",
+        "0.5",
+        "--seed",
+        "3",
+        "--lr",
+        "0.002",
+        "--weight-decay",
+        "0.5",
+        "--betas",
+        "0.8",
+        "0.99",
+        "--warmup-steps",
+        "5",
+        "--epochs",
+        "300",
+        "--save-every",
+        "50",
+        "--test-every",
+        "5",
+        "--stop-at-test-loss",
+        "1e-3",
+        "--out",
+        str(tmp_path / "r.pth"),
+        "--no-resume",
+        "--quiet",
+    ]
     assert cli.main(argv) == 0
-    expected = TrainConfig(p=23, fn="subtract", frac_train=0.5, seed=3, lr=0.002, weight_decay=0.5, betas=(0.8, 0.99),
-                           warmup_steps=5, epochs=300, save_every=50, test_every=5, stop_at_test_loss=1e-3)
+    expected = TrainConfig(
+        p=23,
+        fn="subtract",
+        frac_train=0.5,
+        seed=3,
+        lr=0.002,
+        weight_decay=0.5,
+        betas=(0.8, 0.99),
+        warmup_steps=5,
+        epochs=300,
+        save_every=50,
+        test_every=5,
+        stop_at_test_loss=1e-3,
+    )
     assert calls == [(expected, tmp_path / "r.pth", False, False)]
     assert cli.main(["train", "--quiet"]) == 0  # defaults: the paper recipe, written to the default run path
     assert calls[-1] == (TrainConfig(), tmp_path / "local" / "full_run_data.pth", True, False)
@@ -155,7 +208,20 @@ def test_train_passes_the_options_to_the_trainer(tmp_path, monkeypatch, capsys):
 
 def test_train_writes_a_valid_run_file(tmp_path, capsys, one_torch_thread):
     out = tmp_path / "tiny.pth"
-    argv = ["train", "--p", "23", "--epochs", "100", "--save-every", "25", "--test-every", "10", "--out", str(out), "--quiet"]
+    argv = [
+        "train",
+        "--p",
+        "23",
+        "--epochs",
+        "100",
+        "--save-every",
+        "25",
+        "--test-every",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert cli.main(argv) == 0
     data = load_run_data(out, p=23)
     assert data["epochs"] == [0, 25, 50, 75] and len(data["train_losses"]) == 100 and len(data["test_losses"]) == 10
@@ -185,8 +251,12 @@ def test_report_without_report_module_says_so(monkeypatch, capsys):
 
 
 def test_python_dash_m_entry_point():
-    result = subprocess.run([sys.executable, "-m", "part52_grokking_and_modular_arithmetic", "--help"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "part52_grokking_and_modular_arithmetic", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "download" in result.stdout
 
 
@@ -211,8 +281,12 @@ def test_fetch_interrupted_while_training_is_reported_without_a_traceback(monkey
     from part52_grokking_and_modular_arithmetic.train import TrainingInterrupted
 
     def interrupted(*args, **kwargs):
-        raise TrainingInterrupted("SIGTERM: stopped after 10 of 20 epochs; resume with the same command",
-                                  signum=signal.SIGTERM, saved_to=tmp_path / "run.pth", epochs_done=10)
+        raise TrainingInterrupted(
+            "SIGTERM: stopped after 10 of 20 epochs; resume with the same command",
+            signum=signal.SIGTERM,
+            saved_to=tmp_path / "run.pth",
+            epochs_done=10,
+        )
 
     monkeypatch.setattr(provision, "load_full_run_data", interrupted)
     assert cli.main(["fetch", "--out", str(tmp_path / "run.pth"), "--quiet"]) == 128 + signal.SIGTERM

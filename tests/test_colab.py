@@ -21,11 +21,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from fake_hub import FakeHub
-from part52_grokking_and_modular_arithmetic import provision
 from test_hub_notebook import default_hub_bytes, hub_env
 from test_report import build_wheel
+
+from part52_grokking_and_modular_arithmetic import provision
+
+from fake_hub import FakeHub
 
 REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = REPO / "solutions" / "grokking_and_modular_arithmetic_solutions.ipynb"
@@ -52,7 +53,9 @@ def _run(cmd: list[str], *, timeout: float, **kwargs) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
     if proc.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, cmd))} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-5000:]}")
+        pytest.fail(
+            f"{' '.join(map(str, cmd))} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-5000:]}"
+        )
     return time.perf_counter() - t0
 
 
@@ -83,7 +86,9 @@ def test_solutions_notebook_alone_in_a_fresh_venv_installs_the_package_and_runs(
     stages["venv"] = _run([sys.executable, "-m", "venv", str(venv)], timeout=300, env=base_env)
     stages["torch install"] = _run([*pip, TORCH_SPEC], timeout=900, env=base_env)
     stages["jupyter install"] = _run([*pip, "ipykernel", "nbclient", "nbformat"], timeout=600, env=base_env)
-    probe = subprocess.run([str(python), "-c", f"import {PACKAGE}"], capture_output=True, text=True, cwd=content, env=base_env)
+    probe = subprocess.run(
+        [str(python), "-c", f"import {PACKAGE}"], capture_output=True, text=True, cwd=content, env=base_env
+    )
     assert probe.returncode != 0, "the fresh venv must not have the course package before the notebook runs"
     t0 = time.perf_counter()
     wheel = build_wheel(tmp_path / "wheels", tmp_path / "build")
@@ -96,8 +101,14 @@ def test_solutions_notebook_alone_in_a_fresh_venv_installs_the_package_and_runs(
         env.pop("PART52_RUN_PATH")  # as on Colab: the installed package picks its own place (PART52_GROKKING_HOME)
         env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         t0 = time.perf_counter()
-        proc = subprocess.run([str(python), str(tmp_path / "driver.py"), str(notebook), str(executed), str(content)],
-                              cwd=content, env=env, capture_output=True, text=True, timeout=3600)
+        proc = subprocess.run(
+            [str(python), str(tmp_path / "driver.py"), str(notebook), str(executed), str(content)],
+            cwd=content,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
         stages["notebook (total)"] = time.perf_counter() - t0
         downloads = [r for r in hub.resolve_requests() if r[0] == "GET"]
 
@@ -111,14 +122,23 @@ def test_solutions_notebook_alone_in_a_fresh_venv_installs_the_package_and_runs(
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert proc.returncode == 0 and not errors, (
         f"the notebook failed in the fresh venv (exit {proc.returncode}):\n"
-        + "\n".join(f"{o.ename}: {o.evalue}" for o in errors[:1]) + "\n" + (proc.stdout + proc.stderr)[-4000:]
+        + "\n".join(f"{o.ename}: {o.evalue}" for o in errors[:1])
+        + "\n"
+        + (proc.stdout + proc.stderr)[-4000:]
     )
 
     install_text = "".join(o.get("text", "") for o in code[0].outputs)
     assert f"pip install {wheel}" in install_text and "Installed." in install_text, install_text
-    installed = subprocess.run([str(python), "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"],
-                               capture_output=True, text=True, cwd=content, env=base_env)
-    assert str(venv) in installed.stdout, f"the package should now be installed in the venv: {installed.stdout}{installed.stderr}"
+    installed = subprocess.run(
+        [str(python), "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=content,
+        env=base_env,
+    )
+    assert str(venv) in installed.stdout, (
+        f"the package should now be installed in the venv: {installed.stdout}{installed.stderr}"
+    )
     assert downloads, "the notebook should have downloaded the model from the (fake) hub"
     text = "".join(o.get("text", "") for c in code for o in c.outputs)
     assert "hub file (downloaded)" in text and "analysing epoch 40000" in text

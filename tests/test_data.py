@@ -46,7 +46,11 @@ def test_split_depends_on_seed_and_masks_agree():
 
 @pytest.mark.parametrize(
     "fn, formula",
-    [("add", lambda x, y, p: (x + y) % p), ("subtract", lambda x, y, p: (x - y) % p), ("x2xyy2", lambda x, y, p: (x * x + x * y + y * y) % p)],
+    [
+        ("add", lambda x, y, p: (x + y) % p),
+        ("subtract", lambda x, y, p: (x - y) % p),
+        ("x2xyy2", lambda x, y, p: (x * x + x * y + y * y) % p),
+    ],
 )
 def test_labels_follow_the_task(fn, formula):
     p = 11
@@ -65,3 +69,18 @@ def test_random_task_is_a_fixed_table():
     assert not torch.equal(a, data.make_labels(all_data, p, "rand", seed=4))
     with pytest.raises(ValueError, match="unknown task"):
         data.task_function("mul", p)
+
+
+def test_make_split_is_the_split_and_labels_of_a_recipe():
+    from part52_grokking_and_modular_arithmetic.config import TrainConfig
+
+    s = data.make_split(23, 0.5, 2, "subtract")
+    train, test = data.train_test_split(23, 0.5, 2)
+    assert torch.equal(s.train_indices, train) and torch.equal(s.test_indices, test)
+    assert torch.equal(s.all_data, data.make_all_data(23))
+    assert torch.equal(s.labels, data.make_labels(s.all_data, 23, "subtract", 2))
+    assert torch.equal(s.is_train, data.train_test_masks(23, 0.5, 2)[0]) and torch.equal(s.is_test, ~s.is_train)
+    cfg = TrainConfig(p=23, fn="rand", frac_train=0.5, seed=2)
+    from_cfg = data.Split.from_config(cfg)
+    assert torch.equal(from_cfg.labels, data.make_labels(s.all_data, 23, "rand", 2))  # the seed draws the table
+    assert not torch.equal(from_cfg.labels, data.make_labels(s.all_data, 23, "rand", 0))

@@ -2,39 +2,53 @@
 the Gini coefficient.
 
 Runs are built without training: paper-init models with different seeds, the hand-built Fourier model of
-``analysis.make_fourier_model`` (a model that implements the algorithm) and interpolations between them, so
-the metrics see both noise and real key-frequency structure.
+``reference.fourier_model.make_fourier_model`` (a model that implements the algorithm) and interpolations
+between them, so the metrics see both noise and real key-frequency structure.
+
+The reference (``tests/reference/naive_dynamics.py``) shares no split, label or Fourier code with the engine:
+``test_a_split_or_label_bug_in_the_package_is_caught`` plants such bugs in the package and checks that the
+comparison fails.
 """
 
 import math
+import sys
 
 import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from part52_grokking_and_modular_arithmetic import analysis, dynamics
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.dynamics import TrainingDynamics, compute_dynamics, compute_dynamics_naive, gini
+from part52_grokking_and_modular_arithmetic import analysis, data, dynamics
+from part52_grokking_and_modular_arithmetic.dynamics import TrainingDynamics, compute_dynamics, gini
 from part52_grokking_and_modular_arithmetic.fourier import arrange_by_2d_freqs, fft2d, fourier_2d_basis_term
 from part52_grokking_and_modular_arithmetic.layout import load_in_state_dict, transformer_lens_to_paper
-from part52_grokking_and_modular_arithmetic.losses import score_logits
 from part52_grokking_and_modular_arithmetic.model import make_model
+
+from reference import naive_dynamics as naive
+from reference.fourier_model import make_fourier_model
+from reference.naive_dynamics import compute_dynamics_naive
 
 BAD_INPUT = (ValueError, TypeCheckError)
 
 
 def paper_sd(model):
-    return transformer_lens_to_paper({k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(("mask", "IGNORE"))})
+    return transformer_lens_to_paper(
+        {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(("mask", "IGNORE"))}
+    )
 
 
 def make_run(p, key_freqs, seeds=(1,), mix=(0.5,), **extra):
     """Random paper-init checkpoints, interpolations towards the hand-built Fourier model, then that model."""
-    target = paper_sd(analysis.make_fourier_model(p, key_freqs=key_freqs))
+    target = paper_sd(make_fourier_model(p, key_freqs=key_freqs))
     sds = [paper_sd(make_model(p, seed=s)) for s in seeds]
     sds += [{k: (1 - t) * sds[0][k] + t * target[k] for k in target} for t in mix]
     sds.append(target)
     n = len(sds)
-    run = {"state_dicts": sds, "epochs": [100 * i for i in range(n)], "train_losses": [4.7] * n, "test_losses": [4.7] * n}
+    run = {
+        "state_dicts": sds,
+        "epochs": [100 * i for i in range(n)],
+        "train_losses": [4.7] * n,
+        "test_losses": [4.7] * n,
+    }
     run.update(extra)
     return run
 
@@ -50,12 +64,36 @@ FLOAT_TOL = {
     "fraction": dict(rtol=1e-3, atol=1e-7),
 }
 GROUPS = {
-    "loss": ["train_loss", "test_loss", "all_loss", "excluded_loss", "excluded_loss_all_keys", "restricted_loss",
-             "restricted_loss_train", "restricted_loss_test", "restricted_loss_ratio"],
-    "weights": ["fourier_embed", "fourier_embed_per_freq", "fourier_logit", "gini_embed", "gini_logit",
-                "embed_singular_values", "sum_sq_weights", "total_sum_sq_weights"],
-    "fraction": ["trig_frac_pre", "trig_frac_post", "trig_frac_logits", "neuron_frac_final_freq",
-                 "neuron_frac_best_freq", "neuron_fire_frac", "attention_to_pos"],
+    "loss": [
+        "train_loss",
+        "test_loss",
+        "all_loss",
+        "excluded_loss",
+        "excluded_loss_all_keys",
+        "restricted_loss",
+        "restricted_loss_train",
+        "restricted_loss_test",
+        "restricted_loss_ratio",
+    ],
+    "weights": [
+        "fourier_embed",
+        "fourier_embed_per_freq",
+        "fourier_logit",
+        "gini_embed",
+        "gini_logit",
+        "embed_singular_values",
+        "sum_sq_weights",
+        "total_sum_sq_weights",
+    ],
+    "fraction": [
+        "trig_frac_pre",
+        "trig_frac_post",
+        "trig_frac_logits",
+        "neuron_frac_final_freq",
+        "neuron_frac_best_freq",
+        "neuron_fire_frac",
+        "attention_to_pos",
+    ],
 }
 
 
@@ -132,10 +170,12 @@ def test_batched_matches_reference_p113_in_chunks():
 
 def test_agrees_with_per_model_analysis_functions(run23, fast_and_naive_23):
     fast, _ = fast_and_naive_23
-    train_indices = train_test_split(23, 0.3, 0)[0]
+    train_indices = naive.paper_split(23, 0.3, 0)
     for i in (0, 3, 4):
         model = model_of(run23["state_dicts"][i], 23)
-        expected = torch.tensor(analysis.excl_loss(model, fast.key_freqs, train_indices=train_indices), dtype=torch.float64)
+        expected = torch.tensor(
+            analysis.excl_loss(model, fast.key_freqs, train_indices=train_indices), dtype=torch.float64
+        )
         torch.testing.assert_close(fast.excluded_loss[i], expected, rtol=2e-5, atol=1e-9)
         torch.testing.assert_close(fast.fourier_embed[i], analysis.fourier_embed(model), rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(fast.embed_singular_values[i], analysis.embed_SVD(model), rtol=1e-4, atol=1e-6)
@@ -143,17 +183,105 @@ def test_agrees_with_per_model_analysis_functions(run23, fast_and_naive_23):
 
 def test_losses_use_the_runs_split_and_task():
     p = 23
-    run = make_run(p, key_freqs=(3,), seeds=(4,), mix=(), config={"p": p, "fn": "subtract", "frac_train": 0.5, "seed": 3})
-    labels = make_labels(make_all_data(p), p, fn="subtract")
+    run = make_run(
+        p, key_freqs=(3,), seeds=(4,), mix=(), config={"p": p, "fn": "subtract", "frac_train": 0.5, "seed": 3}
+    )
+    labels = naive.labels_for(p, "subtract")  # (x - y) mod p, written out in the reference
     model = model_of(run["state_dicts"][0], p)
-    logits = model(make_all_data(p))[:, -1, :-1].detach()
+    logits = model(naive.all_inputs(p))[:, -1, :-1].detach()
     from_config = compute_dynamics(run, [3], progress=False)
-    train = train_test_split(p, 0.5, 3)[0]
-    assert from_config.train_loss[0].item() == pytest.approx(score_logits(logits, labels, mode="train", train_indices=train), rel=1e-6)
-    explicit = torch.arange(0, p * p, 4)
-    run_explicit = dict(run, train_indices=explicit)
-    from_indices = compute_dynamics(run_explicit, [3], progress=False)
-    assert from_indices.test_loss[0].item() == pytest.approx(score_logits(logits, labels, mode="test", train_indices=explicit), rel=1e-6)
+    train = naive.paper_split(p, 0.5, 3)
+    assert from_config.train_loss[0].item() == pytest.approx(
+        naive.cross_entropy(logits[train], labels[train]).item(), rel=1e-6
+    )
+    # a file that stores its split next to its config (as the trainer writes it): the same split
+    stored = dict(
+        run, config={**run["config"], "frac_train": 0.7, "seed": 5}, train_indices=naive.paper_split(p, 0.7, 5)
+    )
+    test = torch.ones(p * p, dtype=torch.bool)
+    test[stored["train_indices"]] = False
+    from_indices = compute_dynamics(stored, [3], progress=False)
+    assert from_indices.test_loss[0].item() == pytest.approx(
+        naive.cross_entropy(logits[test], labels[test]).item(), rel=1e-6
+    )
+
+
+@pytest.mark.parametrize("fn", ["add", "subtract", "x2xyy2", "rand"])
+def test_reference_split_and_labels_agree_with_the_package(fn):
+    """The package's data set equals the one the reference writes out from the definitions (for ``rand`` the
+    table's seed is the run's seed)."""
+    p, frac, seed = 23, 0.4, 3
+    train, _ = data.train_test_split(p, frac, seed)
+    assert torch.equal(train, naive.paper_split(p, frac, seed))  # the same pairs, in the same shuffled order
+    assert torch.equal(data.make_labels(data.make_all_data(p), p, fn=fn, seed=seed), naive.labels_for(p, fn, seed))
+    assert torch.equal(data.make_all_data(p), naive.all_inputs(p))
+
+
+@pytest.mark.parametrize("fn", ["add", "subtract", "x2xyy2", "rand"])
+def test_engine_matches_reference_for_every_task_and_a_non_zero_seed(fn):
+    """The run's task and seed (which also draws the ``rand`` table) reach the engine's losses."""
+    p = 23
+    run = make_run(p, key_freqs=(2, 5, 7), seeds=(1,), mix=(), config={"p": p, "fn": fn, "frac_train": 0.3, "seed": 4})
+    assert_matches_reference(compute_dynamics(run, [2, 5, 7], progress=False), compute_dynamics_naive(run, [2, 5, 7]))
+
+
+def _plant(monkeypatch, name, make_buggy):
+    """Replace ``data.<name>`` by a buggy version everywhere the package holds it (module globals and imported
+    names alike); returns the list the buggy version appends to on every call."""
+    original = getattr(data, name)
+    calls = []
+
+    def buggy(*args, **kwargs):
+        calls.append(args)
+        return make_buggy(original)(*args, **kwargs)
+
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("part52_grokking_and_modular_arithmetic") and getattr(module, name, None) is original:
+            monkeypatch.setattr(module, name, buggy)
+    return calls
+
+
+def _transposed_split(original):
+    """The split with x and y swapped in every index (``y * p + x``): a row-major/column-major slip."""
+
+    def split(p=113, frac_train=0.3, seed=0):
+        return tuple((i % p) * p + i // p for i in original(p, frac_train, seed))
+
+    return split
+
+
+def _swapped_operands(original):
+    """Every task computed as ``f(y, x)``: for subtraction, ``(y - x) mod p``."""
+
+    def task(fn, p, seed=0):
+        f = original(fn, p, seed)
+        return lambda x, y: f(y, x)
+
+    return task
+
+
+@pytest.mark.parametrize(
+    ("name", "make_buggy", "seed"),
+    [
+        ("train_test_split", _transposed_split, 1),
+        ("task_function", _swapped_operands, 2),
+    ],
+)
+def test_a_split_or_label_bug_in_the_package_is_caught(monkeypatch, name, make_buggy, seed):
+    """The reference writes the split and labels out itself, so a bug in the package's split or labels (shared
+    by everything in the package that reads a run) makes the engine disagree with it. A distinct seed per
+    case keeps any cached split of another test out of the way."""
+    p = 23
+    run = make_run(
+        p, key_freqs=(2, 5, 7), seeds=(1,), mix=(), config={"p": p, "fn": "subtract", "frac_train": 0.3, "seed": seed}
+    )
+    ref = compute_dynamics_naive(run, [2, 5, 7])
+    assert_matches_reference(compute_dynamics(run, [2, 5, 7], progress=False), ref)  # the package as it is
+    calls = _plant(monkeypatch, name, make_buggy)
+    with_bug = compute_dynamics(run, [2, 5, 7], progress=False)
+    assert calls, f"the engine no longer calls data.{name}: plant the bug where it now derives the split and labels"
+    with pytest.raises(AssertionError, match="loss"):
+        assert_matches_reference(with_bug, ref)
 
 
 def test_stride_and_final_checkpoint(run23, fast_and_naive_23):
@@ -161,7 +289,9 @@ def test_stride_and_final_checkpoint(run23, fast_and_naive_23):
     assert every_other.epochs.tolist() == [0, 200, 400]
     every_one = fast_and_naive_23[0]
     # neuron frequencies come from checkpoint 3 (the 0.8 interpolation): its own best blocks
-    single = compute_dynamics({**run23, "state_dicts": run23["state_dicts"][3:4], "epochs": [300]}, [2, 5, 7], progress=False)
+    single = compute_dynamics(
+        {**run23, "state_dicts": run23["state_dicts"][3:4], "epochs": [300]}, [2, 5, 7], progress=False
+    )
     assert torch.equal(every_other.neuron_freqs, single.neuron_freqs)
     torch.testing.assert_close(every_other.train_loss, every_one.train_loss[::2])
 

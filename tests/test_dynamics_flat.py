@@ -7,9 +7,10 @@ import warnings
 import pytest
 import torch
 
-from fake_hub import make_paper_run_data
 from part52_grokking_and_modular_arithmetic import dynamics
 from part52_grokking_and_modular_arithmetic.dynamics import compute_dynamics
+
+from fake_hub import make_paper_run_data
 
 P = 23
 KEY_FREQS = [2, 5]
@@ -34,7 +35,9 @@ def test_identical_checkpoints_give_flat_finite_curves_and_a_note(monkeypatch):
     monkeypatch.setattr(dynamics, "_chunk_metrics", counting)
     with pytest.warns(UserWarning, match="same weights.*flat"):
         dyn = compute_dynamics(run, KEY_FREQS, progress=False)
-    assert sum(calls) == 2, f"the final model once for the neuron frequencies, then one distinct checkpoint; got {calls}"
+    assert sum(calls) == 2, (
+        f"the final model once for the neuron frequencies, then one distinct checkpoint; got {calls}"
+    )
     assert dyn.epochs.tolist() == run["epochs"]
     for name, value in dyn.to_dict().items():
         if isinstance(value, torch.Tensor) and value.is_floating_point():

@@ -3,8 +3,8 @@
 import math
 
 import pytest
-from jaxtyping import TypeCheckError
 import torch
+from jaxtyping import TypeCheckError
 
 from part52_grokking_and_modular_arithmetic import fourier as F
 

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from grader_checks import expect_failure, expect_not_implemented, expect_pass, stub
 from part52_grokking_and_modular_arithmetic import analysis, fourier, solutions
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
 from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
 from part52_grokking_and_modular_arithmetic.losses import score_logits
+
+from grader_checks import expect_failure, expect_not_implemented, expect_pass, stub
+from reference.fourier_model import make_fourier_model
 
 P = 113
 KEY_FREQS = [14, 35, 41, 42, 52]
@@ -24,7 +26,7 @@ Fb = fourier.fourier_basis(P)
 @pytest.fixture(scope="module")
 def fourier_model():
     """Hand-built model implementing the algorithm: removing a key frequency changes the loss a lot."""
-    return analysis.make_fourier_model(P, KEY_FREQS)
+    return make_fourier_model(P, KEY_FREQS)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,9 @@ def test_make_fourier_basis(capsys):
 
     expect_failure(lambda: g(unnormalised), "basis (p=7)", "normalise every row")
     expect_failure(lambda: g(swapped), "cos and sin are swapped")
-    expect_failure(lambda: g(lambda p: (fourier.make_fourier_basis(p)[0].T, fourier.make_fourier_basis(p)[1])), "transposed")
+    expect_failure(
+        lambda: g(lambda p: (fourier.make_fourier_basis(p)[0].T, fourier.make_fourier_basis(p)[1])), "transposed"
+    )
     expect_failure(lambda: g(bad_names), "name 1 should be 'cos 1', got 'cos1'")
     expect_failure(lambda: g(lambda p: fourier.make_fourier_basis(p)[0]), "expected a tuple (basis, names)")
     expect_failure(lambda: g(lambda p: (fourier.make_fourier_basis(p)[0].long(), [])), "floating-point", "int64")
@@ -79,7 +83,9 @@ def test_fft1d(capsys):
     expect_failure(lambda: g(lambda x: Fb @ x), "shape (113, 113)", "F @ x")
     expect_failure(lambda: g(lambda x: x @ Fb), "TRANSPOSE")
     expect_failure(lambda: g(lambda x: (x @ Fb.T).numpy()), "expected a torch.Tensor", "torch.as_tensor")
-    msg = expect_failure(lambda: g(lambda x: torch.einsum("ab,b->a", Fb, x)), "raised RuntimeError", "any number of leading")
+    msg = expect_failure(
+        lambda: g(lambda x: torch.einsum("ab,b->a", Fb, x)), "raised RuntimeError", "any number of leading"
+    )
     assert "x of shape (113, 113)" in msg
 
 
@@ -103,7 +109,9 @@ def test_fourier_2d_basis_term(capsys):
     expect_pass(lambda: g(solutions.fourier_2d_basis_term), "fourier_2d_basis_term", capsys)
     expect_not_implemented(lambda: g(stub), "fourier_2d_basis_term", capsys)
     expect_failure(lambda: g(lambda i, j: torch.outer(Fb[j], Fb[i])), "fourier_2d_basis_term(1, 0)", "transposed")
-    expect_failure(lambda: g(lambda i, j: torch.outer(Fb[i], Fb[j]).flatten()), "expected shape (113, 113), got (12769,)")
+    expect_failure(
+        lambda: g(lambda i, j: torch.outer(Fb[i], Fb[j]).flatten()), "expected shape (113, 113), got (12769,)"
+    )
 
 
 def test_fft2d(capsys):
@@ -113,7 +121,9 @@ def test_fft2d(capsys):
     expect_failure(lambda: g(lambda t: solutions.fft2d(t).transpose(0, 1)), "x and y were swapped")
     expect_failure(lambda: g(lambda t: torch.einsum("xy...,xi,yj->ij...", t, Fb, Fb)), "basis rows")
     expect_failure(lambda: g(lambda t: torch.einsum("xy...,ix->iy...", t, Fb)), "only the first")
-    expect_failure(lambda: g(lambda t: torch.einsum("xy,ix,jy->ij", t, Fb, Fb)), "t of shape (113, 113, 4)", "trailing dimensions")
+    expect_failure(
+        lambda: g(lambda t: torch.einsum("xy,ix,jy->ij", t, Fb, Fb)), "t of shape (113, 113, 4)", "trailing dimensions"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ Section 2
@@ -137,7 +147,9 @@ def test_find_neuron_freqs(capsys):
     expect_failure(lambda: g(lambda a: _freqs_reference(a, plus=0)), "neuron_freqs", "add 1 to the argmax")
     expect_failure(lambda: g(lambda a: _freqs_reference(a, blocks=(P - 1) // 2 - 1)), "last frequency (56)")
     expect_failure(lambda: g(lambda a: _freqs_reference(a, power=1)), "squared coefficients")
-    expect_failure(lambda: g(lambda a: _freqs_reference(a, denominator="none")), "neuron_frac_explained", "divide it by")
+    expect_failure(
+        lambda: g(lambda a: _freqs_reference(a, denominator="none")), "neuron_frac_explained", "divide it by"
+    )
     expect_failure(lambda: g(lambda a: (_freqs_reference(a)[0].float(), _freqs_reference(a)[1])), "integer tensor")
 
 
@@ -150,8 +162,11 @@ def test_project_onto_direction(capsys):
         return solutions.project_onto_direction(batch_vecs, v / v.norm())
 
     expect_failure(lambda: g(normalising), "norm != 1", "you normalised v")
-    expect_failure(lambda: g(lambda b, v: torch.tensordot(v, b, dims=([0], [0]))),
-                   "expected shape (50, 7), got (7,)", "not only the coefficients")
+    expect_failure(
+        lambda: g(lambda b, v: torch.tensordot(v, b, dims=([0], [0]))),
+        "expected shape (50, 7), got (7,)",
+        "not only the coefficients",
+    )
 
 
 def test_project_onto_frequency(capsys):
@@ -227,13 +242,21 @@ def test_excl_loss(fourier_model, fourier_logits, capsys):
     expect_not_implemented(lambda: g(stub, model, KEY_FREQS), "excl_loss", capsys)
     expect_failure(lambda: g(excl_loss_variant(fourier_logits, mode="all"), model, KEY_FREQS), "TRAIN pairs only")
     expect_failure(lambda: g(excl_loss_variant(fourier_logits, directions=("cos",)), model, KEY_FREQS), "only cos")
-    expect_failure(lambda: g(lambda m, k: excl_loss_variant(fourier_logits)(m, k)[:-1], model, KEY_FREQS), "expected 5 losses")
+    expect_failure(
+        lambda: g(lambda m, k: excl_loss_variant(fourier_logits)(m, k)[:-1], model, KEY_FREQS), "expected 5 losses"
+    )
     # another split: the grader follows the split it is told about
     other_train, _ = train_test_split(P, 0.5, 1)
-    expect_pass(lambda: g(excl_loss_variant(fourier_logits, train=other_train), model, KEY_FREQS, train_indices=other_train),
-                "excl_loss", capsys)
-    expect_failure(lambda: g(excl_loss_variant(fourier_logits), model, KEY_FREQS, frac_train=0.5, seed=1),
-                   "wrong values", "default train pairs")
+    expect_pass(
+        lambda: g(excl_loss_variant(fourier_logits, train=other_train), model, KEY_FREQS, train_indices=other_train),
+        "excl_loss",
+        capsys,
+    )
+    expect_failure(
+        lambda: g(excl_loss_variant(fourier_logits), model, KEY_FREQS, frac_train=0.5, seed=1),
+        "wrong values",
+        "default train pairs",
+    )
 
 
 def test_fourier_embed(model, capsys):
@@ -266,10 +289,15 @@ def test_cache_activations(model, cache, capsys):
     expect_pass(lambda: g(*ref, model), "cache_activations", capsys)
     expect_not_implemented(lambda: g(None, None, None, cache), "cache_activations", capsys)
     pattern = cache["pattern", 0]
-    expect_failure(lambda: g(pattern[:, :, :, -1], ref.neuron_acts_post, ref.neuron_acts_pre, cache),
-                   "attn_mat", "*to* the last position")
+    expect_failure(
+        lambda: g(pattern[:, :, :, -1], ref.neuron_acts_post, ref.neuron_acts_pre, cache),
+        "attn_mat",
+        "*to* the last position",
+    )
     expect_failure(lambda: g(pattern, ref.neuron_acts_post, ref.neuron_acts_pre, cache), "full pattern")
-    expect_failure(lambda: g(ref.attn_mat, ref.neuron_acts_pre, ref.neuron_acts_post, cache), "neuron_acts_post", "pre-activations")
+    expect_failure(
+        lambda: g(ref.attn_mat, ref.neuron_acts_pre, ref.neuron_acts_post, cache), "neuron_acts_post", "pre-activations"
+    )
     expect_failure(lambda: g(ref.attn_mat, cache["post", 0][:, 0], ref.neuron_acts_pre, cache), "first position")
     expect_failure(lambda: g(ref.attn_mat, cache["post", 0], ref.neuron_acts_pre, cache), "keep only the last position")
 
@@ -292,4 +320,3 @@ def test_effective_weights(model, capsys):
     expect_failure(lambda: g(ref.W_logit, ref.W_neur, swapped, model), "query and key were swapped")
     expect_failure(lambda: g(ref.W_logit.numpy(), ref.W_neur, ref.W_attn, model), "torch.Tensor")
     assert isinstance(ref.W_logit.numpy(), np.ndarray)
-

@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grader_checks import expect_failure
-from part52_grokking_and_modular_arithmetic import analysis, fourier, solutions
+from part52_grokking_and_modular_arithmetic import fourier, solutions
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
 from part52_grokking_and_modular_arithmetic.data import train_test_split
+
+from grader_checks import expect_failure
+from reference.fourier_model import make_fourier_model
 
 P = 113
 KEY_FREQS = [14, 35, 41, 42, 52]
@@ -18,7 +20,7 @@ KEY_FREQS = [14, 35, 41, 42, 52]
 
 @pytest.fixture(scope="module")
 def fourier_model():
-    return analysis.make_fourier_model(P, KEY_FREQS)
+    return make_fourier_model(P, KEY_FREQS)
 
 
 def weights_of(model) -> dict[str, torch.Tensor]:
@@ -68,8 +70,10 @@ def test_a_correct_answer_that_also_changes_its_input_fails():
         neuron_acts_sq -= neuron_acts_sq.mean((0, 1), keepdim=True)
         return solutions.fft2d(neuron_acts_sq).pow(2).mean(-1)
 
-    expect_failure(lambda: grader.test_mean_sq_fourier_coefficients(mean_sq_centring_in_place),
-                   "modified its input neuron_acts_sq in place")
+    expect_failure(
+        lambda: grader.test_mean_sq_fourier_coefficients(mean_sq_centring_in_place),
+        "modified its input neuron_acts_sq in place",
+    )
 
 
 def test_excl_loss_that_zeroes_the_model_fails_and_the_model_is_intact(fourier_model, capsys):
@@ -81,8 +85,14 @@ def test_excl_loss_that_zeroes_the_model_fails_and_the_model_is_intact(fourier_m
             model.W_U.zero_()
         return solutions.excl_loss(model, key_freqs)  # the "right" losses of the zeroed model
 
-    msg = expect_failure(lambda: grader.test_excl_loss(vandal, fourier_model, KEY_FREQS),
-                         "excl_loss", "modified the model's weights in place", "W_E", "W_U", "your model is unchanged")
+    msg = expect_failure(
+        lambda: grader.test_excl_loss(vandal, fourier_model, KEY_FREQS),
+        "excl_loss",
+        "modified the model's weights in place",
+        "W_E",
+        "W_U",
+        "your model is unchanged",
+    )
     assert "restored" not in msg
     assert_intact(fourier_model, before)
     assert grader.test_excl_loss(solutions.excl_loss, fourier_model, KEY_FREQS) is True  # still gradable
@@ -96,8 +106,12 @@ def test_a_function_changing_the_global_model_fails_and_the_model_is_restored(mo
             model.W_E.mul_(0.0)
         return solutions.fourier_embed(m)
 
-    expect_failure(lambda: grader.test_fourier_embed(through_the_global, model),
-                   "modified the model's weights in place", "W_E", "restored")
+    expect_failure(
+        lambda: grader.test_fourier_embed(through_the_global, model),
+        "modified the model's weights in place",
+        "W_E",
+        "restored",
+    )
     assert_intact(model, before)
 
     def replacing_a_parameter(m):
@@ -111,7 +125,9 @@ def test_a_function_changing_the_global_model_fails_and_the_model_is_restored(mo
 def test_fourier_embed_that_zeroes_the_model_fails(model):
     before = weights_of(model)
 
-    expect_failure(lambda: grader.test_fourier_embed(zeroing_fourier_embed, model), "modified the model's weights", "W_E")
+    expect_failure(
+        lambda: grader.test_fourier_embed(zeroing_fourier_embed, model), "modified the model's weights", "W_E"
+    )
     assert_intact(model, before)
 
 
@@ -155,8 +171,11 @@ def test_a_wrong_model_argument_is_named(bad, fragments):
 
 
 def test_a_state_dict_instead_of_the_model_is_explained(model):
-    msg = expect_failure(lambda: grader.test_fourier_embed(solutions.fourier_embed, model.state_dict()),
-                         "a state dict?", "utils.load_model")
+    msg = expect_failure(
+        lambda: grader.test_fourier_embed(solutions.fourier_embed, model.state_dict()),
+        "a state dict?",
+        "utils.load_model",
+    )
     assert "AttributeError" not in msg
 
 
@@ -166,7 +185,9 @@ def test_a_wrong_cache_argument_is_named(model):
     expect_failure(lambda: g(*ref, None), "expected the ActivationCache", "got None")
     expect_failure(lambda: g(*ref, {"pattern": ref.attn_mat}), "expected the ActivationCache", "got a dict")
     expect_failure(lambda: g(*ref, model.state_dict()), "a state dict?")
-    _, partial = model.run_with_cache(torch.tensor([[1, 2, P]]), names_filter=lambda name: name == "blocks.0.mlp.hook_post")
+    _, partial = model.run_with_cache(
+        torch.tensor([[1, 2, P]]), names_filter=lambda name: name == "blocks.0.mlp.hook_post"
+    )
     expect_failure(lambda: g(*ref, partial), "the cache has no blocks.0.attn.hook_pattern", "names_filter")
 
 
@@ -187,8 +208,11 @@ def test_a_wrong_cache_argument_is_named(model):
     ],
 )
 def test_bad_key_freqs_are_named(fourier_model, bad, fragment):
-    expect_failure(lambda: grader.test_excl_loss(solutions.excl_loss, fourier_model, bad),
-                   "key_freqs: expected a non-empty list of integer frequencies in 1..56", fragment)
+    expect_failure(
+        lambda: grader.test_excl_loss(solutions.excl_loss, fourier_model, bad),
+        "key_freqs: expected a non-empty list of integer frequencies in 1..56",
+        fragment,
+    )
 
 
 def test_key_freqs_as_a_tensor_or_tuple_are_fine(fourier_model, capsys):
@@ -200,14 +224,18 @@ P_GRADERS = {
     "make_fourier_basis": lambda p: grader.test_make_fourier_basis(solutions.make_fourier_basis, p),
     "fft1d": lambda p: grader.test_fft1d(solutions.fft1d, p),
     "fourier_2d_basis_term": lambda p: grader.test_fourier_2d_basis_term(
-        lambda i, j: solutions.fourier_2d_basis_term(i, j, p), p),
+        lambda i, j: solutions.fourier_2d_basis_term(i, j, p), p
+    ),
     "fft2d": lambda p: grader.test_fft2d(solutions.fft2d, p),
-    "mean_sq_fourier_coefficients": lambda p: grader.test_mean_sq_fourier_coefficients(solutions.mean_sq_fourier_coefficients, p),
+    "mean_sq_fourier_coefficients": lambda p: grader.test_mean_sq_fourier_coefficients(
+        solutions.mean_sq_fourier_coefficients, p
+    ),
     "fit_quadratic_terms": lambda p: grader.test_fit_quadratic_terms(solutions.fit_quadratic_terms, p),
     "find_neuron_freqs": lambda p: grader.test_find_neuron_freqs(solutions.find_neuron_freqs, p),
     "project_onto_frequency": lambda p: grader.test_project_onto_frequency(solutions.project_onto_frequency, p),
     "get_trig_sum_directions": lambda p: grader.test_get_trig_sum_directions(
-        lambda k: solutions.get_trig_sum_directions(k, p), p),
+        lambda k: solutions.get_trig_sum_directions(k, p), p
+    ),
 }
 
 
@@ -221,8 +249,19 @@ def test_bad_p_is_explained(name):
     expect_failure(lambda: run("113"), "got a str")
 
 
-@pytest.mark.parametrize("name", ["fft1d", "fourier_2d_basis_term", "fft2d", "get_trig_sum_directions", "fit_quadratic_terms",
-                                  "mean_sq_fourier_coefficients", "project_onto_frequency", "find_neuron_freqs"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "fft1d",
+        "fourier_2d_basis_term",
+        "fft2d",
+        "get_trig_sum_directions",
+        "fit_quadratic_terms",
+        "mean_sq_fourier_coefficients",
+        "project_onto_frequency",
+        "find_neuron_freqs",
+    ],
+)
 def test_graders_work_for_a_small_prime(name, capsys):
     """The reference passes for p = 13 (the graders assume nothing about 113)."""
     assert P_GRADERS[name](13) is True
@@ -240,8 +279,11 @@ def test_bad_train_indices_are_named(fourier_model):
         (train.tolist(), "got a list"),
         (torch.zeros(0, dtype=torch.long), "got shape (0,)"),
     ]:
-        expect_failure(lambda bad=bad: g(ok, fourier_model, KEY_FREQS, train_indices=bad),
-                       "train_indices: expected a 1-D integer tensor of indices into all_data", fragment)
+        expect_failure(
+            lambda bad=bad: g(ok, fourier_model, KEY_FREQS, train_indices=bad),
+            "train_indices: expected a 1-D integer tensor of indices into all_data",
+            fragment,
+        )
     mask = torch.zeros(P * P, dtype=torch.bool)
     mask[train] = True
     expect_failure(lambda: g(ok, fourier_model, KEY_FREQS, train_indices=mask), "boolean mask", "nonzero")
@@ -273,8 +315,11 @@ def test_the_safety_net_names_the_call(monkeypatch):
         raise KeyError("boom")
 
     monkeypatch.setattr(fourier, "make_fourier_basis", broken)
-    msg = expect_failure(lambda: grader.test_make_fourier_basis(solutions.make_fourier_basis),
-                         "could not check this call (KeyError", "tests.test_make_fourier_basis(make_fourier_basis, p=113)")
+    msg = expect_failure(
+        lambda: grader.test_make_fourier_basis(solutions.make_fourier_basis),
+        "could not check this call (KeyError",
+        "tests.test_make_fourier_basis(make_fourier_basis, p=113)",
+    )
     assert "Traceback" not in msg
 
 
@@ -286,5 +331,7 @@ def test_a_model_that_cannot_be_copied_is_still_restored(capsys):
     before = weights_of(small)
     assert grader.test_fourier_embed(solutions.fourier_embed, small) is True
 
-    expect_failure(lambda: grader.test_fourier_embed(zeroing_fourier_embed, small), "modified the model's weights", "restored")
+    expect_failure(
+        lambda: grader.test_fourier_embed(zeroing_fourier_embed, small), "modified the model's weights", "restored"
+    )
     assert_intact(small, before)

@@ -15,11 +15,13 @@ import pytest
 import torch
 from transformer_lens import ActivationCache, HookedTransformer
 
-from grader_checks import expect_failure
 from part52_grokking_and_modular_arithmetic import analysis, fourier, solutions
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
 from part52_grokking_and_modular_arithmetic.data import make_all_data
 from part52_grokking_and_modular_arithmetic.model import make_model
+
+from grader_checks import expect_failure
+from reference.fourier_model import make_fourier_model
 
 P = 113
 KEY_FREQS = [14, 35, 41, 42, 52]
@@ -27,13 +29,15 @@ KEY_FREQS = [14, 35, 41, 42, 52]
 
 @pytest.fixture(scope="module")
 def fourier_model():
-    return analysis.make_fourier_model(P, KEY_FREQS)
+    return make_fourier_model(P, KEY_FREQS)
 
 
 def weights_of(model) -> tuple[dict[str, torch.Tensor], dict[str, bool]]:
     """The model's values and requires_grad flags (the paper model's biases are frozen)."""
-    return ({name: t.detach().clone() for name, t in model.state_dict().items()},
-            {name: prm.requires_grad for name, prm in model.named_parameters()})
+    return (
+        {name: t.detach().clone() for name, t in model.state_dict().items()},
+        {name: prm.requires_grad for name, prm in model.named_parameters()},
+    )
 
 
 def assert_intact(model, before: tuple[dict[str, torch.Tensor], dict[str, bool]]) -> None:
@@ -60,16 +64,19 @@ def steal_expected(*args):
     raise LookupError("no expected answer on the stack")
 
 
-@pytest.mark.parametrize("name, call", [
-    ("fft1d", lambda m: grader.test_fft1d(steal_expected)),
-    ("fft2d", lambda m: grader.test_fft2d(steal_expected)),
-    ("project_onto_direction", lambda m: grader.test_project_onto_direction(steal_expected)),
-    ("project_onto_frequency", lambda m: grader.test_project_onto_frequency(steal_expected)),
-    ("mean_sq_fourier_coefficients", lambda m: grader.test_mean_sq_fourier_coefficients(steal_expected)),
-    ("fourier_embed", lambda m: grader.test_fourier_embed(steal_expected, m)),
-    ("embed_SVD", lambda m: grader.test_embed_SVD(steal_expected, m)),
-    ("functional_form_logits", lambda m: grader.test_functional_form_logits(steal_expected, m)),
-])
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("fft1d", lambda m: grader.test_fft1d(steal_expected)),
+        ("fft2d", lambda m: grader.test_fft2d(steal_expected)),
+        ("project_onto_direction", lambda m: grader.test_project_onto_direction(steal_expected)),
+        ("project_onto_frequency", lambda m: grader.test_project_onto_frequency(steal_expected)),
+        ("mean_sq_fourier_coefficients", lambda m: grader.test_mean_sq_fourier_coefficients(steal_expected)),
+        ("fourier_embed", lambda m: grader.test_fourier_embed(steal_expected, m)),
+        ("embed_SVD", lambda m: grader.test_embed_SVD(steal_expected, m)),
+        ("functional_form_logits", lambda m: grader.test_functional_form_logits(steal_expected, m)),
+    ],
+)
 def test_the_expected_answer_cannot_be_read_from_the_callers_frame(model, name, call):
     expect_failure(lambda: call(model), f"❌ {name}", "LookupError: no expected answer on the stack")
 
@@ -95,7 +102,10 @@ def test_patching_the_grader_or_the_reference_fails_and_is_undone():
         grader._compare = lambda *args, **kwargs: None
         return torch.zeros_like(x)
 
-    expect_failure(lambda: grader.test_fft1d(silencing_the_grader), "replaced part52_grokking_and_modular_arithmetic.tests._compare")
+    expect_failure(
+        lambda: grader.test_fft1d(silencing_the_grader),
+        "replaced part52_grokking_and_modular_arithmetic.tests._compare",
+    )
     assert grader._compare is compare
 
     def shadowing_a_builtin(x):
@@ -110,8 +120,10 @@ def test_patching_the_grader_or_the_reference_fails_and_is_undone():
         return torch.zeros(P * P, P)
 
     model = make_model(P, seed=1)
-    expect_failure(lambda: grader.test_functional_form_logits(patching_the_reference, model),
-                   "replaced part52_grokking_and_modular_arithmetic.analysis.functional_form_logits")
+    expect_failure(
+        lambda: grader.test_functional_form_logits(patching_the_reference, model),
+        "replaced part52_grokking_and_modular_arithmetic.analysis.functional_form_logits",
+    )
     assert analysis.functional_form_logits is reference
 
 
@@ -140,7 +152,9 @@ def test_a_corrupted_fourier_cache_does_not_change_the_reference():
 
     try:
         expect_failure(lambda: grader.test_fft1d(corrupting), "wrong values")
-        expect_failure(lambda: grader.test_fft2d(lambda t: torch.zeros_like(t)), "wrong values")  # the zero basis's answer
+        expect_failure(
+            lambda: grader.test_fft2d(lambda t: torch.zeros_like(t)), "wrong values"
+        )  # the zero basis's answer
     finally:
         fourier._cached_basis.cache_clear()
 
@@ -170,11 +184,15 @@ class AlwaysClose(torch.Tensor):
 def test_a_tensor_subclass_that_compares_equal_is_refused(fourier_model):
     liar = lambda t: t.as_subclass(AlwaysClose)  # noqa: E731
     expect_failure(lambda: grader.test_fft1d(lambda x: liar(torch.zeros_like(x))), "Tensor subclass", "AlwaysClose")
-    expect_failure(lambda: grader.test_find_neuron_freqs(
-        lambda acts: (liar(torch.ones(acts.shape[-1], dtype=torch.long)), liar(torch.ones(acts.shape[-1])))),
-        "Tensor subclass")
-    expect_failure(lambda: grader.test_excl_loss(lambda m, k: liar(torch.zeros(len(k))), fourier_model, [14]),
-                   "Tensor subclass")
+    expect_failure(
+        lambda: grader.test_find_neuron_freqs(
+            lambda acts: (liar(torch.ones(acts.shape[-1], dtype=torch.long)), liar(torch.ones(acts.shape[-1])))
+        ),
+        "Tensor subclass",
+    )
+    expect_failure(
+        lambda: grader.test_excl_loss(lambda m, k: liar(torch.zeros(len(k))), fourier_model, [14]), "Tensor subclass"
+    )
 
 
 def test_names_that_compare_equal_to_anything_are_refused():
@@ -187,14 +205,19 @@ def test_names_that_compare_equal_to_anything_are_refused():
 
         __hash__ = str.__hash__
 
-    expect_failure(lambda: grader.test_make_fourier_basis(lambda q: (solutions.make_fourier_basis(q)[0], [AnyName("x")] * q)),
-                   "name 0 should be 'const'")
+    expect_failure(
+        lambda: grader.test_make_fourier_basis(lambda q: (solutions.make_fourier_basis(q)[0], [AnyName("x")] * q)),
+        "name 0 should be 'const'",
+    )
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda x: torch.empty(x.shape, device="meta"), "meta device"),
-    (lambda x: solutions.fft1d(x).to_sparse(), "dense tensor"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda x: torch.empty(x.shape, device="meta"), "meta device"),
+        (lambda x: solutions.fft1d(x).to_sparse(), "dense tensor"),
+    ],
+)
 def test_meta_and_sparse_results_are_explained(make, fragment):
     msg = expect_failure(lambda: grader.test_fft1d(make), fragment)
     assert "could not check this call" not in msg
@@ -312,26 +335,36 @@ def test_a_cache_that_is_not_the_models_run_on_all_data_is_refused():
     model = make_model(13, seed=0)
     all_data = make_all_data(13)
     _, part = model.run_with_cache(all_data[:50])
-    expect_failure(lambda: grader.test_cache_activations(*solutions.key_activations_from_cache(part), part),
-                   "the cache holds 50 inputs, expected all p^2 = 169")
+    expect_failure(
+        lambda: grader.test_cache_activations(*solutions.key_activations_from_cache(part), part),
+        "the cache holds 50 inputs, expected all p^2 = 169",
+    )
     _, shuffled = model.run_with_cache(all_data.flip(0))
-    expect_failure(lambda: grader.test_cache_activations(*solutions.key_activations_from_cache(shuffled), shuffled),
-                   "not that of its model on all_data")
+    expect_failure(
+        lambda: grader.test_cache_activations(*solutions.key_activations_from_cache(shuffled), shuffled),
+        "not that of its model on all_data",
+    )
     _, cache = model.run_with_cache(all_data)
     forged = ActivationCache({name: torch.zeros_like(t) for name, t in cache.cache_dict.items()}, model)
-    expect_failure(lambda: grader.test_cache_activations(*solutions.key_activations_from_cache(forged), forged),
-                   "not that of its model on all_data")
+    expect_failure(
+        lambda: grader.test_cache_activations(*solutions.key_activations_from_cache(forged), forged),
+        "not that of its model on all_data",
+    )
     assert grader.test_cache_activations(*solutions.key_activations_from_cache(cache), cache) is True
 
 
 def test_key_freqs_edge_cases(fourier_model):
-    expect_failure(lambda: grader.test_excl_loss(solutions.excl_loss, fourier_model, itertools.count(1)), "values or more")
+    expect_failure(
+        lambda: grader.test_excl_loss(solutions.excl_loss, fourier_model, itertools.count(1)), "values or more"
+    )
 
     def popping(model, key_freqs):
         key_freqs.pop()
         return solutions.excl_loss(model, key_freqs) + [0.0]
 
-    expect_failure(lambda: grader.test_excl_loss(popping, fourier_model, [14, 35]), "modified its input key_freqs in place")
+    expect_failure(
+        lambda: grader.test_excl_loss(popping, fourier_model, [14, 35]), "modified its input key_freqs in place"
+    )
 
 
 def test_a_huge_p_is_refused_at_once():
@@ -354,8 +387,12 @@ def test_graders_run_under_the_notebooks_global_settings(capsys):
 
 
 def test_a_p_that_disagrees_with_the_function_is_explained():
-    msg = expect_failure(lambda: grader.test_fourier_2d_basis_term(solutions.fourier_2d_basis_term, 13),
-                         "expected shape (13, 13), got (113, 113)", "modulo p = 113", "told p = 13")
+    msg = expect_failure(
+        lambda: grader.test_fourier_2d_basis_term(solutions.fourier_2d_basis_term, 13),
+        "expected shape (13, 13), got (113, 113)",
+        "modulo p = 113",
+        "told p = 13",
+    )
     assert "could not check" not in msg
     expect_failure(lambda: grader.test_get_trig_sum_directions(solutions.get_trig_sum_directions, 13), "modulo p = 113")
 
@@ -441,8 +478,11 @@ def test_a_comparison_replaced_in_a_cell_before_grading_is_refused():
         original = vars(owner).get(name)
         setattr(owner, name, lambda *args, **kwargs: True)
         try:
-            expect_failure(lambda: grader.test_fft1d(lambda x: torch.zeros_like(x)), "was replaced after the grader was "
-                           "imported", "Restart the kernel")
+            expect_failure(
+                lambda: grader.test_fft1d(lambda x: torch.zeros_like(x)),
+                "was replaced after the grader was imported",
+                "Restart the kernel",
+            )
         finally:
             if original is None:
                 delattr(owner, name)

@@ -10,10 +10,12 @@ import einops
 import pytest
 import torch
 
-from grader_checks import expect_failure, expect_pass, expect_right_answers_pass_and_stub_waits
 from part52_grokking_and_modular_arithmetic import analysis, fourier, solutions
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
 from part52_grokking_and_modular_arithmetic.model import make_model
+
+from grader_checks import expect_failure, expect_pass, expect_right_answers_pass_and_stub_waits
+from reference.fourier_model import make_fourier_model
 
 P = 113
 Fb = fourier.fourier_basis(P)
@@ -70,7 +72,9 @@ def test_fit_quadratic_terms_recovers_known_coefficients():
     p, k = 13, 4
     terms = analysis.quadratic_terms(p, k)  # (p^2, 4), orthonormal columns
     torch.testing.assert_close(terms.T @ terms, torch.eye(4, dtype=torch.float64))
-    torch.testing.assert_close(terms[:, 3].reshape(p, p), fourier.fourier_2d_basis_term(2 * k - 1, 2 * k - 1, p).double())
+    torch.testing.assert_close(
+        terms[:, 3].reshape(p, p), fourier.fourier_2d_basis_term(2 * k - 1, 2 * k - 1, p).double()
+    )
     true = torch.tensor([5.0, -1.0, 2.0, 0.5], dtype=torch.float64)
     coefficients, r2 = analysis.fit_quadratic_terms((terms @ true).reshape(p, p), k)
     torch.testing.assert_close(coefficients, true)
@@ -102,7 +106,9 @@ def student_functional_form(mistake: str | None = None):
                 pre = alpha[h, :, :, None] * W_neur[h][:, None, :] + (1 - alpha[h, :, :, None]) * W_neur[h][None, :, :]
                 out = out + torch.relu(pre) @ W_logit
             return out.reshape(p * p, p)
-        pre = einops.einsum(alpha, W_neur, "h x y, h x n -> x y n") + einops.einsum(1 - alpha, W_neur, "h x y, h y n -> x y n")
+        pre = einops.einsum(alpha, W_neur, "h x y, h x n -> x y n") + einops.einsum(
+            1 - alpha, W_neur, "h x y, h y n -> x y n"
+        )
         if mistake != "no_relu":
             pre = torch.relu(pre)
         logits = pre @ W_logit
@@ -124,14 +130,18 @@ def test_functional_form_grader_passes_on_the_course_model(model, capsys):
     g = grader.test_functional_form_logits
     expect_pass(lambda: g(solutions.functional_form_logits, model), "functional_form_logits", capsys)
     expect_pass(lambda: g(student_functional_form(), model), "functional_form_logits", capsys)
-    expect_failure(lambda: g(student_functional_form("grid"), model), "expected shape (12769, 113), got (113, 113, 113)",
-                   "flatten the (x, y) grid")
+    expect_failure(
+        lambda: g(student_functional_form("grid"), model),
+        "expected shape (12769, 113), got (113, 113, 113)",
+        "flatten the (x, y) grid",
+    )
 
 
 def test_functional_form_grader(small_model, capsys):
     g, model, p = grader.test_functional_form_logits, small_model, 31
-    expect_right_answers_pass_and_stub_waits(lambda fn: g(fn, model), "functional_form_logits", capsys,
-                                             student_functional_form())
+    expect_right_answers_pass_and_stub_waits(
+        lambda fn: g(fn, model), "functional_form_logits", capsys, student_functional_form()
+    )
     for mistake, fragment in [
         ("alpha_on_y", "alpha is on the wrong token"),
         ("no_relu", "apply the ReLU"),
@@ -140,20 +150,27 @@ def test_functional_form_grader(small_model, capsys):
         ("softmax_heads", "not a softmax over the heads"),
         ("no_sigmoid", "alpha must lie between 0 and 1"),
     ]:
-        expect_failure(lambda mistake=mistake: g(student_functional_form(mistake), model), "functional_form_logits", fragment)
+        expect_failure(
+            lambda mistake=mistake: g(student_functional_form(mistake), model), "functional_form_logits", fragment
+        )
     # the form is symmetric in x and y (alpha_h(y, x) = 1 - alpha_h(x, y)): a (y, x) batch order is no mistake
     yx = student_functional_form()
-    expect_pass(lambda: g(lambda *w: yx(*w).reshape(p, p, p).transpose(0, 1).reshape(p * p, p), model),
-                "functional_form_logits", capsys)
+    expect_pass(
+        lambda: g(lambda *w: yx(*w).reshape(p, p, p).transpose(0, 1).reshape(p * p, p), model),
+        "functional_form_logits",
+        capsys,
+    )
 
 
 def test_functional_form_grader_catches_attention_mistakes_on_a_model_without_attention(capsys):
     """The hand-built model has W_Q = W_K = 0 (alpha = 1/2 everywhere): the random-weights case still catches
     an answer that ignores W_attn."""
-    fourier_model = analysis.make_fourier_model(31, [3, 7])
+    fourier_model = make_fourier_model(31, [3, 7])
     g = grader.test_functional_form_logits
     expect_pass(lambda: g(solutions.functional_form_logits, fourier_model), "functional_form_logits", capsys)
-    expect_failure(lambda: g(student_functional_form("alpha_half"), fourier_model), "seeded random weights", "W_attn not used")
+    expect_failure(
+        lambda: g(student_functional_form("alpha_half"), fourier_model), "seeded random weights", "W_attn not used"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ mean squared coefficients
@@ -260,7 +277,8 @@ def test_new_graders_are_listed():
     # the solutions table names only functions that exist
     import re
 
-    from part52_grokking_and_modular_arithmetic import analysis as A, fourier as Fo
+    from part52_grokking_and_modular_arithmetic import analysis as A
+    from part52_grokking_and_modular_arithmetic import fourier as Fo
 
     for module, name in re.findall(r":func:`(analysis|fourier)\.(\w+)`", solutions.__doc__):
         assert hasattr({"analysis": A, "fourier": Fo}[module], name), name

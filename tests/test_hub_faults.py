@@ -3,8 +3,8 @@ on in time, with the real reason, and provisioning falls back (an error with ``a
 training); nothing partial is left in the Hugging Face cache.
 
 Everything runs against the fake hub on 127.0.0.1 (``fake_hub.FakeHub``'s failure modes) through the real
-``huggingface_hub`` code. The elapsed-time assertions are budget guarantees (the decision must fit in
-``hub_timeout``, 8 s by default), so they keep a margin to the 10 s promised in the module docstring.
+``huggingface_hub`` code. The elapsed-time assertions are budget guarantees: the decision must fit in
+``hub_timeout`` (4 s by default), and with the default every case is decided within the 5 s the course promises.
 """
 
 from __future__ import annotations
@@ -17,17 +17,20 @@ import time
 from pathlib import Path
 
 import pytest
+from test_provision import FILE, REPO, fake_train, hub_online, no_network_beyond_localhost  # noqa: F401 (fixtures)
+
+from part52_grokking_and_modular_arithmetic import cli, provision
+from part52_grokking_and_modular_arithmetic import hub as hub_module
+from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
-from part52_grokking_and_modular_arithmetic import cli, provision
-from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
-from test_provision import FILE, REPO, fake_train, hub_online, no_network_beyond_localhost  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("isolated_paths")  # never touch the real run file or HF cache
 
 WHERE = f"{REPO}/{FILE}"
-#: The decision budget every case must meet (the default hub_timeout plus thread and loop overhead fits in it).
-BUDGET_S = 10.0
+#: The decision budget every case must meet: "unreachable hub decided within 5 s" (the default hub_timeout,
+#: 4 s, plus the thread hand-over fits in it).
+BUDGET_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +45,14 @@ def hub_files(raw: bytes) -> dict:
 def cache_leftovers() -> list[Path]:
     """Every file under the repository's folder of the Hugging Face cache except refs (a branch -> commit note),
     locks and ``.no_exist`` markers: i.e. blobs (complete or ``.incomplete``) and snapshot links."""
-    repo_dir = provision.hub_cache_dir() / f"models--{REPO.replace('/', '--')}"
+    repo_dir = hub_module.hub_cache_dir() / f"models--{REPO.replace('/', '--')}"
     if not repo_dir.exists():
         return []
-    return [p for p in repo_dir.rglob("*") if (p.is_file() or p.is_symlink()) and p.parent.name not in ("refs",) and ".no_exist" not in p.parts]
+    return [
+        p
+        for p in repo_dir.rglob("*")
+        if (p.is_file() or p.is_symlink()) and p.parent.name not in ("refs",) and ".no_exist" not in p.parts
+    ]
 
 
 def decide(**kwargs) -> tuple[str, float]:
@@ -75,7 +82,7 @@ def test_http_error_is_reported_with_its_status_at_once(hub_online, raw, status,
     assert elapsed < BUDGET_S
     assert expected in message, message
     assert "could not be reached" not in message
-    assert provision.cached_hub_file() is None and cache_leftovers() == []
+    assert hub_module.cached_hub_file() is None and cache_leftovers() == []
 
 
 def test_get_failing_after_a_good_head_is_reported(hub_online, raw):
@@ -83,7 +90,7 @@ def test_get_failing_after_a_good_head_is_reported(hub_online, raw):
         message, elapsed = decide()
     assert elapsed < BUDGET_S
     assert "the hub answered 502 Bad Gateway to GET" in message, message
-    assert provision.cached_hub_file() is None and cache_leftovers() == []
+    assert hub_module.cached_hub_file() is None and cache_leftovers() == []
 
 
 def test_an_endpoint_that_is_no_hub_is_named(hub_online, raw, monkeypatch):
@@ -109,8 +116,8 @@ def test_accept_and_never_answer_is_decided_within_the_budget(hub_online, raw):
     with hub_online(FakeHub(hub_files(raw), hang="all")):
         message, elapsed = decide()  # the default hub_timeout
     assert elapsed < BUDGET_S
-    assert f"no answer within {provision.DEFAULT_HUB_TIMEOUT:g} s" in message and "HEAD" in message, message
-    assert provision.cached_hub_file() is None and cache_leftovers() == []
+    assert f"no answer within {hub_module.DEFAULT_HUB_TIMEOUT:g} s" in message and "HEAD" in message, message
+    assert hub_module.cached_hub_file() is None and cache_leftovers() == []
 
 
 def test_head_answered_but_get_hanging_is_decided_within_the_budget(hub_online, raw):
@@ -118,8 +125,8 @@ def test_head_answered_but_get_hanging_is_decided_within_the_budget(hub_online, 
         message, elapsed = decide()  # the default hub_timeout
         assert ("GET", f"/{REPO}/resolve/main/{FILE}") in hub.resolve_requests()
     assert elapsed < BUDGET_S
-    assert f"no answer within {provision.DEFAULT_HUB_TIMEOUT:g} s" in message and "did not start" in message, message
-    assert provision.cached_hub_file() is None and cache_leftovers() == []
+    assert f"no answer within {hub_module.DEFAULT_HUB_TIMEOUT:g} s" in message and "did not start" in message, message
+    assert hub_module.cached_hub_file() is None and cache_leftovers() == []
 
 
 @pytest.mark.parametrize("stall_after", [0, 1000])
@@ -134,14 +141,14 @@ def test_stalled_download_is_abandoned_and_nothing_partial_is_kept(hub_online, r
     assert elapsed < BUDGET_S
     received = stall_after // 256 * 256  # whole chunks
     assert f"stalled: less than 256 bytes arrived in 2 s ({received:,} bytes saved)" in message, message
-    assert leftovers == [] and provision.cached_hub_file() is None
+    assert leftovers == [] and hub_module.cached_hub_file() is None
 
 
 def test_a_working_hub_still_downloads_through_the_watchdog(hub_online, raw):
     with hub_online(FakeHub(hub_files(raw))):
         got = load_full_run_data(allow_training=False, progress=False, hub_timeout=2.0, stall_timeout=1.0)
     assert provision.source_kind(got) == "hub"
-    assert provision.cached_hub_file().read_bytes() == raw
+    assert hub_module.cached_hub_file().read_bytes() == raw
     assert not any(p.name.endswith(".incomplete") for p in cache_leftovers())
 
 
@@ -158,14 +165,18 @@ def test_failing_hub_falls_back_to_training(hub_online, raw, fake_train, capsys,
     assert elapsed < BUDGET_S
     assert provision.source_kind(got) == "trained" and len(fake_train.calls) == 1
     out = capsys.readouterr().out
-    reason = {500: "500 Internal Server Error"}.get(mode.get("status"), "no answer within 2 s" if mode.get("hang") == "all" else "stalled")
+    reason = {500: "500 Internal Server Error"}.get(
+        mode.get("status"), "no answer within 2 s" if mode.get("hang") == "all" else "stalled"
+    )
     assert reason in out and "Training the model locally" in out, out
 
 
 # ----------------------------------------------------------------------------------------------------------
 # the command line: `download --timeout 1`
 # ----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("mode, reason", [(dict(hang="all"), "no answer within 1 s"), (dict(status=503), "503 Service Unavailable")])
+@pytest.mark.parametrize(
+    "mode, reason", [(dict(hang="all"), "no answer within 1 s"), (dict(status=503), "503 Service Unavailable")]
+)
 def test_cli_download_timeout_1(hub_online, raw, capsys, mode, reason):
     with hub_online(FakeHub(hub_files(raw), **mode)) as hub:
         t0 = time.monotonic()
@@ -208,19 +219,9 @@ def test_process_exits_although_the_download_thread_hangs(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# older huggingface_hub releases: missing error classes never break the fallback
+# the budget itself
 # ----------------------------------------------------------------------------------------------------------
-def test_error_classes_are_looked_up_defensively(hub_online, raw, monkeypatch):
-    import types
-
-    placeholder = provision._hub_error_class("NoSuchErrorInAnyRelease")
-    assert issubclass(placeholder, Exception) and not isinstance(ValueError(), placeholder)
-    # a release without `huggingface_hub.errors` (before 0.23): names are found in `huggingface_hub.utils`, or not at all
-    monkeypatch.setitem(sys.modules, "huggingface_hub.errors", types.ModuleType("huggingface_hub.errors"))
-    from huggingface_hub import utils
-
-    for name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError", "RemoteEntryNotFoundError"):
-        monkeypatch.delattr(utils, name, raising=False)
-    with hub_online(FakeHub({(REPO, "other.pth"): raw})):  # a real hub 404 (X-Error-Code: EntryNotFound)
-        message, elapsed = decide()
-    assert f"404: file not found on the hub ({WHERE}, revision main)" in message
+def test_the_default_budget_keeps_the_5_s_promise():
+    """The issue's promise: an unreachable hub is decided within 5 s (the cases above measure it)."""
+    assert hub_module.DEFAULT_HUB_TIMEOUT <= BUDGET_S - 0.5
+    assert provision.DEFAULT_HUB_TIMEOUT == hub_module.DEFAULT_HUB_TIMEOUT  # one value, re-exported

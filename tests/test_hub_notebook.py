@@ -19,10 +19,11 @@ import nbformat
 import pytest
 import torch
 
-from fake_hub import FakeHub, make_paper_run_data, to_bytes
-from hub_format import HUB_EPOCHS, default_run_hub_bytes, same_model_hub_format, to_hub_format
 from part52_grokking_and_modular_arithmetic import provision, report
 from part52_grokking_and_modular_arithmetic.checkpoints import validate_run_data
+
+from fake_hub import FakeHub, make_paper_run_data, to_bytes
+from hub_format import HUB_EPOCHS, default_run_hub_bytes, same_model_hub_format, to_hub_format
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = REPO / "Grokking" / "large_files" / "full_run_data.pth"
@@ -31,7 +32,11 @@ DEFAULT_RUN = REPO / "Grokking" / "large_files" / "full_run_data.pth"
 def hub_env(tmp_path: Path, hub_url: str) -> dict[str, str]:
     """A process environment that sees only the fake hub: no HF_HUB_OFFLINE, an empty HF_HOME, a local run path
     that does not exist (so nothing local is found and the model must come from the hub)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "PART52_", "TRANSFORMERS_OFFLINE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "HUGGINGFACE_", "PART52_", "TRANSFORMERS_OFFLINE"))
+    }
     env.update(
         HF_ENDPOINT=hub_url,
         HF_HOME=str(tmp_path / "hf_home"),
@@ -101,8 +106,19 @@ def run_main_job_against_the_fake_hub(tmp_path: Path, data: bytes) -> tuple[str,
     with FakeHub({(provision.HUB_REPO_ID, provision.HUB_FILENAME): data}) as hub:
         env = hub_env(tmp_path, hub.url)
         out_dir = tmp_path / "reports"
-        cmd = [sys.executable, "-m", "part52_grokking_and_modular_arithmetic", "report", "--out-dir", str(out_dir),
-               "--no-training", "--device", "cpu", "--cell-timeout", "1200"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "part52_grokking_and_modular_arithmetic",
+            "report",
+            "--out-dir",
+            str(out_dir),
+            "--no-training",
+            "--device",
+            "cpu",
+            "--cell-timeout",
+            "1200",
+        ]
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=2400)
         log = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"the main job failed (exit {proc.returncode}):\n{log[-6000:]}"

@@ -10,12 +10,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from test_notebooks import build  # scripts/build_notebooks.py, loaded as a module
 
 REPO = Path(__file__).resolve().parents[1]
-
-
 
 
 def install_cell(path: Path) -> str:
@@ -25,7 +22,9 @@ def install_cell(path: Path) -> str:
 
 def repository_url() -> str:
     """``[project.urls] Repository`` of pyproject.toml, read with a plain pattern (independent of the build)."""
-    found = re.search(r'^\[project\.urls\][^\[]*?^Repository\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M | re.S)
+    found = re.search(
+        r'^\[project\.urls\][^\[]*?^Repository\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M | re.S
+    )
     assert found, "pyproject.toml has no [project.urls] Repository"
     return found.group(1)
 
@@ -41,11 +40,15 @@ def test_both_notebooks_install_from_the_url_in_pyproject(notebook):
 def test_the_url_is_written_once_in_the_sources():
     url = repository_url()
     assert url.startswith("https://") and not build.PLACEHOLDER_PATTERN.search(url)
-    assert url not in build.SOURCE.read_text(encoding="utf-8"), "the notebook source should carry the marker, not the URL"
+    assert url not in build.SOURCE.read_text(encoding="utf-8"), (
+        "the notebook source should carry the marker, not the URL"
+    )
     assert build.REPOSITORY_MARKER in build.SOURCE.read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("url", ["https://github.com/YOUR-ORG/repo", "", "git@github.com:org/repo", "https://<org>/repo"])
+@pytest.mark.parametrize(
+    "url", ["https://github.com/YOUR-ORG/repo", "", "git@github.com:org/repo", "https://<org>/repo"]
+)
 def test_a_missing_or_placeholder_url_stops_the_build(tmp_path, url):
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(f'[project]\nname = "x"\n[project.urls]\nRepository = "{url}"\n')
@@ -71,15 +74,23 @@ def test_the_cell_does_nothing_when_the_package_is_importable(monkeypatch):
 def test_a_failed_install_says_why_and_what_to_do(tmp_path):
     """Run the cell in the base interpreter (no course package) with a pip source that does not exist."""
     base = getattr(sys, "_base_executable", None) or sys.executable
-    probe = subprocess.run([base, "-c", "import part52_grokking_and_modular_arithmetic"], capture_output=True, cwd=tmp_path)
+    probe = subprocess.run(
+        [base, "-c", "import part52_grokking_and_modular_arithmetic"], capture_output=True, cwd=tmp_path
+    )
     has_pip = subprocess.run([base, "-m", "pip", "--version"], capture_output=True).returncode == 0
     if probe.returncode == 0 or not has_pip:
         pytest.skip("needs a Python without the course package and with pip")
     script = tmp_path / "cell.py"
     script.write_text(install_cell(build.SOLUTIONS))
     missing = tmp_path / "no_such_checkout"
-    proc = subprocess.run([base, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GROKKING_COURSE_PIP_SPEC": str(missing)})
+    proc = subprocess.run(
+        [base, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GROKKING_COURSE_PIP_SPEC": str(missing)},
+    )
     assert proc.returncode != 0
     assert f"pip install {missing}" in proc.stdout  # says what it is doing first
     err = proc.stderr
@@ -91,7 +102,9 @@ def test_a_failed_install_says_why_and_what_to_do(tmp_path):
 def test_check_flags_the_notebooks_when_the_url_changes(tmp_path, monkeypatch, capsys):
     assert build.main(["--check"]) == 0
     moved = tmp_path / "pyproject.toml"
-    moved.write_text((REPO / "pyproject.toml").read_text().replace(repository_url(), "https://github.com/another-org/fork"))
+    moved.write_text(
+        (REPO / "pyproject.toml").read_text().replace(repository_url(), "https://github.com/another-org/fork")
+    )
     monkeypatch.setattr(build, "PYPROJECT", moved)
     assert build.main(["--check"]) == 1
     assert "out of date" in capsys.readouterr().err

@@ -3,8 +3,8 @@
 import math
 
 import pytest
-from jaxtyping import TypeCheckError
 import torch
+from jaxtyping import TypeCheckError
 
 from part52_grokking_and_modular_arithmetic import checkpoints, data, layout, losses
 from part52_grokking_and_modular_arithmetic.model import make_model
@@ -103,3 +103,41 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"state_dicts": Evil()}, path)
     with pytest.raises(checkpoints.CorruptCheckpointError):
         checkpoints.safe_load(path)
+
+
+def test_run_is_complete_is_one_rule_for_provisioning_and_the_trainer():
+    from part52_grokking_and_modular_arithmetic.config import TrainConfig
+
+    losses = {"train_losses": [1.0] * 200, "test_losses": [1.0] * 20}
+    assert checkpoints.run_is_complete(dict(losses))  # a file without config (the hub file)
+    cfg = TrainConfig(p=23, epochs=300).to_dict()
+    assert not checkpoints.run_is_complete(dict(losses, config=cfg))  # 200 of 300 epochs
+    assert checkpoints.run_is_complete(dict(losses, config=dict(cfg, epochs=200)))
+    assert checkpoints.run_is_complete(dict(losses, config=dict(cfg, stop_at_test_loss=2.0)))  # stopped early
+    done = {"finished": True, "stopped_early": False, "epochs_done": 200}
+    assert checkpoints.run_is_complete(dict(losses, config=cfg, resume=done))  # the trainer's flag decides
+    assert not checkpoints.run_is_complete(dict(losses, config=cfg, resume=dict(done, finished=False)))
+    assert not checkpoints.run_is_complete(dict(losses, config=cfg, resume=dict(done, diverged=True)))
+    # asked for a longer run than the finished one: not complete, unless it stopped early
+    assert not checkpoints.run_is_complete(dict(losses, resume=done), TrainConfig(p=23, epochs=300))
+    assert checkpoints.run_is_complete(
+        dict(losses, resume=dict(done, stopped_early=True)), TrainConfig(p=23, epochs=300)
+    )
+    assert checkpoints.run_is_complete(dict(losses, resume=done), TrainConfig(p=23, epochs=200))
+
+
+def test_cross_entropy_per_run_is_each_runs_own_mean_and_ignores_padding():
+    from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision, cross_entropy_per_run
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 5, generator=g)
+    labels = torch.randint(0, 5, (3, 7), generator=g)
+    lengths = [7, 4, 1]
+    logits[1, 4:] = float("inf")  # padding rows are never read, whatever they hold
+    got = cross_entropy_per_run(logits, labels, lengths)
+    assert got.dtype == torch.float64 and got.shape == (3,)
+    for r, n in enumerate(lengths):
+        want = cross_entropy_high_precision(logits[r, :n], labels[r, :n])
+        torch.testing.assert_close(got[r], want, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="lengths"):
+        cross_entropy_per_run(logits, labels, [7, 0, 1])

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from paper_reference import paper_forward
 from part52_grokking_and_modular_arithmetic import data, layout
 from part52_grokking_and_modular_arithmetic.model import FROZEN_ZERO_BIASES, make_model
+
+from paper_reference import paper_forward
 
 
 def test_paper_model_size_and_init(p113_model):
@@ -41,6 +42,21 @@ def test_paper_layout_round_trip_and_same_logits():
     torch.testing.assert_close(paper_forward(paper, tokens), model(tokens), atol=1e-5, rtol=1e-5)
 
 
+def test_both_conversions_follow_the_one_table():
+    from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE
+
+    paper_names = [paper for paper, _, _ in layout.LAYOUT_TABLE]
+    assert sorted(paper_names) == sorted(PAPER_TRAINABLE) and len(set(paper_names)) == len(paper_names)
+    model = make_model(23, seed=4)
+    paper = layout.transformer_lens_to_paper(model.state_dict())
+    assert list(paper) == paper_names
+    back = layout.paper_to_transformer_lens(paper)
+    assert list(back)[: len(paper_names)] == [tl for _, tl, _ in layout.LAYOUT_TABLE]
+    assert list(back)[len(paper_names) :] == list(FROZEN_ZERO_BIASES) and all(
+        not back[n].any() for n in FROZEN_ZERO_BIASES
+    )
+
+
 def test_load_in_state_dict_accepts_both_layouts():
     src = make_model(23, seed=2)
     tokens = data.make_all_data(23)
@@ -62,3 +78,19 @@ def test_nonzero_tl_bias_cannot_become_paper_layout():
     sd["unembed.b_U"] = torch.ones_like(sd["unembed.b_U"])
     with pytest.raises(ValueError, match="b_U"):
         layout.transformer_lens_to_paper(sd)
+
+
+def test_make_model_leaves_the_warning_filters_alone():
+    """Building a model is a library call: it must not change the process's warning filters (it silences
+    TransformerLens' deprecation warning for its own construction only)."""
+    import warnings
+
+    from part52_grokking_and_modular_arithmetic.model import make_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        make_model(23, seed=0)
+        after = list(warnings.filters)
+    assert after == before
+    assert not any("HookedTransformer is deprecated" in str(w.message) for w in caught)

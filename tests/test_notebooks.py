@@ -18,7 +18,8 @@ import nbformat
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import report, tests as grader, utils
+from part52_grokking_and_modular_arithmetic import report, utils
+from part52_grokking_and_modular_arithmetic import tests as grader
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,9 @@ def _stub_names(cell) -> tuple[str, list[str]]:
     defs = [node.name for node in tree.body if isinstance(node, ast.FunctionDef)]
     if defs:
         return "function", defs
-    names = [t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)]
+    names = [
+        t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)
+    ]
     return "values", names
 
 
@@ -69,7 +72,9 @@ def _grader_cells(nb):
 
 def test_committed_notebooks_match_a_fresh_build():
     stale = build.check()
-    assert not stale, f"run `python scripts/build_notebooks.py`: {[str(p.relative_to(REPO)) for p in stale]} out of date"
+    assert not stale, (
+        f"run `python scripts/build_notebooks.py`: {[str(p.relative_to(REPO)) for p in stale]} out of date"
+    )
 
 
 def test_build_is_deterministic():
@@ -81,7 +86,9 @@ def test_no_outputs_and_python3_kernel(notebooks):
     for name, nb in notebooks.items():
         assert nb.metadata["kernelspec"]["name"] == "python3", name
         assert nb.metadata["kernelspec"]["display_name"] == "Python 3", name
-        assert set(nb.metadata) <= {"kernelspec", "language_info"}, f"{name}: stray notebook metadata {set(nb.metadata)}"
+        assert set(nb.metadata) <= {"kernelspec", "language_info"}, (
+            f"{name}: stray notebook metadata {set(nb.metadata)}"
+        )
         ids = [c.id for c in nb.cells]
         assert len(ids) == len(set(ids)), f"{name}: duplicate cell ids"
         for cell in _code_cells(nb):
@@ -161,7 +168,9 @@ def test_every_stub_is_followed_by_its_grader(notebooks):
         grader_cell = next((c for c in following if GRADER_CALL.search(c.source)), None)
         assert grader_cell is not None, f"stub {names} has no grader after it"
         between = following[: following.index(grader_cell)]
-        assert all("# YOUR CODE HERE" not in c.source for c in between), f"stub {names}: another exercise comes before its grader"
+        assert all("# YOUR CODE HERE" not in c.source for c in between), (
+            f"stub {names}: another exercise comes before its grader"
+        )
         test_name, args = GRADER_CALL.search(grader_cell.source).groups()
         if kind == "function":
             assert test_name == f"test_{names[0]}", f"stub {names[0]} is followed by {test_name}"
@@ -200,7 +209,9 @@ def test_exercises_notebook_has_every_published_exercise(notebooks):
     kinds = [_stub_names(c)[0] for c in stubs]
     assert len(stubs) >= 15, f"only {len(stubs)} exercise stubs"
     for cell in stubs:
-        assert "raise NotImplementedError()" in cell.source or re.search(r"^\w+ = None$", cell.source, re.M), cell.source
+        assert "raise NotImplementedError()" in cell.source or re.search(r"^\w+ = None$", cell.source, re.M), (
+            cell.source
+        )
     functions = {name for c in stubs for name in _stub_names(c)[1] if _stub_names(c)[0] == "function"}
     assert {"functional_form_logits", "mean_sq_fourier_coefficients", "fit_quadratic_terms"} <= functions
     assert kinds.count("function") >= 13
@@ -220,7 +231,7 @@ def test_every_grader_named_in_the_notebook_exists(notebooks):
 def test_grader_cells_use_only_setup_objects(notebooks):
     """A grader call must not depend on the result of an earlier student function (only on the function itself,
     the values the exercise asks for, and setup objects), so 'Run all' on the exercises reaches every grader."""
-    setup_names = {"model", "cache", "p", "utils", "train_indices", "tests"}
+    setup_names = {"model", "cache", "p", "utils", "train_indices", "full_run_data", "tests"}
     ex = notebooks["exercises"]
     for cell in _grader_cells(ex):
         test_name, args = GRADER_CALL.search(cell.source).groups()
@@ -237,9 +248,9 @@ def test_grader_cells_use_only_setup_objects(notebooks):
 @pytest.fixture(scope="module")
 def solution_namespace(p113_model):
     """Execute the solution cells of the notebook (and nothing else) against an untrained p = 113 model."""
-    import einops
     import math
 
+    import einops
     import numpy as np
     from jaxtyping import Float, Int
     from torch import Tensor
@@ -252,11 +263,33 @@ def solution_namespace(p113_model):
     with torch.no_grad():
         _, cache = model.run_with_cache(all_data)
     ns = dict(
-        torch=torch, math=math, einops=einops, np=np, utils=utils, tests=grader, Float=Float, Int=Int, Tensor=Tensor,
-        ActivationCache=ActivationCache, HookedTransformer=HookedTransformer, p=p, cfg=model.cfg, model=model,
-        cache=cache, all_data=all_data, train_indices=train_indices, test_logits=utils.test_logits,
-        W_O=model.W_O[0], W_K=model.W_K[0], W_Q=model.W_Q[0], W_V=model.W_V[0], W_in=model.W_in[0],
-        W_out=model.W_out[0], W_pos=model.W_pos, W_E=model.W_E[:-1], W_U=model.W_U[:, :-1],
+        torch=torch,
+        math=math,
+        einops=einops,
+        np=np,
+        utils=utils,
+        tests=grader,
+        Float=Float,
+        Int=Int,
+        Tensor=Tensor,
+        ActivationCache=ActivationCache,
+        HookedTransformer=HookedTransformer,
+        p=p,
+        cfg=model.cfg,
+        model=model,
+        cache=cache,
+        all_data=all_data,
+        train_indices=train_indices,
+        test_logits=utils.test_logits,
+        W_O=model.W_O[0],
+        W_K=model.W_K[0],
+        W_Q=model.W_Q[0],
+        W_V=model.W_V[0],
+        W_in=model.W_in[0],
+        W_out=model.W_out[0],
+        W_pos=model.W_pos,
+        W_E=model.W_E[:-1],
+        W_U=model.W_U[:, :-1],
         final_pos_resid_initial=model.W_E[-1] + model.W_pos[2],
     )
     nb = nbformat.read(str(build.SOLUTIONS), as_version=4)
@@ -276,20 +309,26 @@ def test_notebook_solutions_pass_every_grader(solution_namespace, capsys):
     model, p = ns["model"], ns["p"]
     with torch.no_grad():
         results = {
-            "test_cache_activations": grader.test_cache_activations(ns["attn_mat"], ns["neuron_acts_post"], ns["neuron_acts_pre"], ns["cache"]),
+            "test_cache_activations": grader.test_cache_activations(
+                ns["attn_mat"], ns["neuron_acts_post"], ns["neuron_acts_pre"], ns["cache"]
+            ),
             "test_effective_weights": grader.test_effective_weights(ns["W_logit"], ns["W_neur"], ns["W_attn"], model),
             "test_functional_form_logits": grader.test_functional_form_logits(ns["functional_form_logits"], model),
             "test_make_fourier_basis": grader.test_make_fourier_basis(ns["make_fourier_basis"], p),
             "test_fft1d": grader.test_fft1d(ns["fft1d"], p),
             "test_fourier_2d_basis_term": grader.test_fourier_2d_basis_term(ns["fourier_2d_basis_term"], p),
             "test_fft2d": grader.test_fft2d(ns["fft2d"], p),
-            "test_mean_sq_fourier_coefficients": grader.test_mean_sq_fourier_coefficients(ns["mean_sq_fourier_coefficients"]),
+            "test_mean_sq_fourier_coefficients": grader.test_mean_sq_fourier_coefficients(
+                ns["mean_sq_fourier_coefficients"]
+            ),
             "test_fit_quadratic_terms": grader.test_fit_quadratic_terms(ns["fit_quadratic_terms"]),
             "test_find_neuron_freqs": grader.test_find_neuron_freqs(ns["find_neuron_freqs"], p),
             "test_project_onto_direction": grader.test_project_onto_direction(ns["project_onto_direction"]),
             "test_project_onto_frequency": grader.test_project_onto_frequency(ns["project_onto_frequency"], p),
             "test_get_trig_sum_directions": grader.test_get_trig_sum_directions(ns["get_trig_sum_directions"], p),
-            "test_excl_loss": grader.test_excl_loss(ns["excl_loss"], model, [14, 35, 56], train_indices=ns["train_indices"]),
+            "test_excl_loss": grader.test_excl_loss(
+                ns["excl_loss"], model, [14, 35, 56], train_indices=ns["train_indices"]
+            ),
             "test_fourier_embed": grader.test_fourier_embed(ns["fourier_embed"], model),
             "test_embed_SVD": grader.test_embed_SVD(ns["embed_SVD"], model),
         }
@@ -340,7 +379,9 @@ def test_html_export_inlines_plotly_once_and_uses_no_cdn():
 def test_check_offline_html_rejects_a_cdn_page():
     html, n = report.notebook_to_offline_html(_tiny_notebook_with_a_figure())
     with pytest.raises(AssertionError, match="network"):
-        report.check_offline_html(html.replace("</head>", '<script src="https://cdn.plot.ly/plotly-2.0.0.min.js"></script></head>'), n)
+        report.check_offline_html(
+            html.replace("</head>", '<script src="https://cdn.plot.ly/plotly-2.0.0.min.js"></script></head>'), n
+        )
     with pytest.raises(AssertionError, match="inlined"):
         report.check_offline_html(html.replace(report.PLOTLYJS_MARKER, ""), n)
     with pytest.raises(AssertionError, match="draws"):
@@ -387,7 +428,11 @@ def test_run_main_job_on_a_tiny_notebook(tmp_path, monkeypatch):
     path = tmp_path / "tiny.ipynb"
     nbformat.write(nb, str(path))
     calls = []
-    monkeypatch.setattr(provision, "load_full_run_data", lambda **kw: calls.append(kw) or {"state_dicts": [{}], "epochs": [0], "source": "stub"})
+    monkeypatch.setattr(
+        provision,
+        "load_full_run_data",
+        lambda **kw: calls.append(kw) or {"state_dicts": [{}], "epochs": [0], "source": "stub"},
+    )
     logged = []
     result = report.run_main_job(tmp_path / "out", notebook=path, allow_training=False, log=logged.append)
     assert calls == [{"allow_training": False}]
@@ -414,9 +459,13 @@ def _have_cached_model() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.notebook
-@pytest.mark.skipif(not _have_cached_model(), reason="needs the trained model in the local cache (train or download it first)")
+@pytest.mark.skipif(
+    not _have_cached_model(), reason="needs the trained model in the local cache (train or download it first)"
+)
 def test_exercises_notebook_runs_and_graders_report_not_implemented():
-    executed = report.execute_notebook(build.EXERCISES, cwd=REPO, timeout=600, allow_errors=True, env={"HF_HUB_OFFLINE": "1"})
+    executed = report.execute_notebook(
+        build.EXERCISES, cwd=REPO, timeout=600, allow_errors=True, env={"HF_HUB_OFFLINE": "1"}
+    )
     grader_cells = _grader_cells(executed)
     assert len(grader_cells) == len([n for n in grader.__all__ if n.startswith("test_")])
     for cell in grader_cells:

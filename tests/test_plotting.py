@@ -81,8 +81,14 @@ def test_imshow_holds_the_data_and_labels():
 
 def test_imshow_facets_and_animation_with_labels():
     data = torch.randn(3, 5, 4, 2, generator=_gen())  # (rows, cols, facet, frame)
-    fig = P.imshow(data, facet_col=2, facet_labels=["w", "x", "y", "z"], animation_frame=3,
-                   animation_labels=[100, 200], animation_name="epoch")
+    fig = P.imshow(
+        data,
+        facet_col=2,
+        facet_labels=["w", "x", "y", "z"],
+        animation_frame=3,
+        animation_labels=[100, 200],
+        animation_name="epoch",
+    )
     assert len(fig.data) == 4 and len(fig.frames) == 2
     assert sorted(a.text for a in fig.layout.annotations) == ["w", "x", "y", "z"]
     assert _slider_labels(fig) == ["100", "200"]
@@ -247,8 +253,14 @@ def test_animate_scatter_uses_every_frame_and_every_point():
     x = torch.randn(n_frames, n_points, generator=_gen(1))
     y = torch.randn(n_frames, n_points, generator=_gen(2))
     colour = torch.rand(n_frames, n_points, generator=_gen(3))
-    fig = P.animate_scatter(x, y, color=colour, hover=[f"n{i}" for i in range(n_points)],
-                            frame_labels=list(range(0, 700, 100)), animation_name="epoch")
+    fig = P.animate_scatter(
+        x,
+        y,
+        color=colour,
+        hover=[f"n{i}" for i in range(n_points)],
+        frame_labels=list(range(0, 700, 100)),
+        animation_name="epoch",
+    )
     assert len(fig.frames) == n_frames and len(fig.layout.sliders[0].steps) == n_frames
     for f, frame in enumerate(fig.frames):
         (trace,) = frame.data
@@ -284,12 +296,16 @@ def test_animation_bad_shapes(call, match):
         call()
 
 
-# ------------------------------------------------------------------------------------ phases and HTML
+# ------------------------------------------------------------------------------------ phases, offline, show
+
+
+# the phases the paper names for its mainline run (epochs)
+PAPER_PHASES = (("memorisation", 0, 1_400), ("circuit formation", 1_400, 9_400), ("cleanup", 9_400, 14_000))
 
 
 def test_mark_phases_shades_and_draws_boundaries():
     fig = P.line(torch.rand(100), x=torch.arange(0, 15_000, 150))
-    out = P.mark_phases(fig, P.PAPER_PHASES)
+    out = P.mark_phases(fig, PAPER_PHASES)
     assert out is fig
     rects = [s for s in fig.layout.shapes if s.type == "rect"]
     vlines = sorted(s.x0 for s in fig.layout.shapes if s.type == "line")
@@ -311,25 +327,25 @@ def test_figures_embed_plotly_js_and_link_to_no_cdn():
     assert "<script src=" not in page.replace(" ", "")  # no external script (CDN) to fetch
 
 
-def test_write_figures_html_self_contained(tmp_path):
-    figs = [P.line([1, 2, 3], title="first"), P.animate_lines(torch.rand(3, 4, generator=_gen()), title="second")]
-    path = P.write_figures_html(figs, tmp_path / "sub" / "page.html", title="Run")
-    page = path.read_text(encoding="utf-8")
-    assert plotly.offline.get_plotlyjs() in page  # plotly.js inline, once
-    assert page.count("Plotly.newPlot") == 2 and "<script src=" not in page.replace(" ", "")
-    assert "first" in page and "second" in page
-
-
-def test_write_figures_html_directory_mode(tmp_path):
-    path = P.write_figures_html(P.line([1, 2]), tmp_path / "page.html", include_plotlyjs="directory")
-    assert (tmp_path / "plotly.min.js").stat().st_size > 1_000_000
-    assert '<script src="plotly.min.js"></script>' in path.read_text(encoding="utf-8")
-    assert path.stat().st_size < 100_000
-
-
-def test_write_figures_html_refuses_the_cdn(tmp_path):
-    with pytest.raises(BAD_INPUT, match="offline"):
-        P.write_figures_html(P.line([1, 2]), tmp_path / "page.html", include_plotlyjs="cdn")
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **o: P.lines([[1.0, 2.0, 4.0]], **o),
+        lambda **o: P.scatter([1.0, 2.0, 4.0], [1.0, 10.0, 100.0], **o),
+        lambda **o: P.animate_multi_lines([[[1.0, 2.0, 4.0], [2.0, 3.0, 5.0]]], **o),
+        lambda **o: P.animate_scatter([[1.0, 2.0, 4.0]], [[1.0, 10.0, 100.0]], **o),
+    ],
+    ids=["lines", "scatter", "animate_multi_lines", "animate_scatter"],
+)
+def test_shared_figure_options_reach_every_line_and_scatter_helper(make):
+    fig = make(title="T", xaxis="epoch", yaxis="loss", log_x=True, log_y=True, width=321)
+    assert fig.layout.title.text == "T" and fig.layout.width == 321
+    assert fig.layout.xaxis.title.text == "epoch" and fig.layout.yaxis.title.text == "loss"
+    assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.type == "log"
+    if fig.frames:  # animations pin their ranges, in log10 units on a log axis
+        assert fig.layout.yaxis.range[1] < 3
+    with pytest.raises(ValueError):
+        make(not_a_layout_property=1)
 
 
 def test_helpers_do_not_show_by_default(monkeypatch):

@@ -14,8 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from paper_reference import paper_forward
-from fake_hub import FakeHub, make_paper_run_data, to_bytes
 from part52_grokking_and_modular_arithmetic import provision
 from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError, atomic_save, load_run_data
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
@@ -24,6 +22,9 @@ from part52_grokking_and_modular_arithmetic.layout import load_in_state_dict
 from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision
 from part52_grokking_and_modular_arithmetic.model import make_model
 from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
+
+from fake_hub import FakeHub, make_paper_run_data, to_bytes
+from paper_reference import paper_forward
 
 REPO, FILE = provision.HUB_REPO_ID, provision.HUB_FILENAME
 pytestmark = pytest.mark.usefixtures("isolated_paths")  # never touch the real run file or HF cache
@@ -59,7 +60,9 @@ def hub_online(monkeypatch):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(constants, "ENDPOINT", hub.url)
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         return hub
 
     return point_at
@@ -127,7 +130,10 @@ def test_default_run_path_precedence(monkeypatch, tmp_path):
     assert provision.default_run_path() == tmp_path / "mine" / "full_run_data.pth"
     monkeypatch.delenv(provision.ENV_HOME)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert provision.default_run_path() == tmp_path / "xdg" / "part52_grokking_and_modular_arithmetic" / "full_run_data.pth"
+    assert (
+        provision.default_run_path()
+        == tmp_path / "xdg" / "part52_grokking_and_modular_arithmetic" / "full_run_data.pth"
+    )
     monkeypatch.delenv("XDG_DATA_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     expected = tmp_path / "home" / ".local" / "share" / "part52_grokking_and_modular_arithmetic" / "full_run_data.pth"
@@ -142,7 +148,10 @@ def test_without_a_checkout_training_writes_to_the_user_data_folder(monkeypatch,
     monkeypatch.setattr(provision, "checkout_root", lambda: None)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     load_full_run_data(progress=False)  # HF_HUB_OFFLINE=1 (conftest): straight to training
-    assert fake_train.calls[-1]["out"] == tmp_path / "data" / "part52_grokking_and_modular_arithmetic" / "full_run_data.pth"
+    assert (
+        fake_train.calls[-1]["out"]
+        == tmp_path / "data" / "part52_grokking_and_modular_arithmetic" / "full_run_data.pth"
+    )
     load_full_run_data(tmp_path / "given.pth", progress=False)  # the argument wins
     assert fake_train.calls[-1]["out"] == tmp_path / "given.pth"
 
@@ -164,14 +173,22 @@ def test_hub_settings_are_read_when_called(monkeypatch, tmp_path):
     assert not provision.hub_offline()
 
 
-def test_probe_reports_refused_and_silent_endpoints(monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+def test_the_first_connection_names_its_proxy_and_malformed_urls_are_refused(monkeypatch):
+    """What a dead endpoint's message names: the endpoint itself, or the proxy (and its variable) in front of it."""
+    from part52_grokking_and_modular_arithmetic import hub
+
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    assert "refused" in provision.probe_endpoint(f"http://127.0.0.1:{closed_port()}", timeout=2.0)
-    with FakeHub() as hub:
-        assert provision.probe_endpoint(hub.url, timeout=2.0) is None
+    assert hub._first_hop("http://127.0.0.1:8") == ("127.0.0.1", 8, "")
+    assert hub._first_hop("https://huggingface.co")[:2] == ("huggingface.co", 443)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    host, port, note = hub._first_hop("http://mirror.example")
+    assert (host, port) == ("127.0.0.1", 9) and "HTTP_PROXY=http://127.0.0.1:9" in note
     with pytest.raises(ValueError, match="http"):
-        provision.probe_endpoint("ftp://127.0.0.1", timeout=1.0)
+        hub._first_hop("ftp://127.0.0.1")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:0")
+    with pytest.raises(ValueError, match="the proxy HTTP_PROXY must .*port 0"):
+        hub._first_hop("http://mirror.example")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -264,7 +281,9 @@ def test_corrupt_cached_file_with_hub_offline(hub_online, paper_run_23, monkeypa
 def test_missing_file_404_errors_clearly(hub_online, paper_run_23):
     _, raw = paper_run_23
     with hub_online(FakeHub({(REPO, "other.pth"): raw})):
-        with pytest.raises(ModelUnavailableError, match=rf"404: file not found on the hub \({REPO}/{FILE}, revision main\)"):
+        with pytest.raises(
+            ModelUnavailableError, match=rf"404: file not found on the hub \({REPO}/{FILE}, revision main\)"
+        ):
             load_full_run_data(allow_training=False, progress=False)
         with pytest.raises(ModelUnavailableError, match=r"404: repository nobody/nothing not found"):
             load_full_run_data(allow_training=False, progress=False, repo_id="nobody/nothing")
@@ -296,7 +315,14 @@ def test_closed_port_errors_fast_and_clearly(hub_online, monkeypatch):
         elapsed = time.monotonic() - t0
     assert elapsed <= 5.0  # huggingface_hub alone retries for ~23 s
     message = str(info.value)
-    for expected in ("refused", endpoint, "no local run file", "no cached copy", "python -m part52_grokking_and_modular_arithmetic train", "HF_ENDPOINT"):
+    for expected in (
+        "refused",
+        endpoint,
+        "no local run file",
+        "no cached copy",
+        "python -m part52_grokking_and_modular_arithmetic train",
+        "HF_ENDPOINT",
+    ):
         assert expected in message
 
 
@@ -331,7 +357,9 @@ def test_silent_endpoint_is_abandoned_within_hub_timeout(hub_online):
             hub_online(side)
             t0 = time.monotonic()
             with pytest.raises(ModelUnavailableError, match="no answer"):
-                load_full_run_data(allow_training=False, endpoint=f"http://127.0.0.1:{port}", hub_timeout=1.0, progress=False)
+                load_full_run_data(
+                    allow_training=False, endpoint=f"http://127.0.0.1:{port}", hub_timeout=1.0, progress=False
+                )
             assert time.monotonic() - t0 <= 2.5
     finally:
         for c in fillers:
@@ -368,6 +396,9 @@ def test_local_file_comes_first(hub_online, tmp_path):
         assert hub.requests == []
     assert provision.run_data_source(got) == f"local file: {path}"
     assert got["config"]["p"] == 23
+    from part52_grokking_and_modular_arithmetic.run_data import RunData, RunSource
+
+    assert isinstance(got, RunData) and got.source == RunSource("local", str(path)) and got.config.p == 23
 
 
 def test_corrupt_local_file_is_an_error_and_is_kept(tmp_path, fake_train):
@@ -452,6 +483,12 @@ def test_a_diverged_run_is_never_taken_as_complete():
     """A run file whose training diverged must not be analysed as if it were finished: provisioning hands it
     back to the trainer, which refuses it with the reason (tests/test_training_faults.py)."""
     finished = {"resume": {"finished": True}, "train_losses": [1.0], "test_losses": [1.0]}
-    diverged = {"resume": {"finished": True, "diverged": True, "diverged_at": 3}, "train_losses": [1.0], "test_losses": [1.0]}
-    assert provision._is_complete(finished)
-    assert not provision._is_complete(diverged)
+    diverged = {
+        "resume": {"finished": True, "diverged": True, "diverged_at": 3},
+        "train_losses": [1.0],
+        "test_losses": [1.0],
+    }
+    from part52_grokking_and_modular_arithmetic.checkpoints import run_is_complete
+
+    assert run_is_complete(finished)
+    assert not run_is_complete(diverged)

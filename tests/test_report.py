@@ -37,8 +37,21 @@ def build_wheel(dest: Path, work: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(dest), str(src)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(dest),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = dest.glob(f"{PACKAGE}-*.whl")
@@ -49,13 +62,15 @@ def build_wheel(dest: Path, work: Path) -> Path:
 
 
 def test_equations_become_mathml_and_code_is_left_alone():
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell(
-            "Inline $\\omega_k = 2\\pi k / p$ and display\n\n$$\\sum_{k} \\cos(\\omega_k (x + y - z))$$\n\n"
-            "Code keeps its dollars: `echo $HOME`, and an escaped \\$5 stays a dollar."
-        ),
-        nbformat.v4.new_code_cell("x = '$not maths$'"),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell(
+                "Inline $\\omega_k = 2\\pi k / p$ and display\n\n$$\\sum_{k} \\cos(\\omega_k (x + y - z))$$\n\n"
+                "Code keeps its dollars: `echo $HOME`, and an escaped \\$5 stays a dollar."
+            ),
+            nbformat.v4.new_code_cell("x = '$not maths$'"),
+        ]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         html, _ = report.notebook_to_offline_html(nb)
@@ -101,11 +116,14 @@ def test_latex_to_mathml_names_the_equation_it_cannot_convert():
         report.latex_to_mathml("a \\notacommand b")
 
 
-@pytest.mark.parametrize("script", [
-    '<script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js"></script>',
-    '<script type="text/javascript" src="//cdn.example.org/x.js"></script>',
-    '<script type="module">const m = await import("https://cdn.jsdelivr.net/npm/mermaid.mjs");</script>',
-])
+@pytest.mark.parametrize(
+    "script",
+    [
+        '<script src="https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js"></script>',
+        '<script type="text/javascript" src="//cdn.example.org/x.js"></script>',
+        '<script type="module">const m = await import("https://cdn.jsdelivr.net/npm/mermaid.mjs");</script>',
+    ],
+)
 def test_check_offline_html_rejects_any_script_from_the_network(script):
     html, n = report.notebook_to_offline_html(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("$x$")]))
     report.check_offline_html(html, n)
@@ -132,13 +150,21 @@ def test_the_wheel_ships_the_solutions_notebook_and_report_finds_it(tmp_path):
         "print(pkg.__file__); print(report.default_solutions_notebook())"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     module_file, notebook = proc.stdout.split()
     assert Path(module_file).is_relative_to(site), "imported the checkout instead of the wheel"
     assert Path(notebook) == site / inside
-    proc = subprocess.run([sys.executable, "-m", PACKAGE, "report", "--help"], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", PACKAGE, "report", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "--device" in proc.stdout, proc.stderr[-2000:]
 
 

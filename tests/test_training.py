@@ -18,7 +18,7 @@ from part52_grokking_and_modular_arithmetic.checkpoints import (
 )
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.fast_forward import last_position_logits
+from part52_grokking_and_modular_arithmetic.last_position import model_logits
 from part52_grokking_and_modular_arithmetic.layout import PAPER_KEYS, is_paper_layout, load_in_state_dict
 from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision
 from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
@@ -26,10 +26,10 @@ from part52_grokking_and_modular_arithmetic.train import (
     TrainingData,
     fast_train_step,
     make_optimizer,
-    plain_hooked_transformer_step,
-    reference_train,
     train,
 )
+
+from reference.plain_training import plain_hooked_transformer_step, plain_train
 
 #: A configuration small enough for CI that still memorises, then generalises (p = 31, half the pairs, lr 3e-3):
 #: train loss < 1e-2 after ~50 epochs, test loss < 0.1 after ~650 and < 1e-3 after ~950.
@@ -76,16 +76,26 @@ def test_optimizer_follows_the_paper_recipe():
 @functools.lru_cache(maxsize=2)
 def _plain_run(config: TrainConfig, epochs: int, dtype: torch.dtype) -> tuple[list[float], torch.Tensor]:
     """Train losses and final last-position logits (every pair) of the plain HookedTransformer loop."""
-    model, losses = reference_train(config, epochs, fast=False, dtype=dtype)
+    model, losses = plain_train(config, epochs, dtype=dtype)
     return losses, model(make_all_data(config.p))[:, -1].detach()
+
+
+def _fast_train(config: TrainConfig, epochs: int, dtype: torch.dtype):
+    """The trainer's step (the last-position module), ``epochs`` epochs in memory: (model, train losses)."""
+    model = make_model(config.p, seed=config.seed)
+    if dtype != model.W_E.dtype:
+        model = model.to(dtype, print_details=False)
+    optimizer, scheduler = make_optimizer(model, config)
+    data = TrainingData(config)
+    return model, [fast_train_step(model, optimizer, scheduler, data.train_pairs) for _ in range(epochs)]
 
 
 def _loss_trajectories(config: TrainConfig, epochs: int, mutate=None, dtype=torch.float32):
     """Train losses of the plain HookedTransformer loop and of the fast step (optionally with a mutated recipe),
     and the final last-position logits of both on every pair."""
     plain, plain_logits = _plain_run(config, epochs, dtype)
-    fast_model, fast = reference_train(mutate(config) if mutate is not None else config, epochs, fast=True, dtype=dtype)
-    return plain, fast, plain_logits, last_position_logits(fast_model, make_all_data(config.p))
+    fast_model, fast = _fast_train(mutate(config) if mutate is not None else config, epochs, dtype)
+    return plain, fast, plain_logits, model_logits(fast_model, make_all_data(config.p))
 
 
 def _max_relative_difference(a: list[float], b: list[float]) -> float:
@@ -138,12 +148,12 @@ def test_steps_agree_on_one_epoch():
     config = TrainConfig(p=23, frac_train=0.5)
     models = [make_model(23, seed=0) for _ in range(2)]
     opts = [make_optimizer(m, config) for m in models]
-    data = TrainingData(config, models[0])
+    data = TrainingData(config)
     for _ in range(12):  # past the warm-up's lr = 0 step
         a = plain_hooked_transformer_step(models[0], *opts[0], data.train_tokens, data.train_labels)
-        b = fast_train_step(models[1], *opts[1], data.train_batch)
+        b = fast_train_step(models[1], *opts[1], data.train_pairs)
         assert b == pytest.approx(a, rel=1e-6)
-    for pa, pb in zip(models[0].parameters(), models[1].parameters()):
+    for pa, pb in zip(models[0].parameters(), models[1].parameters(), strict=True):
         torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-6)
 
 
@@ -154,7 +164,7 @@ def test_small_config_generalises_to_full_test_accuracy():
     all_data = make_all_data(SMALL.p)
     labels = make_labels(all_data, SMALL.p)
     _, test = train_test_split(SMALL.p, SMALL.frac_train, SMALL.seed)
-    logits = last_position_logits(model, all_data[test])
+    logits = model_logits(model, all_data[test])
     assert (logits[:, : SMALL.p].argmax(-1) == labels[test]).float().mean().item() == 1.0
     # stopped at the first test epoch with test loss < 1e-3; that epoch's weights are the last checkpoint
     assert run["resume"]["stopped_early"] and run["test_losses"][-1] < 1e-3 <= min(run["test_losses"][:-1])
@@ -198,7 +208,9 @@ def test_checkpoints_hold_the_weights_their_losses_were_measured_at():
         epoch = run["epochs"][k]
         load_in_state_dict(model, run["state_dicts"][k])
         logits = model(all_data)[:, -1]
-        assert cross_entropy_high_precision(logits[train_idx], labels[train_idx]).item() == pytest.approx(run["train_losses"][epoch], rel=1e-5)
+        assert cross_entropy_high_precision(logits[train_idx], labels[train_idx]).item() == pytest.approx(
+            run["train_losses"][epoch], rel=1e-5
+        )
         if epoch % config.test_every == 0:
             test_loss = cross_entropy_high_precision(logits[test_idx], labels[test_idx]).item()
             assert test_loss == pytest.approx(run["test_losses"][epoch // config.test_every], rel=1e-5)
@@ -288,7 +300,11 @@ def test_a_file_with_another_config_is_never_overwritten(tmp_path):
     out = tmp_path / "run.pth"
     train(dataclasses.replace(TINY, epochs=5), out, progress=False)
     before = out.read_bytes()
-    for other in (dataclasses.replace(TINY, seed=1), dataclasses.replace(TINY, p=29), dataclasses.replace(TINY, lr=3e-3)):
+    for other in (
+        dataclasses.replace(TINY, seed=1),
+        dataclasses.replace(TINY, p=29),
+        dataclasses.replace(TINY, lr=3e-3),
+    ):
         for resume in (True, False):
             with pytest.raises(ValueError, match="different configuration"):
                 train(other, out, progress=False, resume=resume)
@@ -317,10 +333,87 @@ def test_early_stop(tmp_path):
     assert run["resume"]["stopped_early"] and run["resume"]["finished"]
     assert len(run["train_losses"]) == 1 and run["epochs"] == [0] and len(run["test_losses"]) == 1
     validate_run_data(safe_load(out))
-    assert train(dataclasses.replace(TINY, stop_at_test_loss=1e9), out, progress=False)["train_losses"] == run["train_losses"]
+    assert (
+        train(dataclasses.replace(TINY, stop_at_test_loss=1e9), out, progress=False)["train_losses"]
+        == run["train_losses"]
+    )
 
 
 def test_progress_bar_can_be_silenced(capsys):
     train(dataclasses.replace(TINY, epochs=3), progress=False)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# devices and process-wide state
+def test_train_leaves_the_allocator_alone(monkeypatch):
+    """train() is a library call (e.g. in a student's kernel): it must not tune glibc's allocator; only the
+    commands and benchmarks opt in to keep_freed_memory()."""
+    import part52_grokking_and_modular_arithmetic.train as trainer
+
+    def refuse():
+        raise AssertionError("train() called keep_freed_memory()")
+
+    monkeypatch.setattr(trainer, "keep_freed_memory", refuse)
+    run = train(dataclasses.replace(TINY, epochs=3), progress=False, device="cpu")
+    assert len(run["train_losses"]) == 3
+
+
+def test_device_names_are_checked():
+    from part52_grokking_and_modular_arithmetic.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="'auto', 'cpu' or 'cuda'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_training_on_cuda_follows_the_cpu_run_and_writes_the_same_format(tmp_path):
+    """The same config on the GPU: a run file of CPU tensors in the same format, and losses that follow the CPU
+    run (float32 sums in another order: close, not identical)."""
+    cpu = train(TINY, progress=False, device="cpu")
+    out = tmp_path / "gpu.pth"
+    gpu = train(TINY, out, progress=False, device="cuda")
+    data = torch.load(out, weights_only=True)
+    assert validate_run_data(data) == TINY.p and data["epochs"] == cpu["epochs"]
+    assert len(data["train_losses"]) == len(cpu["train_losses"]) and len(data["test_losses"]) == len(cpu["test_losses"])
+    for sd in data["state_dicts"]:
+        assert all(t.device.type == "cpu" for t in sd.values())
+    assert all(t.device.type == "cpu" for t in data["resume"]["params"].values())
+    assert _max_relative_difference(gpu["train_losses"], cpu["train_losses"]) < 1e-3
+    # and it resumes on the CPU
+    extended = train(dataclasses.replace(TINY, epochs=TINY.epochs + 20), out, progress=False, device="cpu")
+    assert len(extended["train_losses"]) == TINY.epochs + 20
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_diverging_run_on_cuda_keeps_the_records_before_it():
+    """On the GPU losses are read back in blocks; a non-finite loss is still reported at its own epoch."""
+    from part52_grokking_and_modular_arithmetic.train import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError) as info:
+        train(dataclasses.replace(TINY, lr=1e6, epochs=200), progress=False, device="cuda")
+    run = info.value.run_data
+    epoch = info.value.epoch
+    assert len(run["train_losses"]) == epoch and all(math.isfinite(x) for x in run["train_losses"])
+    assert all(e < epoch for e in run["epochs"])
+
+
+def test_train_command_rejects_cuda_without_a_gpu(tmp_path, capsys):
+    from part52_grokking_and_modular_arithmetic import cli
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert (
+        cli.main(
+            ["train", "--p", "23", "--epochs", "2", "--device", "cuda", "--out", str(tmp_path / "r.pth"), "--quiet"]
+        )
+        != 0
+    )
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "r.pth").exists()

@@ -104,7 +104,11 @@ def test_a_disk_without_room_is_refused_before_training(tmp_path, monkeypatch, c
     with pytest.raises(RunFileWriteError, match="not enough room") as info:
         train(FAST, out, progress=False)
     message = str(info.value)
-    assert str(out) in message and "0.1 MB is free" in message and f"{1.1 * estimate_run_file_bytes(FAST) / 1e6:,.1f} MB" in message
+    assert (
+        str(out) in message
+        and "0.1 MB is free" in message
+        and f"{1.1 * estimate_run_file_bytes(FAST) / 1e6:,.1f} MB" in message
+    )
     assert info.value.errno == errno.ENOSPC and not out.exists() and _leftovers(tmp_path, "run.pth") == []
     assert cli.main(["train", "--p", "23", "--epochs", "60", "--out", str(out), "--quiet"]) == 1
     assert "error: not enough room for the run file" in capsys.readouterr().err
@@ -112,7 +116,9 @@ def test_a_disk_without_room_is_refused_before_training(tmp_path, monkeypatch, c
 
 def test_a_read_only_folder_is_refused_before_training_simulated(tmp_path, monkeypatch):
     out = tmp_path / "run.pth"
-    monkeypatch.setattr(checkpoints, "_write_all", lambda fd, data: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
+    monkeypatch.setattr(
+        checkpoints, "_write_all", lambda fd, data: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system"))
+    )
     monkeypatch.setattr(trainer, "make_model", lambda *a, **k: pytest.fail("trained although the folder is read-only"))
     with pytest.raises(RunFileWriteError, match="read-only") as info:
         train(FAST, out, progress=False)
@@ -149,7 +155,10 @@ def test_a_full_disk_at_the_end_keeps_the_previous_file_and_saves_the_run_elsewh
     assert rescued["train_losses"] == e.run_data["train_losses"] and rescued["resume"]["finished"]
     monkeypatch.undo()
     e.saved_to.replace(out)  # as the message says: move it back once there is room
-    assert train(FAST, out, progress=False, callback=lambda *a: pytest.fail("trained again"))["train_losses"] == rescued["train_losses"]
+    assert (
+        train(FAST, out, progress=False, callback=lambda *a: pytest.fail("trained again"))["train_losses"]
+        == rescued["train_losses"]
+    )
 
 
 def test_nowhere_to_write_says_so(tmp_path, monkeypatch):
@@ -188,9 +197,15 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     """A real process takes the lock and is killed with SIGKILL: the next run proceeds."""
     out = tmp_path / "run.pth"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from part52_grokking_and_modular_arithmetic.checkpoints import RunFileLock;"
-         f"RunFileLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from part52_grokking_and_modular_arithmetic.checkpoints import RunFileLock;"
+            f"RunFileLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -206,11 +221,18 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
 def test_temporary_files_of_killed_runs_are_removed(tmp_path):
     out = tmp_path / "run.pth"
     killed = subprocess.run(
-        [sys.executable, "-c", "import os, signal; from pathlib import Path;"
-         "from part52_grokking_and_modular_arithmetic.checkpoints import _temp_path;"
-         f"t = _temp_path(Path({str(out)!r})); t.write_bytes(b'x' * 10**6); print(t.name, flush=True);"
-         "os.kill(os.getpid(), signal.SIGKILL)"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import os, signal; from pathlib import Path;"
+            "from part52_grokking_and_modular_arithmetic.checkpoints import _temp_path;"
+            f"t = _temp_path(Path({str(out)!r})); t.write_bytes(b'x' * 10**6); print(t.name, flush=True);"
+            "os.kill(os.getpid(), signal.SIGKILL)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert killed.returncode == -signal.SIGKILL
     stale = tmp_path / killed.stdout.strip()
@@ -231,8 +253,25 @@ def test_temporary_files_of_killed_runs_are_removed(tmp_path):
 def _start_cli(out: Path, epochs: int = 100_000) -> subprocess.Popen:
     """The CLI training a long run (minutes) in a subprocess; checkpoints every 1,000 epochs."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    argv = [sys.executable, "-m", "part52_grokking_and_modular_arithmetic", "train", "--p", "23", "--frac-train", "0.5",
-            "--epochs", str(epochs), "--save-every", "1000", "--test-every", "10", "--out", str(out), "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "part52_grokking_and_modular_arithmetic",
+        "train",
+        "--p",
+        "23",
+        "--frac-train",
+        "0.5",
+        "--epochs",
+        str(epochs),
+        "--save-every",
+        "1000",
+        "--test-every",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
 
 
@@ -253,8 +292,25 @@ def test_sigterm_saves_the_run_and_it_resumes(tmp_path):
     proc = _start_cli(out)
     _wait_until_training(proc, out)
     other = subprocess.run(
-        [sys.executable, "-m", "part52_grokking_and_modular_arithmetic", "train", "--p", "23", "--seed", "1", "--epochs", "100",
-         "--out", str(out), "--quiet"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "part52_grokking_and_modular_arithmetic",
+            "train",
+            "--p",
+            "23",
+            "--seed",
+            "1",
+            "--epochs",
+            "100",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
     )
     assert other.returncode == 1 and f"another training run (pid {proc.pid}) is writing {out}" in other.stderr
     proc.send_signal(signal.SIGTERM)
@@ -355,7 +411,10 @@ def test_nan_weights_in_a_file_are_refused(tmp_path, capsys):
     run["state_dicts"][1]["blocks.0.mlp.W_in"][3, 5] = float("nan")
     run["state_dicts"][1]["blocks.0.mlp.W_in"][4, 5] = float("inf")
     atomic_save(run, tmp_path / "nan.pth")
-    with pytest.raises(CorruptCheckpointError, match=r"state dict 1 \(epoch 20\): blocks.0.mlp.W_in holds 2 non-finite values \(nan/inf\)"):
+    with pytest.raises(
+        CorruptCheckpointError,
+        match=r"state dict 1 \(epoch 20\): blocks.0.mlp.W_in holds 2 non-finite values \(nan/inf\)",
+    ):
         load_run_data(tmp_path / "nan.pth")
     assert cli.main(["info", str(tmp_path / "nan.pth")]) == 1
     assert "non-finite" in capsys.readouterr().err
@@ -365,8 +424,14 @@ def test_nan_weights_in_a_file_are_refused(tmp_path, capsys):
 # nonsense configurations fail fast, with one line
 @pytest.mark.parametrize(
     "p, why",
-    [(9, "9 is not prime (9 = 3 × 3)"), (15, "15 is not prime (15 = 3 × 5)"), (2, "2 is too small"),
-     (-7, "-7 is too small"), (24, "24 is even (24 = 2 × 12)"), (1_000_003 * 1_000_033, "has a factor above 10^6")],
+    [
+        (9, "9 is not prime (9 = 3 × 3)"),
+        (15, "15 is not prime (15 = 3 × 5)"),
+        (2, "2 is too small"),
+        (-7, "-7 is too small"),
+        (24, "24 is even (24 = 2 × 12)"),
+        (1_000_003 * 1_000_033, "has a factor above 10^6"),
+    ],
 )
 def test_p_must_be_an_odd_prime(p, why, capsys):
     with pytest.raises(ValueError, match="must be an odd prime") as info:
@@ -404,8 +469,17 @@ def test_every_option_is_checked_with_a_one_line_error(argv, expected, capsys):
 
 
 def test_invalid_values_are_refused_by_the_config_too():
-    for bad in (dict(warmup_steps=-1), dict(lr=0.0), dict(lr=float("inf")), dict(betas=(0.9, 1.0)), dict(p="113"),
-                dict(epochs=0), dict(frac_train=0.0), dict(weight_decay=-1.0), dict(p=True)):
+    for bad in (
+        dict(warmup_steps=-1),
+        dict(lr=0.0),
+        dict(lr=float("inf")),
+        dict(betas=(0.9, 1.0)),
+        dict(p="113"),
+        dict(epochs=0),
+        dict(frac_train=0.0),
+        dict(weight_decay=-1.0),
+        dict(p=True),
+    ):
         with pytest.raises((ValueError, TypeCheckError)):  # jaxtyping's TypeCheckError for a wrong type under pytest
             TrainConfig(**bad)
 
@@ -456,7 +530,25 @@ def test_a_stored_config_with_a_non_numeric_p_is_a_one_line_error(tmp_path, caps
     assert cli.main(["info", str(path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "invalid stored config" in err and "Traceback" not in err
-    assert cli.main(["train", "--p", "23", "--frac-train", "0.5", "--epochs", "60", "--save-every", "20", "--out", str(path), "--quiet"]) == 1
+    assert (
+        cli.main(
+            [
+                "train",
+                "--p",
+                "23",
+                "--frac-train",
+                "0.5",
+                "--epochs",
+                "60",
+                "--save-every",
+                "20",
+                "--out",
+                str(path),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
 
 
 def test_a_resume_record_without_its_parameters_is_a_one_line_error(tmp_path, capsys):
@@ -464,14 +556,30 @@ def test_a_resume_record_without_its_parameters_is_a_one_line_error(tmp_path, ca
     path = tmp_path / "run.pth"
     keep = [i for i, e in enumerate(run["epochs"]) if e < 40]  # a consistent file: only its resume record is damaged
     unfinished = dict(
-        run, train_losses=run["train_losses"][:40], epochs=[run["epochs"][i] for i in keep],
-        state_dicts=[run["state_dicts"][i] for i in keep], resume=dict(run["resume"], epochs_done=40, finished=False),
+        run,
+        train_losses=run["train_losses"][:40],
+        epochs=[run["epochs"][i] for i in keep],
+        state_dicts=[run["state_dicts"][i] for i in keep],
+        resume=dict(run["resume"], epochs_done=40, finished=False),
     )
     del unfinished["resume"]["params"]
     atomic_save(unfinished, path)
     with pytest.raises(CorruptCheckpointError, match=r"resume record lacks \['params'\], so it cannot be continued"):
         train(dataclasses.replace(FAST, epochs=41), path, progress=False)
-    argv = ["train", "--p", "23", "--frac-train", "0.5", "--epochs", "41", "--save-every", "20", "--out", str(path), "--quiet"]
+    argv = [
+        "train",
+        "--p",
+        "23",
+        "--frac-train",
+        "0.5",
+        "--epochs",
+        "41",
+        "--save-every",
+        "20",
+        "--out",
+        str(path),
+        "--quiet",
+    ]
     assert cli.main(argv) == 1
     assert "lacks ['params']" in capsys.readouterr().err
 
@@ -512,8 +620,14 @@ def _cli_on_tmpfs(tmp_path: Path, size: str, script: str, timeout: float = 180) 
     rescue.mkdir()
     train_cmd = f"{sys.executable} -m part52_grokking_and_modular_arithmetic train --p 23 --frac-train 0.5 --quiet"
     env = dict(os.environ, M=str(mnt), TRAIN=train_cmd, TMPDIR=str(rescue), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size={size} tmpfs \"$M\" || exit 99; {script}"],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+    return subprocess.run(
+        ["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size={size} tmpfs "$M" || exit 99; {script}'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
 
 
 @needs_mount
@@ -550,4 +664,6 @@ def test_a_disk_that_fills_up_during_training_loses_nothing(tmp_path):
     data = load_run_data(rescued[0])
     assert not data["resume"]["finished"] and data["resume"]["epochs_done"] > 0
     listing = result.stdout.split()
-    assert not any(".tmp-" in name for name in listing) and "run.pth.lock" not in listing  # no leftovers on the full disk
+    assert (
+        not any(".tmp-" in name for name in listing) and "run.pth.lock" not in listing
+    )  # no leftovers on the full disk

@@ -7,18 +7,62 @@ from part52_grokking_and_modular_arithmetic import layout, utils
 from part52_grokking_and_modular_arithmetic.model import make_model
 
 COURSE_NAMES = [
-    "make_fourier_basis", "fft1d", "fft2d", "fft1d_given_dim", "fourier_2d_basis_term", "arrange_by_2d_freqs",
-    "project_onto_direction", "project_onto_frequency", "get_trig_sum_directions", "cross_entropy_high_precision",
-    "test_logits", "make_all_data", "make_labels", "train_test_split", "make_model_config", "load_in_state_dict",
-    "load_full_run_data", "find_neuron_freqs", "excl_loss", "fourier_embed", "embed_SVD", "get_effective_weights",
-    "imshow", "imshow_div", "inputs_heatmap", "line", "lines", "scatter", "animate_lines", "animate_multi_lines",
-    "animate_scatter", "imshow_fourier", "compute_dynamics",
+    "make_fourier_basis",
+    "fft1d",
+    "fft2d",
+    "fft1d_given_dim",
+    "fourier_2d_basis_term",
+    "arrange_by_2d_freqs",
+    "project_onto_direction",
+    "project_onto_frequency",
+    "get_trig_sum_directions",
+    "cross_entropy_high_precision",
+    "test_logits",
+    "make_all_data",
+    "make_labels",
+    "train_test_split",
+    "make_model_config",
+    "load_in_state_dict",
+    "load_full_run_data",
+    "find_neuron_freqs",
+    "excl_loss",
+    "fourier_embed",
+    "embed_SVD",
+    "get_effective_weights",
+    "imshow",
+    "imshow_div",
+    "inputs_heatmap",
+    "line",
+    "lines",
+    "scatter",
+    "animate_lines",
+    "animate_multi_lines",
+    "animate_scatter",
+    "imshow_fourier",
+    "compute_dynamics",
 ]
 
 
 @pytest.mark.parametrize("name", COURSE_NAMES)
 def test_course_name_is_exported(name):
-    assert callable(getattr(utils, name))
+    assert callable(getattr(utils, name)) and name in utils.__all__
+
+
+def test_facade_is_small_explicit_and_covers_the_notebook():
+    import inspect
+    import re
+    from pathlib import Path
+
+    assert len(utils.__all__) <= 45 and len(set(utils.__all__)) == len(utils.__all__)
+    assert all(hasattr(utils, name) for name in utils.__all__)
+    source = inspect.getsource(utils)
+    assert "import *" not in source
+    assert not hasattr(utils, "DEFAULT_P")
+    notebook = Path(__file__).parents[1] / "notebooks" / "grokking_and_modular_arithmetic.py"
+    used = set(re.findall(r"\butils\.([A-Za-z_]\w*)", notebook.read_text(encoding="utf-8")))
+    assert used <= set(utils.__all__), (
+        f"the notebook uses names the facade does not export: {used - set(utils.__all__)}"
+    )
 
 
 def test_test_logits_infers_p_and_scores_each_mode():

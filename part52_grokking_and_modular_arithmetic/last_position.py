@@ -1,0 +1,607 @@
+"""The grokking transformer at its **last position** only: one exact, fast forward with a leading axis R.
+
+Why it is possible. The model has one layer and no LayerNorm, and its output is read only at position 2 (the
+``=`` token). Everything position 2 sees comes from a handful of vectors:
+
+* its own residual ``r2 = W_E[=] + W_pos[2]`` is the same for every input, so its query is a constant;
+* the keys and values at positions 0 and 1 depend only on the token there: tables over the vocabulary
+  (rows of ``W_E + W_pos[0]`` and ``W_E + W_pos[1]``).
+
+So per head ``h`` the attention scores are ``s0[x, h]``, ``s1[y, h]`` and a constant ``s2[h]`` (a softmax
+over 3 keys gives the weights ``a0, a1, a2``), and the residual stream after attention is
+``r2 + b_O + sum_h (a0 O0[h, x] + a1 O1[h, y] + a2 O2[h])`` with small tables
+``O[h, i, t] = value(position i holds token t, head h) @ W_O[h]``. Everything the residual stream feeds
+linearly is folded into the tables: with ``W_cat = [W_in | W_U]`` (d_model, d_mlp + n_out) the tables
+``T = O @ W_cat`` give, in one go, the MLP pre-activations and the direct path to the logits. As the weights
+sum to 1, ``a2 = 1 - a0 - a1`` folds position 2 into the other two tables::
+
+    Z[b]   = c + sum_h a0[b,h] (T[h,0,x_b] - T2[h]) + a1[b,h] (T[h,1,y_b] - T2[h])   c = const + sum_h T2[h]
+    pre    = Z[:, :d_mlp]            direct = Z[:, d_mlp:]
+    logits = relu(pre) @ (W_out @ W_U) + direct + b_out @ W_U
+
+Per example that is a sparse row (the x and y entries of every head) times a small table: a weighted
+embedding-bag sum, several times fewer FLOPs than a full ``HookedTransformer`` forward.
+
+Every function works on a **leading axis R** of weights: ``w[name]`` is ``(R, ...)`` for the TransformerLens
+parameter ``name`` (R runs of a batched trainer, or R checkpoints of one run). A single model is ``R = 1``:
+:func:`model_weights` returns views of its own ``nn.Parameter`` s, so ``loss.backward()`` fills their ``.grad``
+as a normal forward would. Each run has its own set of input pairs (:class:`Pairs`, padded to a common length
+with a weight of 0). The tables are built with ordinary autograd (they are small); the batch part has a
+hand-written backward (:class:`_WeightedBags`, any R, any device) that uses index structures of the pairs,
+fixed across epochs. It is kept because it beats plain autograd through the same tables (``hand_written=False``,
+the same gradients) by 1.2-1.35x on a CPU, early and late in training, for R = 1 and R = 8
+(``benchmarks/benchmark_last_position_backward.py``). The loss is the package's one loss,
+:func:`~.losses.cross_entropy_per_run` (the batched form of
+:func:`~.losses.cross_entropy_high_precision`), applied to these logits. Every tensor built here lives on the
+weights' device; nothing here changes process-wide settings.
+
+Reference: Nanda et al. 2023, "Progress measures for grokking via mechanistic interpretability",
+arXiv 2301.05217 (the model); TransformerLens' ``HookedTransformer`` (the weight layout).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .losses import cross_entropy_per_run
+from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE
+
+__all__ = [
+    "WEIGHT_NAMES",
+    "FLUSH_BELOW",
+    "Pairs",
+    "Tables",
+    "LastPosition",
+    "check_model",
+    "model_weights",
+    "stack_weights",
+    "tables",
+    "forward",
+    "logits",
+    "losses",
+    "model_loss",
+    "model_logits",
+]
+
+#: The TransformerLens parameters the last position reads (``w[name]`` is ``(R, ...)`` of that parameter): the
+#: paper's trained ones and TransformerLens' extra biases (zero in the paper model, handled exactly anyway).
+WEIGHT_NAMES: tuple[str, ...] = PAPER_TRAINABLE + FROZEN_ZERO_BIASES
+
+#: |d loss / d logit| at or below this is set to 0 in the float32 backward. Once a model fits its data, wrong-class
+#: probabilities fall to 1e-35 and below: cast to float32 they become subnormal numbers, which make every matrix
+#: product of the backward several times slower on x86 CPUs (``benchmarks/benchmark_confident_backward.py``).
+#: Such entries are zero for any purpose (float32 gradients carry ~7 significant digits of values >= 1e-12), so
+#: a gradient hook on the logits flushes them, with no process-wide setting (``torch.set_flush_denormal`` would
+#: change the whole process). 0 disables the flush.
+FLUSH_BELOW = 1e-30
+
+
+# ---------------------------------------------------------------------------------------------------------
+# weights
+def check_model(model) -> None:
+    """Raise ``ValueError`` unless ``model`` is a ``HookedTransformer`` this module computes exactly: one layer,
+    no LayerNorm, ReLU MLP, learned positions, ``n_ctx >= 3``, attention scores scaled by ``sqrt(d_head)``."""
+    cfg = model.cfg
+    if cfg.n_layers != 1 or cfg.normalization_type is not None or cfg.act_fn != "relu" or cfg.attn_only:
+        raise ValueError(
+            "the last-position forward supports only the one-layer, LayerNorm-free ReLU model of the course"
+        )
+    if cfg.positional_embedding_type != "standard" or cfg.n_ctx < 3:
+        raise ValueError("the last-position forward needs learned ('standard') positional embeddings and n_ctx >= 3")
+    scale = float(model.blocks[0].attn.attn_scale)
+    if not math.isclose(scale, math.sqrt(cfg.d_head), rel_tol=1e-6):
+        raise ValueError(
+            f"the last-position forward needs attention scores scaled by sqrt(d_head); this model uses {scale}"
+        )
+
+
+def model_weights(model) -> dict[str, Tensor]:
+    """The model's own parameters as ``name -> (1, ...)`` views (R = 1): gradients flow to the parameters."""
+    check_model(model)
+    params = dict(model.named_parameters())
+    return {name: params[name].unsqueeze(0) for name in WEIGHT_NAMES}
+
+
+def stack_weights(
+    state_dicts: Sequence[Mapping[str, Tensor]],
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> dict[str, Tensor]:
+    """Stack R TransformerLens-layout state dicts: ``name -> (R, ...)`` for every name in :data:`WEIGHT_NAMES`."""
+    if len(state_dicts) == 0:
+        raise ValueError("stack_weights needs at least one state dict")
+    missing = [n for n in WEIGHT_NAMES if n not in state_dicts[0]]
+    if missing:
+        raise ValueError(f"the state dicts must be in TransformerLens layout; missing {missing}")
+    return {name: torch.stack([sd[name] for sd in state_dicts]).to(device=device, dtype=dtype) for name in WEIGHT_NAMES}
+
+
+def _sizes(w: Mapping[str, Tensor]) -> tuple[int, int, int, int]:
+    """(R, d_vocab, n_heads, d_head) of stacked weights, after checking they are stacked."""
+    W_E, W_Q = w["embed.W_E"], w["blocks.0.attn.W_Q"]
+    if W_E.ndim != 3 or W_Q.ndim != 4:
+        raise ValueError(
+            f"weights must be stacked with a leading axis R (W_E (R, d_vocab, d_model), W_Q (R, n_heads, d_model, d_head)); "
+            f"got W_E {tuple(W_E.shape)}, W_Q {tuple(W_Q.shape)}. Use model_weights(model) or stack_weights(...)"
+        )
+    return W_E.shape[0], W_E.shape[1], W_Q.shape[1], W_Q.shape[3]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inputs
+@dataclass(frozen=True)
+class Pairs:
+    """Input pairs ``[x, y, =]`` per run, padded to a common length ``B``; all tensors on one device.
+
+    Attributes:
+        x, y: ``(R, B)`` first and second tokens (padding: token 0).
+        labels: ``(R, B)`` correct classes (padding: 0), or None (logits only).
+        weight: ``(R, B)`` 1 for a real pair, 0 for padding (in the weights' float dtype when used).
+        lengths: the number of real pairs of each run (they come first in each row), as Python ints.
+        eq_token: the token at the last position (the same everywhere).
+        d_vocab: the vocabulary size the pairs were built for (checked against the weights), or None.
+    """
+
+    x: Int[Tensor, "R B"]
+    y: Int[Tensor, "R B"]
+    labels: Int[Tensor, "R B"] | None
+    weight: Float[Tensor, "R B"]
+    lengths: tuple[int, ...]
+    eq_token: int
+    d_vocab: int | None = None
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def n_runs(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def size(self) -> int:
+        """The padded length B."""
+        return int(self.x.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def to(self, device: torch.device | str) -> "Pairs":
+        """The same pairs on ``device``."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Pairs(
+            move(self.x), move(self.y), move(self.labels), move(self.weight), self.lengths, self.eq_token, self.d_vocab
+        )
+
+    def select(self, runs: Sequence[int] | slice) -> "Pairs":
+        """The pairs of some runs (in the given order), trimmed to the longest of them."""
+        chosen = list(range(self.n_runs))[runs] if isinstance(runs, slice) else [int(r) for r in runs]
+        if not chosen or not all(0 <= r < self.n_runs for r in chosen):
+            raise ValueError(f"runs must be a non-empty selection of 0..{self.n_runs - 1}, got {runs!r}")
+        lengths = tuple(self.lengths[r] for r in chosen)
+        index, size = torch.tensor(chosen, device=self.device), max(lengths)
+        take = lambda t: None if t is None else t[index, :size]  # noqa: E731
+        return Pairs(
+            take(self.x), take(self.y), take(self.labels), take(self.weight), lengths, self.eq_token, self.d_vocab
+        )
+
+    @classmethod
+    def from_tokens(
+        cls,
+        tokens: Tensor | Sequence[Tensor],
+        labels: Tensor | Sequence[Tensor] | None = None,
+        d_vocab: int | None = None,
+        device: torch.device | str | None = None,
+    ) -> "Pairs":
+        """Pairs from tokens (rows ``[x, y, =]``, the same last token everywhere).
+
+        Args:
+            tokens: ``(B, 3)`` (one run), ``(R, B, 3)``, or a list of R tensors ``(B_r, 3)`` of different lengths
+                (each run its own pairs: padded to the longest with weight 0).
+            labels: the correct classes, shaped like ``tokens`` without the last axis (None: logits only).
+            d_vocab: if given, token ids are checked to lie in ``[0, d_vocab)``.
+            device: where the tensors go (default: where ``tokens`` are).
+        """
+        if isinstance(tokens, Tensor):
+            if tokens.ndim == 2:
+                tokens = tokens[None]
+                labels = None if labels is None else torch.as_tensor(labels)[None]
+            if tokens.ndim != 3 or tokens.shape[2] != 3 or tokens.shape[1] == 0:
+                raise ValueError(
+                    f"tokens must have shape (B, 3) or (R, B, 3) with rows [x, y, =], got {tuple(tokens.shape)}"
+                )
+            runs = list(tokens.unbind(0))
+            run_labels = None if labels is None else list(torch.as_tensor(labels).unbind(0))
+        else:
+            runs = [torch.as_tensor(t) for t in tokens]
+            run_labels = None if labels is None else [torch.as_tensor(lab) for lab in labels]
+            if len(runs) == 0:
+                raise ValueError("tokens must hold at least one run")
+        if run_labels is not None and len(run_labels) != len(runs):
+            raise ValueError(f"labels must hold one tensor per run ({len(runs)}), got {len(run_labels)}")
+        device = runs[0].device if device is None else torch.device(device)
+        eq_token = None
+        for r, t in enumerate(runs):
+            if t.ndim != 2 or t.shape[1] != 3 or t.shape[0] == 0:
+                raise ValueError(f"run {r}: tokens must have shape (B_r, 3) with rows [x, y, =], got {tuple(t.shape)}")
+            if t.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"run {r}: tokens must be an integer tensor, got {t.dtype}")
+            lo, hi = int(t.min()), int(t.max())
+            if lo < 0 or (d_vocab is not None and hi >= d_vocab):
+                raise ValueError(f"run {r}: token ids must lie in [0, {d_vocab}), got range [{lo}, {hi}]")
+            eq = t[:, 2]
+            if eq_token is None:
+                eq_token = int(eq[0])
+            if not bool((eq == eq_token).all()):
+                raise ValueError(
+                    "the last-position forward needs the same token at the last position in every row (the '=' token)"
+                )
+            if run_labels is not None and tuple(run_labels[r].shape) != (t.shape[0],):
+                raise ValueError(f"run {r}: labels must have shape ({t.shape[0]},), got {tuple(run_labels[r].shape)}")
+        n_runs, size = len(runs), max(t.shape[0] for t in runs)
+        x = torch.zeros(n_runs, size, dtype=torch.long, device=device)
+        y = torch.zeros_like(x)
+        lab = None if run_labels is None else torch.zeros_like(x)
+        weight = torch.zeros(n_runs, size, device=device)
+        for r, t in enumerate(runs):
+            n = t.shape[0]
+            x[r, :n], y[r, :n], weight[r, :n] = t[:, 0], t[:, 1], 1.0
+            if lab is not None:
+                lab[r, :n] = run_labels[r]
+        return cls(x, y, lab, weight, tuple(int(t.shape[0]) for t in runs), eq_token, d_vocab)
+
+    @classmethod
+    def all_pairs(cls, p: int, n_runs: int = 1, device: torch.device | str | None = None) -> "Pairs":
+        """All ``p^2`` pairs ``[x, y, p]`` in the order ``x * p + y`` (no labels), for each of ``n_runs`` runs."""
+        x = torch.arange(p, device=device).repeat_interleave(p)
+        y = torch.arange(p, device=device).repeat(p)
+        weight = torch.ones(n_runs, p * p, device=device)
+        return cls(x.expand(n_runs, -1), y.expand(n_runs, -1), None, weight, (p * p,) * n_runs, p, p + 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the maths
+@dataclass
+class Tables:
+    """Everything position 2 needs, computed from stacked weights (differentiable).
+
+    Shapes (R runs, V = d_vocab, H = n_heads; ``T[h, i, t] = value(i, t, h) @ W_O[h]``, ``T2[h]`` the same for
+    position 2):
+        scores: (R, 2, V, H) attention score of position 0 / 1 holding token t (divided by sqrt(d_head));
+        score_eq: (R, H) score of position 2 on itself;
+        folded_pre: (R, H, 2, V, d_mlp) ``(T[h, i, t] - T2[h]) @ W_in`` (position 2 folded in);
+        folded_out: (R, H, 2, V, n_out) ``(T[h, i, t] - T2[h]) @ W_U``;
+        const_pre: (R, d_mlp) ``(r2 + b_O + sum_h T2[h]) @ W_in + b_in``;
+        const_out: (R, n_out) ``(r2 + b_O + sum_h T2[h]) @ W_U + b_U + b_out @ W_U``;
+        w_logit: (R, d_mlp, n_out) ``W_out @ W_U``.
+    """
+
+    scores: Tensor
+    score_eq: Tensor
+    folded_pre: Tensor
+    folded_out: Tensor
+    const_pre: Tensor
+    const_out: Tensor
+    w_logit: Tensor | None
+
+
+def tables(w: Mapping[str, Tensor], eq_token: int, n_out: int | None = None) -> Tables:
+    """The tables of the last position from stacked weights ``w`` (``name -> (R, ...)``).
+
+    Args:
+        eq_token: the token at the last position.
+        n_out: keep the first ``n_out`` output classes (default: all ``d_vocab_out``; the Section 3 engine
+            drops the ``=`` class with ``n_out = p``).
+    """
+    R, V, H, d_head = _sizes(w)
+    W_E, W_pos = w["embed.W_E"], w["pos_embed.W_pos"]
+    W_Q, W_K, W_V, W_O = (w[f"blocks.0.attn.{n}"] for n in ("W_Q", "W_K", "W_V", "W_O"))
+    b_Q, b_K, b_V, b_O = (w[f"blocks.0.attn.{n}"] for n in ("b_Q", "b_K", "b_V", "b_O"))
+    W_in, b_in, W_out, b_out = (w[f"blocks.0.mlp.{n}"] for n in ("W_in", "b_in", "W_out", "b_out"))
+    W_U, b_U = w["unembed.W_U"], w["unembed.b_U"]
+    if n_out is not None:
+        W_U, b_U = W_U[..., :n_out], b_U[..., :n_out]
+    d_model = W_E.shape[2]
+    resid = (W_E[:, None, :, :] + W_pos[:, :2, None, :]).reshape(R, 2 * V, d_model)  # positions 0, 1; every token
+    r2 = W_E[:, eq_token] + W_pos[:, 2]  # (R, d_model)
+    scale = math.sqrt(d_head)
+    # scores: <key, query> / scale = resid @ (W_K[h] q[h]) / scale + <b_K[h], q[h]> / scale
+    q = torch.einsum("rd,rhde->rhe", r2, W_Q) + b_Q  # (R, H, d_head)
+    key_query = torch.einsum("rhde,rhe->rdh", W_K, q) / scale  # (R, d_model, H)
+    key_bias = (b_K * q).sum(-1) / scale  # (R, H)
+    scores = (torch.bmm(resid, key_query) + key_bias[:, None, :]).view(R, 2, V, H)
+    score_eq = torch.einsum("rd,rdh->rh", r2, key_query) + key_bias
+    # values, head-major: (R, H, 2V, d_head); position 2: (R, H, d_head)
+    w_v = W_V.permute(0, 2, 1, 3).reshape(R, d_model, H * d_head)
+    values = torch.bmm(resid, w_v).view(R, 2 * V, H, d_head).transpose(1, 2) + b_V[:, :, None, :]
+    value_eq = torch.einsum("rd,rdk->rk", r2, w_v).view(R, H, d_head) + b_V
+    w_o = W_O.reshape(R, H * d_head, d_model)
+
+    def fold(w_next: Tensor) -> tuple[Tensor, Tensor]:
+        """(R, H, 2, V, n) tables ``(T - T2[h]) @ w_next`` and (R, n) ``(r2 + b_O + sum_h T2[h]) @ w_next``."""
+        wo_next = torch.bmm(w_o, w_next).view(R, H, d_head, -1)  # (R, H, d_head, n)
+        table_eq = torch.matmul(value_eq[:, :, None, :], wo_next)  # (R, H, 1, n)
+        folded = (torch.matmul(values, wo_next) - table_eq).view(R, H, 2, V, -1)
+        return folded, torch.einsum("rd,rdk->rk", r2 + b_O, w_next) + table_eq.sum((1, 2))
+
+    folded_pre, const_pre = fold(W_in)
+    folded_out, const_out = fold(W_U)
+    return Tables(
+        scores,
+        score_eq,
+        folded_pre,
+        folded_out,
+        const_pre + b_in,
+        const_out + b_U + torch.einsum("rm,rmk->rk", b_out, W_U),
+        torch.bmm(W_out, W_U),
+    )
+
+
+@dataclass
+class LastPosition:
+    """The last position of R models on their pairs (B per run).
+
+    Attributes:
+        pattern: (R, B, H, 3) attention of ``=`` to positions 0, 1, 2, per head.
+        pre: (R, B, d_mlp) MLP pre-activations.
+        direct: (R, B, n_out) the logits' direct path (everything but the MLP output, incl. ``b_out @ W_U``).
+        w_logit: (R, d_mlp, n_out) ``W_out @ W_U``: logits = ``direct + relu(pre) @ w_logit``.
+    """
+
+    pattern: Tensor
+    pre: Tensor
+    direct: Tensor
+    w_logit: Tensor
+
+
+def _check_pairs(t: Tables, pairs: Pairs) -> None:
+    R, V = t.scores.shape[0], t.scores.shape[2]
+    if pairs.n_runs != R:
+        raise ValueError(f"the pairs hold {pairs.n_runs} run(s), the weights {R}")
+    if pairs.x.device != t.scores.device:
+        raise ValueError(f"the pairs are on {pairs.x.device}, the weights on {t.scores.device}; use pairs.to(device)")
+    if pairs.d_vocab is not None and pairs.d_vocab != V:
+        raise ValueError(f"these pairs were built for d_vocab={pairs.d_vocab}; the weights have d_vocab={V}")
+    if pairs.eq_token >= V:
+        raise ValueError(f"the '=' token {pairs.eq_token} is outside the vocabulary of size {V}")
+
+
+@dataclass(frozen=True)
+class _Structures:
+    """Index structures of a :class:`Pairs` for models with H heads and V tokens (fixed across epochs).
+
+    Table rows are numbered ``((r * H + h) * 2 + i) * V + t`` (run r, head h, position i in {0, 1}, token t).
+    ``rows`` (R*B*2H,) holds each example's rows ``[(h0, x), (h0, y), (h1, x), ...]`` (ascending), ``bags`` the
+    start of each example; ``pattern_csr`` the (R*B, R*H*2V) sparsity pattern of the attention weights; the
+    ``by_row_*`` entries group ``rows`` by table row and the ``x_*``/``y_*`` entries group the examples by
+    ``r * V + x`` and ``r * V + y`` (for the backward's segment sums).
+    """
+
+    pattern_csr: Tensor
+    by_row_entry: Tensor
+    by_row_example: Tensor
+    by_row_offsets: Tensor
+    x_order: Tensor
+    x_offsets: Tensor
+    y_order: Tensor
+    y_offsets: Tensor
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta" (printed once per process)
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+def _segments(index: Tensor, n_segments: int) -> tuple[Tensor, Tensor]:
+    """(order, offsets): ``index[order]`` sorted (stably), segment ``s`` at ``order[offsets[s]:offsets[s + 1]]``."""
+    order = torch.argsort(index, stable=True)
+    offsets = torch.zeros(n_segments + 1, dtype=torch.long, device=index.device)
+    offsets[1:] = torch.cumsum(torch.bincount(index, minlength=n_segments), 0)
+    return order, offsets
+
+
+def _segment_sum(rows: Tensor, order: Tensor, offsets: Tensor) -> Tensor:
+    """Deterministic scatter-add: ``out[s] = sum of rows[order[k]]`` over segment ``s`` (see :func:`_segments`)."""
+    return F.embedding_bag(order, rows, offsets[:-1], mode="sum")
+
+
+def _rows(pairs: Pairs, n_heads: int, d_vocab: int) -> tuple[Tensor, Tensor]:
+    """(rows (R*B*2H,), bags (R*B,)): the table rows ``((r * H + h) * 2 + i) * V + t`` of each example, in the
+    order ``[(h0, x), (h0, y), (h1, x), ...]`` (ascending), and where each example starts. Kept on the pairs."""
+    key = ("rows", n_heads, d_vocab)
+    found = pairs._cache.get(key)
+    if found is None:
+        R, H, V, device = pairs.n_runs, n_heads, d_vocab, pairs.device
+        run = torch.arange(R, device=device)[:, None]
+        base = (run[:, :, None] * H + torch.arange(H, device=device)) * (2 * V)  # (R, 1, H)
+        rows = torch.stack([base + pairs.x[:, :, None], base + V + pairs.y[:, :, None]], dim=-1).reshape(-1)
+        found = pairs._cache[key] = (rows, torch.arange(0, rows.numel(), 2 * H, device=device))
+    return found
+
+
+def _structures(pairs: Pairs, n_heads: int, d_vocab: int, dtype: torch.dtype) -> _Structures:
+    """The backward's :class:`_Structures` of ``pairs``, built once and kept on the pairs (they never change)."""
+    key = ("backward", n_heads, d_vocab, dtype)
+    found = pairs._cache.get(key)
+    if found is not None:
+        return found
+    R, B, H, V = pairs.n_runs, pairs.size, n_heads, d_vocab
+    device = pairs.device
+    run = torch.arange(R, device=device)[:, None]
+    rows, _ = _rows(pairs, H, V)
+    crow = torch.arange(0, rows.numel() + 1, 2 * H, device=device)
+    by_row_entry, by_row_offsets = _segments(rows, R * H * 2 * V)
+    x_order, x_offsets = _segments((run * V + pairs.x).reshape(-1), R * V)
+    y_order, y_offsets = _segments((run * V + pairs.y).reshape(-1), R * V)
+    found = _Structures(
+        pattern_csr=_csr(crow, rows, torch.ones(rows.numel(), dtype=dtype, device=device), (R * B, R * H * 2 * V)),
+        by_row_entry=by_row_entry,
+        by_row_example=by_row_entry // (2 * H),
+        by_row_offsets=by_row_offsets,
+        x_order=x_order,
+        x_offsets=x_offsets,
+        y_order=y_order,
+        y_offsets=y_offsets,
+    )
+    pairs._cache[key] = found
+    return found
+
+
+def _bags(t: Tables, pairs: Pairs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(pattern (R, B, H, 3), pre (R * B, d_mlp), direct (R * B, n_out), the attention weights in :func:`_rows`
+    order): constant + the attention-weighted x and y table rows of every head (weighted embedding-bag sums).
+    ``pre`` and ``direct`` are flat ``(R * B, n)`` tensors (not views of one another)."""
+    _check_pairs(t, pairs)
+    R, _, V, H = t.scores.shape
+    B = pairs.size
+    rows, bags = _rows(pairs, H, V)
+    run = torch.arange(R, device=pairs.device)[:, None]
+    s = torch.stack(
+        [t.scores[run, 0, pairs.x], t.scores[run, 1, pairs.y], t.score_eq[:, None, :].expand(R, B, H)], dim=-1
+    )
+    pattern = torch.softmax(s, dim=-1)  # (R, B, H, 3)
+    weights = pattern[..., :2].reshape(-1)  # [a0[r, b, h], a1[r, b, h]] in `rows` order
+
+    def bag(table: Tensor, const: Tensor) -> Tensor:
+        n = table.shape[-1]
+        z = F.embedding_bag(rows, table.reshape(-1, n), bags, mode="sum", per_sample_weights=weights)
+        z.view(R, B, n).add_(const[:, None, :])
+        return z
+
+    return pattern, bag(t.folded_pre, t.const_pre), bag(t.folded_out, t.const_out), weights
+
+
+class _WeightedBags(torch.autograd.Function):
+    """``(pre, direct)`` from the tables (:func:`_bags`), with a hand-written backward that uses the pairs' fixed
+    index structures (measured against autograd through the same tables:
+    ``benchmarks/benchmark_last_position_backward.py``)."""
+
+    @staticmethod
+    def forward(ctx, scores, score_eq, folded_pre, folded_out, const_pre, const_out, pairs):  # type: ignore[override]
+        # (detached: with inputs that require grad, torch picks slower kernels that keep buffers for autograd)
+        t = Tables(
+            *(x.detach() for x in (scores, score_eq, folded_pre, folded_out, const_pre, const_out)), w_logit=None
+        )
+        pattern, pre, direct, weights = _bags(t, pairs)
+        ctx.st = _structures(pairs, scores.shape[3], scores.shape[2], folded_pre.dtype)
+        ctx.shape = tuple(scores.shape)
+        ctx.save_for_backward(pattern, weights, t.folded_pre, t.folded_out)
+        return pre, direct
+
+    @staticmethod
+    def backward(ctx, d_pre, d_out):  # type: ignore[override]
+        pattern, weights, folded_pre, folded_out = ctx.saved_tensors
+        st = ctx.st
+        R, _, V, H = ctx.shape
+        d_pre, d_out = d_pre.contiguous(), d_out.contiguous()  # (R * B, d_mlp), (R * B, n_out)
+        B, d_mlp, n_out = d_pre.shape[0] // R, d_pre.shape[1], d_out.shape[1]
+        d_const_pre, d_const_out = d_pre.view(R, B, d_mlp).sum(1), d_out.view(R, B, n_out).sum(1)
+        # table gradients A^T @ d: per table row, the weighted sum of the rows of the examples that use it
+        entry_weights = weights[st.by_row_entry]
+
+        def table_grad(d: Tensor) -> Tensor:
+            return F.embedding_bag(
+                st.by_row_example, d, st.by_row_offsets[:-1], mode="sum", per_sample_weights=entry_weights
+            )
+
+        d_folded_pre = table_grad(d_pre).view(folded_pre.shape)
+        d_folded_out = table_grad(d_out).view(folded_out.shape)
+        # d loss / d attention weights on x and y: <d[b], folded table row> at the sparse pattern
+        d_a = torch.sparse.sampled_addmm(st.pattern_csr, d_pre, folded_pre.view(-1, d_mlp).T, beta=0.0).values()
+        d_a = d_a + torch.sparse.sampled_addmm(st.pattern_csr, d_out, folded_out.view(-1, n_out).T, beta=0.0).values()
+        d_a = d_a.view(R, B, H, 2)
+        d_a0, d_a1 = d_a[..., 0], d_a[..., 1]
+        a0, a1, a2 = pattern.unbind(-1)
+        dot = a0 * d_a0 + a1 * d_a1  # softmax backward with d a2 = 0 (position 2 is folded into the tables)
+        d_s0, d_s1 = (a0 * (d_a0 - dot)).view(R * B, H), (a1 * (d_a1 - dot)).view(R * B, H)
+        d_score_eq = -(a2 * dot).sum(1)
+        d_scores = torch.stack(
+            [
+                _segment_sum(d_s0, st.x_order, st.x_offsets).view(R, V, H),
+                _segment_sum(d_s1, st.y_order, st.y_offsets).view(R, V, H),
+            ],
+            dim=1,
+        )
+        return d_scores, d_score_eq, d_folded_pre, d_folded_out, d_const_pre, d_const_out, None
+
+
+def _flush_small(grad: Tensor) -> Tensor:
+    """``grad`` with entries below :data:`FLUSH_BELOW` in magnitude set to 0 (float32/16 only)."""
+    if FLUSH_BELOW > 0 and grad.dtype != torch.float64:
+        return F.hardshrink(grad, FLUSH_BELOW)  # 0 where |grad| <= FLUSH_BELOW
+    return grad
+
+
+def forward(w: Mapping[str, Tensor], pairs: Pairs, n_out: int | None = None) -> LastPosition:
+    """Attention pattern, MLP pre-activations and direct-path logits at the last position (differentiable).
+
+    Args:
+        w: stacked weights ``name -> (R, ...)`` (TransformerLens layout).
+        pairs: R runs of B pairs, on the weights' device.
+        n_out: keep the first ``n_out`` classes (default: all).
+    """
+    t = tables(w, pairs.eq_token, n_out)
+    pattern, pre, direct, _ = _bags(t, pairs)
+    R, B = pairs.n_runs, pairs.size
+    return LastPosition(pattern, pre.view(R, B, -1), direct.view(R, B, -1), t.w_logit)
+
+
+def _logits(t: Tables, pairs: Pairs, hand_written: bool = True) -> Tensor:
+    """``direct + relu(pre) @ w_logit``; the bag part through :class:`_WeightedBags` when gradients are needed
+    (``hand_written``), the MLP output through autograd either way."""
+    inputs = (t.scores, t.score_eq, t.folded_pre, t.folded_out, t.const_pre, t.const_out)
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (*inputs, t.w_logit))
+    if needs_grad and hand_written:
+        pre, direct = _WeightedBags.apply(*inputs, pairs)
+    else:
+        _, pre, direct, _ = _bags(t, pairs)
+    R, B = pairs.n_runs, pairs.size
+    # (not in place: autograd would then copy the gradients of the views through zero-filled buffers)
+    out = torch.baddbmm(direct.view(R, B, -1), torch.relu(pre.view(R, B, -1)), t.w_logit)
+    if out.requires_grad and FLUSH_BELOW > 0:
+        out.register_hook(_flush_small)
+    return out
+
+
+def logits(w: Mapping[str, Tensor], pairs: Pairs, n_out: int | None = None) -> Float[Tensor, "R B n_out"]:
+    """Logits at the last position, ``model(tokens)[:, -1]`` for each of the R models (padding rows included)."""
+    return _logits(tables(w, pairs.eq_token, n_out), pairs)
+
+
+def losses(w: Mapping[str, Tensor], pairs: Pairs, *, hand_written: bool = True) -> Float[Tensor, "R"]:
+    """Per-run mean float64 cross-entropy over all output classes at the last position (padding excluded).
+
+    Runs are independent: ``losses(w, pairs).sum().backward()`` gives each run's weights the gradient of its
+    own mean loss. Under ``torch.no_grad()`` it only evaluates. ``hand_written=False``: plain autograd through
+    the same tables instead of the hand-written backward (same gradients; for benchmarks and tests).
+    """
+    if pairs.labels is None:
+        raise ValueError("these Pairs have no labels; build them with labels to compute a loss")
+    out = _logits(tables(w, pairs.eq_token), pairs, hand_written)
+    # the package's one loss, per run on its real pairs (padding is never read), batched over runs
+    return cross_entropy_per_run(out, pairs.labels, pairs.lengths)
+
+
+def model_loss(model, pairs: Pairs) -> Float[Tensor, ""]:
+    """Mean float64 cross-entropy at the last position of one model on one run's pairs (``R = 1``).
+
+    Equal (up to float rounding) to ``cross_entropy_high_precision(model(tokens)[:, -1], labels)``; calling
+    ``.backward()`` on it fills the ``.grad`` of the model's parameters with the same gradients, several times
+    faster.
+    """
+    return losses(model_weights(model), pairs)[0]
+
+
+def model_logits(model, pairs: Pairs | Int[Tensor, "B 3"]) -> Float[Tensor, "B d_vocab_out"]:
+    """``model(tokens)[:, -1]`` of one model, computed at the last position only (no gradients)."""
+    if not isinstance(pairs, Pairs):
+        pairs = Pairs.from_tokens(pairs, d_vocab=model.cfg.d_vocab, device=model.W_E.device)
+    with torch.no_grad():
+        return logits(model_weights(model), pairs)[0]

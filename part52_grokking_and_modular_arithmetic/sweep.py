@@ -1,0 +1,792 @@
+"""Sweeps: many training runs over a grid of configurations, split into shards, and a summary of what they show.
+
+A sweep is the product of lists of values (seeds x weight decays x train fractions x learning rates) over one
+base :class:`~.config.TrainConfig`. Every member is written to its own run file (the :mod:`.checkpoints`
+format, exactly what :func:`~.train.train` writes) named after its configuration, e.g.
+``p113_seed0_wd1.0_frac0.3.pth``; the files are self-describing (each stores its ``config``), so no manifest
+is kept, and any folder of run files can be summarised.
+
+Sharding: ``shard=(K, N)`` (``--shard K/N`` on the command line, ``0 <= K < N``, numbered from 0 like
+``SLURM_ARRAY_TASK_ID`` with ``--array=0-{N-1}``) runs the members ``i`` of the grid with ``i % N == K``. The
+grid is ordered canonically (each list sorted, then the product), so every machine computes the same grid from
+the same values in any order: the N shards are disjoint, their union is the grid, and their sizes differ by at
+most one. Machines need no coordination, only a shared folder (or copy the files together afterwards).
+
+Resuming is per member: a member whose file holds a finished run is skipped, an unfinished one is continued,
+a diverged one is left alone (run again with a lower lr into another folder), and a file that holds something
+else (another configuration, a damaged file) is reported and never overwritten.
+
+:func:`train_members` is the one place that chooses the trainer: the batched trainer
+(:mod:`.batched_train`, S runs as one set of batched tensors) when it is available, else one
+:func:`~.train.train` after the other.
+
+:func:`sweep_summary` collects every run file under a folder into one table (config, the epoch the test loss
+first falls below ``1e-2``, final losses, key frequencies of the last checkpoint, status) and
+:func:`sweep_figure` draws a phase diagram over two swept axes and the key frequencies per seed.
+
+Memory (``p = 113``): one checkpoint is 0.91 MB (226,816 float32 weights); the default sweep checkpoint
+interval (:data:`SWEEP_SAVE_EVERY`) keeps a 64-run sweep of the default recipe within 4 GB (see
+:func:`estimate_sweep_memory_bytes`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import inspect
+import itertools
+import math
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from .checkpoints import CorruptCheckpointError, expected_paper_shapes, load_run_data
+from .config import TrainConfig, check_field
+
+__all__ = [
+    "SWEEP_SAVE_EVERY",
+    "SWEPT_FIELDS",
+    "GROK_THRESHOLD",
+    "sweep_grid",
+    "parse_shard",
+    "shard_members",
+    "member_filename",
+    "member_state",
+    "run_status",
+    "grokking_epoch",
+    "estimate_sweep_memory_bytes",
+    "default_sweep_memory_note",
+    "train_members",
+    "trainer_name",
+    "run_sweep",
+    "SweepResult",
+    "SweepSummary",
+    "sweep_summary",
+    "sweep_figure",
+]
+
+#: Default checkpoint interval (epochs) of a sweep's members: a 64-run sweep of the default recipe (p = 113,
+#: 15,000 epochs) keeps 31 checkpoints of 0.91 MB per run, 1.8 GB in all, and trained as one group by the
+#: batched trainer needs about 3.2 GB, within 4 GB (every 100 epochs: 10.4 GB; see :func:`estimate_sweep_memory_bytes`).
+SWEEP_SAVE_EVERY = 500
+
+#: The fields a sweep takes lists of, in the grid's order (the last varies fastest), with their CLI options.
+SWEPT_FIELDS = {"weight_decay": "--weight-decay", "frac_train": "--frac-train", "lr": "--lr", "seed": "--seeds"}
+
+#: A member has grokked at the first epoch whose test loss is below this.
+GROK_THRESHOLD = 1e-2
+
+_DEFAULT = TrainConfig()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the grid and its shards
+def sweep_grid(
+    base: TrainConfig = TrainConfig(),
+    *,
+    seeds: Iterable[int] = (0,),
+    weight_decays: Iterable[float] | None = None,
+    frac_trains: Iterable[float] | None = None,
+    lrs: Iterable[float] | None = None,
+) -> list[TrainConfig]:
+    """The configurations of a sweep: ``base`` with every combination of the given values, in a canonical order.
+
+    Each list is validated (non-empty, no repeated value, every value valid for its field: the same checks as
+    :class:`~.config.TrainConfig`) and sorted, then the product is taken with the seed varying fastest, then lr,
+    train fraction and weight decay. So the grid depends only on the *sets* of values: two machines given the
+    same values in another order compute the same grid (and the same shards). A list left as None keeps
+    ``base``'s value.
+    """
+    lists = {
+        "weight_decay": [base.weight_decay] if weight_decays is None else weight_decays,
+        "frac_train": [base.frac_train] if frac_trains is None else frac_trains,
+        "lr": [base.lr] if lrs is None else lrs,
+        "seed": seeds,
+    }
+    values = {name: _checked_values(name, vals) for name, vals in lists.items()}
+    return [
+        dataclasses.replace(base, **dict(zip(values, combo, strict=True)))
+        for combo in itertools.product(*values.values())
+    ]
+
+
+def _checked_values(name: str, values: Iterable) -> list:
+    option = SWEPT_FIELDS[name]
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValueError(f"{option} ({name}) must be a list of values, got {values!r}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{option} ({name}) needs at least one value, got an empty list")
+    for v in values:
+        check_field(name, v)
+    kind = int if name == "seed" else float
+    values = [kind(v) for v in values]
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(
+            f"{option} ({name}) lists {', '.join(map(str, repeated))} more than once; give each value once"
+        )
+    return sorted(values)
+
+
+_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)``: shard K of N, numbered from 0 (``0 <= K < N``, as ``SLURM_ARRAY_TASK_ID`` with
+    ``#SBATCH --array=0-{N-1}``). ``ValueError`` saying what was expected otherwise."""
+    m = _SHARD_RE.match(str(text))
+    if m is None:
+        raise ValueError(f"--shard must be K/N with whole numbers 0 <= K < N (e.g. 0/8 ... 7/8), got {text!r}")
+    k, n = int(m.group(1)), int(m.group(2))
+    if n < 1:
+        raise ValueError(f"--shard K/N needs N >= 1 shards, got {text!r}")
+    if k >= n:
+        hint = f" (shards are numbered from 0: the last of {n} is {n - 1}/{n})" if k == n else ""
+        raise ValueError(f"--shard K/N needs 0 <= K < N, got {text!r}{hint}")
+    return k, n
+
+
+def shard_members(grid: Sequence[TrainConfig], k: int, n: int) -> list[TrainConfig]:
+    """The members of shard ``k`` of ``n`` (``0 <= k < n``): every ``n``-th member of ``grid`` from index ``k``.
+    The shards are disjoint, cover the grid, and their sizes differ by at most one (a shard may be empty when
+    ``n`` exceeds the grid's size)."""
+    for name, value in (("k", k), ("n", n)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"shard {name} must be an integer, got {value!r}")
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"shard {k}/{n}: expected n >= 1 and 0 <= k < n")
+    return [c for i, c in enumerate(grid) if i % n == k]
+
+
+def _number(x: float) -> str:
+    """A float as it reads in a file name: ``1.0``, ``0.3``, ``0.001``, ``1e-05`` (Python's shortest repr)."""
+    return repr(float(x))
+
+
+def member_filename(config: TrainConfig) -> str:
+    """The file name of a sweep member, derived from its configuration: ``p{p}_seed{seed}_wd{wd}_frac{frac}``,
+    then ``_lr{lr}`` when lr is not the paper's 1e-3, ``_{fn}`` when the task is not ``add``, and ``.pth``;
+    e.g. ``p113_seed0_wd1.0_frac0.3.pth``. Fields not in the name (epochs, intervals, betas, warm-up) are the
+    same for a whole sweep; a member file of another value is reported, never overwritten."""
+    name = f"p{config.p}_seed{config.seed}_wd{_number(config.weight_decay)}_frac{_number(config.frac_train)}"
+    if config.lr != _DEFAULT.lr:
+        name += f"_lr{_number(config.lr)}"
+    if config.fn != _DEFAULT.fn:
+        name += f"_{config.fn}"
+    return name + ".pth"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the state of a member's file
+def run_status(data: dict) -> str:
+    """``"diverged"``, ``"finished"`` or ``"unfinished"`` from a run file's ``resume`` record (a file without
+    one, such as the course's hub file, is a finished run)."""
+    resume = data.get("resume")
+    if not isinstance(resume, dict):
+        return "finished"
+    if resume.get("diverged"):
+        return "diverged"
+    return "finished" if resume.get("finished") else "unfinished"
+
+
+def member_state(path: str | os.PathLike, config: TrainConfig) -> tuple[str, str]:
+    """What ``path`` holds for the member ``config``: ``(state, detail)`` with state one of
+
+    * ``"missing"``: no file yet (to train);
+    * ``"unfinished"``: a run of this configuration to continue (or a finished one to extend to more epochs);
+    * ``"finished"``: a finished run of this configuration (skipped);
+    * ``"diverged"``: a run of this configuration that diverged (skipped: continuing it would diverge again);
+    * ``"conflict"``: a file that is not a run of this configuration (another config, not written by the
+      trainer, damaged, a folder): never overwritten; ``detail`` says why.
+    """
+    path = Path(path)
+    if not path.exists():
+        return "missing", ""
+    try:
+        data = load_run_data(path)
+    except (CorruptCheckpointError, ValueError, FileNotFoundError, OSError) as e:
+        return "conflict", f"not a readable run file ({_first_line(e)})"
+    stored = data.get("config")
+    if not isinstance(stored, dict) or not isinstance(data.get("resume"), dict):
+        return "conflict", "a run file not written by the trainer (no config/resume record)"
+    mine, theirs = config.to_dict(), TrainConfig.from_dict(stored).to_dict()
+    diff = [f"{k}: file {theirs[k]!r}, sweep {mine[k]!r}" for k in mine if k != "epochs" and theirs[k] != mine[k]]
+    if diff:
+        return "conflict", "a run of another configuration (" + "; ".join(diff) + ")"
+    resume = data["resume"]
+    done = int(resume["epochs_done"])
+    if resume.get("diverged"):
+        return "diverged", f"diverged at epoch {resume.get('diverged_at')} ({resume.get('diverged_loss')})"
+    if done > config.epochs:
+        return "conflict", f"a run of {done:,} epochs, more than the {config.epochs:,} of this sweep"
+    if resume.get("finished") and (resume.get("stopped_early") or done >= config.epochs):
+        return "finished", f"{done:,} epochs" + (" (stopped early)" if resume.get("stopped_early") else "")
+    return "unfinished", f"{done:,} of {config.epochs:,} epochs done"
+
+
+def _first_line(e: BaseException) -> str:
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+    return text if len(text) <= 160 else text[:160] + "…"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# memory
+def _checkpoint_bytes(p: int) -> int:
+    """One checkpoint (float32 paper-layout weights) of the model for modulus ``p``: 907,264 bytes at p = 113."""
+    return 4 * sum(math.prod(s) for s in expected_paper_shapes(p).values())
+
+
+def estimate_sweep_memory_bytes(configs: Sequence[TrainConfig], *, batched: bool | None = None) -> int:
+    """Memory a group of members trained together needs, estimated from the shapes alone.
+
+    With the batched trainer (``batched=True``; default: whichever :func:`train_members` uses) it is the
+    batched trainer's own estimate when it offers one (``batched_train.estimate_sweep_memory_bytes``), else the
+    sum over members of the single-run estimate (:func:`~.train.estimate_training_memory_bytes`: activations
+    over all p^2 pairs plus the checkpoint history and its serialised copy). One at a time (the fallback), it
+    is the largest single-run estimate: a finished member's history is not kept.
+    """
+    from .train import estimate_training_memory_bytes
+
+    configs = list(configs)
+    if not configs:
+        return 0
+    if batched is None:
+        batched = _batched_trainer() is not None
+    if not batched:
+        return max(estimate_training_memory_bytes(c) for c in configs)
+    try:
+        from .batched_train import estimate_sweep_memory_bytes as batched_estimate
+    except ImportError:
+        batched_estimate = None
+    if batched_estimate is not None:
+        return int(batched_estimate(configs))
+    return sum(estimate_training_memory_bytes(c) for c in configs)
+
+
+def default_sweep_memory_note(n_runs: int = 64) -> str:
+    """One sentence on the memory an ``n_runs``-member sweep of the default recipe (p = 113, 15,000 epochs, a
+    checkpoint every :data:`SWEEP_SAVE_EVERY` epochs) needs, trained as one group by :func:`train_members`."""
+    config = dataclasses.replace(TrainConfig(), save_every=SWEEP_SAVE_EVERY)
+    need = estimate_sweep_memory_bytes([config] * n_runs)
+    history = n_runs * (math.ceil(config.epochs / config.save_every) + 1) * _checkpoint_bytes(config.p)
+    head = f"a {n_runs}-run sweep of the default recipe (p = {config.p}, {config.epochs:,} epochs)"
+    each = f"{_checkpoint_bytes(config.p) / 1e6:.2f} MB per checkpoint"
+    if _batched_trainer() is None:
+        return (
+            f"{head} trains one member at a time here and needs about {need / 1e9:.2f} GB of memory; its files take "
+            f"{history / 1e9:.2f} GB ({each})"
+        )
+    every_100 = estimate_sweep_memory_bytes([dataclasses.replace(config, save_every=100)] * n_runs)
+    return (
+        f"{head} then needs about {need / 1e9:.1f} GB trained as one group, {history / 1e9:.2f} GB of it checkpoints "
+        f"({each}), plus ~0.45 GB for Python, torch and TransformerLens; with --save-every 100 it would need "
+        f"{every_100 / 1e9:.1f} GB"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training: the one switch between the batched trainer and a loop of single runs
+def _batched_trainer() -> Callable | None:
+    try:
+        from .batched_train import train_many
+    except ImportError:
+        return None
+    return train_many
+
+
+def trainer_name() -> str:
+    """Which trainer :func:`train_members` uses here: ``"batched"`` or ``"one at a time"``."""
+    return "batched" if _batched_trainer() is not None else "one at a time"
+
+
+def train_members(
+    configs: Sequence[TrainConfig],
+    outs: Sequence[str | os.PathLike | None],
+    *,
+    device: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    save_interval_s: float = 60.0,
+) -> list[dict]:
+    """Train ``configs[i]`` into ``outs[i]`` and return each member's run data (the :mod:`.checkpoints` format).
+
+    The only place that chooses the trainer: ``batched_train.train_many`` (all members as one set of batched
+    tensors) when the package has it, else :func:`~.train.train` for one member after the other. Both write
+    the same files and resume them the same way. One at a time, a member that diverges is recorded (its
+    run data, status "diverged") and the others go on.
+    """
+    configs, outs = list(configs), list(outs)
+    if len(configs) != len(outs):
+        raise ValueError(f"train_members: {len(configs)} configs but {len(outs)} output paths")
+    train_many = _batched_trainer()
+    if train_many is not None:
+        return list(
+            train_many(configs, outs, device=device, resume=resume, progress=progress, save_interval_s=save_interval_s)
+        )
+    from .train import TrainingDivergedError, train
+
+    kwargs = dict(resume=resume, progress=progress, save_interval_s=save_interval_s)
+    if "device" in inspect.signature(train).parameters:
+        kwargs["device"] = device
+    elif device == "cuda":
+        raise ValueError("device 'cuda' was asked for, but this version of the trainer runs on the CPU only")
+    results = []
+    for config, out in zip(configs, outs, strict=True):
+        try:
+            results.append(train(config, out, **kwargs))
+        except TrainingDivergedError as e:
+            print(f"[sweep] {e}", file=sys.stderr, flush=True)
+            results.append(e.run_data)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------
+# a sweep
+@dataclasses.dataclass
+class SweepResult:
+    """What :func:`run_sweep` did: the members of its shard by state, with their paths."""
+
+    shard: tuple[int, int]
+    grid_size: int
+    trained: list[Path] = dataclasses.field(default_factory=list)
+    skipped: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  #: (path, "finished"/"diverged")
+    conflicts: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  #: (path, why it was not touched)
+
+    @property
+    def ok(self) -> bool:
+        """True when no member was left untouched because of a conflicting file."""
+        return not self.conflicts
+
+
+def run_sweep(
+    configs: Sequence[TrainConfig],
+    out_dir: str | os.PathLike,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    device: str = "auto",
+    group_size: int | None = None,
+    progress: bool = True,
+    dry_run: bool = False,
+    save_interval_s: float = 60.0,
+    log: Callable[[str], None] = print,
+) -> SweepResult:
+    """Train shard ``shard = (K, N)`` of the grid ``configs`` (from :func:`sweep_grid`) into ``out_dir``.
+
+    Each member goes to ``out_dir / member_filename(config)``; finished and diverged members are skipped, files
+    that hold something else are reported in ``SweepResult.conflicts`` and left alone, the rest are trained
+    (continued where a file holds an unfinished run) with :func:`train_members`, ``group_size`` members at a
+    time (default: all of them in one group). ``dry_run``: say what would be done, train nothing.
+    ``log`` receives one line per member and per group.
+    """
+    k, n = shard
+    members = shard_members(list(configs), k, n)
+    names = [member_filename(c) for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError("two members of the grid have the same file name; give each swept value once")
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        raise ValueError(f"--group-size must be an integer >= 1, got {group_size!r}")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU here; use --device auto or cpu")
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out-dir {out_dir} is a file; give a folder (it is created if needed)")
+    result = SweepResult(shard=(k, n), grid_size=len(configs))
+    where = f"shard {k}/{n}: " if n > 1 else ""
+    log(f"[sweep] {where}{len(members)} of {len(configs)} members -> {out_dir}")
+    todo: list[tuple[TrainConfig, Path]] = []
+    for config in members:
+        path = out_dir / member_filename(config)
+        state, detail = member_state(path, config)
+        if state in ("finished", "diverged"):
+            result.skipped.append((path, state))
+            log(f"[sweep]   {path.name}: {state}, skipped ({detail})")
+        elif state == "conflict":
+            result.conflicts.append((path, detail))
+            log(f"[sweep]   {path.name}: NOT TOUCHED: {detail}; move it away or use another --out-dir")
+        else:
+            todo.append((config, path))
+            log(f"[sweep]   {path.name}: {'to train' if state == 'missing' else 'to continue, ' + detail}")
+    if not members:
+        log(f"[sweep] shard {k}/{n} has no members (the grid has {len(configs)}, fewer than {n} shards): nothing to do")
+    if not todo or dry_run:
+        if todo:
+            log(f"[sweep] dry run: {len(todo)} member(s) would be trained ({trainer_name()}); nothing was trained")
+        return result
+    size = group_size or len(todo)
+    groups = [todo[i : i + size] for i in range(0, len(todo), size)]
+    need = max(estimate_sweep_memory_bytes([c for c, _ in g]) for g in groups)
+    log(
+        f"[sweep] training {len(todo)} member(s) in {len(groups)} group(s) of up to {size} ({trainer_name()}, "
+        f"device {device}); estimated memory {need / 1e9:.2f} GB"
+    )
+    _check_sweep_memory(need, size, members[0])
+    for i, group in enumerate(groups, 1):
+        t0 = time.perf_counter()
+        datas = train_members(
+            [c for c, _ in group],
+            [p for _, p in group],
+            device=device,
+            progress=progress,
+            save_interval_s=save_interval_s,
+        )
+        seconds = time.perf_counter() - t0
+        for (config, path), data in zip(group, datas, strict=True):
+            result.trained.append(path)
+            log(f"[sweep]   {path.name}: {_one_line(data, config)}")
+        log(f"[sweep] group {i}/{len(groups)}: {len(group)} member(s) in {seconds:.1f} s")
+        del datas
+    return result
+
+
+def _check_sweep_memory(need: int, group_size: int, config: TrainConfig) -> None:
+    """Refuse before any work when a group's estimated memory exceeds what the machine has available."""
+    from .train import NotEnoughMemoryError, available_memory_bytes
+
+    have = available_memory_bytes()
+    if have is None or need <= have:
+        return
+    raise NotEnoughMemoryError(
+        f"a group of {group_size} member(s) needs about {need / 1e9:.1f} GB of memory (p = {config.p}, "
+        f"{config.epochs:,} epochs, a checkpoint every {config.save_every:,}), but only {have / 1e9:.1f} GB is "
+        "available. Use a smaller --group-size, a larger --save-every, or more --shard parts."
+    )
+
+
+def _one_line(data: dict, config: TrainConfig) -> str:
+    status = run_status(data)
+    test = data["test_losses"]
+    grok = grokking_epoch(test, config.test_every)
+    return (
+        f"{status}, {len(data['train_losses']):,} epochs, final test loss "
+        + (f"{float(test[-1]):.2e}" if len(test) else "n/a")
+        + (f", test loss < {GROK_THRESHOLD:g} from epoch {grok:,}" if grok is not None else ", not grokked")
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the summary
+def grokking_epoch(test_losses: Sequence[float], test_every: int, threshold: float = GROK_THRESHOLD) -> int | None:
+    """The first epoch whose test loss is below ``threshold`` (test losses are recorded every ``test_every``
+    epochs from epoch 0), None if none is."""
+    for i, loss in enumerate(test_losses):
+        if float(loss) < threshold:
+            return i * test_every
+    return None
+
+
+_CONFIG_COLUMNS = (
+    "p",
+    "fn",
+    "seed",
+    "weight_decay",
+    "frac_train",
+    "lr",
+    "betas",
+    "warmup_steps",
+    "epochs",
+    "save_every",
+    "test_every",
+    "stop_at_test_loss",
+)
+#: The columns of the summary table, in order (``file`` is relative to the summarised folder).
+_COLUMNS = (
+    "file",
+    *_CONFIG_COLUMNS,
+    "status",
+    "epochs_done",
+    "grok_epoch",
+    "final_train_loss",
+    "final_test_loss",
+    "key_freqs",
+)
+
+
+@dataclasses.dataclass
+class SweepSummary:
+    """One row per run file found (``rows``, dicts with the keys of :data:`columns`), and the files skipped with
+    the reason (``skipped``: ``(path, why)``)."""
+
+    folder: Path
+    rows: list[dict]
+    skipped: list[tuple[Path, str]]
+    threshold: float = GROK_THRESHOLD
+    columns: tuple[str, ...] = _COLUMNS
+
+    def varying(self) -> list[str]:
+        """Config fields whose value differs between rows (the swept axes), in column order."""
+        return [f for f in _CONFIG_COLUMNS if len({repr(r[f]) for r in self.rows}) > 1]
+
+    def format_table(self) -> str:
+        """The table as text: the swept fields (and seed, weight decay, train fraction), status, grokking
+        epoch, final losses and key frequencies; then the skipped files."""
+        shown = ["file"] + [
+            c
+            for c in ("p", "fn", "seed", "weight_decay", "frac_train", "lr")
+            if c in self.varying() or c in ("seed", "weight_decay", "frac_train")
+        ]
+        shown += [c for c in self.varying() if c not in shown]
+        shown += ["status", "epochs_done", "grok_epoch", "final_train_loss", "final_test_loss", "key_freqs"]
+        heads = {
+            "weight_decay": "wd",
+            "frac_train": "frac",
+            "epochs_done": "epochs",
+            "grok_epoch": f"grok(<{self.threshold:g})",
+            "final_train_loss": "train loss",
+            "final_test_loss": "test loss",
+            "key_freqs": "key frequencies",
+        }
+        cells = [[heads.get(c, c) for c in shown]] + [[_cell(r[c], c) for c in shown] for r in self.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(shown))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        grokked = sum(r["grok_epoch"] is not None for r in self.rows)
+        lines.append(
+            f"{len(self.rows)} run(s) under {self.folder}; {grokked} with a test loss below {self.threshold:g}"
+        )
+        for path, why in self.skipped:
+            lines.append(f"skipped {path}: {why}")
+        return "\n".join(lines)
+
+    def write_csv(self, path: str | os.PathLike) -> Path:
+        """Write every column of every row to ``path`` (key frequencies as ``14 35 41``; empty cells for None)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(self.columns)
+            for r in self.rows:
+                writer.writerow([_csv_value(r[c]) for c in self.columns])
+        return path
+
+
+def _cell(value, column: str) -> str:
+    if value is None:
+        return "-" if column != "grok_epoch" else "never"
+    if column == "key_freqs":
+        return " ".join(map(str, value)) if value else "(none)"
+    if isinstance(value, float):
+        return f"{value:.2e}" if column.startswith("final") else f"{value:g}"
+    return str(value)
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return value
+
+
+def _key_frequencies_of(data: dict) -> list[int]:
+    """Key frequencies of a run's last checkpoint, with the package's own rule
+    (:func:`~.analysis.key_frequencies`)."""
+    import torch
+
+    from .analysis import key_frequencies
+    from .utils import load_model
+
+    with torch.inference_mode():
+        return key_frequencies(load_model(data, -1))
+
+
+def sweep_summary(
+    folder: str | os.PathLike,
+    *,
+    threshold: float = GROK_THRESHOLD,
+    key_freqs: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> SweepSummary:
+    """Collect every run file (``*.pth``, recursively) under ``folder`` into one table.
+
+    Each file is read with :func:`~.checkpoints.load_run_data` (weights-only, validated); a file that is not a
+    run written by the trainer (unreadable, damaged, no stored config) is skipped with the reason. A row holds
+    the config fields, ``status`` (finished / unfinished / diverged), ``epochs_done``, ``grok_epoch`` (the first
+    epoch whose test loss is below ``threshold``, None if never), the final train and test losses and
+    ``key_freqs``: the key frequencies of the last checkpoint (:func:`~.analysis.key_frequencies`; ``key_freqs=
+    False`` skips them, None in the table). Rows are sorted by p, fn, weight decay, train fraction, lr, seed.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder} to summarise" + (" (it is a file)" if folder.exists() else ""))
+    rows, skipped = [], []
+    for path in sorted(folder.rglob("*.pth")):
+        if not path.is_file():
+            continue
+        try:
+            data = load_run_data(path)
+        except (CorruptCheckpointError, ValueError, OSError) as e:
+            skipped.append((path, f"not a readable run file ({_first_line(e)})"))
+            continue
+        if not isinstance(data.get("config"), dict):
+            skipped.append((path, "no stored config (not written by the trainer, e.g. the course's hub file)"))
+            continue
+        config = TrainConfig.from_dict(data["config"])
+        test, train_losses = data["test_losses"], data["train_losses"]
+        row = {"file": str(path.relative_to(folder)), **config.to_dict()}
+        row["betas"] = tuple(row["betas"])
+        row.update(
+            status=run_status(data),
+            epochs_done=len(train_losses),
+            grok_epoch=grokking_epoch(test, config.test_every, threshold),
+            final_train_loss=float(train_losses[-1]),
+            final_test_loss=float(test[-1]) if len(test) else None,
+            key_freqs=_key_frequencies_of(data) if key_freqs else None,
+        )
+        rows.append(row)
+        if log is not None:
+            log(f"[sweep-summary] {row['file']}: {row['status']}, key frequencies {row['key_freqs']}")
+        del data
+    rows.sort(key=lambda r: (r["p"], r["fn"], r["weight_decay"], r["frac_train"], r["lr"], r["seed"], r["file"]))
+    return SweepSummary(folder=folder, rows=rows, skipped=skipped, threshold=threshold)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the figure
+_AXIS_TITLES = {"weight_decay": "weight decay", "frac_train": "train fraction", "lr": "learning rate", "seed": "seed"}
+
+
+def _phase_axes(summary: SweepSummary) -> tuple[str, str]:
+    """(x, y) of the phase diagram: the swept axes among train fraction, weight decay and lr (train fraction
+    on x and weight decay on y by default)."""
+    order = ("frac_train", "weight_decay", "lr")
+    chosen = [f for f in order if f in summary.varying()][:2]
+    chosen += [f for f in order if f not in chosen][: 2 - len(chosen)]
+    x, y = sorted(chosen, key=order.index)
+    return x, y
+
+
+def sweep_figure(summary: SweepSummary, *, x: str | None = None, y: str | None = None, show: bool = False):
+    """A plotly figure of a sweep: left, the phase diagram over two swept axes (default: train fraction x weight
+    decay; each cell's colour is the median epoch at which its runs' test loss first fell below the threshold,
+    over the runs that did; text: how many of the cell's runs did; grey "did not grok" where none did); right,
+    the key frequencies of each run's last checkpoint against its seed (one colour per combination of the other
+    swept values; hollow markers: runs that did not grok). Returns the ``go.Figure``."""
+    import numpy as np
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    if not summary.rows:
+        raise ValueError(f"no run files under {summary.folder} to draw")
+    default_x, default_y = _phase_axes(summary)
+    x, y = x or default_x, y or default_y
+    for axis in (x, y):
+        if axis not in _AXIS_TITLES or axis == "seed":
+            raise ValueError(f"phase-diagram axes must be two of weight_decay, frac_train, lr; got {axis!r}")
+    if x == y:
+        raise ValueError(f"phase-diagram axes must differ, got {x!r} twice")
+    xs = sorted({r[x] for r in summary.rows})
+    ys = sorted({r[y] for r in summary.rows})
+    z = np.full((len(ys), len(xs)), np.nan)
+    text = [["" for _ in xs] for _ in ys]
+    for i, yv in enumerate(ys):
+        for j, xv in enumerate(xs):
+            cell = [r for r in summary.rows if r[x] == xv and r[y] == yv]
+            if not cell:
+                text[i][j] = "no runs"
+                continue
+            epochs = [r["grok_epoch"] for r in cell if r["grok_epoch"] is not None]
+            if epochs:
+                z[i, j] = statistics.median(epochs)
+                text[i][j] = f"{len(epochs)}/{len(cell)} grokked<br>median epoch {z[i, j]:,.0f}"
+            else:
+                text[i][j] = f"did not grok<br>(0/{len(cell)})"
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.5, 0.5],
+        horizontal_spacing=0.2,
+        subplot_titles=(f"epoch the test loss falls below {summary.threshold:g}", "key frequencies per seed"),
+    )
+    labels_x, labels_y = [f"{v:g}" for v in xs], [f"{v:g}" for v in ys]
+    fig.add_trace(
+        go.Heatmap(
+            z=[[0.0] * len(xs)] * len(ys),
+            x=labels_x,
+            y=labels_y,
+            showscale=False,
+            hoverinfo="skip",
+            colorscale=[[0, "#d9d9d9"], [1, "#d9d9d9"]],
+        ),
+        row=1,
+        col=1,
+    )  # grey underlay: the cells that did not grok (NaN in the trace above it)
+    fig.add_trace(
+        go.Heatmap(
+            z=z,
+            x=labels_x,
+            y=labels_y,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Viridis_r",
+            colorbar=dict(title="epoch", x=0.41, thickness=12),
+            hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.update_xaxes(title_text=_AXIS_TITLES[x], type="category", row=1, col=1)
+    fig.update_yaxes(title_text=_AXIS_TITLES[y], type="category", row=1, col=1)
+    others = [f for f in ("p", "weight_decay", "frac_train", "lr") if f in summary.varying()]
+    groups: dict[tuple, list[dict]] = {}
+    for r in summary.rows:
+        groups.setdefault(tuple(r[f] for f in others), []).append(r)
+    colours = qualitative.Plotly
+    for gi, (key, rows) in enumerate(groups.items()):
+        name = ", ".join(f"{_AXIS_TITLES.get(f, f)} {v:g}" for f, v in zip(others, key, strict=True)) or "runs"
+        for grokked in (True, False):
+            pts = [
+                (r["seed"], k, r["file"])
+                for r in rows
+                if (r["grok_epoch"] is not None) == grokked
+                for k in (r["key_freqs"] or [])
+            ]
+            if not pts:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=[s for s, _, _ in pts],
+                    y=[k for _, k, _ in pts],
+                    mode="markers",
+                    legendgroup=name,
+                    name=name + ("" if grokked else " (not grokked)"),
+                    customdata=[f for _, _, f in pts],
+                    marker=dict(
+                        size=10,
+                        color=colours[gi % len(colours)],
+                        symbol="circle" if grokked else "circle-open",
+                        line=dict(width=2, color=colours[gi % len(colours)]),
+                    ),
+                    hovertemplate="seed %{x}, frequency %{y}<br>%{customdata}<extra></extra>",
+                ),
+                row=1,
+                col=2,
+            )
+    seeds = sorted({r["seed"] for r in summary.rows})
+    fig.update_xaxes(title_text="seed", tickmode="array", tickvals=seeds, row=1, col=2)
+    p_values = sorted({r["p"] for r in summary.rows})
+    fig.update_yaxes(
+        title_text="key frequency k" + (f" (p = {p_values[0]})" if len(p_values) == 1 else ""),
+        rangemode="tozero",
+        row=1,
+        col=2,
+    )
+    fig.update_layout(
+        title=f"Sweep: {len(summary.rows)} runs under {summary.folder.name}",
+        height=480,
+        width=1100,
+        legend=dict(x=1.02, y=1),
+    )
+    if show:
+        fig.show()
+    return fig

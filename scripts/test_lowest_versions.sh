@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Run the non-slow tests once with the LOWEST versions pyproject.toml declares, so that every floor there is true.
+#
+# A separate virtual environment (.venv-lowest, git-ignored; VENV=... to move it) gets torch the way
+# scripts/setup.sh installs it (torch is the one dependency not pinned to its floor: its CPU build comes from
+# the machine), then the package with its test and notebook extras, every other direct dependency pinned
+# to its declared floor: each `name>=X` of [project] dependencies and of the extras becomes `name==X` in a
+# pip constraints file (a requirement without a floor is an error: every dependency must declare one).
+# Dependencies of dependencies are left to pip. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv-lowest}
+export VENV
+start=$(date +%s)
+
+# torch exactly as setup.sh installs it (a CPU build where one is on disk), without the package itself
+SETUP_ONLY_TORCH=1 bash scripts/setup.sh
+PY="$VENV/bin/python"
+
+constraints="$VENV/lowest-constraints.txt"
+"$PY" - "$constraints" <<'EOF'
+import re
+import sys
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+with open("pyproject.toml", "rb") as f:
+    project = tomllib.load(f)["project"]
+requirements = list(project["dependencies"])
+for extra in ("test", "notebooks"):
+    requirements += project["optional-dependencies"][extra]
+pins, missing = {}, []
+for req in requirements:
+    name = re.match(r"[A-Za-z0-9_.\-]+", req).group(0)
+    if name.lower() == "torch":
+        continue  # installed like scripts/setup.sh does
+    floor = re.search(r">=\s*([0-9][0-9A-Za-z.]*)", req)
+    if floor is None:
+        missing.append(req)
+        continue
+    pins[name.lower().replace("_", "-")] = floor.group(1)
+if missing:
+    sys.exit(f"[lowest] these requirements in pyproject.toml declare no lower bound (add one): {missing}")
+with open(sys.argv[1], "w") as f:
+    f.writelines(f"{name}=={version}\n" for name, version in sorted(pins.items()))
+print("[lowest] floors:", ", ".join(f"{n}=={v}" for n, v in sorted(pins.items())))
+EOF
+
+echo "[lowest] installing the package with every dependency at its floor"
+"$PY" -m pip install --quiet --disable-pip-version-check --constraint "$constraints" -e ".[test,notebooks]" \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+# what pip actually installed must be the floors (a constraint it could not honour would have failed above)
+"$PY" - "$constraints" <<'EOF'
+import sys
+from importlib.metadata import version
+
+from packaging.version import Version
+
+wrong = []
+for line in open(sys.argv[1]):
+    name, want = line.strip().split("==")
+    if Version(version(name)) != Version(want):
+        wrong.append(f"{name} {version(name)} (wanted {want})")
+if wrong:
+    sys.exit(f"[lowest] not at their floors: {wrong}")
+import torch
+
+print(f"[lowest] installed at the floors; torch {torch.__version__}")
+EOF
+echo "[lowest] environment ready after $(( $(date +%s) - start )) s"
+
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m pytest tests -m "not slow" -q "$@"
+echo "[lowest] total $(( $(date +%s) - start )) s"
