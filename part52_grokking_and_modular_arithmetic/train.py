@@ -823,7 +823,8 @@ def _train_locked(config, path, existing, stop, progress, save_interval_s, callb
     result = run.to_data(done, model, optimizer, scheduler)
     saved_to = None
     if path is not None and result["train_losses"]:  # (an interrupt before the first epoch has nothing to write)
-        saved_to = path if saver.saved_done == done and not run.stopped_early else saver.final(result)
+        already_written = saver.saved_done == done and not run.stopped_early and run.diverged is None
+        saved_to = path if already_written else saver.final(result)
     if run.diverged is not None:
         _raise_diverged(run, result, config, path, saved_to, saver)
     if interrupted or stop.signum is not None:

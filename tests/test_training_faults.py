@@ -406,6 +406,18 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path, capsys):
         train(config, out, progress=False, callback=lambda *a: pytest.fail("trained again"))
 
 
+def test_a_run_diverging_just_after_a_periodic_write_is_recorded_as_diverged(tmp_path):
+    # every checkpoint is written at once (save_interval_s=0), so the last periodic write holds exactly the epochs
+    # done when the loss becomes non-finite: the file must still end up saying "diverged", not "unfinished"
+    out = tmp_path / "run.pth"
+    config = TrainConfig(p=23, lr=1e6, epochs=200, save_every=1, test_every=1)
+    with pytest.raises(TrainingDivergedError) as info:
+        train(config, out, progress=False, save_interval_s=0)
+    data = load_run_data(out)
+    assert data["resume"]["diverged"], "the file was left saying the run is unfinished"
+    assert data["resume"]["epochs_done"] == len(data["train_losses"]) == info.value.epoch
+
+
 def test_nan_weights_in_a_file_are_refused(tmp_path, capsys):
     run = train(dataclasses.replace(FAST, epochs=41), progress=False)
     run["state_dicts"][1]["blocks.0.mlp.W_in"][3, 5] = float("nan")
