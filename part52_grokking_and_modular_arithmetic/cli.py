@@ -123,10 +123,36 @@ _RECIPE_OPTIONS: tuple[tuple[str, type | None, str, dict], ...] = (
 )
 
 
+def _add_recipe_option(
+    parser: argparse.ArgumentParser,
+    field: str,
+    *,
+    many: bool = False,
+    flag: str | None = None,
+    default: object = None,
+    help_text: str | None = None,
+) -> None:
+    """Add the option of the :class:`TrainConfig` field ``field`` from :data:`_RECIPE_OPTIONS` (type check, help,
+    default). ``many``: a list of values (a swept field; the default is the one-value list), under ``flag``."""
+    _, kind, text, extra = next(entry for entry in _RECIPE_OPTIONS if entry[0] == field)
+    d = _DEFAULTS
+    if default is None:
+        default = list(d[field]) if isinstance(d[field], (list, tuple)) else d[field]
+        default = [default] if many else default
+    typed = {"choices": TASKS} if kind is None else {"type": _checked(kind, "beta" if field == "betas" else field)}
+    text = help_text or text.format(**d, tasks=", ".join(TASKS))
+    parser.add_argument(
+        flag or "--" + field.replace("_", "-"),
+        default=default,
+        help=("one or more values: " + text) if many else text,
+        **typed,
+        **({"nargs": "+", "dest": field} if many else extra),
+    )
+
+
 def _add_train_parser(sub) -> None:
     from .provision import default_run_path
 
-    d = _DEFAULTS
     tp = sub.add_parser(
         "train",
         help="train the model and write its checkpoint history",
@@ -136,16 +162,8 @@ def _add_train_parser(sub) -> None:
             + _WRITTEN
         ),
     )
-    for field, kind, text, extra in _RECIPE_OPTIONS:  # one option per TrainConfig field
-        default = list(d[field]) if isinstance(d[field], (list, tuple)) else d[field]
-        typed = {"choices": TASKS} if kind is None else {"type": _checked(kind, "beta" if field == "betas" else field)}
-        tp.add_argument(
-            "--" + field.replace("_", "-"),
-            default=default,
-            help=text.format(**d, tasks=", ".join(TASKS)),
-            **typed,
-            **extra,
-        )
+    for field, *_ in _RECIPE_OPTIONS:  # one option per TrainConfig field
+        _add_recipe_option(tp, field)
     tp.add_argument(
         "--out",
         type=Path,
@@ -383,7 +401,9 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    # ---- hand-over point to report.py (owned by the notebook helper) ----
+    from .train import keep_freed_memory
+
+    keep_freed_memory()  # this command owns its process and may train the model: the allocator setting speeds it up
     try:
         from .report import main as report_main
     except ImportError as e:
@@ -412,7 +432,6 @@ _positive_loss = _bounded(float, "a loss", 0)
 def _add_sweep_parsers(sub) -> None:
     from .sweep import SWEEP_SAVE_EVERY, default_sweep_memory_note
 
-    d = _DEFAULTS
     sp = sub.add_parser(
         "sweep",
         help="train a grid of runs (seeds x weight decays x train fractions), or one shard of it",
@@ -427,72 +446,16 @@ def _add_sweep_parsers(sub) -> None:
             "coordination; then `sweep-summary DIR` collects the results."
         ),
     )
-    sp.add_argument(
-        "--seeds",
-        type=_checked(int, "seed"),
-        nargs="+",
-        default=[d["seed"]],
-        metavar="SEED",
-        help=f"seeds (split and initialisation), each >= 0 (default: {d['seed']})",
-    )
-    sp.add_argument(
-        "--weight-decay",
-        type=_checked(float, "weight_decay"),
-        nargs="+",
-        default=[d["weight_decay"]],
-        metavar="WD",
-        help=f"AdamW weight decays, each >= 0 (default: {d['weight_decay']:g})",
-    )
-    sp.add_argument(
-        "--frac-train",
-        type=_checked(float, "frac_train"),
-        nargs="+",
-        default=[d["frac_train"]],
-        metavar="FRAC",
-        help=f"train fractions, each in (0, 1) (default: {d['frac_train']})",
-    )
-    sp.add_argument(
-        "--lr",
-        type=_checked(float, "lr"),
-        nargs="+",
-        default=[d["lr"]],
-        metavar="LR",
-        help=f"learning rates after warm-up, each > 0 (default: {d['lr']:g})",
-    )
-    sp.add_argument(
-        "--p", type=_checked(int, "p"), default=d["p"], help=f"the modulus, an odd prime (default: {d['p']})"
-    )
-    sp.add_argument("--fn", choices=TASKS, default=d["fn"], help=f"the task (default: {d['fn']})")
-    sp.add_argument(
-        "--epochs",
-        type=_checked(int, "epochs"),
-        default=d["epochs"],
-        help=f"full-batch epochs per member (default: {d['epochs']:,})",
-    )
-    sp.add_argument(
-        "--save-every",
-        type=_checked(int, "save_every"),
+    for field, flag in (("seed", "--seeds"), ("weight_decay", None), ("frac_train", None), ("lr", None)):
+        _add_recipe_option(sp, field, many=True, flag=flag)  # the swept fields: the grid is their product
+    for field in ("p", "fn", "epochs", "test_every", "warmup_steps", "stop_at_test_loss"):
+        _add_recipe_option(sp, field)
+    _add_recipe_option(
+        sp,
+        "save_every",
         default=SWEEP_SAVE_EVERY,
-        help=f"keep a checkpoint every N epochs (default for sweeps: {SWEEP_SAVE_EVERY:,}; {default_sweep_memory_note()})",
-    )
-    sp.add_argument(
-        "--test-every",
-        type=_checked(int, "test_every"),
-        default=d["test_every"],
-        help=f"record the test loss every N epochs (default: {d['test_every']})",
-    )
-    sp.add_argument(
-        "--warmup-steps",
-        type=_checked(int, "warmup_steps"),
-        default=d["warmup_steps"],
-        help=f"linear warm-up from lr 0, in epochs (default: {d['warmup_steps']})",
-    )
-    sp.add_argument(
-        "--stop-at-test-loss",
-        type=_checked(float, "stop_at_test_loss"),
-        default=None,
-        metavar="LOSS",
-        help="stop each member once its test loss is below LOSS > 0 (default: run all epochs)",
+        help_text=f"keep a checkpoint every N epochs (default for sweeps: {SWEEP_SAVE_EVERY:,}; "
+        f"{default_sweep_memory_note()})",
     )
     sp.add_argument("--out-dir", type=Path, required=True, help="folder of the member files (created if needed)")
     sp.add_argument(
@@ -556,7 +519,7 @@ def _cmd_sweep(args) -> int:
     )
     try:
         grid = sweep_grid(
-            base, seeds=args.seeds, weight_decays=args.weight_decay, frac_trains=args.frac_train, lrs=args.lr
+            base, seeds=args.seed, weight_decays=args.weight_decay, frac_trains=args.frac_train, lrs=args.lr
         )
     except ValueError as e:
         print(f"{PROG} sweep: error: {e}", file=sys.stderr)

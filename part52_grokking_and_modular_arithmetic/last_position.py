@@ -563,8 +563,9 @@ def _logits(t: Tables, pairs: Pairs, hand_written: bool = True) -> Tensor:
     else:
         _, pre, direct, _ = _bags(t, pairs)
     R, B = pairs.n_runs, pairs.size
-    # (not in place: autograd would then copy the gradients of the views through zero-filled buffers)
-    out = torch.baddbmm(direct.view(R, B, -1), torch.relu(pre.view(R, B, -1)), t.w_logit)
+    # the ReLU in place on the fresh (R * B, d_mlp) buffer itself (not on a view of it: autograd would then copy
+    # the gradients of the views through zero-filled buffers); `direct` is used out of place for the same reason
+    out = torch.baddbmm(direct.view(R, B, -1), pre.relu_().view(R, B, -1), t.w_logit)
     if out.requires_grad and FLUSH_BELOW > 0:
         out.register_hook(_flush_small)
     return out
