@@ -5,6 +5,7 @@ jaxtyping + beartype run-time checks of the package's annotations are switched o
 """
 
 import os
+import signal
 
 # Tests never reach the Hugging Face hub (a miss costs ~23 s of retries); the fake-hub tests pass endpoint= explicitly.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +16,12 @@ import pytest  # noqa: E402
 from part52_grokking_and_modular_arithmetic.model import silence_transformer_lens_deprecation  # noqa: E402
 
 silence_transformer_lens_deprecation()
+
+# A runner started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT as *ignored*,
+# and the package rightly leaves an ignored SIGINT alone. The Ctrl-C tests need the interactive default that a
+# terminal, Jupyter or CI gives, so the test process restores Python's own handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
