@@ -112,13 +112,7 @@ def vmap_plain_step(configs: list[TrainConfig], device: torch.device, chunk: int
     flat = torch.stack(
         [torch.cat([dict(m.named_parameters())[n].detach().reshape(-1) for n in PAPER_TRAINABLE]) for m in models]
     ).to(device)
-    opt = BatchedAdamW(
-        flat,
-        lr=[c.lr for c in configs],
-        weight_decay=[c.weight_decay for c in configs],
-        betas=[c.betas for c in configs],
-        warmup_steps=[c.warmup_steps for c in configs],
-    )
+    opt = BatchedAdamW.for_configs(flat, configs)
     splits = [make_split(c.p, c.frac_train, c.seed, c.fn) for c in configs]
     n = min(len(s.train_indices) for s in splits)  # same frac_train: same length
     tokens = torch.stack([s.all_data[s.train_indices[:n]] for s in splits]).to(device)

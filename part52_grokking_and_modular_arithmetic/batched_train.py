@@ -144,6 +144,17 @@ class BatchedAdamW:
         self.exp_avg_sq = torch.zeros_like(params)
         self._work: tuple[Tensor, Tensor] | None = None  # scratch of the step, reused
 
+    @classmethod
+    def for_configs(cls, params: Float[Tensor, "S N"], configs: Sequence[TrainConfig]) -> BatchedAdamW:
+        """The optimizer of runs with these recipes (lr, weight decay, betas, warm-up of each), one row each."""
+        return cls(
+            params,
+            lr=[c.lr for c in configs],
+            weight_decay=[c.weight_decay for c in configs],
+            betas=[c.betas for c in configs],
+            warmup_steps=[c.warmup_steps for c in configs],
+        )
+
     @property
     def n_runs(self) -> int:
         return int(self.lr.shape[0])
@@ -392,13 +403,7 @@ class _Group:
         S = len(members)
         self.P = torch.stack([self._flat(trained_parameters(m.model)) for m in members]).to(device)
         self.G = torch.zeros_like(self.P)
-        self.opt = BatchedAdamW(
-            self.P,
-            lr=[m.config.lr for m in members],
-            weight_decay=[m.config.weight_decay for m in members],
-            betas=[m.config.betas for m in members],
-            warmup_steps=[m.config.warmup_steps for m in members],
-        )
+        self.opt = BatchedAdamW.for_configs(self.P, [m.config for m in members])
         for i, m in enumerate(members):  # Adam's moments and counters of a continued run
             state = [m.optimizer.state.get(param, {}) for param in trained_parameters(m.model)]
             if any(state):

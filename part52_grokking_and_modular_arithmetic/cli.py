@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .config import TrainConfig, check_field
@@ -121,6 +121,20 @@ _RECIPE_OPTIONS: tuple[tuple[str, type | None, str, dict], ...] = (
         {"metavar": "LOSS"},
     ),
 )
+
+
+#: The sweep's list options (field, flag) and the fields all its members share (save_every last: its default
+#: differs from `train`'s).
+_SWEPT_OPTIONS = (("seed", "--seeds"), ("weight_decay", None), ("frac_train", None), ("lr", None))
+_SWEEP_SHARED = ("p", "fn", "epochs", "test_every", "warmup_steps", "stop_at_test_loss", "save_every")
+
+
+def _recipe(args: argparse.Namespace, fields: Sequence[str]) -> TrainConfig:
+    """The :class:`TrainConfig` of the parsed options ``fields`` (the others keep their defaults)."""
+    values = {field: getattr(args, field) for field in fields}
+    if "betas" in values:
+        values["betas"] = tuple(values["betas"])
+    return TrainConfig(**values)
 
 
 def _add_recipe_option(
@@ -281,20 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_train(args) -> int:
     from .provision import default_run_path
 
-    config = TrainConfig(
-        p=args.p,
-        fn=args.fn,
-        frac_train=args.frac_train,
-        seed=args.seed,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        betas=tuple(args.betas),
-        warmup_steps=args.warmup_steps,
-        epochs=args.epochs,
-        save_every=args.save_every,
-        test_every=args.test_every,
-        stop_at_test_loss=args.stop_at_test_loss,
-    )
+    config = _recipe(args, [field for field, *_ in _RECIPE_OPTIONS])
     out = args.out if args.out is not None else default_run_path()
     from .train import TrainingInterrupted, keep_freed_memory, resolve_device, train
 
@@ -446,9 +447,9 @@ def _add_sweep_parsers(sub) -> None:
             "coordination; then `sweep-summary DIR` collects the results."
         ),
     )
-    for field, flag in (("seed", "--seeds"), ("weight_decay", None), ("frac_train", None), ("lr", None)):
-        _add_recipe_option(sp, field, many=True, flag=flag)  # the swept fields: the grid is their product
-    for field in ("p", "fn", "epochs", "test_every", "warmup_steps", "stop_at_test_loss"):
+    for field, flag in _SWEPT_OPTIONS:  # the swept fields: the grid is their product
+        _add_recipe_option(sp, field, many=True, flag=flag)
+    for field in _SWEEP_SHARED[:-1]:
         _add_recipe_option(sp, field)
     _add_recipe_option(
         sp,
@@ -508,15 +509,7 @@ def _add_sweep_parsers(sub) -> None:
 def _cmd_sweep(args) -> int:
     from .sweep import run_sweep, sweep_grid
 
-    base = TrainConfig(
-        p=args.p,
-        fn=args.fn,
-        epochs=args.epochs,
-        save_every=args.save_every,
-        test_every=args.test_every,
-        warmup_steps=args.warmup_steps,
-        stop_at_test_loss=args.stop_at_test_loss,
-    )
+    base = _recipe(args, _SWEEP_SHARED)
     try:
         grid = sweep_grid(
             base, seeds=args.seed, weight_decays=args.weight_decay, frac_trains=args.frac_train, lrs=args.lr
@@ -524,11 +517,10 @@ def _cmd_sweep(args) -> int:
     except ValueError as e:
         print(f"{PROG} sweep: error: {e}", file=sys.stderr)
         return 2
-    from . import train as trainer
+    if not args.dry_run:
+        from .train import keep_freed_memory
 
-    keep = getattr(trainer, "keep_freed_memory", None)
-    if keep is not None and not args.dry_run:
-        keep()  # like `train`: this command owns its process, and the allocator setting speeds up every epoch
+        keep_freed_memory()  # like `train`: this command owns its process, and the setting speeds up every epoch
     result = run_sweep(
         grid,
         args.out_dir,

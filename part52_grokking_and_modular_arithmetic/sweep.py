@@ -16,9 +16,8 @@ Resuming is per member: a member whose file holds a finished run is skipped, an 
 a diverged one is left alone (run again with a lower lr into another folder), and a file that holds something
 else (another configuration, a damaged file) is reported and never overwritten.
 
-:func:`train_members` is the one place that chooses the trainer: the batched trainer
-(:mod:`.batched_train`, S runs as one set of batched tensors) when it is available, else one
-:func:`~.train.train` after the other.
+Members are trained by the batched trainer (:func:`.batched_train.train_many`: S runs as one set of batched
+tensors), which writes and resumes each member's file exactly as :func:`~.train.train` does.
 
 :func:`sweep_summary` collects every run file under a folder into one table (config, the epoch the test loss
 first falls below ``1e-2``, final losses, key frequencies of the last checkpoint, status) and
@@ -33,13 +32,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import inspect
 import itertools
 import math
 import os
 import re
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -60,8 +57,6 @@ __all__ = [
     "grokking_epoch",
     "estimate_sweep_memory_bytes",
     "default_sweep_memory_note",
-    "train_members",
-    "trainer_name",
     "run_sweep",
     "SweepResult",
     "SweepSummary",
@@ -71,7 +66,7 @@ __all__ = [
 
 #: Default checkpoint interval (epochs) of a sweep's members: a 64-run sweep of the default recipe (p = 113,
 #: 15,000 epochs) keeps 31 checkpoints of 0.91 MB per run, 1.8 GB in all, and trained as one group by the
-#: batched trainer needs about 3.2 GB, within 4 GB (every 100 epochs: 10.4 GB; see :func:`estimate_sweep_memory_bytes`).
+#: batched trainer needs about 2.7 GB, within 4 GB (every 100 epochs: 9.8 GB; see :func:`estimate_sweep_memory_bytes`).
 SWEEP_SAVE_EVERY = 500
 
 #: The fields a sweep takes lists of, in the grid's order (the last varies fastest), with their CLI options.
@@ -241,46 +236,22 @@ def _checkpoint_bytes(p: int) -> int:
     return 4 * sum(math.prod(s) for s in expected_paper_shapes(p).values())
 
 
-def estimate_sweep_memory_bytes(configs: Sequence[TrainConfig], *, batched: bool | None = None) -> int:
-    """Memory a group of members trained together needs, estimated from the shapes alone.
+def estimate_sweep_memory_bytes(configs: Sequence[TrainConfig]) -> int:
+    """Memory a group of members trained together needs, estimated from the shapes alone: the batched
+    trainer's own estimate (:func:`.batched_train.estimate_sweep_memory_bytes`)."""
+    from .batched_train import estimate_sweep_memory_bytes as batched_estimate
 
-    With the batched trainer (``batched=True``; default: whichever :func:`train_members` uses) it is the
-    batched trainer's own estimate when it offers one (``batched_train.estimate_sweep_memory_bytes``), else the
-    sum over members of the single-run estimate (:func:`~.train.estimate_training_memory_bytes`: activations
-    over all p^2 pairs plus the checkpoint history and its serialised copy). One at a time (the fallback), it
-    is the largest single-run estimate: a finished member's history is not kept.
-    """
-    from .train import estimate_training_memory_bytes
-
-    configs = list(configs)
-    if not configs:
-        return 0
-    if batched is None:
-        batched = _batched_trainer() is not None
-    if not batched:
-        return max(estimate_training_memory_bytes(c) for c in configs)
-    try:
-        from .batched_train import estimate_sweep_memory_bytes as batched_estimate
-    except ImportError:
-        batched_estimate = None
-    if batched_estimate is not None:
-        return int(batched_estimate(configs))
-    return sum(estimate_training_memory_bytes(c) for c in configs)
+    return int(batched_estimate(list(configs))) if configs else 0
 
 
 def default_sweep_memory_note(n_runs: int = 64) -> str:
     """One sentence on the memory an ``n_runs``-member sweep of the default recipe (p = 113, 15,000 epochs, a
-    checkpoint every :data:`SWEEP_SAVE_EVERY` epochs) needs, trained as one group by :func:`train_members`."""
+    checkpoint every :data:`SWEEP_SAVE_EVERY` epochs) needs, trained as one group by :func:`.batched_train.train_many`."""
     config = dataclasses.replace(TrainConfig(), save_every=SWEEP_SAVE_EVERY)
     need = estimate_sweep_memory_bytes([config] * n_runs)
     history = n_runs * (math.ceil(config.epochs / config.save_every) + 1) * _checkpoint_bytes(config.p)
     head = f"a {n_runs}-run sweep of the default recipe (p = {config.p}, {config.epochs:,} epochs)"
     each = f"{_checkpoint_bytes(config.p) / 1e6:.2f} MB per checkpoint"
-    if _batched_trainer() is None:
-        return (
-            f"{head} trains one member at a time here and needs about {need / 1e9:.2f} GB of memory; its files take "
-            f"{history / 1e9:.2f} GB ({each})"
-        )
     every_100 = estimate_sweep_memory_bytes([dataclasses.replace(config, save_every=100)] * n_runs)
     return (
         f"{head} then needs about {need / 1e9:.1f} GB trained as one group, {history / 1e9:.2f} GB of it checkpoints "
@@ -291,60 +262,6 @@ def default_sweep_memory_note(n_runs: int = 64) -> str:
 
 # ---------------------------------------------------------------------------------------------------------
 # training: the one switch between the batched trainer and a loop of single runs
-def _batched_trainer() -> Callable | None:
-    try:
-        from .batched_train import train_many
-    except ImportError:
-        return None
-    return train_many
-
-
-def trainer_name() -> str:
-    """Which trainer :func:`train_members` uses here: ``"batched"`` or ``"one at a time"``."""
-    return "batched" if _batched_trainer() is not None else "one at a time"
-
-
-def train_members(
-    configs: Sequence[TrainConfig],
-    outs: Sequence[str | os.PathLike | None],
-    *,
-    device: str = "auto",
-    resume: bool = True,
-    progress: bool = True,
-    save_interval_s: float = 60.0,
-) -> list[dict]:
-    """Train ``configs[i]`` into ``outs[i]`` and return each member's run data (the :mod:`.checkpoints` format).
-
-    The only place that chooses the trainer: ``batched_train.train_many`` (all members as one set of batched
-    tensors) when the package has it, else :func:`~.train.train` for one member after the other. Both write
-    the same files and resume them the same way. One at a time, a member that diverges is recorded (its
-    run data, status "diverged") and the others go on.
-    """
-    configs, outs = list(configs), list(outs)
-    if len(configs) != len(outs):
-        raise ValueError(f"train_members: {len(configs)} configs but {len(outs)} output paths")
-    train_many = _batched_trainer()
-    if train_many is not None:
-        return list(
-            train_many(configs, outs, device=device, resume=resume, progress=progress, save_interval_s=save_interval_s)
-        )
-    from .train import TrainingDivergedError, train
-
-    kwargs = dict(resume=resume, progress=progress, save_interval_s=save_interval_s)
-    if "device" in inspect.signature(train).parameters:
-        kwargs["device"] = device
-    elif device == "cuda":
-        raise ValueError("device 'cuda' was asked for, but this version of the trainer runs on the CPU only")
-    results = []
-    for config, out in zip(configs, outs, strict=True):
-        try:
-            results.append(train(config, out, **kwargs))
-        except TrainingDivergedError as e:
-            print(f"[sweep] {e}", file=sys.stderr, flush=True)
-            results.append(e.run_data)
-    return results
-
-
 # ---------------------------------------------------------------------------------------------------------
 # a sweep
 @dataclasses.dataclass
@@ -379,7 +296,7 @@ def run_sweep(
 
     Each member goes to ``out_dir / member_filename(config)``; finished and diverged members are skipped, files
     that hold something else are reported in ``SweepResult.conflicts`` and left alone, the rest are trained
-    (continued where a file holds an unfinished run) with :func:`train_members`, ``group_size`` members at a
+    (continued where a file holds an unfinished run) with :func:`.batched_train.train_many`, ``group_size`` members at a
     time (default: all of them in one group). ``dry_run``: say what would be done, train nothing.
     ``log`` receives one line per member and per group.
     """
@@ -420,19 +337,21 @@ def run_sweep(
         log(f"[sweep] shard {k}/{n} has no members (the grid has {len(configs)}, fewer than {n} shards): nothing to do")
     if not todo or dry_run:
         if todo:
-            log(f"[sweep] dry run: {len(todo)} member(s) would be trained ({trainer_name()}); nothing was trained")
+            log(f"[sweep] dry run: {len(todo)} member(s) would be trained (batched); nothing was trained")
         return result
     size = group_size or len(todo)
     groups = [todo[i : i + size] for i in range(0, len(todo), size)]
     need = max(estimate_sweep_memory_bytes([c for c, _ in g]) for g in groups)
     log(
-        f"[sweep] training {len(todo)} member(s) in {len(groups)} group(s) of up to {size} ({trainer_name()}, "
+        f"[sweep] training {len(todo)} member(s) in {len(groups)} group(s) of up to {size} (batched, "
         f"device {device}); estimated memory {need / 1e9:.2f} GB"
     )
     _check_sweep_memory(need, size, members[0])
+    from .batched_train import train_many  # (torch and TransformerLens: only when there is work)
+
     for i, group in enumerate(groups, 1):
         t0 = time.perf_counter()
-        datas = train_members(
+        datas = train_many(
             [c for c, _ in group],
             [p for _, p in group],
             device=device,

@@ -73,13 +73,7 @@ def test_batched_adamw_matches_torch_adamw_with_the_warmup_per_run():
     models = [make_model(P, seed=c.seed) for c in configs]
     torch_opts = [make_optimizer(m, c) for m, c in zip(models, configs, strict=True)]
     flat = torch.stack([torch.cat([t.detach().reshape(-1) for t in trained_parameters(m)]) for m in models])
-    opt = BatchedAdamW(
-        flat,
-        lr=[c.lr for c in configs],
-        weight_decay=[c.weight_decay for c in configs],
-        betas=[c.betas for c in configs],
-        warmup_steps=[c.warmup_steps for c in configs],
-    )
+    opt = BatchedAdamW.for_configs(flat, configs)
     gen = torch.Generator().manual_seed(0)
     active = torch.ones(len(configs), dtype=torch.bool)
     for step in range(15):

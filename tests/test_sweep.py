@@ -328,18 +328,6 @@ def test_sweep_memory_of_64_default_runs_fits_in_4_gb():
     assert sweep.estimate_sweep_memory_bytes(with_100) > sweep.estimate_sweep_memory_bytes(configs)
 
 
-def test_train_members_falls_back_to_single_runs(monkeypatch, tmp_path, one_torch_thread):
-    monkeypatch.setattr(sweep, "_batched_trainer", lambda: None)
-    assert sweep.trainer_name() == "one at a time"
-    configs = [dataclasses.replace(c, epochs=3, save_every=2) for c in grid()[:2]]
-    outs = [tmp_path / sweep.member_filename(c) for c in configs]
-    datas = sweep.train_members(configs, outs, device="cpu", progress=False)
-    assert [len(d["train_losses"]) for d in datas] == [3, 3]
-    assert all(load_run_data(o)["config"] == c.to_dict() for o, c in zip(outs, configs, strict=True))
-    with pytest.raises(ValueError, match="2 configs but 1 output"):
-        sweep.train_members(configs, outs[:1])
-
-
 @pytest.mark.slow  # two fresh processes: ~17 s on 2 busy cores
 def test_sigterm_stops_a_sweep_with_every_member_written_and_it_resumes_per_member(tmp_path):
     """A scheduler's SIGTERM (preemption, a time limit) stops the sweep at an epoch boundary; every member is
