@@ -25,6 +25,7 @@ the table gives medians of ms per run-epoch (a block's time / its epochs / S) an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -40,13 +41,15 @@ from part52_grokking_and_modular_arithmetic.batched_train import (
     BatchedAdamW,
     _Group,
     _Member,
+    _n_workers,
     _prepare,
+    _worker_pool,
     estimate_sweep_memory_bytes,
 )
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.data import make_split
 from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
-from part52_grokking_and_modular_arithmetic.train import make_optimizer, resolve_device
+from part52_grokking_and_modular_arithmetic.train import keep_freed_memory, make_optimizer, resolve_device
 
 
 def _load() -> str:
@@ -66,16 +69,18 @@ class _NoStop:
     saving = False
 
 
-def batched_step(configs: list[TrainConfig], device: torch.device):
-    """One epoch of the batched trainer for ``configs`` (what ``train_many`` does per epoch, minus bookkeeping)."""
+def batched_step(configs: list[TrainConfig], device: torch.device, stack: contextlib.ExitStack, workers: int | None):
+    """One epoch of the batched trainer for ``configs`` (what ``train_many`` does per epoch, minus bookkeeping),
+    with its CPU worker threads (kept until ``stack`` closes)."""
     members = [_Member(i, c, None) for i, c in enumerate(configs)]
     for m in members:
         _prepare(m, _NoStop(), None)
-    group = _Group(members, device)
+    pool = stack.enter_context(_worker_pool(_n_workers(len(configs), device, workers)))
+    group = _Group(members, device, pool)
 
     def step() -> None:
         group.train_losses_and_grads()
-        group.opt.step(group.P, group.G, group.active)
+        group.opt.step(group.P, group.G, group.active, group.pool)
 
     return step
 
@@ -192,6 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="train_many's CPU worker threads (default: as train_many: one per thread)",
+    )
+    parser.add_argument(
         "--epoch-budget",
         type=float,
         default=64.0,
@@ -211,8 +222,10 @@ def main(argv: list[str] | None = None) -> None:
         measure_memory(args.sizes, epochs=3)
         return
     device = resolve_device(args.device)
+    malloc = keep_freed_memory()  # as the train and sweep commands do
     print(
         f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
+        f"keep_freed_memory() -> {malloc}, "
         f"{platform.processor() or platform.machine()}, {_load()}"
     )
     print(
@@ -223,12 +236,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for S in args.sizes:
         configs = [TrainConfig(p=args.p, seed=s) for s in range(S)]
-        steps = {"batched": batched_step(configs, device), "single": single}
-        if not args.no_vmap:
-            steps["vmap-plain"] = vmap_plain_step(configs, device, args.vmap_chunk or None)
-        runs = {name: 1 if name == "single" else S for name in steps}
-        epochs = {name: max(1, round(args.epoch_budget / runs[name])) for name in steps}
-        times = time_blocks(steps, epochs, runs, args.repeats, device)
+        with contextlib.ExitStack() as stack:
+            steps = {"batched": batched_step(configs, device, stack, args.workers), "single": single}
+            if not args.no_vmap:
+                steps["vmap-plain"] = vmap_plain_step(configs, device, args.vmap_chunk or None)
+            runs = {name: 1 if name == "single" else S for name in steps}
+            epochs = {name: max(1, round(args.epoch_budget / runs[name])) for name in steps}
+            times = time_blocks(steps, epochs, runs, args.repeats, device)
         per_run = {name: statistics.median(t) * 1e3 for name, t in times.items()}
         rows.append((S, per_run))
         vm = per_run.get("vmap-plain")

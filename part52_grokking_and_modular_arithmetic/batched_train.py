@@ -28,6 +28,11 @@ another order: ``tests/test_batched_train.py`` checks a relative difference <= 1
 ``benchmarks/benchmark_batched.py`` measures the speed against single runs and against ``torch.func.vmap``
 over the plain ``HookedTransformer``.
 
+On the CPU the runs are computed one per chunk, and the chunks are spread over worker threads (by default as
+many as torch has threads, each with its share of them): one small model cannot keep many cores busy (a run
+at p = 113 is hardly faster on 16 cores than on 2), several runs side by side can. The heavy kernels release
+Python's GIL, so the workers run in parallel.
+
 Device: everything lives on ``device`` (``"auto"``: CUDA when present). The losses are read back to the
 host in blocks (every epoch on the CPU, where it costs nothing; at checkpoint epochs and every
 :data:`SYNC_EVERY` epochs on a GPU), and the stop decisions (divergence, early stop) are taken on the device,
@@ -42,7 +47,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -165,11 +171,18 @@ class BatchedAdamW:
         return self.lr * ramp
 
     @torch.no_grad()
-    def step(self, params: Float[Tensor, "S N"], grad: Float[Tensor, "S N"], active: Tensor) -> None:
+    def step(
+        self,
+        params: Float[Tensor, "S N"],
+        grad: Float[Tensor, "S N"],
+        active: Tensor,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> None:
         """Update ``params`` in place from ``grad`` (both ``(S, N)``); ``active``: ``(S,)`` bool, the runs to update.
-        ``grad`` is overwritten (inactive rows zeroed)."""
+        ``grad`` is overwritten (inactive rows zeroed). ``pool``: on the CPU, threads that update runs side by
+        side."""
         if params.is_cpu:
-            self._step_each_run(params, grad, active)
+            self._step_each_run(params, grad, active, pool)
             return
         act = active.to(torch.float64)
         lr = self.scheduled_lr() * act
@@ -198,22 +211,28 @@ class BatchedAdamW:
         self.step_count = step
         self.last_epoch = self.last_epoch + act
 
-    def _step_each_run(self, params: Tensor, grad: Tensor, active: Tensor) -> None:
+    def _step_each_run(self, params: Tensor, grad: Tensor, active: Tensor, pool: ThreadPoolExecutor | None) -> None:
         """The CPU step: torch's own fused AdamW kernel once per active run (on the rows of ``params``), with that
         run's scalars. Reading the scalars costs nothing on the CPU, and the fused kernel is ~3x faster there than
         the batched elementwise chain; it is also exactly the kernel :func:`.train.make_optimizer` uses."""
         lrs = self.scheduled_lr().tolist()
         steps, wds = self.step_count.tolist(), self.weight_decay.tolist()
         beta1s, beta2s = self.beta1.tolist(), self.beta2.tolist()
-        for r, on in enumerate(active.tolist()):
-            if not on:
-                continue
+
+        def update(r: int) -> None:
             step = torch.tensor(steps[r], dtype=torch.float32)  # incremented by the kernel, as AdamW's state
             adamw(
                 [params[r]], [grad[r]], [self.exp_avg[r]], [self.exp_avg_sq[r]], [], [step],
                 fused=True, amsgrad=False, beta1=beta1s[r], beta2=beta2s[r], lr=lrs[r],
                 weight_decay=wds[r], eps=self.eps, maximize=False,
             )  # fmt: skip
+
+        runs = [r for r, on in enumerate(active.tolist()) if on]
+        if pool is None or len(runs) < 2:
+            for r in runs:
+                update(r)
+        else:
+            list(pool.map(update, runs))
         act = active.to(torch.float64)
         self.step_count = self.step_count + act
         self.last_epoch = self.last_epoch + act
@@ -262,15 +281,18 @@ def _state_bytes_per_run(p: int) -> int:
     return 8 * 4 * _n_params(p)
 
 
-def estimate_sweep_memory_bytes(configs: Sequence[TrainConfig], chunk_runs: int | None = None) -> int:
+def estimate_sweep_memory_bytes(
+    configs: Sequence[TrainConfig], chunk_runs: int | None = None, workers: int | None = None
+) -> int:
     """Memory :func:`train_many` needs for ``configs``, estimated before allocating anything.
 
     * every member's run record while it trains (its checkpoint history, as in its run file:
       :func:`.train.estimate_run_file_bytes`), all held until the end (they are returned), plus one serialised
       copy while a member is written;
     * per group of one ``p``: the batched state (parameters, gradients, Adam moments, the step's scratch,
-      pending checkpoint copies: 8 float32 values per parameter per run) and the activations of one chunk of runs (``chunk_runs``
-      runs computed together; default: as :func:`train_many` chooses them).
+      pending checkpoint copies: 8 float32 values per parameter per run) and the activations of the chunks
+      computed at once (``chunk_runs`` runs computed together, by ``workers`` CPU worker threads; default: as
+      :func:`train_many` chooses them on the CPU).
 
     * a fixed 64 MB for the rest of the process' growth (models built, allocator caches).
 
@@ -289,7 +311,8 @@ def estimate_sweep_memory_bytes(configs: Sequence[TrainConfig], chunk_runs: int 
         group = [c for c in configs if c.p == p]
         per_run = max(_activation_bytes_per_run(c) for c in group)
         chunk = chunk_runs or _chunk_runs(per_run, len(group), torch.device("cpu"))
-        training = max(training, len(group) * _state_bytes_per_run(p) + min(chunk, len(group)) * per_run)
+        at_once = min(chunk * _n_workers(-(-len(group) // chunk), torch.device("cpu"), workers), len(group))
+        training = max(training, len(group) * _state_bytes_per_run(p) + at_once * per_run)
     return need + training
 
 
@@ -300,7 +323,8 @@ _FIXED_BYTES = 64 * 2**20
 _CPU_CHUNK_BYTES = 768 * 2**20
 #: Runs per chunk on the CPU: one. A run's working set (~10 MB at p = 113) stays in cache; more runs per chunk
 #: only add cache misses. Measured on a quiet 2-core machine, 8 runs, ms per run-epoch at chunks of 1 / 2 / 8
-#: runs: 1 thread 35.1 / 39.2 / 48.5 (single-run trainer 34.0); 2 threads 19.7 / 22.5 / 26.9 (single 20.1).
+#: runs: 1 thread 35.1 / 39.2 / 48.5 (single-run trainer 34.0); 2 threads 19.7 / 22.5 / 26.9 (single 20.1), all
+#: in one thread. The cores are used by computing the one-run chunks side by side instead (:func:`_worker_pool`).
 _CPU_CHUNK_RUNS = 1
 
 
@@ -314,8 +338,41 @@ def _chunk_runs(per_run_bytes: int, n_runs: int, device: torch.device) -> int:
     return max(1, min(n_runs, most, budget // max(per_run_bytes, 1)))
 
 
-def _check_memory(configs: Sequence[TrainConfig]) -> None:
-    need, have = estimate_sweep_memory_bytes(configs), available_memory_bytes()
+def _n_workers(n_chunks: int, device: torch.device, workers: int | None) -> int:
+    """CPU worker threads for ``n_chunks`` chunks: ``workers`` (default: torch's thread count), at most one per
+    chunk; 1 (no worker threads) on a GPU."""
+    if device.type != "cpu":
+        return 1
+    wanted = torch.get_num_threads() if workers is None else workers
+    if wanted < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return max(1, min(n_chunks, wanted))
+
+
+@contextlib.contextmanager
+def _worker_pool(n_workers: int) -> Iterator[ThreadPoolExecutor | None]:
+    """``n_workers`` threads that compute chunks side by side, each with ``torch.get_num_threads() // n_workers``
+    torch threads (at least 1); None for one worker. torch's thread count is restored at the end (a thread's
+    ``torch.set_num_threads`` also sets the default of threads started later)."""
+    if n_workers <= 1:
+        yield None
+        return
+    threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(
+        n_workers,
+        thread_name_prefix="train_many",
+        initializer=torch.set_num_threads,
+        initargs=(max(1, threads // n_workers),),
+    )
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
+def _check_memory(configs: Sequence[TrainConfig], workers: int | None) -> None:
+    need, have = estimate_sweep_memory_bytes(configs, workers=workers), available_memory_bytes()
     if have is not None and need > have:
         files = sum(estimate_run_file_bytes(c) for c in configs)
         raise NotEnoughMemoryError(
@@ -392,8 +449,8 @@ def _prepare(m: _Member, stop, fallback_dirs) -> None:
 class _Group:
     """The batched state of S runs of one ``p`` on one device; row ``i`` is ``self.rows[i]``."""
 
-    def __init__(self, members: list[_Member], device: torch.device):
-        self.rows, self.device = list(members), device
+    def __init__(self, members: list[_Member], device: torch.device, pool: ThreadPoolExecutor | None = None):
+        self.rows, self.device, self.pool = list(members), device, pool
         params0 = trained_parameters(members[0].model)
         self.shapes = [tuple(t.shape) for t in params0]
         self.sizes = [t.numel() for t in params0]
@@ -479,27 +536,37 @@ class _Group:
             pairs.x[a:b, :n], pairs.y[a:b, :n], labels, pairs.weight[a:b, :n], pairs.lengths[a:b], pairs.eq_token
         )
 
-    @torch.no_grad()
+    def _each_chunk(self, compute: Callable[[int, int, lp.Pairs], Tensor], chunks: list[lp.Pairs]) -> Tensor:
+        """``compute(a, b, pairs)`` for every chunk (side by side on the worker threads, if any), concatenated."""
+        jobs = list(zip(self.bounds, chunks, strict=True))
+        if self.pool is None:
+            return torch.cat([compute(a, b, pairs) for (a, b), pairs in jobs])
+        return torch.cat(list(self.pool.map(lambda job: compute(*job[0], job[1]), jobs)))
+
     def test_losses(self) -> Tensor:
         """(S,) float64 test loss of every run at the current weights."""
-        out = []
-        for (a, b), pairs in zip(self.bounds, self.test_chunks, strict=True):
+
+        @torch.no_grad()  # (a decorator: grad mode is per thread)
+        def compute(a: int, b: int, pairs: lp.Pairs) -> Tensor:
             w, _ = self.weights(self.P, a, b, leaves=False)
-            out.append(lp.losses(w, pairs))
-        return torch.cat(out)
+            return lp.losses(w, pairs)
+
+        return self._each_chunk(compute, self.test_chunks)
 
     def train_losses_and_grads(self) -> Tensor:
-        """(S,) float64 train loss of every run; their gradients are written to ``self.G``."""
-        out = []
-        for (a, b), pairs in zip(self.bounds, self.train_chunks, strict=True):
+        """(S,) float64 train loss of every run; their gradients are written to ``self.G`` (rows ``a:b`` by the
+        chunk ``a:b`` alone, so chunks can be computed side by side)."""
+
+        def compute(a: int, b: int, pairs: lp.Pairs) -> Tensor:
             w, leaves = self.weights(self.P, a, b, leaves=True)
             loss = lp.losses(w, pairs)
             grads = torch.autograd.grad(loss.sum(), leaves)
             with torch.no_grad():
                 for g, off, size in zip(grads, self.offsets, self.sizes, strict=True):
                     self.G[a:b, off : off + size].copy_(g.reshape(b - a, size))
-            out.append(loss.detach())
-        return torch.cat(out)
+            return loss.detach()
+
+        return self._each_chunk(compute, self.train_chunks)
 
     def select(self, keep: list[int]) -> None:
         """Keep only rows ``keep`` (host indices), in that order."""
@@ -638,7 +705,7 @@ def _train_group(group: _Group, stop, save_interval_s: float, bar) -> None:
             before = group.active
             group.active = before & finite & ~early
             updating = True
-            group.opt.step(group.P, group.G, group.active)
+            group.opt.step(group.P, group.G, group.active, group.pool)
             updating = False
             block.rows.append(
                 torch.stack([train, test, need_test.double(), before.double(), finite.double(), early.double()])
@@ -760,6 +827,7 @@ def train_many(
     progress: bool = True,
     save_interval_s: float | int = 60.0,
     fallback_dirs: list[str | os.PathLike] | None = None,
+    workers: int | None = None,
 ) -> list[dict]:
     """Train every configuration of ``configs`` at once, each to its own file of ``outs``; return their run data.
 
@@ -778,6 +846,9 @@ def train_many(
             median train loss).
         save_interval_s: minimum seconds between periodic writes of one member's file.
         fallback_dirs: where a member's final record goes when its file cannot be written (as in ``train``).
+        workers: on the CPU, how many runs are computed side by side, each on its own thread with
+            ``torch.get_num_threads() // workers`` torch threads (default: ``torch.get_num_threads()``, one torch
+            thread each; at most one per run). Ignored on a GPU.
 
     Before any work it checks the memory the sweep needs (:func:`estimate_sweep_memory_bytes`,
     :class:`~.train.NotEnoughMemoryError`), then each member's file as ``train`` does (readable run of the same
@@ -821,7 +892,7 @@ def train_many(
                 f"outs[{seen[key]}] and outs[{m.index}] are the same file {m.path}; each run needs its own file"
             )
         seen[key] = m.index
-    _check_memory(configs)
+    _check_memory(configs, workers)
     stop_label = _describe_outs([m.path for m in members])
     with contextlib.ExitStack() as stack:
         stop = stack.enter_context(_stop_on_signals(stop_label))
@@ -834,13 +905,13 @@ def train_many(
             todo = [m for m in members if m.status == "pending" and m.config.p == p]
             for m in todo:
                 _prepare(m, stop, fallback_dirs)
-            group = _Group(todo, dev)
             total = max(m.config.epochs - m.start for m in todo)
             bar = tqdm(
                 total=total, disable=not progress, desc=f"{len(todo)} runs (p = {p})", unit="epoch", dynamic_ncols=True
             )
             try:
-                _train_group(group, stop, float(save_interval_s), bar)
+                with _worker_pool(_n_workers(len(todo), dev, workers)) as pool:  # (one chunk per run on the CPU)
+                    _train_group(_Group(todo, dev, pool), stop, float(save_interval_s), bar)
             finally:
                 bar.close()
     results = [m.result for m in members]

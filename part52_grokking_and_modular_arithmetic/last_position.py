@@ -42,6 +42,7 @@ arXiv 2301.05217 (the model); TransformerLens' ``HookedTransformer`` (the weight
 from __future__ import annotations
 
 import math
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -394,8 +395,12 @@ class _Structures:
     y_offsets: Tensor
 
 
+#: ``warnings.catch_warnings`` changes the process' filters: held while it does (pairs may be set up in threads)
+_WARNINGS_LOCK = threading.Lock()
+
+
 def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
-    with warnings.catch_warnings():  # "sparse CSR support is in beta" (printed once per process)
+    with _WARNINGS_LOCK, warnings.catch_warnings():  # "sparse CSR support is in beta" (printed once per process)
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
 

@@ -112,16 +112,23 @@ def test_batched_adamw_rejects_mismatched_hyperparameters():
 
 # ---------------------------------------------------------------------------------------------------------
 # equivalence with single runs
-@pytest.mark.parametrize("chunk", [1, 4], ids=["one-run-chunks", "all-runs-in-one-chunk"])
+@pytest.mark.parametrize(
+    "chunk, workers",
+    [(1, 1), (1, 3), (4, 1)],
+    ids=["one-run-chunks", "one-run-chunks-on-3-worker-threads", "all-runs-in-one-chunk"],
+)
 @pytest.mark.parametrize("device", DEVICES)
-def test_each_member_trains_like_a_single_run(singles, tmp_path, device, chunk, monkeypatch):
+def test_each_member_trains_like_a_single_run(singles, tmp_path, device, chunk, workers, monkeypatch):
     """Members differing in seed, weight decay, lr and train fraction: each member's train-loss trajectory
     equals ``train()`` of its config (relative difference <= 1e-3 over 50 epochs), and so do its test losses,
     checkpoint epochs, split and final weights; its file loads with ``load_run_data`` like any run file.
-    Computed one run at a time or all four together (their pair sets padded to the longest)."""
+    Computed one run at a time (in this thread, or side by side on CPU worker threads) or all four together
+    (their pair sets padded to the longest)."""
     monkeypatch.setattr(batched_train, "_CPU_CHUNK_RUNS", chunk)
     outs = [tmp_path / f"member{i}.pth" for i in range(len(MEMBERS))]
-    results = train_many(MEMBERS, outs, device=device, progress=False)
+    threads = torch.get_num_threads()
+    results = train_many(MEMBERS, outs, device=device, progress=False, workers=workers)
+    assert torch.get_num_threads() == threads  # the worker threads' setting is undone
     for config, out, got, ref in zip(MEMBERS, outs, results, singles, strict=True):
         assert len(got["train_losses"]) == config.epochs
         assert _rel(got["train_losses"], ref["train_losses"]) <= 1e-3
@@ -316,6 +323,8 @@ def test_clear_errors(tmp_path):
         train_many([dict(p=23)], [None], progress=False)
     with pytest.raises(ValueError, match="device"):
         train_many([_config()], [None], device="tpu", progress=False)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        train_many([_config(seed=0), _config(seed=1)], [None, None], device="cpu", progress=False, workers=0)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             train_many([_config()], [None], device="cuda", progress=False)
