@@ -75,7 +75,7 @@ def batched_step(configs: list[TrainConfig], device: torch.device, stack: contex
     members = [_Member(i, c, None) for i, c in enumerate(configs)]
     for m in members:
         _prepare(m, _NoStop(), None)
-    pool = stack.enter_context(_worker_pool(_n_workers(len(configs), device, workers)))
+    pool = stack.enter_context(_worker_pool(_n_workers(configs, device, workers)))
     group = _Group(members, device, pool)
 
     def step() -> None:

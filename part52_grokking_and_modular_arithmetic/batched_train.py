@@ -311,7 +311,7 @@ def estimate_sweep_memory_bytes(
         group = [c for c in configs if c.p == p]
         per_run = max(_activation_bytes_per_run(c) for c in group)
         chunk = chunk_runs or _chunk_runs(per_run, len(group), torch.device("cpu"))
-        at_once = min(chunk * _n_workers(-(-len(group) // chunk), torch.device("cpu"), workers), len(group))
+        at_once = min(chunk * _n_workers(group, torch.device("cpu"), workers), len(group))
         training = max(training, len(group) * _state_bytes_per_run(p) + at_once * per_run)
     return need + training
 
@@ -319,7 +319,8 @@ def estimate_sweep_memory_bytes(
 #: Memory the process grows by besides the runs' state, activations and histories (models built, allocator caches).
 _FIXED_BYTES = 64 * 2**20
 
-#: Activations of one chunk of runs on the CPU at most this many bytes (runs are computed in chunks).
+#: Activations computed at once on the CPU (one chunk of runs per worker thread) at most this many bytes by default
+#: (10 runs at p = 113), so that a 64-run sweep of the default recipe fits in 4 GB on any number of cores.
 _CPU_CHUNK_BYTES = 768 * 2**20
 #: Runs per chunk on the CPU: one. A run's working set (~10 MB at p = 113) stays in cache; more runs per chunk
 #: only add cache misses. Measured on a quiet 2-core machine, 8 runs, ms per run-epoch at chunks of 1 / 2 / 8
@@ -338,15 +339,19 @@ def _chunk_runs(per_run_bytes: int, n_runs: int, device: torch.device) -> int:
     return max(1, min(n_runs, most, budget // max(per_run_bytes, 1)))
 
 
-def _n_workers(n_chunks: int, device: torch.device, workers: int | None) -> int:
-    """CPU worker threads for ``n_chunks`` chunks: ``workers`` (default: torch's thread count), at most one per
-    chunk; 1 (no worker threads) on a GPU."""
+def _n_workers(group: Sequence[TrainConfig], device: torch.device, workers: int | None) -> int:
+    """CPU worker threads for a group of runs of one ``p``: ``workers``, at most one per chunk; by default
+    torch's thread count, as long as the chunks computed at once stay within :data:`_CPU_CHUNK_BYTES` of
+    activations. 1 (no worker threads) on a GPU."""
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if device.type != "cpu":
         return 1
-    wanted = torch.get_num_threads() if workers is None else workers
-    if wanted < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    return max(1, min(n_chunks, wanted))
+    per_run = max(_activation_bytes_per_run(c) for c in group)
+    chunk = _chunk_runs(per_run, len(group), device)
+    if workers is None:
+        workers = min(torch.get_num_threads(), max(1, _CPU_CHUNK_BYTES // (chunk * per_run)))
+    return max(1, min(-(-len(group) // chunk), workers))
 
 
 @contextlib.contextmanager
@@ -848,7 +853,7 @@ def train_many(
         fallback_dirs: where a member's final record goes when its file cannot be written (as in ``train``).
         workers: on the CPU, how many runs are computed side by side, each on its own thread with
             ``torch.get_num_threads() // workers`` torch threads (default: ``torch.get_num_threads()``, one torch
-            thread each; at most one per run). Ignored on a GPU.
+            thread each, up to 10 at p = 113 to bound the memory; at most one per run). Ignored on a GPU.
 
     Before any work it checks the memory the sweep needs (:func:`estimate_sweep_memory_bytes`,
     :class:`~.train.NotEnoughMemoryError`), then each member's file as ``train`` does (readable run of the same
@@ -910,7 +915,7 @@ def train_many(
                 total=total, disable=not progress, desc=f"{len(todo)} runs (p = {p})", unit="epoch", dynamic_ncols=True
             )
             try:
-                with _worker_pool(_n_workers(len(todo), dev, workers)) as pool:  # (one chunk per run on the CPU)
+                with _worker_pool(_n_workers([m.config for m in todo], dev, workers)) as pool:
                     _train_group(_Group(todo, dev, pool), stop, float(save_interval_s), bar)
             finally:
                 bar.close()

@@ -349,6 +349,12 @@ def test_memory_estimate_and_check(monkeypatch):
     )
     assert 1e9 < estimate_sweep_memory_bytes(sweep(64, 500)) < 4e9  # the sweep default fits 4 GB
     assert estimate_sweep_memory_bytes(sweep(64, 100)) > 4e9
+    # more cores mean more runs computed side by side on the CPU: their activations stay bounded by default,
+    # so the sweep default fits 4 GB with any number of cores (with ~0.45 GB for Python, torch, TransformerLens)
+    with monkeypatch.context() as m:
+        m.setattr(torch, "get_num_threads", lambda: 64)
+        assert estimate_sweep_memory_bytes(sweep(64, 500)) + 0.45e9 < 4e9
+        assert estimate_sweep_memory_bytes(sweep(64, 500), workers=64) > estimate_sweep_memory_bytes(sweep(64, 500))
     monkeypatch.setattr(batched_train, "available_memory_bytes", lambda: 10**8)
     with pytest.raises(NotEnoughMemoryError, match="save-every"):
         train_many(sweep(4, 100), [None] * 4, device="cpu", progress=False)
