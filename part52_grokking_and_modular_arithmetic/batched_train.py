@@ -543,10 +543,9 @@ class _Group:
 
     def _each_chunk(self, compute: Callable[[int, int, lp.Pairs], Tensor], chunks: list[lp.Pairs]) -> Tensor:
         """``compute(a, b, pairs)`` for every chunk (side by side on the worker threads, if any), concatenated."""
-        jobs = list(zip(self.bounds, chunks, strict=True))
-        if self.pool is None:
-            return torch.cat([compute(a, b, pairs) for (a, b), pairs in jobs])
-        return torch.cat(list(self.pool.map(lambda job: compute(*job[0], job[1]), jobs)))
+        jobs = [(a, b, pairs) for (a, b), pairs in zip(self.bounds, chunks, strict=True)]
+        results = [compute(*job) for job in jobs] if self.pool is None else self.pool.map(lambda j: compute(*j), jobs)
+        return torch.cat(list(results))
 
     def test_losses(self) -> Tensor:
         """(S,) float64 test loss of every run at the current weights."""

@@ -461,9 +461,9 @@ def _structures(pairs: Pairs, n_heads: int, d_vocab: int, dtype: torch.dtype) ->
 
 
 def _bags(t: Tables, pairs: Pairs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(pattern (3, R, B, H) (key position first), pre (R * B, d_mlp), direct (R * B, n_out), the attention weights in :func:`_rows`
-    order): constant + the attention-weighted x and y table rows of every head (weighted embedding-bag sums).
-    ``pre`` and ``direct`` are flat ``(R * B, n)`` tensors (not views of one another)."""
+    """(pattern (3, R, B, H) (key position first), pre (R * B, d_mlp), direct (R * B, n_out), the attention
+    weights in :func:`_rows` order): constant + the attention-weighted x and y table rows of every head (weighted
+    embedding-bag sums). ``pre`` and ``direct`` are flat ``(R * B, n)`` tensors (not views of one another)."""
     _check_pairs(t, pairs)
     R, _, V, H = t.scores.shape
     B = pairs.size
