@@ -34,6 +34,7 @@ import sys
 import time
 
 import torch
+from timing import load_average, synchronize  # benchmarks/timing.py (run as python benchmarks/<name>.py)
 from torch.func import functional_call, grad, vmap
 
 from part52_grokking_and_modular_arithmetic import last_position as lp
@@ -50,18 +51,6 @@ from part52_grokking_and_modular_arithmetic.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.data import make_split
 from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
 from part52_grokking_and_modular_arithmetic.train import keep_freed_memory, make_optimizer, resolve_device
-
-
-def _load() -> str:
-    try:
-        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "load average n/a"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class _NoStop:
@@ -156,16 +145,16 @@ def time_blocks(
     ``epochs[name]`` epochs whose order rotates every repeat."""
     for step in steps.values():
         step()
-    _sync(device)
+    synchronize(device)
     names = list(steps)
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             for _ in range(epochs[name]):
                 steps[name]()
-            _sync(device)
+            synchronize(device)
             times[name].append((time.perf_counter() - t0) / epochs[name] / runs[name])
     return times
 
@@ -226,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
         f"keep_freed_memory() -> {malloc}, "
-        f"{platform.processor() or platform.machine()}, {_load()}"
+        f"{platform.processor() or platform.machine()}, {load_average()}"
     )
     print(
         f"p = {args.p}, default recipe, seeds 0..S-1 (each its own split): one full-batch AdamW epoch per step; "
@@ -249,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"S = {S:>3}: batched {per_run['batched']:8.2f}  single {per_run['single']:8.2f}"
             + (f"  vmap-plain {vm:8.2f}" if vm else "")
-            + f"  ms per run-epoch   ({_load()})",
+            + f"  ms per run-epoch   ({load_average()})",
             flush=True,
         )
         del steps

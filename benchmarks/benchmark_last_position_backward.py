@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from timing import synchronize  # benchmarks/timing.py (run as python benchmarks/<name>.py)
 
 from part52_grokking_and_modular_arithmetic import last_position as lp
 from part52_grokking_and_modular_arithmetic.checkpoints import load_run_data, validate_run_data
@@ -36,11 +37,6 @@ def _pairs(p: int, frac: float, n_runs: int, device: str) -> lp.Pairs:
     return lp.Pairs.from_tokens(
         [all_data[s] for s in splits], [labels[s] for s in splits], d_vocab=p + 1, device=device
     )
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -82,11 +78,11 @@ def main() -> None:
                 step(name == "hand-written")  # warm-up (and the pairs' index structures)
             for r in range(args.repeats):
                 for name in list(times) if r % 2 == 0 else list(times)[::-1]:
-                    _sync(args.device)
+                    synchronize(args.device)
                     t0 = time.perf_counter()
                     for _ in range(args.steps):
                         step(name == "hand-written")
-                    _sync(args.device)
+                    synchronize(args.device)
                     times[name].append(1000 * (time.perf_counter() - t0) / args.steps)
             hand, auto = statistics.median(times["hand-written"]), statistics.median(times["autograd"])
             print(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import platform
 import statistics
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' reference implementations
+
+from timing import load_average  # noqa: E402  (benchmarks/timing.py)
 
 from part52_grokking_and_modular_arithmetic.config import TrainConfig  # noqa: E402
 from part52_grokking_and_modular_arithmetic.model import make_model  # noqa: E402
@@ -36,13 +37,6 @@ from part52_grokking_and_modular_arithmetic.train import (  # noqa: E402
 )
 
 from reference.plain_training import plain_hooked_transformer_step  # noqa: E402
-
-
-def _load() -> str:
-    try:
-        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "load average n/a"
 
 
 def benchmark_steps(config: TrainConfig, epochs: int, repeats: int, warmup: int) -> dict[str, list[float]]:
@@ -124,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig(p=args.p)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-        f"allocator: {malloc}, {_load()}"
+        f"allocator: {malloc}, {load_average()}"
     )
     print(
         f"p = {config.p}, frac_train = {config.frac_train}: one full-batch epoch each, "
@@ -135,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  fast trainer step          median {fast:8.2f} ms/epoch   (min {min(times['fast']) * 1e3:.2f})")
     print(f"  plain HookedTransformer    median {plain:8.2f} ms/epoch   (min {min(times['plain']) * 1e3:.2f})")
     print(f"  ratio of medians           {plain / fast:8.2f}x faster")
-    print(f"  ({_load()})")
+    print(f"  ({load_average()})")
     if args.train_epochs:
         per_epoch = benchmark_train(config, args.train_epochs)
         print(
