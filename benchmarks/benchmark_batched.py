@@ -4,7 +4,7 @@ For each S (default 1, 8, 64) three ways of training S runs of the default recip
 its own split) are timed, one full-batch AdamW epoch each (forward, backward, update; the test-loss evaluation
 is not part of any of them):
 
-* ``batched``: :func:`~part52_grokking_and_modular_arithmetic.batched_train.train_many`'s epoch: the S runs as one
+* ``batched``: :func:`~part52_grokking_and_modular_arithmetic.train.train_many`'s epoch: the S runs as one
   set of tensors through :mod:`~part52_grokking_and_modular_arithmetic.last_position` and :class:`BatchedAdamW`;
 * ``single``: the single-run trainer's epoch (``train()``'s step: last-position loss of one model, backward,
   ``torch.optim.AdamW`` + warm-up) of one run (its cost per run does not depend on S; timed in each row, in
@@ -39,37 +39,37 @@ from torch.func import functional_call, grad, vmap
 
 from part52_grokking_and_modular_arithmetic import last_position as lp
 from part52_grokking_and_modular_arithmetic.batched_train import (
+    Batch,
     BatchedAdamW,
-    _Group,
-    _Member,
-    _n_workers,
-    _prepare,
-    _worker_pool,
-    estimate_sweep_memory_bytes,
+    estimate_memory_bytes,
+    n_workers,
+    worker_pool,
 )
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.data import make_split
 from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
-from part52_grokking_and_modular_arithmetic.train import keep_freed_memory, make_optimizer, resolve_device
-
-
-class _NoStop:
-    signum = None
-    saving = False
+from part52_grokking_and_modular_arithmetic.train import (
+    keep_freed_memory,
+    make_optimizer,
+    resolve_device,
+    trained_parameters,
+)
 
 
 def batched_step(configs: list[TrainConfig], device: torch.device, stack: contextlib.ExitStack, workers: int | None):
     """One epoch of the batched trainer for ``configs`` (what ``train_many`` does per epoch, minus bookkeeping),
     with its CPU worker threads (kept until ``stack`` closes)."""
-    members = [_Member(i, c, None) for i, c in enumerate(configs)]
-    for m in members:
-        _prepare(m, _NoStop(), None)
-    pool = stack.enter_context(_worker_pool(_n_workers(configs, device, workers)))
-    group = _Group(members, device, pool)
+    rows = [
+        torch.cat([t.detach().reshape(-1) for t in trained_parameters(make_model(c.p, seed=c.seed))]) for c in configs
+    ]
+    pool = stack.enter_context(worker_pool(n_workers(configs, device, workers)))
+    batch = Batch(
+        configs, torch.stack(rows), [make_split(c.p, c.frac_train, c.seed, c.fn) for c in configs], device, pool
+    )
 
     def step() -> None:
-        group.train_losses_and_grads()
-        group.opt.step(group.P, group.G, group.active, group.pool)
+        batch.train_losses_and_grads()
+        batch.step()
 
     return step
 
@@ -165,7 +165,7 @@ def measure_memory(sizes: list[int], epochs: int) -> None:
     for S in sizes:
         code = (
             "import resource, torch; from part52_grokking_and_modular_arithmetic.config import TrainConfig as T;"
-            "from part52_grokking_and_modular_arithmetic.batched_train import train_many;"
+            "from part52_grokking_and_modular_arithmetic.train import train_many;"
             f"cs=[T(seed=i, epochs={epochs}, test_every=1) for i in range({S})];"
             "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
             f"train_many(cs, [None]*{S}, device='cpu', progress=False);"
@@ -175,7 +175,7 @@ def measure_memory(sizes: list[int], epochs: int) -> None:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
         ).stdout
         grown = int(out.strip().splitlines()[-1])
-        est = estimate_sweep_memory_bytes([TrainConfig(seed=i, epochs=epochs, test_every=1) for i in range(S)])
+        est = estimate_memory_bytes([TrainConfig(seed=i, epochs=epochs, test_every=1) for i in range(S)])
         print(f"{S:>4} {grown / 1e6:>13.0f} MB {est / 1e6:>7.0f} MB")
 
 

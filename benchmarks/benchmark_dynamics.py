@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from part52_grokking_and_modular_arithmetic.checkpoints import load_run_data
 from part52_grokking_and_modular_arithmetic.dynamics import compute_dynamics
 from part52_grokking_and_modular_arithmetic.layout import transformer_lens_to_paper
 from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic.run_data import load_run_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' reference implementations
 from reference.naive_dynamics import compute_dynamics_naive  # noqa: E402
@@ -90,12 +90,9 @@ def main() -> None:
         naive_times.append(timed(lambda: compute_dynamics_naive(run, key_freqs, progress=False)))
         print(f"  repeat {r + 1}: engine {engine_times[-1]:.2f} s, naive {naive_times[-1]:.2f} s")
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp) / "dynamics.pt"
-        compute_dynamics(run, key_freqs, cache_path=cache, chunk_size=args.chunk_size, progress=False)
-        cached_times = [
-            timed(lambda: compute_dynamics(run, key_freqs, cache_path=cache, progress=False)) for _ in range(3)
-        ]
+    with tempfile.TemporaryDirectory() as cache:
+        compute_dynamics(run, key_freqs, cache=cache, chunk_size=args.chunk_size, progress=False)
+        cached_times = [timed(lambda: compute_dynamics(run, key_freqs, cache=cache, progress=False)) for _ in range(3)]
 
     engine, naive, cached = (statistics.median(t) for t in (engine_times, naive_times, cached_times))
     print(f"median per checkpoint: engine {1000 * engine / n:.1f} ms, naive loop {1000 * naive / n:.1f} ms")

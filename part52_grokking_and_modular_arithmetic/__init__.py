@@ -7,4 +7,4 @@ Importing the package is cheap: it loads no model and touches no network. Start 
 ``part52_grokking_and_modular_arithmetic.utils`` (what the notebooks use).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,31 +1,16 @@
-"""Analysis of a trained modular-arithmetic model: the computations of the course's Sections 1-3.
+"""Analysis of a trained modular-arithmetic model: the computations of the course's Sections 1-3, in course order.
 
 Everything here is a pure function of a model (or of tensors); ``p`` is always read from the model
-(``p = model.cfg.d_vocab - 1``, the ``=`` token being id ``p``) or from tensor shapes. Nothing is computed at
-import time.
-
-Contents, in course order:
-
-* course helper values: :func:`get_course_weights` (the chapter's ``W_E``, ``W_U``, ``W_Q`` ... and
-  ``final_pos_resid_initial``), :func:`get_original_logits`;
-* activations over all p^2 inputs: :func:`get_key_activations` / :func:`key_activations_from_cache`;
-* effective weights: :func:`get_effective_weights` (``W_logit``, ``W_neur``, ``W_attn``) and the logits of
-  the functional form they give, :func:`functional_form_logits`;
-* neuron frequencies: :func:`get_fourier_neuron_acts`, :func:`mean_sq_fourier_coefficients`,
-  :func:`find_neuron_freqs`, :func:`neuron_clusters`, :func:`key_frequencies`;
-* logit surgery (Section 2): :func:`trig_logits`, :func:`restricted_loss`, :func:`analyse_neurons`,
-  :func:`projected_neuron_logits`, :func:`cluster_ablation_losses`, :func:`neuron_surgery_losses`;
-* the ReLU quadratic-term toy fit: :func:`fit_quadratic_terms`, :func:`relu_quadratic_fit`;
-* progress measures (Section 3): :func:`excl_loss`, :func:`fourier_embed`, :func:`embed_SVD`.
-
-Bugs of the published chapter's code fixed here: the per-frequency block helper keeps the last
-frequency (``fourier.arrange_by_2d_freqs``), :func:`fourier_embed` left-multiplies by ``F`` (not ``F.T``),
-and :func:`embed_SVD` drops the ``=`` *row* of ``W_E`` (not a ``d_model`` column).
+(``p = model.cfg.d_vocab - 1``, the ``=`` token being id ``p``) or from tensor shapes. Bugs of the published
+chapter's code fixed here: the per-frequency block helper keeps the last frequency
+(``fourier.arrange_by_2d_freqs``), :func:`fourier_embed` left-multiplies by ``F`` (not ``F.T``), and
+:func:`embed_SVD` drops the ``=`` *row* of ``W_E`` (not a ``d_model`` column).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -38,11 +23,11 @@ from transformer_lens import ActivationCache, HookedTransformer
 from .data import make_all_data, make_split
 from .fourier import (
     arrange_by_2d_freqs,
+    check_frequencies,
     fft2d,
     fourier_basis,
-    n_frequencies,
     project_onto_frequency,
-    trig_sum_directions_matrix,
+    trig_directions_matrix,
 )
 from .losses import cross_entropy_high_precision, score_logits
 
@@ -58,31 +43,25 @@ __all__ = [
     "key_activations_from_cache",
     "get_key_activations",
     "EffectiveWeights",
-    "effective_weights_from",
     "get_effective_weights",
     "functional_form_from_attention",
     "functional_form_logits",
+    "centred_grid",
     "get_fourier_neuron_acts",
     "mean_sq_fourier_coefficients",
-    "mean_squared_fourier_coefficients",
     "find_neuron_freqs",
     "neuron_clusters",
     "key_frequencies",
-    "embedding_frequency_norms",
+    "sum_difference_shares",
     "trig_logits",
-    "restricted_loss",
     "projected_neuron_acts",
     "NeuronAnalysis",
     "analyse_neurons",
-    "projected_neuron_logits",
-    "cluster_ablated_logits",
-    "cluster_ablation_losses",
     "neuron_surgery_losses",
     "ReluQuadraticFit",
     "quadratic_terms",
     "fit_quadratic_terms",
     "relu_quadratic_fit",
-    "excluded_logits",
     "excl_loss",
     "excl_loss_from_logits",
     "fourier_embed",
@@ -98,9 +77,7 @@ UNCLUSTERED = -1
 KEY_CLUSTER_MIN_FRACTION = 0.01
 
 
-# --------------------------------------------------------------------------------------------------------
-# Course helper values
-# --------------------------------------------------------------------------------------------------------
+# ---- Course helper values ------------------------------------------------------------------------------------------
 
 
 def infer_p(model: HookedTransformer) -> int:
@@ -119,7 +96,7 @@ def infer_p(model: HookedTransformer) -> int:
 
 @dataclass(frozen=True)
 class CourseWeights:
-    """The chapter's helper variables, read from layer 0 of a model (TransformerLens layout, detached).
+    """The chapter's helper variables, read from layer 0 of a model (TransformerLens layout, detached copies).
 
     ``W_E`` and ``W_U`` have the ``=`` token dropped (``W_E_full[:-1]`` / ``W_U_full[:, :-1]``), as in the
     chapter. ``final_pos_resid_initial = W_E_full[-1] + W_pos[2]`` is the residual stream at the ``=``
@@ -152,9 +129,9 @@ def get_course_weights(model: HookedTransformer) -> CourseWeights:
     """Read the chapter's helper variables from ``model`` (see :class:`CourseWeights`)."""
     p = infer_p(model)
     block = model.blocks[0]
-    W_E_full = model.W_E.detach().clone()
-    W_U_full = model.W_U.detach().clone()
-    W_pos = model.W_pos.detach().clone()
+    W_E_full, W_U_full, W_pos = (t.detach().clone() for t in (model.W_E, model.W_U, model.W_pos))
+    attn = {name: getattr(block.attn, name).detach().clone() for name in ("W_Q", "W_K", "W_V", "W_O")}
+    mlp = {name: getattr(block.mlp, name).detach().clone() for name in ("W_in", "b_in", "W_out", "b_out")}
     return CourseWeights(
         p=p,
         W_E=W_E_full[:-1],
@@ -162,37 +139,26 @@ def get_course_weights(model: HookedTransformer) -> CourseWeights:
         W_E_full=W_E_full,
         W_U_full=W_U_full,
         W_pos=W_pos,
-        W_Q=block.attn.W_Q.detach().clone(),
-        W_K=block.attn.W_K.detach().clone(),
-        W_V=block.attn.W_V.detach().clone(),
-        W_O=block.attn.W_O.detach().clone(),
-        W_in=block.mlp.W_in.detach().clone(),
-        b_in=block.mlp.b_in.detach().clone(),
-        W_out=block.mlp.W_out.detach().clone(),
-        b_out=block.mlp.b_out.detach().clone(),
         final_pos_resid_initial=W_E_full[-1] + W_pos[-1],
+        **attn,
+        **mlp,
     )
 
 
 def _all_data_for(model: HookedTransformer, all_data: Int[Tensor, "batch 3"] | None) -> Tensor:
-    p = infer_p(model)
-    if all_data is None:
-        all_data = make_all_data(p)
-    return all_data.to(model.cfg.device)
+    return (make_all_data(infer_p(model)) if all_data is None else all_data).to(model.cfg.device)
 
 
 @torch.no_grad()
 def get_original_logits(
     model: HookedTransformer, all_data: Int[Tensor, "batch 3"] | None = None
 ) -> Float[Tensor, "batch p"]:
-    """Last-position logits over ``all_data`` (default: all p^2 inputs), ``=`` logit dropped: ``(batch, p)``."""
-    p = infer_p(model)
-    return model(_all_data_for(model, all_data))[:, -1, :p]
+    """Last-position logits over ``all_data`` (default: all p^2 inputs), ``=`` logit dropped: ``(batch, p)``
+    in the model's dtype."""
+    return model(_all_data_for(model, all_data))[:, -1, : infer_p(model)]
 
 
-# --------------------------------------------------------------------------------------------------------
-# Activations
-# --------------------------------------------------------------------------------------------------------
+# ---- Activations and effective weights -----------------------------------------------------------------------------
 
 
 class KeyActivations(NamedTuple):
@@ -207,11 +173,8 @@ _KEY_HOOKS = ("blocks.0.attn.hook_pattern", "blocks.0.mlp.hook_post", "blocks.0.
 
 
 def key_activations_from_cache(cache: ActivationCache) -> KeyActivations:
-    """Slice the key activations out of a ``run_with_cache`` cache (the chapter's exercise 1.1).
-
-    ``attn_mat = cache["pattern", 0][:, :, -1, :]`` (the ``=`` query's row of every head),
-    ``neuron_acts_post = cache["post", 0][:, -1, :]``, ``neuron_acts_pre = cache["pre", 0][:, -1, :]``.
-    """
+    """Slice the key activations out of a ``run_with_cache`` cache (the chapter's exercise 1.1):
+    ``cache["pattern", 0][:, :, -1, :]``, ``cache["post", 0][:, -1, :]``, ``cache["pre", 0][:, -1, :]``."""
     return KeyActivations(
         attn_mat=cache["pattern", 0][:, :, -1, :],
         neuron_acts_post=cache["post", 0][:, -1, :],
@@ -227,11 +190,6 @@ def get_key_activations(model: HookedTransformer, all_data: Int[Tensor, "batch 3
     return KeyActivations(*(t.clone() for t in key_activations_from_cache(cache)))
 
 
-# --------------------------------------------------------------------------------------------------------
-# Effective weights
-# --------------------------------------------------------------------------------------------------------
-
-
 class EffectiveWeights(NamedTuple):
     """The products of weight matrices through which the model's algorithm reads most clearly."""
 
@@ -240,25 +198,21 @@ class EffectiveWeights(NamedTuple):
     W_attn: Float[Tensor, "n_heads p"]  #: ``=``-query score of each token key, ``/ sqrt(d_head)``
 
 
-def effective_weights_from(weights: CourseWeights) -> EffectiveWeights:
-    """:class:`EffectiveWeights` from the course helper values (``W_E``, ``W_U`` with ``=`` dropped).
+def get_effective_weights(model: HookedTransformer | CourseWeights) -> EffectiveWeights:
+    """``(W_logit (d_mlp, p), W_neur (n_heads, p, d_mlp), W_attn (n_heads, p))`` of ``model`` (or of its
+    :class:`CourseWeights`), in the model's dtype.
 
     ``W_attn[h, t] = final_pos_resid_initial @ W_Q[h] @ W_K[h].T @ W_E[t] / sqrt(d_head)`` — the transposes
-    are per head (``.T`` on the 3-D ``W_K`` would reverse all its axes; a plain ``@`` chain starting from the
-    1-D ``final_pos_resid_initial`` would broadcast heads against heads).
+    are per head (``.T`` on the 3-D ``W_K`` would reverse all its axes).
     """
-    d_head = weights.W_Q.shape[-1]
-    W_logit = weights.W_out @ weights.W_U
-    W_neur = weights.W_E @ weights.W_V @ weights.W_O @ weights.W_in  # broadcasts over heads
-    query = weights.final_pos_resid_initial @ weights.W_Q  # (n_heads, d_head)
-    keys = weights.W_E @ weights.W_K  # (n_heads, p, d_head): every token's key, per head
-    W_attn = einops.einsum(query, keys, "h d, h t d -> h t") / math.sqrt(d_head)
-    return EffectiveWeights(W_logit=W_logit, W_neur=W_neur, W_attn=W_attn)
-
-
-def get_effective_weights(model: HookedTransformer) -> EffectiveWeights:
-    """``(W_logit (d_mlp, p), W_neur (n_heads, p, d_mlp), W_attn (n_heads, p))`` of ``model``."""
-    return effective_weights_from(get_course_weights(model))
+    w = model if isinstance(model, CourseWeights) else get_course_weights(model)
+    query = w.final_pos_resid_initial @ w.W_Q  # (n_heads, d_head)
+    keys = w.W_E @ w.W_K  # (n_heads, p, d_head): every token's key, per head
+    return EffectiveWeights(
+        W_logit=w.W_out @ w.W_U,
+        W_neur=w.W_E @ w.W_V @ w.W_O @ w.W_in,  # broadcasts over heads
+        W_attn=einops.einsum(query, keys, "h d, h t d -> h t") / math.sqrt(w.W_Q.shape[-1]),
+    )
 
 
 def functional_form_from_attention(
@@ -271,8 +225,7 @@ def functional_form_from_attention(
     pays to ``x`` (the rest goes to ``y``)."""
     from_x = einops.einsum(alpha, W_neur, "h x y, h x n -> x y n")
     from_y = einops.einsum(1 - alpha, W_neur, "h x y, h y n -> x y n")
-    logits = torch.relu(from_x + from_y) @ W_logit  # (p, p, p)
-    return einops.rearrange(logits, "x y z -> (x y) z")
+    return einops.rearrange(torch.relu(from_x + from_y) @ W_logit, "x y z -> (x y) z")
 
 
 def functional_form_logits(
@@ -280,67 +233,46 @@ def functional_form_logits(
     W_logit: Float[Tensor, "d_mlp p"],
     W_attn: Float[Tensor, "n_heads p"],
 ) -> Float[Tensor, "p_sq p"]:
-    """The logits of the model's derived functional form (the chapter's exercise 1.5, biases left out):
-
-    ``logits[x * p + y] = ReLU(sum_h alpha_h W_neur[h, x] + (1 - alpha_h) W_neur[h, y]) @ W_logit`` with
+    """The ``(p^2, p)`` logits (batch index ``x * p + y``, dtype of the inputs) of the model's derived
+    functional form (the chapter's exercise 1.5, biases left out):
+    ``ReLU(sum_h alpha_h W_neur[h, x] + (1 - alpha_h) W_neur[h, y]) @ W_logit`` with
     ``alpha_h = sigmoid(W_attn[h, x] - W_attn[h, y])``: the attention the ``=`` query pays to ``x`` when its
     attention to ``=`` itself is ignored (a softmax over two keys is the sigmoid of their score difference).
-
-    Args:
-        W_neur: ``(n_heads, p, d_mlp)``; W_logit: ``(d_mlp, p)``; W_attn: ``(n_heads, p)`` (see
-            :class:`EffectiveWeights`).
-
-    Returns:
-        ``(p^2, p)`` logits, batch index ``x * p + y``.
     """
     alpha = torch.sigmoid(W_attn[:, :, None] - W_attn[:, None, :])  # (n_heads, x, y)
     return functional_form_from_attention(W_neur, W_logit, alpha)
 
 
-# --------------------------------------------------------------------------------------------------------
-# Neuron frequencies and clusters
-# --------------------------------------------------------------------------------------------------------
+# ---- Neuron frequencies and clusters -------------------------------------------------------------------------------
 
 
-def _as_grid(neuron_acts: Tensor) -> Tensor:
-    """``(p^2, d_mlp)`` rows in ``x * p + y`` order -> the ``(p, p, d_mlp)`` grid indexed ``[x, y]``."""
-    p = math.isqrt(neuron_acts.shape[0])
-    if p * p != neuron_acts.shape[0]:
-        raise ValueError(f"expected one row per (x, y) pair (p^2 rows), got {neuron_acts.shape[0]} rows")
-    return einops.rearrange(neuron_acts, "(x y) n -> x y n", x=p)
-
-
-def _centred_fft2d(neuron_acts_sq: Tensor) -> Tensor:
-    """Subtract each neuron's mean over the p^2 inputs of a ``(p, p, d_mlp)`` grid, then :func:`fft2d`."""
-    return fft2d(neuron_acts_sq - neuron_acts_sq.mean((0, 1), keepdim=True))
+def centred_grid(acts: Float[Tensor, "p_sq n"] | Float[Tensor, "p p n"]) -> Float[Tensor, "p p n"]:
+    """``(p^2, n)`` rows in ``x * p + y`` order, or a ``(p, p, n)`` grid -> the ``(p, p, n)`` grid indexed
+    ``[x, y]`` (``acts``' dtype), each column minus its mean over the p^2 inputs."""
+    if acts.ndim == 2 and math.isqrt(acts.shape[0]) ** 2 == acts.shape[0]:
+        acts = einops.rearrange(acts, "(x y) n -> x y n", x=math.isqrt(acts.shape[0]))
+    if acts.ndim != 3 or acts.shape[0] != acts.shape[1]:
+        raise ValueError(
+            "expected one row per (x, y) pair (p^2 rows, batch index x*p + y) or a (p, p, n) grid, "
+            f"got shape {tuple(acts.shape)}"
+        )
+    return acts - acts.mean((0, 1), keepdim=True)
 
 
 def get_fourier_neuron_acts(neuron_acts: Float[Tensor, "p_sq d_mlp"]) -> Float[Tensor, "p p d_mlp"]:
     """Centre activations over the p^2 inputs (subtract each neuron's mean), reshape to the ``[x, y]`` grid
-    and take the 2D Fourier transform: ``(p, p, d_mlp)``."""
-    return _centred_fft2d(_as_grid(neuron_acts))
+    and take the 2D Fourier transform: ``(p, p, d_mlp)`` in ``neuron_acts``' dtype."""
+    return fft2d(centred_grid(neuron_acts))
 
 
-def mean_sq_fourier_coefficients(neuron_acts_sq: Float[Tensor, "p p d_mlp"]) -> Float[Tensor, "p p"]:
+def mean_sq_fourier_coefficients(
+    neuron_acts_sq: Float[Tensor, "p p d_mlp"] | Float[Tensor, "p_sq d_mlp"],
+) -> Float[Tensor, "p p"]:
     """Mean over neurons of the squared 2D Fourier coefficients of the centred activations (the chapter's
-    exercise 2.2).
-
-    Args:
-        neuron_acts_sq: ``(p, p, d_mlp)`` neuron activations on the ``[x, y]`` input grid.
-
-    Returns:
-        ``(p, p)`` indexed by (x-basis, y-basis) term: each neuron is centred (its mean over all p^2 inputs
-        subtracted), transformed with :func:`fft2d`, and the squared coefficients are averaged over neurons.
-        Sparse for a grokked model: const/linear/quadratic terms of a few frequencies.
-    """
-    if neuron_acts_sq.ndim != 3 or neuron_acts_sq.shape[0] != neuron_acts_sq.shape[1]:
-        raise ValueError(f"expected a (p, p, d_mlp) tensor, got shape {tuple(neuron_acts_sq.shape)}")
-    return _centred_fft2d(neuron_acts_sq).pow(2).mean(-1)
-
-
-def mean_squared_fourier_coefficients(neuron_acts: Float[Tensor, "p_sq d_mlp"]) -> Float[Tensor, "p p"]:
-    """:func:`mean_sq_fourier_coefficients` of activations given as ``(p^2, d_mlp)`` rows (``x * p + y``)."""
-    return mean_sq_fourier_coefficients(_as_grid(neuron_acts))
+    exercise 2.2): ``(p, p)`` in the input's dtype, indexed by (x-basis, y-basis) term. Input: the
+    ``(p, p, d_mlp)`` grid (or ``(p^2, d_mlp)`` rows). Sparse for a grokked model: const, linear and
+    quadratic terms of a few frequencies."""
+    return fft2d(centred_grid(neuron_acts_sq)).pow(2).mean(-1)
 
 
 def find_neuron_freqs(
@@ -349,21 +281,20 @@ def find_neuron_freqs(
     """Each neuron's frequency and the fraction of its activations that frequency explains.
 
     For every frequency ``k = 1 ... (p-1)/2`` (the last one included), the fraction is the sum of squares of
-    the neuron's 3x3 block ``{const, cos k, sin k} x {const, cos k, sin k}`` of 2D Fourier coefficients over
-    the neuron's total sum of squares. Feed *centred* activations (see :func:`get_fourier_neuron_acts`), else the
-    constant term sits in every block.
+    the neuron's 3x3 block ``{const, cos k, sin k}^2`` of 2D Fourier coefficients over the neuron's total sum
+    of squares. Feed *centred* activations (:func:`get_fourier_neuron_acts`), else the constant term sits in
+    every block.
 
     Returns:
-        neuron_freqs: ``(d_mlp,)`` long, the argmax frequency (block index + 1), in ``1 ... (p-1)/2``.
-        neuron_frac_explained: ``(d_mlp,)``, that frequency's fraction (in [0, 1]; 0 for a dead neuron,
-            whose frequency is then 1 and meaningless).
+        neuron_freqs: ``(d_mlp,)`` long, the argmax frequency, in ``1 ... (p-1)/2``.
+        neuron_frac_explained: ``(d_mlp,)`` (input dtype), that frequency's fraction in [0, 1] (0 for a dead
+            neuron, whose frequency is then 1 and meaningless).
     """
     if fourier_neuron_acts.ndim != 3 or fourier_neuron_acts.shape[0] != fourier_neuron_acts.shape[1]:
         raise ValueError(f"expected a (p, p, d_mlp) tensor, got shape {tuple(fourier_neuron_acts.shape)}")
     block_sq = arrange_by_2d_freqs(fourier_neuron_acts).pow(2).sum((1, 2))  # (n_freqs, d_mlp)
     total_sq = fourier_neuron_acts.pow(2).sum((0, 1))  # (d_mlp,)
-    frac_by_freq = block_sq / total_sq.clamp_min(torch.finfo(total_sq.dtype).tiny)
-    neuron_frac_explained, block_index = frac_by_freq.max(dim=0)
+    neuron_frac_explained, block_index = (block_sq / total_sq.clamp_min(torch.finfo(total_sq.dtype).tiny)).max(0)
     return block_index + 1, neuron_frac_explained
 
 
@@ -372,20 +303,12 @@ def neuron_clusters(
     neuron_frac_explained: Float[Tensor, "d_mlp"],
     threshold: float = CLUSTER_THRESHOLD,
 ) -> dict[int, Int[Tensor, "n"]]:
-    """Group neurons by frequency: ``{freq: neuron indices}`` (ascending frequency), neurons whose best
+    """Group neurons by frequency: ``{freq: neuron indices}`` (ascending frequency); neurons whose best
     frequency explains less than ``threshold`` go to :data:`UNCLUSTERED` (``-1``, listed last when present).
     Only non-empty clusters appear."""
-    labels = torch.where(neuron_frac_explained >= threshold, neuron_freqs, torch.full_like(neuron_freqs, UNCLUSTERED))
-    clusters = {int(k): torch.nonzero(labels == k).flatten() for k in sorted(set(labels.tolist())) if k != UNCLUSTERED}
-    unclustered = torch.nonzero(labels == UNCLUSTERED).flatten()
-    if unclustered.numel():
-        clusters[UNCLUSTERED] = unclustered
-    return clusters
-
-
-def _neuron_freqs_of(model: HookedTransformer) -> tuple[Tensor, Tensor]:
-    post = get_key_activations(model).neuron_acts_post
-    return find_neuron_freqs(get_fourier_neuron_acts(post))
+    labels = torch.where(neuron_frac_explained >= threshold, neuron_freqs, UNCLUSTERED)
+    order = sorted(set(labels.tolist()) - {UNCLUSTERED}) + ([UNCLUSTERED] if (labels == UNCLUSTERED).any() else [])
+    return {int(k): torch.nonzero(labels == k).flatten() for k in order}
 
 
 def key_frequencies(
@@ -399,10 +322,8 @@ def key_frequencies(
 
     Rule: a frequency is *key* when at least ``min_fraction`` of the MLP neurons (default 1%: 6 of 512)
     belong to its cluster, i.e. have it as best frequency explaining >= 85% of their centred activations.
-    For the course's hub model this gives {14, 35, 41, 42, 52} (clusters of 44-145 neurons; all 433
-    clustered neurons belong to them). The embedding can carry a frequency the neurons do not use (the hub
-    model's 31, see :func:`embedding_frequency_norms`), which is why the neurons decide. A model still in its
-    cleanup phase may have a frequency whose cluster is only forming (a few neurons): raise or lower
+    The embedding can carry a frequency the neurons do not use, which is why the neurons decide. A model still
+    in its cleanup phase may have a frequency whose cluster is only forming (a few neurons): lower
     ``min_fraction`` to see it, and check with :func:`excl_loss`.
 
     Pass either ``model`` or precomputed ``clusters`` (from :func:`neuron_clusters`) with ``d_mlp``.
@@ -410,23 +331,39 @@ def key_frequencies(
     if clusters is None:
         if model is None:
             raise ValueError("key_frequencies needs a model or clusters")
-        clusters = neuron_clusters(*_neuron_freqs_of(model))
-        d_mlp = model.cfg.d_mlp
+        post = get_key_activations(model).neuron_acts_post
+        clusters, d_mlp = neuron_clusters(*find_neuron_freqs(get_fourier_neuron_acts(post))), model.cfg.d_mlp
     if d_mlp is None:
         raise ValueError("key_frequencies(clusters=...) also needs d_mlp (the number of MLP neurons)")
     return sorted(int(k) for k, idx in clusters.items() if k != UNCLUSTERED and len(idx) >= min_fraction * d_mlp)
 
 
-def embedding_frequency_norms(model: HookedTransformer) -> Float[Tensor, "n_freqs"]:
-    """Squared norm of frequency ``k``'s cos and sin components of ``W_E`` (``=`` row dropped), for
-    ``k = 1 ... (p-1)/2`` (index ``k - 1``): :func:`fourier_embed` summed over each cos/sin pair."""
-    norms = fourier_embed(model)
-    return norms[1::2] + norms[2::2]
+def sum_difference_shares(
+    grid: Float[Tensor, "p p n"] | Float[Tensor, "p p"], key_freqs: Sequence[int] | Tensor
+) -> tuple[float, float]:
+    """How much of ``grid`` is a wave of ``x + y`` and how much a wave of ``x - y``, at the key frequencies.
+
+    ``grid``: ``(p, p, n)`` (e.g. neuron activations ``(p, p, d_mlp)`` or logits ``(p, p, p)``) or ``(p, p)``,
+    indexed ``[x, y, ...]``. Each of the ``n`` columns is centred over the p^2 inputs; returns
+    ``(sum_share, difference_share)``: the squared norm of the projection onto the ``cos/sin(w_k(x+y))``
+    directions (:func:`~.fourier.get_trig_sum_directions`) of every key frequency, and onto the
+    ``cos/sin(w_k(x-y))`` directions (:func:`~.fourier.get_trig_difference_directions`), each summed over the
+    columns and divided by the total centred sum of squares (float64, both 0 for a constant grid). The
+    directions are orthonormal, so the two shares add up to at most 1; ``cos(w x) cos(w y)`` gives (0.5, 0.5).
+    """
+    if grid.ndim != 3 and not (grid.ndim == 2 and grid.shape[0] == grid.shape[1]):
+        raise ValueError(f"expected a (p, p) or (p, p, n) grid indexed [x, y, ...], got shape {tuple(grid.shape)}")
+    acts = centred_grid(grid.detach().to(torch.float64).reshape(*grid.shape[:2], -1))
+    p = acts.shape[0]
+    X = acts.reshape(p * p, -1)
+    total = X.pow(2).sum()
+    if total == 0:
+        return 0.0, 0.0
+    M = [trig_directions_matrix(key_freqs, p, torch.float64, difference=d).to(X.device) for d in (False, True)]
+    return float((M[0] @ X).pow(2).sum() / total), float((M[1] @ X).pow(2).sum() / total)
 
 
-# --------------------------------------------------------------------------------------------------------
-# Logit surgery (Section 2)
-# --------------------------------------------------------------------------------------------------------
+# ---- Logit surgery (Section 2) -------------------------------------------------------------------------------------
 
 
 def _p_from_logits(logits: Tensor) -> int:
@@ -438,44 +375,11 @@ def _p_from_logits(logits: Tensor) -> int:
     return p
 
 
-def trig_logits(logits: Float[Tensor, "p_sq p"], key_freqs: list[int]) -> Float[Tensor, "p_sq p"]:
-    """Keep only the components of ``logits`` (along the batch axis) in the cos/sin(w_k(x+y)) directions of
-    the key frequencies (no bias correction; see :func:`restricted_loss`)."""
-    p = _p_from_logits(logits)
-    M = trig_sum_directions_matrix(list(key_freqs), p).to(logits)  # (2K, p^2), orthonormal rows
+def trig_logits(logits: Float[Tensor, "p_sq p"], key_freqs: Sequence[int] | Tensor) -> Float[Tensor, "p_sq p"]:
+    """Keep only the components of ``logits`` (along the batch axis) in the ``cos/sin(w_k(x+y))`` directions
+    of the key frequencies (``logits``' dtype; no bias correction)."""
+    M = trig_directions_matrix(key_freqs, _p_from_logits(logits)).to(logits)  # (2K, p^2), orthonormal rows
     return M.T @ (M @ logits)
-
-
-def _labels(p: int, fn: str, seed: int, device) -> Tensor:
-    """Labels of all p^2 pairs for task ``fn`` (``seed`` draws the ``rand`` table), from :func:`~.data.make_split`."""
-    return make_split(p, seed=seed, fn=fn).labels.to(device)
-
-
-def restricted_loss(
-    model: HookedTransformer,
-    key_freqs: list[int],
-    *,
-    mode: str = "all",
-    fn: str = "add",
-    frac_train: float = 0.3,
-    seed: int = 0,
-    train_indices: Int[Tensor, "n_train"] | None = None,
-) -> float:
-    """Loss of the logits restricted to the key frequencies' cos/sin(x+y) directions, bias-corrected (the
-    batch mean of ``original - restricted`` added back, which restores the constant). ``mode``: all / train /
-    test pairs (split from ``frac_train`` / ``seed`` unless ``train_indices`` is given)."""
-    original = get_original_logits(model)
-    split = make_split(_p_from_logits(original), frac_train, seed, fn)
-    if mode != "all" and train_indices is None:
-        train_indices = split.train_indices
-    return score_logits(
-        trig_logits(original, key_freqs),
-        split.labels.to(original.device),
-        mode=mode,
-        train_indices=train_indices,
-        bias_correction=True,
-        original_logits=original,
-    )
 
 
 def projected_neuron_acts(
@@ -489,11 +393,10 @@ def projected_neuron_acts(
     (``keep_unclustered``) or zeroed."""
     new = torch.zeros_like(neuron_acts_post)
     for k, idx in clusters.items():
-        if k == UNCLUSTERED:
-            if keep_unclustered:
-                new[:, idx] = neuron_acts_post[:, idx]
-        else:
+        if k != UNCLUSTERED:
             new[:, idx] = project_onto_frequency(neuron_acts_post[:, idx], k)
+        elif keep_unclustered:
+            new[:, idx] = neuron_acts_post[:, idx]
     return new
 
 
@@ -511,13 +414,13 @@ class NeuronAnalysis(NamedTuple):
 @torch.no_grad()
 def analyse_neurons(model: HookedTransformer, threshold: float = CLUSTER_THRESHOLD) -> NeuronAnalysis:
     """Run ``model`` once on all inputs and gather logits, neuron activations, frequencies and clusters."""
-    p = infer_p(model)
-    all_data = _all_data_for(model, None)
-    logits, cache = model.run_with_cache(all_data, names_filter=lambda name: name == "blocks.0.mlp.hook_post")
+    logits, cache = model.run_with_cache(
+        _all_data_for(model, None), names_filter=lambda name: name == "blocks.0.mlp.hook_post"
+    )
     post = cache["post", 0][:, -1, :].clone()
     freqs, frac = find_neuron_freqs(get_fourier_neuron_acts(post))
     return NeuronAnalysis(
-        original_logits=logits[:, -1, :p],
+        original_logits=logits[:, -1, : infer_p(model)],
         neuron_acts_post=post,
         neuron_freqs=freqs,
         neuron_frac_explained=frac,
@@ -526,78 +429,54 @@ def analyse_neurons(model: HookedTransformer, threshold: float = CLUSTER_THRESHO
     )
 
 
-def projected_neuron_logits(
-    model_or_analysis: HookedTransformer | NeuronAnalysis, *, keep_unclustered: bool = True
-) -> Float[Tensor, "p_sq p"]:
-    """Logits made only from the neurons, each clustered neuron projected onto its own frequency:
-    ``projected_neuron_acts(...) @ W_logit``. Score them with bias correction against the original logits
-    (the direct and attention paths and ``b_out`` add only what that correction restores, up to a small
-    remainder)."""
-    a = model_or_analysis if isinstance(model_or_analysis, NeuronAnalysis) else analyse_neurons(model_or_analysis)
-    return projected_neuron_acts(a.neuron_acts_post, a.clusters, keep_unclustered=keep_unclustered) @ a.W_logit
-
-
-def cluster_ablated_logits(analysis: NeuronAnalysis, freq: int) -> Float[Tensor, "p_sq p"]:
-    """Original logits minus the direct contribution of frequency ``freq``'s cluster:
-    ``original - acts[:, cluster] @ W_logit[cluster]`` (an empty cluster changes nothing)."""
-    idx = analysis.clusters.get(int(freq), torch.zeros(0, dtype=torch.long))
-    return analysis.original_logits - analysis.neuron_acts_post[:, idx] @ analysis.W_logit[idx]
-
-
-def cluster_ablation_losses(
-    model_or_analysis: HookedTransformer | NeuronAnalysis,
-    key_freqs: list[int] | None = None,
+@torch.no_grad()
+def neuron_surgery_losses(
+    model: HookedTransformer | NeuronAnalysis,
+    key_freqs: Sequence[int] | None = None,
     *,
     fn: str = "add",
     seed: int = 0,
-) -> dict[int, float]:
-    """Loss on all pairs after removing one cluster's contribution to the logits (see
-    :func:`cluster_ablated_logits`), bias-corrected — so zero- and mean-ablation give the same number — for
-    each key frequency (default: :func:`key_frequencies` of the clusters). ``fn``/``seed``: the run's task."""
-    a = model_or_analysis if isinstance(model_or_analysis, NeuronAnalysis) else analyse_neurons(model_or_analysis)
-    if key_freqs is None:
-        key_freqs = key_frequencies(clusters=a.clusters, d_mlp=a.W_logit.shape[0])
-    labels = _labels(a.original_logits.shape[-1], fn, seed, a.original_logits.device)
-    return {
-        int(k): score_logits(
-            cluster_ablated_logits(a, k), labels, bias_correction=True, original_logits=a.original_logits
-        )
-        for k in key_freqs
-    }
-
-
-@torch.no_grad()
-def neuron_surgery_losses(
-    model: HookedTransformer, key_freqs: list[int] | None = None, *, fn: str = "add", seed: int = 0
 ) -> dict[str, object]:
-    """The Section-2 numbers the notebook prints, all on all p^2 pairs (the notebook quotes the hub
-    model's as a reference): ``original``; ``restricted`` (only the key frequencies' cos/sin(x+y) logit directions,
-    bias-corrected); ``projected_neurons`` / ``projected_neurons_without_unclustered`` (neuron-only logits
-    with each neuron projected onto its frequency, the unclustered neurons kept / dropped, bias-corrected);
-    ``cluster_ablation`` (``{freq: loss}``); and the ``key_freqs`` used (default :func:`key_frequencies`).
-    ``fn``/``seed``: the run's task (``seed`` matters for ``fn="rand"``)."""
-    a = analyse_neurons(model)
+    """The Section-2 losses, all on all p^2 pairs and all but ``original`` bias-corrected (the batch mean of
+    ``original - new`` logits added back, which restores the constant):
+
+    * ``original``; ``restricted``: only the key frequencies' ``cos/sin(w_k(x+y))`` logit directions;
+    * ``projected_neurons`` / ``projected_neurons_without_unclustered``: logits made only from the neurons,
+      ``projected_neuron_acts(...) @ W_logit``, the unclustered neurons kept / dropped;
+    * ``cluster_ablation``: ``{freq: loss}`` after removing one cluster's direct contribution
+      ``acts[:, cluster] @ W_logit[cluster]`` (an empty cluster changes nothing; zero- and mean-ablation
+      agree after the correction);
+    * ``key_freqs``: the frequencies used (default :func:`key_frequencies` of the clusters).
+
+    ``model`` may be an :class:`NeuronAnalysis` of it; ``fn``/``seed``: the run's task (``seed`` draws ``rand``).
+    """
+    a = model if isinstance(model, NeuronAnalysis) else analyse_neurons(model)
     if key_freqs is None:
         key_freqs = key_frequencies(clusters=a.clusters, d_mlp=a.W_logit.shape[0])
     original = a.original_logits
-    labels = _labels(original.shape[-1], fn, seed, original.device)
+    labels = make_split(_p_from_logits(original), seed=seed, fn=fn).labels.to(original.device)
 
     def score(logits: Tensor) -> float:
         return score_logits(logits, labels, bias_correction=True, original_logits=original)
+
+    def projected(keep_unclustered: bool) -> Tensor:
+        return projected_neuron_acts(a.neuron_acts_post, a.clusters, keep_unclustered=keep_unclustered) @ a.W_logit
+
+    def ablated(k: int) -> Tensor:
+        idx = a.clusters.get(int(k), torch.zeros(0, dtype=torch.long))
+        return original - a.neuron_acts_post[:, idx] @ a.W_logit[idx]
 
     return {
         "key_freqs": [int(k) for k in key_freqs],
         "original": score_logits(original, labels),
         "restricted": score(trig_logits(original, key_freqs)),
-        "projected_neurons": score(projected_neuron_logits(a, keep_unclustered=True)),
-        "projected_neurons_without_unclustered": score(projected_neuron_logits(a, keep_unclustered=False)),
-        "cluster_ablation": cluster_ablation_losses(a, key_freqs, fn=fn, seed=seed),
+        "projected_neurons": score(projected(True)),
+        "projected_neurons_without_unclustered": score(projected(False)),
+        "cluster_ablation": {int(k): score(ablated(k)) for k in key_freqs},
     }
 
 
-# --------------------------------------------------------------------------------------------------------
-# The ReLU quadratic-term toy fit (Section 2.3)
-# --------------------------------------------------------------------------------------------------------
+# ---- The ReLU quadratic-term toy fit (Section 2.3) -----------------------------------------------------------------
 
 
 class ReluQuadraticFit(NamedTuple):
@@ -611,8 +490,7 @@ class ReluQuadraticFit(NamedTuple):
 def quadratic_terms(p: int, k: int) -> Float[Tensor, "p_sq 4"]:
     """The unit-norm 2D basis terms const, cos_k(x), cos_k(y), cos_k(x) cos_k(y) (in that order), flattened
     (``x * p + y``) into the orthonormal columns of a ``(p^2, 4)`` float64 matrix."""
-    if not 1 <= k <= n_frequencies(p):
-        raise ValueError(f"k must lie in 1..{n_frequencies(p)} for p={p}, got {k}")
+    (k,) = check_frequencies([k], p)
     F = fourier_basis(p, dtype=torch.float64)
     rows = [(0, 0), (2 * k - 1, 0), (0, 2 * k - 1), (2 * k - 1, 2 * k - 1)]  # (x-basis row, y-basis row)
     return torch.stack([torch.outer(F[i], F[j]).flatten() for i, j in rows], dim=1)
@@ -632,9 +510,8 @@ def fit_quadratic_terms(values: Float[Tensor, "p p"], k: int) -> tuple[Float[Ten
     """Least-squares fit of a ``(p, p)`` grid (indexed ``[x, y]``) on the unit-norm 2D basis terms const,
     cos_k(x), cos_k(y), cos_k(x) cos_k(y) (the chapter's exercise 2.3; see :func:`quadratic_terms`).
 
-    Returns:
-        coefficients: ``(4,)`` float64, in that order.
-        r2: ``1 - SS_res / SS_tot`` (``SS_tot`` about the mean), a Python float.
+    Returns the ``(4,)`` float64 coefficients, in that order, and ``r2 = 1 - SS_res / SS_tot`` (``SS_tot``
+    about the mean) as a Python float.
     """
     if values.ndim != 2 or values.shape[0] != values.shape[1]:
         raise ValueError(f"expected a (p, p) grid, got shape {tuple(values.shape)}")
@@ -644,33 +521,25 @@ def fit_quadratic_terms(values: Float[Tensor, "p p"], k: int) -> tuple[Float[Ten
 def relu_quadratic_fit(k: int = 42, p: int = 113, offset: float = 0.5) -> ReluQuadraticFit:
     """Why neurons carry a quadratic (cos x cos y) term: fit ``ReLU(offset/sqrt(p) + c(x) + c(y))``, with ``c``
     the unit-norm cos-k row of the Fourier basis, on the 2D basis terms const, cos x, cos y, cos x cos y
-    (:func:`fit_quadratic_terms`).
+    (:func:`fit_quadratic_terms`). Independent of any model weights; float64.
 
     For k = 42, p = 113 the coefficients are 9.190, 6.807, 6.807, 3.566 with r^2 0.966, and r^2 drops to
-    0.849 without the quadratic term. Independent of any model weights; computed in float64.
+    0.849 without the quadratic term.
     """
-    if not 1 <= k <= n_frequencies(p):
-        raise ValueError(f"k must lie in 1..{n_frequencies(p)} for p={p}, got {k}")
+    terms = quadratic_terms(p, k)
     cos_k = fourier_basis(p, dtype=torch.float64)[2 * k - 1]
     values = torch.relu(offset / math.sqrt(p) + cos_k[:, None] + cos_k[None, :])
     coefficients, r2 = fit_quadratic_terms(values, k)
-    _, r2_without = _least_squares(quadratic_terms(p, k)[:, :3], values.flatten())
+    _, r2_without = _least_squares(terms[:, :3], values.flatten())
     return ReluQuadraticFit(coefficients=coefficients, r2=r2, r2_without_quadratic=r2_without)
 
 
-# --------------------------------------------------------------------------------------------------------
-# Progress measures (Section 3)
-# --------------------------------------------------------------------------------------------------------
-
-
-def excluded_logits(logits: Float[Tensor, "p_sq p"], k: int) -> Float[Tensor, "p_sq p"]:
-    """``logits`` minus their components (along the batch axis) in the cos/sin(w_k(x+y)) directions."""
-    return logits - trig_logits(logits, [k])
+# ---- Progress measures (Section 3) ---------------------------------------------------------------------------------
 
 
 def excl_loss_from_logits(
     logits: Float[Tensor, "p_sq p"],
-    key_freqs: list[int],
+    key_freqs: Sequence[int] | Tensor,
     train_indices: Int[Tensor, "n_train"],
     labels: Int[Tensor, "p_sq"],
 ) -> list[float]:
@@ -679,7 +548,7 @@ def excl_loss_from_logits(
     train_indices = train_indices.to(logits.device)
     train_labels = labels.to(logits.device)[train_indices]
     return [
-        cross_entropy_high_precision(excluded_logits(logits, int(k))[train_indices], train_labels).item()
+        cross_entropy_high_precision((logits - trig_logits(logits, [k]))[train_indices], train_labels).item()
         for k in key_freqs
     ]
 
@@ -687,35 +556,36 @@ def excl_loss_from_logits(
 @torch.no_grad()
 def excl_loss(
     model: HookedTransformer,
-    key_freqs: list[int],
+    key_freqs: Sequence[int] | Tensor,
     *,
     train_indices: Int[Tensor, "n_train"] | None = None,
     fn: str = "add",
     frac_train: float = 0.3,
     seed: int = 0,
 ) -> list[float]:
-    """Excluded loss per key frequency: the train loss after removing frequency k's cos/sin(x+y) directions
-    from the last-position logits (``=`` dropped) over all p^2 inputs (float64 cross-entropy, no bias
-    correction — which would change nothing: those directions have zero mean over the inputs).
+    """Excluded loss per key frequency: the train loss after removing frequency k's ``cos/sin(w_k(x+y))``
+    directions from the last-position logits (``=`` dropped) over all p^2 inputs (float64 cross-entropy, no
+    bias correction — which would change nothing: those directions have zero mean over the inputs).
     Train pairs: ``train_indices``, else the split of ``frac_train`` / ``seed``; labels of task ``fn`` (``seed``
     draws the ``rand`` table) — both from :func:`~.data.make_split`."""
     original = get_original_logits(model)
     split = make_split(_p_from_logits(original), frac_train, seed, fn)
     if train_indices is None:
         train_indices = split.train_indices
-    return excl_loss_from_logits(original, key_freqs, train_indices, split.labels.to(original.device))
+    return excl_loss_from_logits(original, key_freqs, train_indices, split.labels)
 
 
 @torch.no_grad()
 def fourier_embed(model: HookedTransformer) -> Float[Tensor, "p"]:
-    """Squared norm of each Fourier component of the embedding (``=`` row dropped):
-    ``(F @ W_E[:-1]).pow(2).sum(1)``, indexed like the basis (const, cos 1, sin 1, ...)."""
-    p = infer_p(model)
+    """Squared norm of each Fourier component of the embedding (``=`` row dropped), in ``W_E``'s dtype:
+    ``(F @ W_E[:-1]).pow(2).sum(1)``, indexed like the basis (const, cos 1, sin 1, ...).
+    ``fourier.per_frequency`` of it gives each frequency's cos + sin norm."""
     W_E = model.W_E.detach()[:-1]
-    return (fourier_basis(p, dtype=W_E.dtype, device=W_E.device) @ W_E).pow(2).sum(1)
+    return (fourier_basis(infer_p(model), dtype=W_E.dtype, device=W_E.device) @ W_E).pow(2).sum(1)
 
 
 @torch.no_grad()
 def embed_SVD(model: HookedTransformer) -> Float[Tensor, "n_sv"]:
-    """Singular values (descending) of the embedding without the ``=`` row, ``W_E[:-1]`` (p, d_model)."""
+    """Singular values (descending, ``W_E``'s dtype) of the embedding without the ``=`` row, ``W_E[:-1]``
+    (p, d_model)."""
     return torch.linalg.svdvals(model.W_E.detach()[:-1])

@@ -24,8 +24,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from .analysis import functional_form_logits, get_effective_weights, infer_p
-from .fourier import fft1d, n_frequencies
+from .analysis import centred_grid, functional_form_logits, get_effective_weights, infer_p
+from .fourier import check_frequencies, fft1d, per_frequency
 
 __all__ = [
     "FORM_STEPS",
@@ -47,19 +47,9 @@ FORM_STEPS: dict[str, str] = {
 }
 
 
-def _grid(acts: Tensor) -> Tensor:
-    """``(p^2, n)`` or ``(p, p, n)`` -> centred ``(p, p, n)`` float64 grid (each column minus its mean)."""
-    if acts.ndim == 2:
-        p = math.isqrt(acts.shape[0])
-        if p * p != acts.shape[0]:
-            raise ValueError(
-                f"expected one row per (x, y) pair (p^2 rows, batch index x*p + y), got {acts.shape[0]} rows"
-            )
-        acts = acts.reshape(p, p, acts.shape[1])
-    if acts.ndim != 3 or acts.shape[0] != acts.shape[1]:
-        raise ValueError(f"expected activations of shape (p^2, n) or (p, p, n), got {tuple(acts.shape)}")
-    grid = acts.to(torch.float64)
-    return grid - grid.mean((0, 1), keepdim=True)
+def _fractions(part: Tensor, total: Tensor) -> Tensor:
+    """``part / total`` per column, 0 where ``total`` is 0 (a column that never varies)."""
+    return torch.where(total > 0, part / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total))
 
 
 def interaction_fraction(acts: Float[Tensor, "batch n"] | Float[Tensor, "p p n"]) -> Float[Tensor, "n"]:
@@ -68,27 +58,21 @@ def interaction_fraction(acts: Float[Tensor, "batch n"] | Float[Tensor, "p p n"]
     A centred function ``f(x, y)`` splits orthogonally into ``a(x) + b(y)`` (its 2D Fourier terms with one
     index 0: the first row and column of ``fft2d``) and the rest, the terms ``(i, j)`` with ``i, j > 0`` — the
     products such as ``cos(w x) cos(w y)`` ("quadratic" terms). ``a`` and ``b`` are the row and column means,
-    so no basis is needed. Input: ``(p^2, n)`` in ``all_data`` order, or a ``(p, p, n)`` grid. A column that
-    never varies gets 0. Returns ``(n,)`` float64 in [0, 1].
+    so no basis is needed. Input: ``(p^2, n)`` in ``all_data`` order, or a ``(p, p, n)`` grid.
+    Returns ``(n,)`` float64 in [0, 1] (0 for a constant column).
     """
-    grid = _grid(acts)
-    a = grid.mean(1, keepdim=True)  # (p, 1, n): the part that depends on x only
-    b = grid.mean(0, keepdim=True)  # (1, p, n): the part that depends on y only
-    total = grid.pow(2).sum((0, 1))
-    interaction = (grid - a - b).pow(2).sum((0, 1))
-    return torch.where(total > 0, interaction / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total))
+    grid = centred_grid(acts.to(torch.float64))
+    interaction = grid - grid.mean(1, keepdim=True) - grid.mean(0, keepdim=True)  # minus the x-only, y-only parts
+    return _fractions(interaction.pow(2).sum((0, 1)), grid.pow(2).sum((0, 1)))
 
 
 def antisymmetric_fraction(acts: Float[Tensor, "batch n"] | Float[Tensor, "p p n"]) -> Float[Tensor, "n"]:
     """Fraction of each column's centred variance in its part that is antisymmetric under ``x <-> y``:
     ``||(f - f^T) / 2||^2 / ||f||^2`` for the centred ``(p, p)`` grid ``f``. 0: ``f(x, y) = f(y, x)`` exactly;
     1: ``f(x, y) = -f(y, x)``. Returns ``(n,)`` float64 (0 for a constant column)."""
-    grid = _grid(acts)
+    grid = centred_grid(acts.to(torch.float64))
     anti = (grid - grid.transpose(0, 1)) / 2
-    total = grid.pow(2).sum((0, 1))
-    return torch.where(
-        total > 0, anti.pow(2).sum((0, 1)) / total.clamp_min(torch.finfo(total.dtype).tiny), torch.zeros_like(total)
-    )
+    return _fractions(anti.pow(2).sum((0, 1)), grid.pow(2).sum((0, 1)))
 
 
 class SingularShare(NamedTuple):
@@ -106,14 +90,13 @@ def singular_vector_frequency_share(matrix: Float[Tensor, "n p"], key_freqs: lis
     p = matrix.shape[-1]
     if matrix.ndim != 2 or p % 2 == 0:
         raise ValueError(f"expected a (n, p) matrix with odd p, got shape {tuple(matrix.shape)}")
-    if not all(1 <= int(k) <= n_frequencies(p) for k in key_freqs):
-        raise ValueError(f"key frequencies must lie in 1..{n_frequencies(p)}, got {key_freqs}")
+    key_freqs = check_frequencies(key_freqs, p)
     if not 1 <= n_top <= min(matrix.shape):
         raise ValueError(f"n_top must lie in 1..{min(matrix.shape)}, got {n_top}")
     _, S, Vh = torch.linalg.svd(matrix.detach().to(torch.float64), full_matrices=False)
     coeffs = fft1d(Vh[:n_top]).pow(2)  # (n_top, p): const, cos 1, sin 1, ...
-    per_freq = coeffs[:, 1::2] + coeffs[:, 2::2]  # (n_top, n_freqs): frequency k at index k - 1
-    key_share = per_freq[:, [int(k) - 1 for k in key_freqs]].sum(-1) if key_freqs else torch.zeros(n_top, dtype=S.dtype)
+    per_freq = per_frequency(coeffs)  # (n_top, n_freqs): frequency k at index k - 1
+    key_share = per_freq[:, [k - 1 for k in key_freqs]].sum(-1)
     return SingularShare(singular_values=S[:n_top], key_share=key_share, best_freq=per_freq.argmax(-1) + 1)
 
 
@@ -130,9 +113,7 @@ def single_wave_margin(p: int, freqs: list[int], weights: list[float] | None = N
     return float(g[0]), float(g[1:].max())
 
 
-# --------------------------------------------------------------------------------------------------------
-# The functional form and the terms it leaves out
-# --------------------------------------------------------------------------------------------------------
+# ---- The functional form and the terms it leaves out ---------------------------------------------------------------
 
 
 @torch.no_grad()
@@ -156,25 +137,20 @@ def functional_form_variants(model: HookedTransformer) -> dict[str, Float[Tensor
     b_U = model.b_U.detach()[:p]
     scale = math.sqrt(W_Q.shape[-1])
     t_eq = W_E[p] + W_pos[2]  # the = query's residual stream (final_pos_resid_initial)
-    t_x, t_y = W_E[:p] + W_pos[0], W_E[:p] + W_pos[1]  # (p, d_model): x at position 0, y at position 1
+    tables = [W_E[:p] + W_pos[0], W_E[:p] + W_pos[1], t_eq[None]]  # (tokens, d_model) at positions 0, 1, 2
 
     def form(attend_eq: bool, biases: bool, direct: bool) -> Tensor:
         """The model at the last position with positional embeddings, and optionally the other terms."""
         bq, bk, bv = (b if biases else torch.zeros_like(b) for b in (b_Q, b_K, b_V))
         q = torch.einsum("d,hde->he", t_eq, W_Q) + bq  # (h, e)
-        s_x = torch.einsum("he,hxe->hx", q, torch.einsum("xd,hde->hxe", t_x, W_K) + bk[:, None]) / scale  # (h, p)
-        s_y = torch.einsum("he,hxe->hx", q, torch.einsum("xd,hde->hxe", t_y, W_K) + bk[:, None]) / scale
-        o_x = torch.einsum("hxe,hed->hxd", torch.einsum("xd,hde->hxe", t_x, W_V) + bv[:, None], W_O)  # (h, p, d_model)
-        o_y = torch.einsum("hxe,hed->hxd", torch.einsum("xd,hde->hxe", t_y, W_V) + bv[:, None], W_O)
-        scores = torch.stack([s_x[:, :, None].expand(-1, p, p), s_y[:, None, :].expand(-1, p, p)], -1)  # (h, x, y, 2)
-        if attend_eq:
-            s_eq = (q * (torch.einsum("d,hde->he", t_eq, W_K) + bk)).sum(-1) / scale  # (h,)
-            scores = torch.cat([scores, s_eq[:, None, None, None].expand(-1, p, p, 1)], -1)
-        pattern = scores.softmax(-1)  # (h, x, y, 2 or 3); with 2 positions this is (sigmoid(s_x - s_y), ...)
+        q_bk, bv_O = (q * bk).sum(-1, keepdim=True), torch.einsum("he,hef->hf", bv, W_O)[:, None]
+        s_x, s_y, s_eq = (torch.einsum("he,td,hde->ht", q, t, W_K) + q_bk for t in tables)  # (h, tokens)
+        o_x, o_y, o_eq = (torch.einsum("td,hde,hef->htf", t, W_V, W_O) + bv_O for t in tables)  # (h, tokens, d)
+        scores = torch.stack(torch.broadcast_tensors(s_x[:, :, None], s_y[:, None, :], s_eq[:, None, :]), -1) / scale
+        pattern = scores[..., : 3 if attend_eq else 2].softmax(-1)  # (h, x, y, 2 or 3); 2: (sigmoid(s_x - s_y), ...)
         resid = torch.einsum("hxy,hxd->xyd", pattern[..., 0], o_x) + torch.einsum("hxy,hyd->xyd", pattern[..., 1], o_y)
         if attend_eq:
-            o_eq = torch.einsum("he,hed->hd", torch.einsum("d,hde->he", t_eq, W_V) + bv, W_O)  # (h, d_model)
-            resid = resid + torch.einsum("hxy,hd->xyd", pattern[..., 2], o_eq)
+            resid = resid + torch.einsum("hxy,hd->xyd", pattern[..., 2], o_eq[:, 0])
         if biases:
             resid = resid + t_eq + b_O  # the = token's own residual stream and the attention output bias
         resid = resid.reshape(p * p, -1)

@@ -1,77 +1,62 @@
-"""Command line of the course package: ``python -m part52_grokking_and_modular_arithmetic <command>``
-(also installed as ``grokking-course``).
+"""Command line of the course package: ``python -m part52_grokking_and_modular_arithmetic <command>`` (also
+installed as ``grokking-course``). Commands: ``train``, ``fetch``, ``download``, ``info``, ``report`` (its
+options are :mod:`.report`'s own), ``sweep`` and ``sweep-summary`` (:mod:`.sweep`); ``--help`` on each.
 
-Commands:
-
-* ``train``    — train the model with the paper's recipe (every :class:`~.config.TrainConfig` field is an
-  option) and write the checkpoint history, resuming an interrupted run at the same path;
-* ``fetch``    — make sure the default checkpoint history is available, as the notebooks get it: the local
-  file, else the hub, else local training (:func:`.provision.load_full_run_data`);
-* ``download`` — fetch the course's checkpoint history from the Hugging Face hub (hub only);
-* ``info``     — say what a run file holds (p, epochs, checkpoints, final losses, config);
-* ``report``   — the main job of :mod:`.report` (provision the model, run the solutions notebook, write an
-  offline HTML report); its options are :mod:`.report`'s own (``report --help``);
-* ``sweep``    — train a grid of runs (seeds x weight decays x train fractions x lrs), one run file each, or
-  one shard of it (``--shard K/N``) (:mod:`.sweep`);
-* ``sweep-summary`` — one table (and optionally a plotly figure and a CSV) of every run file under a folder.
+The arguments are parsed before anything heavy is imported: only the chosen command's options are built, and
+torch, TransformerLens and the hub client are imported inside the command that needs them, so ``--help`` and
+usage errors answer at once. A failure the user can act on is one line ``error: ...`` (exit status 1; bad
+arguments: 2, argparse's convention; Ctrl-C: 130); an operating-system error on a path names the option that
+gave it (:func:`error_line`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from .config import TrainConfig, check_field
-from .data import TASKS
-
-__all__ = ["main", "run", "build_parser"]
+__all__ = ["main", "run", "build_parser", "error_line", "number_arg"]
 
 PROG = "python -m part52_grokking_and_modular_arithmetic"
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _typed(kind: type, check: Callable[[object], None], expected: str) -> Callable[[str], object]:
+    """An argparse ``type``: ``kind(text)`` passing ``check`` (which raises ``ValueError``), else a one-line
+    usage error (exit status 2) saying what was ``expected``."""
+
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        try:
+            check(value)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e) or f"expected {expected}, got {text!r}") from None
+        return value
+
+    return parse
+
+
+def number_arg(kind: type, what: str, minimum: int | float, strict: bool = True) -> Callable[[str], object]:
+    """An argparse ``type``: a finite ``kind`` (int or float) above ``minimum`` (``>=`` when not ``strict``)."""
+
+    def check(value) -> None:
+        if not (value > minimum if strict else value >= minimum) or not value < float("inf"):
+            raise ValueError
+
+    return _typed(kind, check, f"{what} {'>' if strict else '>='} {minimum:g}")
 
 
 def _checked(kind: type, field: str) -> Callable[[str], object]:
-    """An argparse ``type``: parse the text as ``kind`` and validate it with the config's own check of
-    ``field`` (:func:`.config.check_field`), so a bad value is a one-line usage error (exit status 2)."""
+    """An argparse ``type`` checked like the config field ``field`` (:func:`.config.check_field`)."""
+    from .config import check_field
 
-    def parse(text: str) -> object:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
-            ) from None
-        try:
-            check_field(field, value)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        return value
-
-    parse.__name__ = f"{field} value"  # argparse names the type in some messages
-    return parse
-
-
-def _bounded(kind: type, what: str, minimum: int | float, strict: bool = True) -> Callable[[str], object]:
-    """An argparse ``type`` for a finite ``kind`` (int or float) above ``minimum`` (``>=`` when not ``strict``);
-    anything else is a one-line usage error naming ``what`` was expected."""
-    expected = f"expected {what} {'>' if strict else '>='} {minimum:g}"
-
-    def parse(text: str) -> object:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
-        if not (value > minimum if strict else value >= minimum) or not value < float("inf"):
-            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
-        return value
-
-    return parse
-
-
-_positive_seconds = _bounded(float, "a number of seconds", 0)
+    return _typed(kind, lambda value: check_field(field, value), "an integer" if kind is int else "a number")
 
 
 _WRITTEN = (
@@ -89,9 +74,8 @@ _WRITTEN = (
     "written through (the link stays)."
 )
 
-
-#: The ``train`` command's recipe options, one per :class:`~.config.TrainConfig` field: (field, value type or
-#: None for a choice of task, help text formatted with the defaults, other ``add_argument`` keywords).
+#: The recipe options, one per :class:`~.config.TrainConfig` field: (field, value type or None for the task
+#: choice, help text formatted with the defaults, other ``add_argument`` keywords).
 _RECIPE_OPTIONS: tuple[tuple[str, type | None, str, dict], ...] = (
     ("p", int, "the modulus, an odd prime (default: {p})", {}),
     ("fn", None, "the task: one of {tasks} (default: {fn})", {}),
@@ -102,54 +86,38 @@ _RECIPE_OPTIONS: tuple[tuple[str, type | None, str, dict], ...] = (
     (
         "betas",
         float,
-        "AdamW betas, each in [0, 1) (default: {betas[0]:g} {betas[1]:g})",
-        {"nargs": 2, "metavar": ("BETA1", "BETA2")},
+        "AdamW betas, in [0, 1) (default: {betas[0]:g} {betas[1]:g})",
+        {"nargs": 2, "metavar": ("B1", "B2")},
     ),
     ("warmup_steps", int, "length of the linear warm-up from lr 0, in epochs, >= 0 (default: {warmup_steps})", {}),
     ("epochs", int, "number of full-batch epochs (default: {epochs:,})", {}),
-    (
-        "save_every",
-        int,
-        "keep a checkpoint every N epochs (default: {save_every}); the file is written at most once a minute",
-        {},
-    ),
+    ("save_every", int, "keep a checkpoint every N epochs (default: {save_every}); written at most once a minute", {}),
     ("test_every", int, "record the test loss every N epochs (default: {test_every})", {}),
-    (
-        "stop_at_test_loss",
-        float,
-        "stop early once the test loss falls below LOSS > 0 (default: run all epochs)",
-        {"metavar": "LOSS"},
-    ),
+    ("stop_at_test_loss", float, "stop once the test loss falls below LOSS > 0 (default: never)", {"metavar": "LOSS"}),
 )
-
-
 #: The sweep's list options (field, flag) and the fields all its members share (save_every last: its default
 #: differs from `train`'s).
 _SWEPT_OPTIONS = (("seed", "--seeds"), ("weight_decay", None), ("frac_train", None), ("lr", None))
 _SWEEP_SHARED = ("p", "fn", "epochs", "test_every", "warmup_steps", "stop_at_test_loss", "save_every")
 
 
-def _recipe(args: argparse.Namespace, fields: Sequence[str]) -> TrainConfig:
-    """The :class:`TrainConfig` of the parsed options ``fields`` (the others keep their defaults)."""
+def _recipe(args: argparse.Namespace, fields: Sequence[str]):
+    """The :class:`~.config.TrainConfig` of the parsed options ``fields`` (the others keep their defaults)."""
+    from .config import TrainConfig
+
     values = {field: getattr(args, field) for field in fields}
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     return TrainConfig(**values)
 
 
-def _add_recipe_option(
-    parser: argparse.ArgumentParser,
-    field: str,
-    *,
-    many: bool = False,
-    flag: str | None = None,
-    default: object = None,
-    help_text: str | None = None,
-) -> None:
-    """Add the option of the :class:`TrainConfig` field ``field`` from :data:`_RECIPE_OPTIONS` (type check, help,
-    default). ``many``: a list of values (a swept field; the default is the one-value list), under ``flag``."""
+def _add_recipe_option(parser, field: str, *, many=False, flag=None, default=None, help_text=None) -> None:
+    """Add the option of the config field ``field`` (type check, help, default); ``many``: a list of values
+    (a swept field; the default is the one-value list), under ``flag``."""
+    from .config import TASKS, TrainConfig
+
     _, kind, text, extra = next(entry for entry in _RECIPE_OPTIONS if entry[0] == field)
-    d = _DEFAULTS
+    d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     if default is None:
         default = list(d[field]) if isinstance(d[field], (list, tuple)) else d[field]
         default = [default] if many else default
@@ -164,35 +132,29 @@ def _add_recipe_option(
     )
 
 
-def _add_train_parser(sub) -> None:
+# ---------------------------------------------------------------------------------------------------------
+# the options of each command (built only for the command being run)
+def _add_train_options(tp) -> None:
     from .provision import default_run_path
 
-    tp = sub.add_parser(
-        "train",
-        help="train the model and write its checkpoint history",
-        description=(
-            "Train the one-layer transformer on (x op y) mod p with the paper's recipe: full-batch AdamW, a linear "
-            "warm-up from lr 0, float64 cross-entropy over all p+1 logits at the last position, the paper init. "
-            + _WRITTEN
-        ),
+    tp.description = (
+        "Train the one-layer transformer on (x op y) mod p with the paper's recipe: full-batch AdamW, a linear "
+        "warm-up from lr 0, float64 cross-entropy over all p+1 logits at the last position, the paper init. " + _WRITTEN
     )
-    for field, *_ in _RECIPE_OPTIONS:  # one option per TrainConfig field
+    for field, *_ in _RECIPE_OPTIONS:
         _add_recipe_option(tp, field)
     tp.add_argument(
         "--out",
         type=Path,
-        default=None,
         help=f"where to write the run file (default: {default_run_path()}; the PART52_RUN_PATH environment variable "
         "overrides it). The course notebooks read that default path.",
     )
     tp.add_argument(
-        "--no-resume",
-        action="store_true",
-        help="start from scratch even if --out holds an interrupted run of the same config",
+        "--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run"
     )
     tp.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
+        choices=DEVICES,
         default="auto",
         help="where to train: auto (a CUDA GPU when there is one, else the CPU), cpu or cuda (default: auto); "
         "the run file is the same either way",
@@ -200,33 +162,24 @@ def _add_train_parser(sub) -> None:
     tp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_download_parser(sub) -> None:
+def _add_download_options(dp) -> None:
     from .provision import DEFAULT_HUB_TIMEOUT, HUB_FILENAME, HUB_REPO_ID
 
-    dp = sub.add_parser(
-        "download",
-        help="fetch the course's checkpoint history from the Hugging Face hub",
-        description=(
-            "Download the course's checkpoint history from the Hugging Face hub into the Hugging Face cache "
-            "(HF_HOME / HF_HUB_CACHE) and check it; with --out, also copy it there. A copy already in the cache "
-            "is used without any network access. HF_ENDPOINT and HF_HUB_OFFLINE are honoured. When the hub "
-            "cannot be reached, fails or does not answer, the command fails within --timeout seconds with the reason; "
-            "a download that stops making progress is abandoned and nothing partial is kept."
-        ),
+    dp.description = (
+        "Download the course's checkpoint history from the Hugging Face hub into the Hugging Face cache "
+        "(HF_HOME / HF_HUB_CACHE) and check it; with --out, also copy it there. A copy already in the cache "
+        "is used without any network access. HF_ENDPOINT and HF_HUB_OFFLINE are honoured. When the hub "
+        "cannot be reached, fails or does not answer, the command fails within --timeout seconds with the reason; "
+        "a download that stops making progress is abandoned and nothing partial is kept."
     )
-    dp.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="also copy the file here (default: leave it in the Hugging Face cache only)",
-    )
-    dp.add_argument("--endpoint", default=None, help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    dp.add_argument("--out", type=Path, help="also copy the file here (default: the Hugging Face cache only)")
+    dp.add_argument("--endpoint", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
     dp.add_argument("--repo-id", default=HUB_REPO_ID, help=f"hub repository (default: {HUB_REPO_ID})")
     dp.add_argument("--filename", default=HUB_FILENAME, help=f"file in the repository (default: {HUB_FILENAME})")
-    dp.add_argument("--revision", default=None, help="branch, tag or commit (default: main)")
+    dp.add_argument("--revision", help="branch, tag or commit (default: main)")
     dp.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=number_arg(float, "a number of seconds", 0),
         default=DEFAULT_HUB_TIMEOUT,
         help="seconds allowed for the whole hub decision: connection, the file's metadata and the start of the "
         f"download (default: {DEFAULT_HUB_TIMEOUT:g})",
@@ -234,88 +187,118 @@ def _add_download_parser(sub) -> None:
     dp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_fetch_parser(sub) -> None:
-    fp = sub.add_parser(
-        "fetch",
-        help="make the default checkpoint history available: local file, else the hub, else train it locally",
-        description=(
-            "Do what the notebooks do when they call utils.load_full_run_data(): use the local file if it exists, "
-            "else download the course's file from the Hugging Face hub, else train the model locally with the "
-            "paper's recipe (saying why). Prints a summary of the run."
-        ),
+def _add_fetch_options(fp) -> None:
+    fp.description = (
+        "Do what the notebooks do when they call utils.load_full_run_data(): use the local file if it exists, "
+        "else download the course's file from the Hugging Face hub, else train the model locally with the "
+        "paper's recipe (saying why). Prints a summary of the run."
     )
-    fp.add_argument(
-        "--out", type=Path, default=None, help="the local run file (default: the package's default run path)"
-    )
+    fp.add_argument("--out", type=Path, help="the local run file (default: the package's default run path)")
     fp.add_argument(
         "--no-training", action="store_true", help="fail instead of training when neither file nor hub is available"
     )
     fp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _add_info_parser(sub) -> None:
-    ip = sub.add_parser(
-        "info",
-        help="say what a run file holds",
-        description="Print what a checkpoint-history file holds: p, epochs, checkpoints, final losses, config, split.",
+def _add_info_options(ip) -> None:
+    ip.description = "Print what a run file holds: p, epochs, checkpoints, final losses, config, split."
+    ip.add_argument("path", nargs="?", type=Path, help="the run file (default: the package's default run path)")
+
+
+def _add_report_options(rp) -> None:
+    rp.add_argument("report_args", nargs=argparse.REMAINDER)  # every option, --help included, is report.main's
+
+
+def _add_sweep_options(sp) -> None:
+    from .sweep import SWEEP_SAVE_EVERY, default_sweep_memory_note, parse_shard
+
+    def shard(text: str) -> tuple[int, int]:
+        try:
+            return parse_shard(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    sp.description = (
+        "Train every combination of --seeds, --weight-decay, --frac-train and --lr (the other options are the "
+        "same for all members), each into its own run file in --out-dir named after its configuration (e.g. "
+        "p113_seed0_wd1.0_frac0.3.pth; the files store their config, no manifest is kept). A member whose "
+        "file holds a finished run is skipped, an unfinished one is continued, a diverged one is left alone, "
+        "and a file holding anything else is reported and never overwritten: run the same command again to "
+        "resume a sweep. --shard K/N trains only the K-th of N disjoint parts (K from 0 to N-1, as "
+        "SLURM_ARRAY_TASK_ID with --array=0-{N-1}), so a job array can spread a sweep over machines with no "
+        "coordination; then `sweep-summary DIR` collects the results."
     )
-    ip.add_argument(
-        "path", nargs="?", type=Path, default=None, help="the run file (default: the package's default run path)"
+    for field, flag in _SWEPT_OPTIONS:  # the swept fields: the grid is their product
+        _add_recipe_option(sp, field, many=True, flag=flag)
+    for field in _SWEEP_SHARED[:-1]:
+        _add_recipe_option(sp, field)
+    _add_recipe_option(
+        sp,
+        "save_every",
+        default=SWEEP_SAVE_EVERY,
+        help_text=f"keep a checkpoint every N epochs (default for sweeps: {SWEEP_SAVE_EVERY:,}; "
+        f"{default_sweep_memory_note()})",
     )
-
-
-def _add_report_parser(sub) -> None:
-    # ---- `report`: owned by report.py (the notebook helper); this only forwards the arguments. ----
-    sub.add_parser(
-        "report",
-        help="run the main job: provision the model, execute the solutions notebook, write an offline HTML report "
-        "(options: `report --help`)",
-        add_help=False,
-        prefix_chars="\0",  # leave every option (including --help) to report.main
-    ).add_argument("report_args", nargs=argparse.REMAINDER)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Grokking & Modular Arithmetic: train, download and inspect the checkpoint history of the grokking run.",
+    sp.add_argument("--out-dir", type=Path, required=True, help="folder of the member files (created if needed)")
+    sp.add_argument(
+        "--device", choices=DEVICES, default="auto", help="where to train: cuda when available with auto (default)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="{train,fetch,download,info,report,sweep,sweep-summary}")
-    sub.required = True
-    _add_train_parser(sub)
-    _add_fetch_parser(sub)
-    _add_download_parser(sub)
-    _add_info_parser(sub)
-    _add_report_parser(sub)
-    _add_sweep_parsers(sub)
-    return parser
+    sp.add_argument(
+        "--shard",
+        type=shard,
+        default=(0, 1),
+        metavar="K/N",
+        help="train only the K-th of N disjoint parts of the grid, 0 <= K < N (default: 0/1, all of it)",
+    )
+    sp.add_argument(
+        "--group-size",
+        type=number_arg(int, "a whole number of members", 1, strict=False),
+        metavar="G",
+        help="train at most G members together (default: all members of the shard at once)",
+    )
+    sp.add_argument("--dry-run", action="store_true", help="list the shard's members and their state; train nothing")
+    sp.add_argument("--quiet", action="store_true", help="no progress bars (one line per member is still printed)")
 
 
-# ----------------------------------------------------------------------------------------------------------
+def _add_sweep_summary_options(ss) -> None:
+    ss.description = (
+        "Collect every run file (*.pth) under DIR, recursively, into one table: the config, status, the epoch "
+        "the test loss first falls below --threshold, the final train and test losses, and the key frequencies "
+        "of the last checkpoint. Files that are not runs written by the trainer are skipped with the reason. "
+        "--html writes a plotly figure (phase diagram over two swept axes; key frequencies per seed) that works "
+        "offline; --csv writes every column."
+    )
+    ss.add_argument("dir", type=Path, help="the folder to summarise (e.g. a sweep's --out-dir)")
+    ss.add_argument("--html", type=Path, help="write the figure to this HTML file")
+    ss.add_argument("--csv", type=Path, help="write the table to this CSV file")
+    ss.add_argument(
+        "--threshold",
+        type=number_arg(float, "a loss", 0),
+        metavar="LOSS",
+        help="the test loss that counts as grokked (default: 0.01)",
+    )
+    ss.add_argument("--no-key-freqs", action="store_true", help="skip the key frequencies (faster)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the commands
 def _cmd_train(args) -> int:
     from .provision import default_run_path
+    from .train import keep_freed_memory, resolve_device, train
 
     config = _recipe(args, [field for field, *_ in _RECIPE_OPTIONS])
     out = args.out if args.out is not None else default_run_path()
-    from .train import TrainingInterrupted, keep_freed_memory, resolve_device, train
-
     device = resolve_device(args.device)
     print(f"Training {config} on {device} -> {out}", flush=True)
     keep_freed_memory()  # this command owns its process: the allocator setting speeds up every epoch
-    try:
-        data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet, device=device)
-    except TrainingInterrupted:
-        raise  # main() reports it
-    except KeyboardInterrupt:  # before the trainer took over the signals: it had not started
-        print(f"\nInterrupted before training started; nothing was written ({out} is unchanged).", file=sys.stderr)
-        return 130
+    data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet, device=device)
     print(f"Wrote {out}")
     print(_format_info(data))
     return 0
 
 
 def _cmd_download(args) -> int:
-    from .provision import download_full_run_data
+    from .hub import download_full_run_data
 
     path = download_full_run_data(
         args.out,
@@ -333,13 +316,13 @@ def _cmd_download(args) -> int:
 def _cmd_fetch(args) -> int:
     import time
 
-    from .provision import load_full_run_data, run_data_source
+    from .provision import load_full_run_data
     from .train import keep_freed_memory
 
     keep_freed_memory()  # this command owns its process (it may train): the allocator setting speeds up every epoch
     start = time.perf_counter()
     data = load_full_run_data(args.out, allow_training=not args.no_training, progress=not args.quiet)
-    print(f"Run data ready in {time.perf_counter() - start:.1f} s ({run_data_source(data)})")
+    print(f"Run data ready in {time.perf_counter() - start:.1f} s ({data.source})")
     print(_format_info(data))
     return 0
 
@@ -348,9 +331,8 @@ def _format_info(data) -> str:
     """A summary of a run: the run object (:class:`~.run_data.RunData`) or a validated run-file dict."""
     from .run_data import as_run_data
 
-    run = as_run_data(data)  # a RunData as it is; a dict validated once
-    cfg, epochs = run.config, run.epochs
-    train_losses, test_losses = run.train_losses, run.test_losses
+    run = as_run_data(data)
+    cfg, epochs, train_losses, test_losses = run.config, run.epochs, run.train_losses, run.test_losses
     i = run.analysed_index
     lines = [
         f"  p:               {cfg.p} (task {cfg.fn})",
@@ -369,20 +351,12 @@ def _format_info(data) -> str:
             f"  config:          none stored (hub file); assumed paper recipe: frac_train={cfg.frac_train}, "
             f"seed={cfg.seed}, lr={cfg.lr:g}, weight_decay={cfg.weight_decay:g}"
         )
-    resume = run.resume
-    if resume is not None and "finished" in resume:
-        if resume.get("diverged"):
-            lines.append(
-                f"  status:          diverged at epoch {resume.get('diverged_at')} ({resume.get('diverged_loss')}); "
-                "the checkpoints before it are kept"
-            )
-        elif resume["finished"]:
-            lines.append("  status:          finished" + (" (stopped early)" if resume.get("stopped_early") else ""))
-        else:
-            lines.append(
-                f"  status:          unfinished ({int(resume.get('epochs_done', len(train_losses))):,} of {cfg.epochs:,} epochs); "
-                "run `train` with the same options and --out to resume it"
-            )
+    st = run.status
+    if st.state == "diverged":  # the detail already says "diverged at epoch N (loss)"
+        lines.append(f"  status:          {st.detail}; the checkpoints before it are kept")
+    else:
+        resume_hint = "; run `train` with the same options and --out to resume it" if st.state == "unfinished" else ""
+        lines.append(f"  status:          {st.state} ({st.detail}){resume_hint}")
     if "train_indices" in run:
         lines.append(f"  train split:     {len(run['train_indices']):,} of {cfg.p**2:,} pairs stored")
     else:
@@ -402,108 +376,9 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .train import keep_freed_memory
+    from .report import main as report_main
 
-    keep_freed_memory()  # this command owns its process and may train the model: the allocator setting speeds it up
-    try:
-        from .report import main as report_main
-    except ImportError as e:
-        print(
-            f"error: the `report` command needs {__package__}.report, which could not be imported ({e}).",
-            file=sys.stderr,
-        )
-        return 1
     return int(report_main(list(args.report_args)) or 0)
-
-
-# ---- `sweep` and `sweep-summary` (sweep.py) ----------------------------------------------------------------
-def _shard_arg(text: str) -> tuple[int, int]:
-    from .sweep import parse_shard
-
-    try:
-        return parse_shard(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-_group_size_arg = _bounded(int, "a whole number of members", 1, strict=False)
-_positive_loss = _bounded(float, "a loss", 0)
-
-
-def _add_sweep_parsers(sub) -> None:
-    from .sweep import SWEEP_SAVE_EVERY, default_sweep_memory_note
-
-    sp = sub.add_parser(
-        "sweep",
-        help="train a grid of runs (seeds x weight decays x train fractions), or one shard of it",
-        description=(
-            "Train every combination of --seeds, --weight-decay, --frac-train and --lr (the other options are the "
-            "same for all members), each into its own run file in --out-dir named after its configuration (e.g. "
-            "p113_seed0_wd1.0_frac0.3.pth; the files store their config, no manifest is kept). A member whose "
-            "file holds a finished run is skipped, an unfinished one is continued, a diverged one is left alone, "
-            "and a file holding anything else is reported and never overwritten: run the same command again to "
-            "resume a sweep. --shard K/N trains only the K-th of N disjoint parts (K from 0 to N-1, as "
-            "SLURM_ARRAY_TASK_ID with --array=0-{N-1}), so a job array can spread a sweep over machines with no "
-            "coordination; then `sweep-summary DIR` collects the results."
-        ),
-    )
-    for field, flag in _SWEPT_OPTIONS:  # the swept fields: the grid is their product
-        _add_recipe_option(sp, field, many=True, flag=flag)
-    for field in _SWEEP_SHARED[:-1]:
-        _add_recipe_option(sp, field)
-    _add_recipe_option(
-        sp,
-        "save_every",
-        default=SWEEP_SAVE_EVERY,
-        help_text=f"keep a checkpoint every N epochs (default for sweeps: {SWEEP_SAVE_EVERY:,}; "
-        f"{default_sweep_memory_note()})",
-    )
-    sp.add_argument("--out-dir", type=Path, required=True, help="folder of the member files (created if needed)")
-    sp.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where to train: cuda when available with auto (default: auto)",
-    )
-    sp.add_argument(
-        "--shard",
-        type=_shard_arg,
-        default=(0, 1),
-        metavar="K/N",
-        help="train only the K-th of N disjoint parts of the grid, 0 <= K < N (default: 0/1, all of it)",
-    )
-    sp.add_argument(
-        "--group-size",
-        type=_group_size_arg,
-        default=None,
-        metavar="G",
-        help="train at most G members together (default: all members of the shard at once)",
-    )
-    sp.add_argument("--dry-run", action="store_true", help="list the shard's members and their state; train nothing")
-    sp.add_argument("--quiet", action="store_true", help="no progress bars (one line per member is still printed)")
-
-    ss = sub.add_parser(
-        "sweep-summary",
-        help="one table of every run file under a folder (grokking epoch, final losses, key frequencies)",
-        description=(
-            "Collect every run file (*.pth) under DIR, recursively, into one table: the config, status, the epoch "
-            "the test loss first falls below --threshold, the final train and test losses, and the key frequencies "
-            "of the last checkpoint. Files that are not runs written by the trainer are skipped with the reason. "
-            "--html writes a plotly figure (phase diagram over two swept axes; key frequencies per seed) that works "
-            "offline; --csv writes every column."
-        ),
-    )
-    ss.add_argument("dir", type=Path, help="the folder to summarise (e.g. a sweep's --out-dir)")
-    ss.add_argument("--html", type=Path, default=None, help="write the figure to this HTML file")
-    ss.add_argument("--csv", type=Path, default=None, help="write the table to this CSV file")
-    ss.add_argument(
-        "--threshold",
-        type=_positive_loss,
-        default=None,
-        metavar="LOSS",
-        help="the test loss that counts as grokked (default: 0.01)",
-    )
-    ss.add_argument("--no-key-freqs", action="store_true", help="skip the key frequencies (faster)")
 
 
 def _cmd_sweep(args) -> int:
@@ -536,11 +411,9 @@ def _cmd_sweep(args) -> int:
         f"[sweep] shard {k}/{n} done: {len(result.trained)} trained, {len(result.skipped)} skipped, "
         f"{len(result.conflicts)} not touched (conflicting files)"
     )
-    if result.conflicts:
-        for path, why in result.conflicts:
-            print(f"error: {path}: {why}", file=sys.stderr)
-        return 1
-    return 0
+    for path, why in result.conflicts:
+        print(f"error: {path}: {why}", file=sys.stderr)
+    return 1 if result.conflicts else 0
 
 
 def _cmd_sweep_summary(args) -> int:
@@ -560,56 +433,103 @@ def _cmd_sweep_summary(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status
-    (0 success, 1 a clear error, 2 bad arguments, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from .checkpoints import CorruptCheckpointError, RunFileLockedError, RunFileWriteError
-    from .provision import ModelUnavailableError
-    from .train import RunNotSavedError, TrainingDivergedError, TrainingInterrupted
+#: name: (one-line help, the function adding its options, the function running it)
+COMMANDS: dict[str, tuple[str, Callable, Callable[[argparse.Namespace], int]]] = {
+    "train": ("train the model and write its checkpoint history", _add_train_options, _cmd_train),
+    "fetch": ("make the default run available: local file, else hub, else training", _add_fetch_options, _cmd_fetch),
+    "download": ("fetch the course's run file from the Hugging Face hub", _add_download_options, _cmd_download),
+    "info": ("say what a run file holds", _add_info_options, _cmd_info),
+    "report": (
+        "the main job: the solutions notebook run into an offline HTML report",
+        _add_report_options,
+        _cmd_report,
+    ),
+    "sweep": ("train a grid of runs (seeds x weight decays x train fractions x lrs)", _add_sweep_options, _cmd_sweep),
+    "sweep-summary": ("one table of every run file under a folder", _add_sweep_summary_options, _cmd_sweep_summary),
+}
+#: the path-valued arguments (argparse's attribute -> the option as typed; "" for a positional argument)
+_PATH_OPTIONS = {"out": "--out", "out_dir": "--out-dir", "html": "--html", "csv": "--csv", "path": "", "dir": ""}
 
-    commands = {
-        "train": _cmd_train,
-        "fetch": _cmd_fetch,
-        "download": _cmd_download,
-        "info": _cmd_info,
-        "report": _cmd_report,
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. Every command is listed; with ``only``, just that command's options are
+    built (the others' would import what only they need: torch, the hub client, the sweep's estimates)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Grokking & Modular Arithmetic: train, download and inspect the checkpoint history of the grokking run.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", required=True)
+    for name, (help_text, add_options, _) in COMMANDS.items():
+        # `report` leaves every option (--help included) to report.main
+        extra = {"add_help": False, "prefix_chars": "\0"} if name == "report" else {}
+        command_parser = sub.add_parser(name, help=help_text, **extra)
+        if only is None or only == name:
+            add_options(command_parser)
+    return parser
+
+
+def error_line(e: BaseException, paths: Mapping[str, object] | None = None) -> str | None:
+    """The one-line message of a failure the user can act on (printed as ``error: <line>``), or None for
+    anything else (a bug: its traceback should show). The errors of this package and ``ValueError`` carry
+    their own message; an operating-system error on a path (a symlink loop, a read-only folder, a file where a
+    folder is expected) names the argument that gave the path: ``paths`` maps each argument as the user
+    wrote it (``"--out-dir reports"``) to its path."""
+    if isinstance(e, OSError) and e.filename is not None and type(e).__module__ == "builtins":
+        failed = os.path.abspath(os.fsdecode(e.filename))
+        where = os.fsdecode(e.filename)
+        for given, path in (paths or {}).items():
+            path = os.path.abspath(os.fsdecode(path))
+            if failed == path:
+                where = given
+            elif failed.startswith(path.rstrip(os.sep) + os.sep):
+                where = f"{given}: {os.fsdecode(e.filename)}"
+            else:
+                continue
+            break
+        return f"{where}: {e.strerror or e}"
+    ours = type(e).__module__.startswith(f"{__package__}.")  # every error class of the package speaks to the user
+    if ours or isinstance(e, (OSError, ValueError)) or (isinstance(e, MemoryError) and str(e)):
+        return str(e)
+    return None
+
+
+def _given_paths(args: argparse.Namespace) -> dict[str, object]:
+    paths = {
+        f"{option} {value}".strip(): value
+        for dest, option in _PATH_OPTIONS.items()
+        if (value := getattr(args, dest, None)) is not None
     }
-    commands.update({"sweep": _cmd_sweep, "sweep-summary": _cmd_sweep_summary})
+    env = os.environ.get("PART52_RUN_PATH")  # the default run path's override (provision.ENV_RUN_PATH)
+    if env:
+        paths[f"PART52_RUN_PATH={env}"] = env
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status (0 success, 1 a clear
+    error, 2 bad arguments, 128 + the signal when interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else "").parse_args(argv)
     try:
-        return commands[args.command](args)
-    except TrainingInterrupted as e:  # `train`, or `fetch` training the default model: saved, resumable
-        print(f"\n{e}", file=sys.stderr)
-        return 128 + int(e.signum)
-    except KeyboardInterrupt:  # outside training (the hub decision, a copy, reading a file): nothing half-written
+        return COMMANDS[args.command][2](args)
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", None)  # train.TrainingInterrupted: the message says what was saved
+        if signum is not None:
+            print(f"\n{e}", file=sys.stderr)
+            return 128 + int(signum)
         print(f"\nInterrupted: `{args.command}` stopped before it wrote anything.", file=sys.stderr)
         return 130
-    except (
-        ModelUnavailableError,
-        CorruptCheckpointError,
-        FileNotFoundError,
-        ValueError,
-        RunFileWriteError,
-        RunFileLockedError,
-        TrainingDivergedError,
-        RunNotSavedError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except MemoryError as e:
-        if not str(e):  # a real allocation failure, not the trainer's up-front refusal
+    except Exception as e:
+        line = error_line(e, _given_paths(args))
+        if line is None:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {line}", file=sys.stderr)
         return 1
 
 
 def run() -> None:
-    """Process entry point (``python -m …`` and the ``grokking-course`` script): :func:`main`, then exit.
-
-    After an interrupted run (status 130/143) the process only has to exit; a further Ctrl-C or SIGTERM
-    arriving while the interpreter shuts down (library exit hooks run then) is ignored, so the last thing
-    printed stays the truthful message about what was saved, not a traceback."""
+    """Process entry point: :func:`main`, then exit. After an interrupted run (status 130/143) a further Ctrl-C
+    or SIGTERM during shutdown is ignored: the last line printed stays the message about what was saved."""
     import signal
 
     try:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .config import TrainConfig
+from .config import TASKS, TrainConfig
 
 __all__ = [
     "TASKS",
@@ -29,9 +27,6 @@ __all__ = [
     "Split",
     "make_split",
 ]
-
-#: The task functions of the original code, by name. ``rand`` is a fixed random table (see task_function).
-TASKS = ("add", "subtract", "x2xyy2", "rand")
 
 
 def task_function(fn: str, p: int, seed: int = 0) -> Callable[[Tensor, Tensor], Tensor]:
@@ -121,17 +116,15 @@ class Split:
     is_test: Bool[Tensor, "p_sq"]  #: ``~is_train``
 
     @classmethod
-    def from_config(cls, config: "TrainConfig") -> "Split":
+    def from_config(cls, config: TrainConfig) -> Split:
         """The split and labels of a training recipe (:class:`~.config.TrainConfig`)."""
         return make_split(config.p, config.frac_train, config.seed, config.fn)
 
 
 def make_split(p: int = 113, frac_train: float = 0.3, seed: int = 0, fn: str = "add") -> Split:
     """The data set of a run: all inputs, the labels of task ``fn`` (seeded by ``seed`` for ``"rand"``) and
-    the paper's train/test split for ``frac_train`` and ``seed`` (:func:`train_test_split`).
-
-    The one place the package derives a run's labels and split from its recipe: the run object, the analysis
-    functions, the graders and the Section 3 engine all call it."""
+    the paper's train/test split for ``frac_train`` and ``seed`` (:func:`train_test_split`): the one place
+    the package derives a run's labels and split from its recipe."""
     all_data = make_all_data(p)
     train, test = train_test_split(p, frac_train, seed)
     is_train = _train_mask(train, p)

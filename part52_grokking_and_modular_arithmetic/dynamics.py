@@ -4,32 +4,27 @@ The naive way runs the whole model with ``run_with_cache`` once per checkpoint. 
 instead stacks the weights of a chunk of checkpoints and computes only what the metrics need, for the
 whole chunk at once:
 
-* The model has one layer and no LayerNorm, and everything is read at the last position. The query at ``=``
-  is one vector per head for every input; keys and values at positions 0 and 1 come from ``p``-row tables
-  (one row per token). Attention patterns are therefore a softmax of three table lookups, and the MLP
-  pre-activations are a sum of per-head tables weighted by attention, ``(p, p, d_mlp)`` without ever
-  building the residual stream of all ``p^2`` inputs.
-* The per-neuron 3x3 frequency blocks of the 2D Fourier transform are computed from four marginal sums of
-  each neuron's activation grid (over ``y``, over ``x``, along ``x + y`` and along ``x - y``): the 2x2
-  ``{cos k, sin k}^2`` part of a block spans the same space as ``cos/sin(w_k(x + y))`` and
-  ``cos/sin(w_k(x - y))``. That costs ``O(p^2 d_mlp)`` per checkpoint instead of a full ``fft2d``.
+* The model has one layer and no LayerNorm, and everything is read at the last position: attention patterns
+  are a softmax of three table lookups and the MLP pre-activations a sum of per-head ``p``-row tables weighted
+  by attention (:mod:`.last_position`), ``(p, p, d_mlp)`` without the residual stream of all ``p^2`` inputs.
+* The per-neuron 3x3 frequency blocks of the 2D Fourier transform come from four marginal sums of each
+  neuron's activation grid (over ``y``, over ``x``, along ``x + y`` and along ``x - y``): the 2x2
+  ``{cos k, sin k}^2`` part of a block spans the same space as ``cos/sin(w_k(x +- y))``. That costs
+  ``O(p^2 d_mlp)`` per checkpoint instead of a full ``fft2d``.
 
 The tests and ``benchmarks/benchmark_dynamics.py`` check it against a reference written from the definitions
-(``tests/reference/naive_dynamics.py``: a ``HookedTransformer`` and ``run_with_cache`` per checkpoint, its own
-split, labels and Fourier basis).
+(``tests/reference/naive_dynamics.py``). With ``cache=True`` the result is kept in the user's cache folder
+(:func:`cache_dir`, never next to the run file, which may be read-only), in a file named by a digest of the
+metric version, the analysed checkpoints' epochs and weights, the split and the options: a re-run is instant, a
+changed run is recomputed, and a cache that cannot be written costs a one-line warning, not the result. Usage::
 
-Results are cached on disk (``cache_path``): a ``.pt`` file holding the metrics and a key made of the
-metric version, the checkpoint epochs, a fingerprint of every weight, the key frequencies and the split, so a
-re-run is instant and a changed run is recomputed.
-
-Usage::
-
-    dyn = compute_dynamics(run_data, key_freqs, cache_path="full_run_data.dynamics.pt")
+    dyn = compute_dynamics(run_data, key_freqs, cache=True)
     dyn.epochs, dyn.test_loss, dyn.excluded_loss[:, 0], dyn.gini_embed, dyn.attention_to_pos[:, head, 0]
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -40,7 +35,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from jaxtyping import Float, Int
@@ -50,33 +45,24 @@ from tqdm.auto import tqdm
 from . import last_position
 from .checkpoints import CorruptCheckpointError, atomic_save, safe_load
 from .fourier import (
+    check_frequencies,
     fft1d,
     fft1d_given_dim,
     frequency_block_indices,
     n_frequencies,
-    trig_sum_directions_matrix,
+    per_frequency,
+    trig_directions_matrix,
 )
 from .layout import PAPER_KEYS, paper_to_transformer_lens
 from .losses import bias_correct, cross_entropy_high_precision
 from .run_data import RunData, as_run_data
 
-__all__ = [
-    "METRIC_VERSION",
-    "TrainingDynamics",
-    "compute_dynamics",
-    "gini",
-    "per_frequency",
-    "run_fingerprint",
-    "SAME_WEIGHTS_NOTE",
-]
+__all__ = ["ENV_CACHE_DIR", "TrainingDynamics", "cache_dir", "compute_dynamics", "gini"]
 
 #: Bump when a metric's definition changes: old caches are then recomputed.
-METRIC_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------------------------
-# Result structure
-# --------------------------------------------------------------------------------------------------------
+_METRIC_VERSION = 1
+#: The environment variable that names the cache folder (see :func:`cache_dir`).
+ENV_CACHE_DIR = "PART52_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -86,6 +72,8 @@ class TrainingDynamics:
     Losses are float64 mean cross-entropies over the ``p`` number logits (the ``=`` logit dropped), computed
     from the weights with :func:`~.losses.cross_entropy_high_precision`. They match a run's logged curves
     except near initialisation, where the logged training loss (over all ``p + 1`` logits) is slightly higher.
+    Losses, fractions, attention and sums of squares are float64; the Fourier norms, Gini coefficients and
+    singular values of the weights are in the compute ``dtype``; epochs and frequencies are int64.
 
     Attributes:
         epochs: ``(n_ckpt,)`` epoch of each checkpoint (the x-axis of every plot).
@@ -108,21 +96,19 @@ class TrainingDynamics:
             (``=`` column dropped) along its output dimension.
         gini_embed, gini_logit: ``(n_ckpt,)`` Gini coefficient (:func:`gini`) of the **per-frequency** Fourier
             norms (``sqrt`` of the cos + sin squared norms of each ``k = 1..n_freqs``, the constant left out)
-            of ``W_E`` and ``W_logit``. Per frequency, because the split of a frequency between its cos and
-            sin components is only a phase; the constant is not a frequency.
+            of ``W_E`` and ``W_logit``: the split of a frequency between cos and sin is only a phase.
         embed_singular_values: ``(n_ckpt, min(p, d_model))`` singular values of ``W_E`` without the ``=`` row.
         trig_frac_pre, trig_frac_post, trig_frac_logits: ``(n_ckpt,)`` fraction of the centred variance (over
             all ``p^2`` inputs, summed over neurons / logit classes) of the last-position neuron
             pre-activations, post-activations and logits that lies in the span of the key frequencies'
             ``cos/sin(w_k(x+y))`` directions.
         neuron_frac_final_freq: ``(n_ckpt, d_mlp)`` fraction of each neuron's centred post-activation (sum
-            of squared 2D Fourier coefficients) inside the 3x3 block of its final-model frequency
-            ``neuron_freqs``.
+            of squared 2D Fourier coefficients) inside the 3x3 block of its frequency ``neuron_freqs``.
         neuron_best_freq, neuron_frac_best_freq: ``(n_ckpt, d_mlp)`` the frequency whose block explains most of
             the neuron at that checkpoint, and that fraction. A neuron that never varies gets fraction 0.
         neuron_fire_frac: ``(n_ckpt, d_mlp)`` fraction of the ``p^2`` inputs on which the neuron fires (> 0).
-        attention_to_pos: ``(n_ckpt, n_heads, 3)`` attention from ``=`` to positions 0, 1, 2, averaged over
-            all inputs.
+        attention_to_pos: ``(n_ckpt, n_heads, 3)`` attention from ``=`` to positions 0, 1, 2 (``x``, ``y``,
+            ``=``), averaged over all inputs.
         param_names: names of the weights in ``sum_sq_weights`` (the paper model's 11 parameters).
         sum_sq_weights: ``(n_ckpt, n_params)`` sum of squared weights per parameter.
         total_sum_sq_weights: ``(n_ckpt,)`` their total.
@@ -162,39 +148,20 @@ class TrainingDynamics:
     def __len__(self) -> int:
         return int(self.epochs.shape[0])
 
-    def index_of_epoch(self, epoch: int) -> int:
-        """Checkpoint index of ``epoch`` (raises ``KeyError`` naming the nearest epochs if absent)."""
-        hits = (self.epochs == epoch).nonzero().flatten()
-        if len(hits) == 0:
-            raise KeyError(
-                f"no checkpoint at epoch {epoch}; epochs run from {int(self.epochs[0])} to {int(self.epochs[-1])}"
-            )
-        return int(hits[0])
-
-    def sum_sq_weights_by_param(self) -> dict[str, Tensor]:
-        """``{parameter name: (n_ckpt,) sum of squared weights}``."""
-        return {name: self.sum_sq_weights[:, i] for i, name in enumerate(self.param_names)}
-
     def to_dict(self) -> dict[str, Any]:
         """Plain tensors, ints, lists: saveable and loadable with ``weights_only=True``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainingDynamics":
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = names - set(d)
+        missing = {f.name for f in dataclasses.fields(cls)} - set(d)
         if missing:
             raise KeyError(f"training-dynamics dict lacks {sorted(missing)}")
-        return cls(**{k: d[k] for k in names})
-
-
-# --------------------------------------------------------------------------------------------------------
-# Small shared helpers
-# --------------------------------------------------------------------------------------------------------
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
 
 
 def gini(values: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch"]:
-    """Gini coefficient (Hurley & Rickard) of non-negative vectors along the last dimension.
+    """Gini coefficient (Hurley & Rickard) of non-negative vectors along the last dimension (values' dtype).
 
     For sorted ``c_1 <= ... <= c_N``: ``G = 1 - 2 * sum_k (c_k / ||c||_1) * (N - k + 1/2) / N``.
     All equal -> 0; a single non-zero entry -> ``1 - 1/N``. An all-zero vector gives NaN (undefined).
@@ -204,17 +171,7 @@ def gini(values: Float[Tensor, "*batch n"]) -> Float[Tensor, "*batch"]:
     n = values.shape[-1]
     c, _ = values.sort(dim=-1)
     k = torch.arange(1, n + 1, dtype=c.dtype, device=c.device)
-    weights = (n - k + 0.5) / n
-    return 1 - 2 * (c / c.sum(-1, keepdim=True) * weights).sum(-1)
-
-
-def per_frequency(component_values: Float[Tensor, "*batch p"]) -> Float[Tensor, "*batch n_freqs"]:
-    """Sum the cos and sin entries of each frequency ``k = 1 .. (p-1)/2`` (the constant entry is dropped)."""
-    p = component_values.shape[-1]
-    idx = torch.tensor(
-        [frequency_block_indices(k)[1:] for k in range(1, n_frequencies(p) + 1)], device=component_values.device
-    )
-    return component_values[..., idx].sum(-1)
+    return 1 - 2 * (c / c.sum(-1, keepdim=True) * (n - k + 0.5) / n).sum(-1)
 
 
 def _fourier_norm_gini(sq_norms: Float[Tensor, "*batch p"]) -> Float[Tensor, "*batch"]:
@@ -225,36 +182,17 @@ def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.zeros_like(num))
 
 
-def _check_key_freqs(key_freqs: Sequence[int] | Tensor, p: int) -> list[int]:
-    freqs = [int(k) for k in key_freqs]
-    if len(freqs) == 0:
-        raise ValueError("key_freqs must name at least one frequency")
-    bad = [k for k in freqs if not 1 <= k <= n_frequencies(p)]
-    if bad:
-        raise ValueError(f"key frequencies must lie in 1..{n_frequencies(p)} for p = {p}, got {bad}")
-    if len(set(freqs)) != len(freqs):
-        raise ValueError(f"key_freqs has duplicates: {freqs}")
-    return freqs
-
-
-@dataclass
-class _RunSetup:
-    """What every checkpoint shares: p, the data, the split, the selected checkpoints."""
+class _RunSetup(NamedTuple):
+    """What every checkpoint shares: p, the run's labels and split, the selected checkpoints."""
 
     p: int
     labels: Tensor
     train_indices: Tensor
     test_indices: Tensor
-    is_train: Tensor
     indices: list[int]
     epochs: Tensor
     fn: str
     fn_seed: int
-
-
-def _load(run_data: RunData | Mapping | str | os.PathLike) -> RunData:
-    """The run object: a RunData as it is (validated when it was built), a dict validated once, a path loaded."""
-    return as_run_data(run_data)
 
 
 def _setup(run: RunData, stride: int) -> _RunSetup:
@@ -268,82 +206,36 @@ def _setup(run: RunData, stride: int) -> _RunSetup:
     epochs = torch.as_tensor([run.epochs[i] for i in indices], dtype=torch.long)
     test_indices = split.is_test.nonzero().flatten()  # ascending, as the engine has always summed them
     return _RunSetup(
-        run.p,
-        split.labels,
-        split.train_indices,
-        test_indices,
-        split.is_train,
-        indices,
-        epochs,
-        run.config.fn,
-        run.config.seed,
+        run.p, split.labels, split.train_indices, test_indices, indices, epochs, run.config.fn, run.config.seed
     )
 
 
-def _sum_sq_weights(state_dict: Mapping[str, Tensor]) -> Float[Tensor, "n_params"]:
-    return torch.stack([state_dict[name].detach().double().pow(2).sum() for name in PAPER_KEYS])
+# ---- Cache ---------------------------------------------------------------------------------------------------------
 
 
-def _tqdm_switch(progress: bool) -> dict[str, bool]:
-    """``progress=False`` disables the bar; ``True`` leaves it to tqdm (which honours ``TQDM_DISABLE=1``)."""
-    return {} if progress else {"disable": True}
+def cache_dir() -> Path:
+    """The folder for cached results, decided when called: ``$PART52_CACHE_DIR`` (:data:`ENV_CACHE_DIR`) when
+    set, else ``$XDG_CACHE_HOME/part52_grokking_and_modular_arithmetic``, else
+    ``~/.cache/part52_grokking_and_modular_arithmetic``. Created when first written."""
+    if os.environ.get(ENV_CACHE_DIR):
+        return Path(os.environ[ENV_CACHE_DIR]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "part52_grokking_and_modular_arithmetic"
 
 
-def _resolve_final_index(final_checkpoint: int, n: int) -> int:
-    idx = final_checkpoint + n if final_checkpoint < 0 else final_checkpoint
-    if not 0 <= idx < n:
-        raise IndexError(f"final_checkpoint {final_checkpoint} is out of range for a run of {n} checkpoints")
-    return idx
-
-
-# --------------------------------------------------------------------------------------------------------
-# Cache
-# --------------------------------------------------------------------------------------------------------
-
-
-def _hash_weights(h: Any, state_dict: Mapping[str, Tensor]) -> None:
-    """Feed the names, shapes, dtypes and bytes of a checkpoint's paper-model weights to the hash ``h``."""
+def _weights_digest(state_dict: Mapping[str, Tensor]) -> str:
+    """A digest of the names, shapes, dtypes and bytes of a checkpoint's weights: equal digests, equal weights."""
+    h = hashlib.sha1(usedforsecurity=False)
     for name in PAPER_KEYS:
         t = state_dict[name].detach().cpu().contiguous()
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         if t.numel():
             h.update(memoryview(t.view(torch.uint8).numpy()))
-
-
-def run_fingerprint(run_data: Mapping) -> str:
-    """A hex digest of the epochs and of the bytes of every weight of every checkpoint (~0.5 s for the
-    501-checkpoint hub run). Used as part of the dynamics cache key."""
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(json.dumps([int(e) for e in run_data["epochs"]]).encode())
-    for sd in run_data["state_dicts"]:
-        _hash_weights(h, sd)
     return h.hexdigest()
-
-
-def _weights_digest(state_dict: Mapping[str, Tensor]) -> str:
-    """A hex digest of one checkpoint's weights: equal digests mean identical weights."""
-    h = hashlib.sha1(usedforsecurity=False)
-    _hash_weights(h, state_dict)
-    return h.hexdigest()
-
-
-def _distinct_checkpoints(state_dicts: Sequence[Mapping[str, Tensor]], indices: list[int]) -> tuple[list[int], Tensor]:
-    """Group the checkpoints ``indices`` by identical weights: ``(distinct, inverse)`` where ``distinct`` holds
-    the first checkpoint index of each group (in order) and ``inverse[j]`` is the group of ``indices[j]``."""
-    groups: dict[str, int] = {}
-    distinct: list[int] = []
-    inverse = []
-    for i in indices:
-        digest = _weights_digest(state_dicts[i])
-        if digest not in groups:
-            groups[digest] = len(distinct)
-            distinct.append(i)
-        inverse.append(groups[digest])
-    return distinct, torch.tensor(inverse, dtype=torch.long)
 
 
 #: The note given (as a ``UserWarning``) when every analysed checkpoint holds the same weights.
-SAME_WEIGHTS_NOTE = (
+_SAME_WEIGHTS_NOTE = (
     "all {n} analysed checkpoints hold the same weights (epochs {first}-{last}): this file is one model (e.g. a "
     "released final model), not a training history, so every progress measure is flat. To see the training "
     "dynamics, use a run file with the checkpoint history (the course's hub file, or train one with "
@@ -351,35 +243,28 @@ SAME_WEIGHTS_NOTE = (
 )
 
 
-def _cache_key(
-    run_data: Mapping,
-    setup: _RunSetup,
-    key_freqs: list[int],
-    neuron_freqs: Tensor | None,
-    final_checkpoint: int,
-    dtype: torch.dtype,
-) -> str:
+def _cache_key(setup: _RunSetup, digests: dict[int, str], final_index: int, **options: Any) -> str:
+    """A digest of everything the result depends on: the metric version, the analysed checkpoints (epochs and
+    weights), the final checkpoint's weights, the split and task, and the ``options`` (JSON values)."""
     parts = {
-        "version": METRIC_VERSION,
-        "weights": run_fingerprint(run_data),
+        "version": _METRIC_VERSION,
         "epochs": setup.epochs.tolist(),
-        "key_freqs": key_freqs,
-        "neuron_freqs": None if neuron_freqs is None else neuron_freqs.tolist(),
-        "final_checkpoint": final_checkpoint,
+        "weights": [digests[i] for i in setup.indices],
+        "final_checkpoint": digests[final_index],
         "train_indices": hashlib.sha256(setup.train_indices.sort().values.numpy().tobytes()).hexdigest(),
         "fn": [setup.fn, setup.fn_seed],
-        "dtype": str(dtype),
+        **options,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def _read_cache(path: Path, key: str) -> TrainingDynamics | None:
-    if not path.is_file():
-        return None
     try:
+        if not path.is_file():
+            return None
         blob = safe_load(path)
-    except CorruptCheckpointError as e:
-        warnings.warn(f"ignoring unreadable dynamics cache ({e}); recomputing", stacklevel=3)
+    except (CorruptCheckpointError, OSError) as e:
+        warnings.warn(f"ignoring unreadable dynamics cache {path} ({e}); recomputing", stacklevel=3)
         return None
     if not isinstance(blob, Mapping) or blob.get("key") != key:
         return None
@@ -390,9 +275,21 @@ def _read_cache(path: Path, key: str) -> TrainingDynamics | None:
         return None
 
 
-# --------------------------------------------------------------------------------------------------------
-# Batched engine
-# --------------------------------------------------------------------------------------------------------
+def _write_cache(path: Path, key: str, result: TrainingDynamics) -> None:
+    """Write the cache atomically; a failure (read-only folder, full disk) warns in one line and is not raised:
+    the computed result is returned all the same."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save({"key": key, "metric_version": _METRIC_VERSION, "metrics": result.to_dict()}, path)
+    except (OSError, RuntimeError) as e:
+        warnings.warn(
+            f"could not write the dynamics cache {path} ({' '.join(str(e).split())}); the result is returned "
+            f"but will be recomputed next time: set {ENV_CACHE_DIR} or pass cache=<a writable folder>",
+            stacklevel=3,
+        )
+
+
+# ---- Batched engine ------------------------------------------------------------------------------------------------
 
 
 def _stack_weights(
@@ -428,16 +325,13 @@ def _diagonal_index(p: int) -> tuple[Tensor, Tensor]:
     return ((x[:, None] + x[None, :]) % p).flatten(), ((x[:, None] - x[None, :]) % p).flatten()
 
 
-def _diagonal_sums(grid: Float[Tensor, "C p p n"]) -> tuple[Float[Tensor, "C p n"], Float[Tensor, "C p n"]]:
-    """Sums of each ``[x, y]`` grid along ``x + y = s (mod p)`` and along ``x - y = d (mod p)``: ``(sums, diffs)``.
-
-    One scatter-add pass each (``index_add_``), no copy of the grid."""
+def _diagonal_sums(grid: Float[Tensor, "C p p n"], *, diffs: bool = True) -> list[Float[Tensor, "C p n"]]:
+    """Sums of each ``[x, y]`` grid along ``x + y = s (mod p)`` and (``diffs``) along ``x - y = d (mod p)``:
+    one scatter-add pass each (``index_add_``), no copy of the grid."""
     C, p, _, n = grid.shape
     flat = grid.reshape(C, p * p, n)
-    out = []
-    for index in _diagonal_index(p):
-        out.append(grid.new_zeros(C, p, n).index_add_(1, index.to(grid.device), flat))
-    return out[0], out[1]
+    indices = _diagonal_index(p)[: 2 if diffs else 1]
+    return [grid.new_zeros(C, p, n).index_add_(1, index.to(grid.device), flat) for index in indices]
 
 
 def _fourier_of_marginal(marginal: Float[Tensor, "C p n"]) -> Float[Tensor, "C n p"]:
@@ -481,24 +375,18 @@ def _neuron_block_fractions(
     Returns ``(fractions, fourier_of_x_plus_y_sums, total)``: the second serves :func:`_trig_sum_energy`, the
     third is each neuron's centred sum of squares (float64).
     """
-    C, p, _, n = centred.shape
-    sums, diffs = _diagonal_sums(centred)
-    rows, cols, sums, diffs = (_fourier_of_marginal(m) for m in (centred.sum(2), centred.sum(1), sums, diffs))
+    rows, cols, sums, diffs = (
+        _fourier_of_marginal(m) for m in (centred.sum(2), centred.sum(1), *_diagonal_sums(centred))
+    )
     total = (centred * centred).sum((1, 2)).double()  # (C, n): the sum over all 2D coefficients (Parseval)
-    block = torch.tensor([frequency_block_indices(k) for k in range(1, n_frequencies(p) + 1)], device=centred.device)
-    pair = block[:, 1:]  # (n_freqs, 2): [2k-1, 2k]
-    energy = (
-        cols[..., block].pow(2).sum(-1)  # coef[0, 0], coef[0, cos k], coef[0, sin k]
-        + rows[..., pair].pow(2).sum(-1)  # coef[cos k, 0], coef[sin k, 0]
-        + sums[..., pair].pow(2).sum(-1)
-        + diffs[..., pair].pow(2).sum(-1)
-    )  # (C, n, n_freqs)
+    # coef[0, 0] and, per frequency, coef[0, cos k], coef[0, sin k], coef[cos k, 0], coef[sin k, 0], then the 2x2 part
+    energy = cols[..., :1].pow(2) + per_frequency(cols.pow(2) + rows.pow(2) + sums.pow(2) + diffs.pow(2))
     return _safe_ratio(energy, total[..., None]).clamp(0, 1).transpose(1, 2), sums, total
 
 
 @functools.lru_cache(maxsize=4)
 def _trig_matrix(key_freqs: tuple[int, ...], p: int) -> Tensor:
-    return trig_sum_directions_matrix(list(key_freqs), p)
+    return trig_directions_matrix(key_freqs, p)
 
 
 def _chunk_metrics(
@@ -520,7 +408,7 @@ def _chunk_metrics(
     out: dict[str, Tensor] = {}
 
     # activations: trig-direction fractions, neuron blocks, attention
-    pre_sums = _fourier_of_marginal(_diagonal_sums(pre)[0])
+    pre_sums = _fourier_of_marginal(_diagonal_sums(pre, diffs=False)[0])
     out["trig_frac_pre"] = _safe_ratio(_trig_sum_energy(pre_sums, key_freqs), _centred_energy(pre))
     post = pre.relu_()  # pre is not used after this line
     del pre
@@ -552,24 +440,16 @@ def _chunk_metrics(
     n_train, n_test = len(train_idx), len(test_idx)
     M_train = M[:, train_idx]  # (2K, n_train)
     L_train_all, L_test_all = logits[:, train_idx], logits[:, test_idx]
-    names = [
-        "train_loss",
-        "test_loss",
-        "all_loss",
-        "excluded_loss",
-        "excluded_loss_all_keys",
-        "restricted_loss",
-        "restricted_loss_train",
-        "restricted_loss_test",
-    ]
-    vals: dict[str, list[Tensor]] = {k: [] for k in names}
+    vals: dict[str, list[Tensor]] = collections.defaultdict(list)
+
+    def add(name: str, train: Tensor, test: Tensor) -> None:  # the train and test losses, and their mean on all
+        vals[name + "_train"].append(train)
+        vals[name + "_test"].append(test)
+        vals[name].append((n_train * train + n_test * test) / (n_train + n_test))
+
     for c in range(C):
         L_train, L_test = L_train_all[c], L_test_all[c]
-        tr = cross_entropy_high_precision(L_train, y_train)
-        te = cross_entropy_high_precision(L_test, y_test)
-        vals["train_loss"].append(tr)
-        vals["test_loss"].append(te)
-        vals["all_loss"].append((n_train * tr + n_test * te) / (n_train + n_test))
+        add("loss", cross_entropy_high_precision(L_train, y_train), cross_entropy_high_precision(L_test, y_test))
         excl = []
         for j in range(len(key_freqs)):
             proj = M_train[2 * j : 2 * j + 2].T @ coefs[c, 2 * j : 2 * j + 2]  # (n_train, p)
@@ -577,49 +457,28 @@ def _chunk_metrics(
         vals["excluded_loss"].append(torch.stack(excl))
         vals["excluded_loss_all_keys"].append(cross_entropy_high_precision(L_train - M_train.T @ coefs[c], y_train))
         restricted = bias_correct(M.T @ coefs[c], logits[c])  # (p^2, p)
-        rtr = cross_entropy_high_precision(restricted[train_idx], y_train)
-        rte = cross_entropy_high_precision(restricted[test_idx], y_test)
-        vals["restricted_loss_train"].append(rtr)
-        vals["restricted_loss_test"].append(rte)
-        vals["restricted_loss"].append((n_train * rtr + n_test * rte) / (n_train + n_test))
+        restricted_train = cross_entropy_high_precision(restricted[train_idx], y_train)
+        add("restricted_loss", restricted_train, cross_entropy_high_precision(restricted[test_idx], y_test))
     del logits, L_train_all, L_test_all
     out.update({k: torch.stack(v) for k, v in vals.items()})
+    out["train_loss"], out["test_loss"], out["all_loss"] = out.pop("loss_train"), out.pop("loss_test"), out.pop("loss")
 
     # weights: Fourier norms, singular values, sums of squares
     W_E = w["embed.W_E"][:, :p]  # (C, p, d_model): `=` row dropped
     out["fourier_embed"] = fft1d_given_dim(W_E, 1).pow(2).sum(-1)
     out["fourier_logit"] = fft1d(W_logit).pow(2).sum(1)
     out["embed_singular_values"] = torch.linalg.svdvals(W_E)
-    out["sum_sq_weights"] = torch.stack([_sum_sq_weights(sd) for sd in state_dicts])
+    out["sum_sq_weights"] = torch.stack(
+        [torch.stack([sd[name].detach().double().pow(2).sum() for name in PAPER_KEYS]) for sd in state_dicts]
+    )
     return {k: v.cpu() for k, v in out.items()}
 
 
-def _assemble(
-    parts: list[dict[str, Tensor]], setup: _RunSetup, key_freqs: list[int], neuron_freqs: Tensor
-) -> TrainingDynamics:
-    cat = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
-    sq = cat.pop("sum_sq_weights")
-    return TrainingDynamics(
-        epochs=setup.epochs.clone(),
-        p=setup.p,
-        key_freqs=list(key_freqs),
-        neuron_freqs=neuron_freqs.cpu().long(),
-        restricted_loss_ratio=cat["restricted_loss_test"] / cat["test_loss"],
-        fourier_embed_per_freq=per_frequency(cat["fourier_embed"]),
-        gini_embed=_fourier_norm_gini(cat["fourier_embed"]),
-        gini_logit=_fourier_norm_gini(cat["fourier_logit"]),
-        param_names=list(PAPER_KEYS),
-        sum_sq_weights=sq,
-        total_sum_sq_weights=sq.sum(-1),
-        **{k: v for k, v in cat.items()},
-    )
-
-
 def compute_dynamics(
-    run_data: Mapping | str | os.PathLike,
+    run_data: RunData | Mapping | str | os.PathLike,
     key_freqs: Sequence[int] | Tensor,
     *,
-    cache_path: str | os.PathLike | None = None,
+    cache: bool | str | os.PathLike = False,
     neuron_freqs: Int[Tensor, "d_mlp"] | None = None,
     final_checkpoint: int = -1,
     stride: int = 1,
@@ -631,76 +490,97 @@ def compute_dynamics(
     """Compute every Section-3 progress measure for the checkpoints of a run, batched over checkpoints.
 
     Args:
-        run_data: the run-data dict (see :mod:`.checkpoints`) or the path of a run file.
+        run_data: the run (:class:`~.run_data.RunData`, a run-data dict or the path of a run file).
         key_freqs: the key frequencies, fixed once from the final (analysed) model.
-        cache_path: a ``.pt`` file to read the result from when it was computed for the same run, key
-            frequencies and options, and to write it to (atomically) otherwise. ``None``: no cache.
+        cache: ``True``: read the result from, or write it (atomically) to, the cache folder :func:`cache_dir`
+            (``$PART52_CACHE_DIR``, else the user's cache folder), in a file named by the run's fingerprint and
+            the options; a folder: the same there; ``False``: no cache. Never next to the run file; a cache
+            that cannot be written warns in one line and the result is still returned.
         neuron_freqs: ``(d_mlp,)`` each neuron's frequency (1-based); default: the best 3x3 block of each
-            neuron in the checkpoint ``final_checkpoint`` (an index into ``run_data["state_dicts"]``, default
-            the last one; the course's analysed model is index 400 of the hub file).
+            neuron in the checkpoint ``final_checkpoint`` (an index into the run's checkpoints, default the
+            last one; the course's analysed model is index 400 of the hub file).
         stride: analyse every ``stride``-th checkpoint (1 = all).
         chunk_size: checkpoints processed together (memory ~100 MB per checkpoint for p = 113). Default: 1
             on the CPU, where every step is already a large vectorised operation and bigger temporaries only
             cost page faults; 32 on a GPU.
         device, dtype: where and in which precision activations are computed (losses are always float64).
-        progress: show a ``tqdm`` progress bar.
+        progress: show a ``tqdm`` progress bar (``True`` leaves it to tqdm, which honours ``TQDM_DISABLE=1``).
 
     Returns:
         a :class:`TrainingDynamics` (every tensor indexed ``[checkpoint, ...]``, on the CPU).
 
     Checkpoints with identical weights are computed once. When every analysed checkpoint holds the same weights
-    (a file of one model, e.g. a released final model), the curves are flat and a ``UserWarning``
-    (:data:`SAME_WEIGHTS_NOTE`) says so.
+    (a file of one model, e.g. a released final model), the curves are flat and a ``UserWarning`` says so.
     """
-    run_data = _load(run_data)
-    setup = _setup(run_data, stride)
-    p = setup.p
-    key_freqs = _check_key_freqs(key_freqs, p)
+    run = as_run_data(run_data)
+    setup = _setup(run, stride)
+    p, state_dicts = setup.p, run.state_dicts
+    key_freqs = check_frequencies(key_freqs, p)
+    if not key_freqs or len(set(key_freqs)) != len(key_freqs):
+        raise ValueError(f"key_freqs must name at least one frequency, without duplicates, got {key_freqs}")
     device = torch.device(device)
     if chunk_size is None:
         chunk_size = 1 if device.type == "cpu" else 32
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
-    state_dicts = run_data["state_dicts"]
-    final_index = _resolve_final_index(final_checkpoint, len(state_dicts))
+    final_index = final_checkpoint + len(state_dicts) if final_checkpoint < 0 else final_checkpoint
+    if not 0 <= final_index < len(state_dicts):
+        raise IndexError(
+            f"final_checkpoint {final_checkpoint} is out of range for a run of {len(state_dicts)} checkpoints"
+        )
     if neuron_freqs is not None:
         neuron_freqs = torch.as_tensor(neuron_freqs).long()
         d_mlp = state_dicts[0]["blocks.0.mlp.b_in"].shape[0]
         if neuron_freqs.shape != (d_mlp,) or not ((neuron_freqs >= 1) & (neuron_freqs <= n_frequencies(p))).all():
             raise ValueError(f"neuron_freqs must be a ({d_mlp},) tensor of frequencies in 1..{n_frequencies(p)}")
 
-    key = None
-    if cache_path is not None:
-        cache_path = Path(cache_path)
-        key = _cache_key(run_data, setup, key_freqs, neuron_freqs, final_index, dtype)
-        cached = _read_cache(cache_path, key)
+    # Identical checkpoints (a file holding one model many times) are computed once: their curves are flat.
+    digests = {i: _weights_digest(state_dicts[i]) for i in {*setup.indices, final_index}}
+    groups: dict[str, int] = {}
+    inverse = [groups.setdefault(digests[i], len(groups)) for i in setup.indices]
+    distinct = [setup.indices[inverse.index(g)] for g in range(len(groups))]  # the first checkpoint of each group
+    if len(distinct) == 1 and len(setup.indices) > 1:  # said on a cache hit too
+        note = _SAME_WEIGHTS_NOTE.format(n=len(setup.indices), first=int(setup.epochs[0]), last=int(setup.epochs[-1]))
+        warnings.warn(note, UserWarning, stacklevel=2)
+
+    path = key = None
+    if cache:
+        frozen = None if neuron_freqs is None else neuron_freqs.tolist()
+        key = _cache_key(setup, digests, final_index, key_freqs=key_freqs, neuron_freqs=frozen, dtype=str(dtype))
+        path = (cache_dir() if cache is True else Path(cache).expanduser()) / f"dynamics-{key[:32]}.pt"
+        cached = _read_cache(path, key)
         if cached is not None:
             return cached
 
-    # Identical checkpoints (a file holding one model many times) are computed once: their curves are flat.
-    distinct, inverse = _distinct_checkpoints(state_dicts, setup.indices)
-    if len(distinct) == 1 and len(setup.indices) > 1:
-        warnings.warn(
-            SAME_WEIGHTS_NOTE.format(n=len(setup.indices), first=int(setup.epochs[0]), last=int(setup.epochs[-1])),
-            UserWarning,
-            stacklevel=2,
-        )
-
     with torch.inference_mode():
         if neuron_freqs is None:
-            neuron_freqs = _chunk_metrics([state_dicts[final_index]], setup, key_freqs, None, device, dtype)[
-                "neuron_best_freq"
-            ][0]
+            final = _chunk_metrics([state_dicts[final_index]], setup, key_freqs, None, device, dtype)
+            neuron_freqs = final["neuron_best_freq"][0]
         parts = []
-        with tqdm(total=len(distinct), desc="training dynamics", unit="ckpt", **_tqdm_switch(progress)) as bar:
+        bar_options = {"desc": "training dynamics", "unit": "ckpt", **({} if progress else {"disable": True})}
+        with tqdm(total=len(distinct), **bar_options) as bar:
             for start in range(0, len(distinct), chunk_size):
                 chunk = [state_dicts[i] for i in distinct[start : start + chunk_size]]
                 parts.append(_chunk_metrics(chunk, setup, key_freqs, neuron_freqs, device, dtype))
                 bar.update(len(chunk))
-        if len(distinct) < len(setup.indices):  # one row per analysed checkpoint again
-            parts = [{k: torch.cat([part[k] for part in parts])[inverse] for k in parts[0]}]
-        result = _assemble(parts, setup, key_freqs, neuron_freqs)
+        inverse = torch.tensor(inverse)  # one row per analysed checkpoint again
+        cat = {k: torch.cat([part[k] for part in parts])[inverse] for k in parts[0]}
 
-    if cache_path is not None:
-        atomic_save({"key": key, "metric_version": METRIC_VERSION, "metrics": result.to_dict()}, cache_path)
+    sq = cat.pop("sum_sq_weights")
+    result = TrainingDynamics(
+        epochs=setup.epochs.clone(),
+        p=p,
+        key_freqs=key_freqs,
+        neuron_freqs=neuron_freqs.cpu().long(),
+        restricted_loss_ratio=cat["restricted_loss_test"] / cat["test_loss"],
+        fourier_embed_per_freq=per_frequency(cat["fourier_embed"]),
+        gini_embed=_fourier_norm_gini(cat["fourier_embed"]),
+        gini_logit=_fourier_norm_gini(cat["fourier_logit"]),
+        param_names=list(PAPER_KEYS),
+        sum_sq_weights=sq,
+        total_sum_sq_weights=sq.sum(-1),
+        **cat,
+    )
+    if path is not None:
+        _write_cache(path, key, result)
     return result

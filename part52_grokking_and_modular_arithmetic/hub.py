@@ -1,34 +1,20 @@
-"""The Hugging Face hub half of provisioning: find the course's run file in the Hugging Face cache, or download it.
+"""The Hugging Face hub half of provisioning: the course's run file from the Hugging Face cache, or downloaded.
 
-Built on ``huggingface_hub`` itself: ``try_to_load_from_cache`` finds a cached copy, ``get_hf_file_metadata``
-asks for the file (``HEAD``), ``hf_hub_download(..., etag_timeout=..., tqdm_class=...)`` downloads it into the
-Hugging Face cache, and its error classes (``RepositoryNotFoundError``, ``GatedRepoError``,
-``RevisionNotFoundError``, ``RemoteEntryNotFoundError``, ``HfHubHTTPError`` and its ``response.status_code``)
-say what went wrong. ``HF_ENDPOINT``, ``HF_HOME`` / ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE`` are honoured.
-
-What the library cannot do, we add (each place says why):
-
-* **settings read at call time**: ``huggingface_hub`` reads its environment once, when it is imported; a
-  notebook that sets ``HF_HOME`` or ``HF_HUB_OFFLINE`` afterwards must still be obeyed;
-* **one time budget for the whole decision** (:data:`DEFAULT_HUB_TIMEOUT` seconds: the metadata request and
-  the start of the download, name resolution included): the library's timeouts apply per socket operation and
-  its retries multiply them, and name resolution is not bounded at all; so each call runs in a daemon thread
-  that is abandoned at the deadline (a hung connection never keeps the process alive either);
-* **a stalled download is abandoned** (no new chunk for ``stall_timeout`` seconds), its ``.incomplete`` file
-  removed: the library only bounds each read, and resumes a broken download several times;
-* **a corrupt file is never used**: every file (cached or downloaded) is validated
-  (:func:`~.checkpoints.load_run_data`) and an invalid one is removed from the Hugging Face cache;
-* **a malformed endpoint or proxy** is named before anything is contacted.
-
-Entry points: :func:`cached_hub_file`, :func:`download_full_run_data` (the command line's ``download``), and
-:func:`fetch_hub_file` (used by :func:`.provision.load_full_run_data`).
+``huggingface_hub`` does the work: its cache lookup, metadata request (``HEAD``, its timeout, no retries),
+download (into its cache through a unique temporary file, removed if the download fails; size checked; a broken
+body resumed; its progress bar), error classes and cache eviction. ``HF_ENDPOINT``, ``HF_HOME`` /
+``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and the proxy variables count. Ours, where the library cannot keep the
+course's promises (each place says why): settings read when called; one deadline for the whole decision; a
+stalled download abandoned, nothing partial kept; the download checked against the hub's sha256; every file
+validated before use; a malformed endpoint or proxy named.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
-import shutil
+import re
 import sys
 import threading
 import time
@@ -40,8 +26,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from .run_data import RunData
 
-# huggingface_hub (~0.3 s) and `.checkpoints` (transformer_lens, ~3 s) are imported inside the functions that
-# need them, so that importing this module — e.g. for the command line's --help — stays cheap.
+# huggingface_hub and the run-file modules (torch) are imported where needed: importing this module stays cheap.
 
 __all__ = [
     "HUB_REPO_ID",
@@ -59,23 +44,21 @@ __all__ = [
 
 HUB_REPO_ID = "callummcdougall/grokking_full_run_data"
 HUB_FILENAME = "full_run_data.pth"
-#: Seconds allowed for the whole hub decision (the file's metadata and the start of the download): within the
-#: 5 s the course promises for "the hub cannot be reached", with room for the thread hand-over.
+#: Seconds allowed for the whole hub decision (the file's metadata and the start of the download).
 DEFAULT_HUB_TIMEOUT = 4.0
-#: Seconds without progress (no new 1 MiB chunk) after which a download in progress is abandoned.
+#: Seconds without progress (no new chunk of at most 1 MiB) after which a download in progress is abandoned.
 DEFAULT_STALL_TIMEOUT = 30.0
+#: huggingface_hub reads (and reports progress) in ``constants.DOWNLOAD_CHUNK_SIZE`` pieces (10 MB), with no
+#: setting for it: at that grain a slow link would look stalled, so our downloads read 1 MiB at a time.
+_PROGRESS_CHUNK = 1 << 20
 
 
 class ModelUnavailableError(RuntimeError):
     """No run data could be found locally, in the Hugging Face cache or on the hub (and training was not allowed)."""
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Settings, read when called (huggingface_hub reads them once, at its import)
-# ----------------------------------------------------------------------------------------------------------
 def hub_offline() -> bool:
-    """True when the hub is switched off: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set now, or
-    ``huggingface_hub.constants.is_offline_mode()`` (the variables as they were at its import)."""
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set now, or was when huggingface_hub loaded."""
     from huggingface_hub import constants
 
     now = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
@@ -83,8 +66,7 @@ def hub_offline() -> bool:
 
 
 def hub_endpoint(endpoint: str | None = None) -> str:
-    """``endpoint``, else ``$HF_ENDPOINT`` (now), else ``huggingface_hub.constants.ENDPOINT``
-    (``https://huggingface.co``); without trailing slashes."""
+    """``endpoint``, else ``$HF_ENDPOINT`` (now), else ``huggingface_hub.constants.ENDPOINT``; no trailing slash."""
     from huggingface_hub import constants
 
     url = (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).strip()
@@ -92,12 +74,11 @@ def hub_endpoint(endpoint: str | None = None) -> str:
 
 
 def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The Hugging Face hub cache: ``cache_dir``, else ``$HF_HUB_CACHE`` or ``$HF_HOME/hub`` as set now (a
-    notebook may set them after ``huggingface_hub`` was imported), else ``huggingface_hub.constants.HF_HUB_CACHE``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
+    """``cache_dir``, else ``$HF_HUB_CACHE`` or ``$HF_HOME/hub`` (now), else the library's ``HF_HUB_CACHE``."""
     from huggingface_hub import constants
 
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
     if os.environ.get("HF_HOME"):
@@ -118,417 +99,211 @@ def cached_hub_file(
     return Path(found) if isinstance(found, str) else None
 
 
-def _remove_from_hub_cache(path: Path, cache_dir: Path) -> bool:
-    """Delete a cached hub file: its snapshot link and the blob it points to (huggingface_hub deletes whole
-    revisions only). Only touches files inside ``cache_dir``; returns whether anything was removed."""
-    cache_dir = cache_dir.resolve()
-    removed = False
-    for target in (path, path.resolve()):
-        try:
-            if cache_dir in target.parent.resolve().joinpath(target.name).parents and (
-                target.is_file() or target.is_symlink()
-            ):
-                target.unlink()
-                removed = True
-        except OSError:
-            pass
-    return removed
+def _evict(path: Path, cache: Path) -> str:
+    """Remove a cached hub file (its snapshot entries and blob) with the library's cache API; says what happened."""
+    from huggingface_hub import scan_cache_dir
+
+    blob = path.resolve()
+    try:
+        info = scan_cache_dir(cache)
+        info.delete_files(
+            *(f for r in info.repos for v in r.revisions for f in v.files if f.blob_path == blob)
+        ).execute()
+    except Exception:  # noqa: BLE001 - an unreadable cache: the message says what to remove
+        pass
+    if blob.exists():
+        return f"remove {path} from the Hugging Face cache ({cache})"
+    return "it was removed from the Hugging Face cache"
 
 
-# ----------------------------------------------------------------------------------------------------------
-# The endpoint and its proxy: named before anything is contacted
-# ----------------------------------------------------------------------------------------------------------
 def _host_and_port(url: str, what: str) -> tuple[str, int]:
-    """``(host, port)`` of an http(s) URL; ``ValueError`` naming ``what`` when it is not one (no host, a port
-    outside 1-65535, a broken IPv6 address...). huggingface_hub would fail later with a less clear error."""
     expected = f"{what} must be an http(s) URL such as https://huggingface.co, got {url!r}"
     try:
         parts = urlsplit(url.strip())
-        port = parts.port  # raises ValueError for a port outside 0-65535 or a broken address
+        port = parts.port  # ValueError for a port outside 0-65535 or a broken address
     except ValueError as e:
         raise ValueError(f"{expected} ({e})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(expected)
     if port == 0:
         raise ValueError(f"{expected} (port 0 cannot be connected to)")
-    return parts.hostname, port if port is not None else (443 if parts.scheme == "https" else 80)
-
-
-def _proxy_for(endpoint: str) -> tuple[str, str] | None:
-    """``(proxy URL, environment variable)`` of the proxy a request to ``endpoint`` goes through, if any (the
-    same variables httpx reads), so that a dead proxy is named in the message."""
-    parts = urlsplit(endpoint.strip())
-    proxies = urllib.request.getproxies()
-    for key in (parts.scheme, "all"):
-        proxy = proxies.get(key)
-        if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-            return (proxy if "://" in proxy else f"http://{proxy}"), f"{key.upper()}_PROXY"
-    return None
+    return parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def _first_hop(endpoint: str) -> tuple[str, int, str]:
-    """``(host, port, note)`` of the connection a request to ``endpoint`` opens first: the proxy's when one
-    applies (``note`` then names it). ``ValueError`` for a malformed endpoint or proxy."""
+    """``(host, port, note)`` of the first connection to ``endpoint``: the proxy's when one applies (the
+    variables httpx reads; ``note`` names it). ``ValueError`` for a malformed endpoint or proxy."""
     host, port = _host_and_port(endpoint, "the hub endpoint")
-    proxy = _proxy_for(endpoint)
-    if proxy is None:
-        return host, port, ""
-    host, port = _host_and_port(proxy[0], f"the proxy {proxy[1]}")
-    return host, port, f" (the proxy set by {proxy[1]}={proxy[0]})"
+    proxies = urllib.request.getproxies()
+    for key in (urlsplit(endpoint).scheme, "all"):
+        if (proxy := proxies.get(key)) and not urllib.request.proxy_bypass(host):
+            proxy, var = (proxy if "://" in proxy else f"http://{proxy}"), f"{key.upper()}_PROXY"
+            return *_host_and_port(proxy, f"the proxy {var}"), f" (the proxy set by {var}={proxy})"
+    return host, port, ""
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Why the hub did not provide the file: from huggingface_hub's error classes and the network errors behind them
-# ----------------------------------------------------------------------------------------------------------
-class _HubRequest:
-    """What is asked of which hub, and the time budget of the decision (shared by the steps of :func:`fetch_hub_file`)."""
-
-    def __init__(self, url: str, repo_id: str, filename: str, revision: str | None, cache: Path, budget: float) -> None:
-        from huggingface_hub import hf_hub_url
-
-        self.url, self.repo_id, self.filename, self.revision, self.cache = url, repo_id, filename, revision, cache
-        self.budget = budget
-        self.deadline = time.monotonic() + budget
-        self.host, self.port, self.proxy_note = _first_hop(url)
-        self.file_url = hf_hub_url(repo_id, filename, revision=revision, endpoint=url)
-        self.file_path = self.file_url[len(url) :] if self.file_url.startswith(url) else self.file_url  # for messages
-        self.revision_label = revision or "main"
-        #: where huggingface_hub writes this repository's files, ``.incomplete`` ones included
-        self.blobs_dir = cache / f"models--{repo_id.replace('/', '--')}" / "blobs"
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def timed_out(self, stage: str) -> str:
-        return f"no answer within {self.budget:g} s ({stage})"
-
-
-def _in_chain(e: BaseException | None, cls: type | tuple[type, ...]) -> BaseException | None:
-    """The first error of ``e``'s chain (``e``, its cause, its cause's cause...) that is an instance of ``cls``:
-    huggingface_hub and httpx wrap the error that matters (an HTTP answer, a refused connection)."""
+def _first(e: BaseException | None, cls) -> BaseException | None:
+    """The first error of type ``cls`` in ``e``'s chain of causes: the library and httpx wrap the one that matters."""
     seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, cls):
-            return e
+    while e is not None and id(e) not in seen and not isinstance(e, cls):
         seen.add(id(e))
         e = e.__cause__ or e.__context__
-    return None
+    return e if isinstance(e, cls) else None
 
 
-def _first_line(e: BaseException) -> str:
+def _line(e: BaseException | str) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def _describe_hub_error(e: BaseException, hub: _HubRequest, stage: str) -> str:
-    """One line saying why the hub did not provide the file (``stage``: the request that failed)."""
-    import socket
+class _Download:
+    """The metadata (``HEAD``) and ``hf_hub_download`` of one file, in a daemon thread, watched by :meth:`wait`."""
 
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RemoteEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    def __init__(self, url: str, repo_id: str, filename: str, revision: str | None, cache: Path, budget: float):
+        from huggingface_hub import hf_hub_url
 
-    if _in_chain(e, OfflineModeIsEnabled) is not None:
-        return "huggingface_hub is in offline mode (HF_HUB_OFFLINE=1)"
-    if isinstance(http := _in_chain(e, HfHubHTTPError), HfHubHTTPError) and http.response is not None:
-        status = http.response.status_code
-        if isinstance(http, GatedRepoError):
-            return f"{status}: the repository {hub.repo_id} is gated: it needs a login (`hf auth login`)"
-        if isinstance(http, RepositoryNotFoundError):
-            return f"{status}: repository {hub.repo_id} not found on the hub (or it is private or gated: log in with `hf auth login`)"
-        if isinstance(http, RevisionNotFoundError):
-            return f"{status}: revision {hub.revision_label} of {hub.repo_id} not found on the hub"
-        if isinstance(http, RemoteEntryNotFoundError) or status == 404:
-            return f"404: file not found on the hub ({hub.repo_id}/{hub.filename}, revision {hub.revision_label})"
-        return _describe_status(status, http.response, hub)
-    if _in_chain(e, TimeoutError) is not None:  # socket timeouts, wrapped by httpx's ConnectTimeout / ReadTimeout
-        return hub.timed_out(stage)
-    if (os_error := _in_chain(e, (ConnectionRefusedError, socket.gaierror, ConnectionError))) is not None:
-        # through a proxy, the connection that failed is the proxy's; else the request's (a redirect may lead
-        # to another host than the endpoint)
-        target = (hub.host, hub.port) if hub.proxy_note else _connection_target(e) or (hub.host, hub.port)
-        note = hub.proxy_note
-        if isinstance(os_error, ConnectionRefusedError):
-            return f"cannot connect: connection to {target[0]}:{target[1]} refused{note}"
-        if isinstance(os_error, socket.gaierror):
-            return f"cannot connect: DNS lookup of {target[0]} failed ({os_error.strerror or os_error}){note}"
-        return f"cannot connect to {target[0]}:{target[1]} ({_first_line(os_error)}){note}"
-    if isinstance(e, LocalEntryNotFoundError):
-        return f"the hub could not be reached ({_first_line(e)})"
-    return f"the download failed ({type(e).__name__}: {_first_line(e)})"
+        self.url, self.repo_id, self.filename, self.revision, self.cache = url, repo_id, filename, revision, cache
+        self.host, self.port, self.proxy_note = _first_hop(url)
+        self.file_url = hf_hub_url(repo_id, filename, revision=revision, endpoint=url)
+        self.path = self.file_url.removeprefix(url)  # for messages
+        self.budget, self.deadline = budget, time.monotonic() + budget
+        self.stage = f"asked for the file's metadata: HEAD {self.path}"
+        self.bytes, self.last_progress, self.abandoned = 0, None, False  # last_progress: once the GET is answered
+        self.result: str | None = None
+        self.etag: str | None = None  # from the metadata: X-Linked-Etag, else ETag
+        self.error: BaseException | None = None
 
+    def left(self) -> float:  # the library's timeouts get what is left of the budget
+        return max(0.1, self.deadline - time.monotonic())
 
-def _connection_target(e: BaseException) -> tuple[str, int] | None:
-    """``(host, port)`` of the request behind an httpx error (a redirect may lead to another host)."""
-    seen: set[int] = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    def _run(self, show_progress: bool) -> None:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_download
+        from huggingface_hub.utils import tqdm
+
+        download = self
+
+        class Watched(tqdm):  # the library's progress bar, which also tells the watcher that bytes arrive
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **{**kwargs, **({} if show_progress else {"disable": True})})
+                download.last_progress = time.monotonic()  # created once the GET is answered
+
+            def update(self, n=1):
+                if download.abandoned:
+                    raise InterruptedError("the download was abandoned")  # ends the thread; the library cleans up
+                download.bytes += int(n or 0)
+                download.last_progress = time.monotonic()
+                return super().update(n)
+
         try:
-            url = e.request.url  # httpx errors carry their request; the property raises when it has none
-            return str(url.host), int(url.port or (443 if url.scheme == "https" else 80))
-        except (AttributeError, RuntimeError, TypeError, ValueError):
-            pass
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def _describe_status(status: int, response, hub: _HubRequest) -> str:
-    from http import HTTPStatus
-
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    try:
-        method = str(response.request.method)
-    except (AttributeError, RuntimeError):  # httpx raises RuntimeError when a response has no request
-        method = ""
-    request = f" to {method} {hub.file_path}" if method else f" for {hub.file_path}"
-    hint = " (a login may be needed: `hf auth login`, or the mirror refuses access)" if status in (401, 403) else ""
-    wait = (response.headers.get("Retry-After") or "").strip()
-    if wait:
-        hint += f" (it asks to retry after {wait} s)" if wait.isdigit() else f" (it asks to retry after {wait})"
-    return f"the hub answered {status} {phrase}{request}{hint}"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Calls with a deadline: the library bounds each socket operation, not a whole request (name resolution,
-# retries, redirects), so each call runs in a daemon thread that is abandoned at the decision's deadline
-# ----------------------------------------------------------------------------------------------------------
-def _in_daemon_thread(fn, name: str) -> tuple[threading.Thread, dict]:
-    """Start ``fn()`` in a daemon thread (a hung network call never keeps the process alive). The returned
-    dict receives ``"value"`` or ``"error"`` when it ends."""
-    box: dict = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            box["error"] = e
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-    return thread, box
-
-
-def _metadata_problem(hub: _HubRequest) -> str | None:
-    """Ask the hub for the file's metadata (``HEAD``, ``get_hf_file_metadata``, no retries) within the
-    decision's budget. ``None`` when the hub has the file, else the reason. (``hf_hub_download`` asks the same
-    but turns connection and server errors into "not in the cache"; asked first, the reason stays exact.)"""
-    from huggingface_hub import get_hf_file_metadata
-
-    stage = f"asked for the file's metadata: HEAD {hub.file_path}"
-    thread, box = _in_daemon_thread(
-        lambda: get_hf_file_metadata(hub.file_url, timeout=max(0.1, hub.left()), retry_on_errors=False), "hub-metadata"
-    )
-    thread.join(max(0.0, hub.left()))
-    if thread.is_alive():
-        return hub.timed_out(stage)
-    if "error" in box:
-        return _describe_hub_error(box["error"], hub, stage)
-    meta = box["value"]
-    if meta.commit_hash is None or meta.etag is None:
-        redirect = f" (it redirected to {meta.location})" if meta.location and meta.location != hub.file_url else ""
-        return (
-            f"the endpoint answered HEAD {hub.file_path}{redirect} without the X-Repo-Commit / ETag headers of a "
-            "Hugging Face hub: check HF_ENDPOINT"
-        )
-    return None
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The download, watched: hf_hub_download only bounds each read (and resumes a broken download several
-# times), so progress is watched through its tqdm_class and a stalled download is abandoned
-# ----------------------------------------------------------------------------------------------------------
-class _DownloadAbandoned(Exception):
-    """Raised inside the download thread (from its progress bar) once the download has been given up on."""
-
-
-class _TruncatedDownload(Exception):
-    """huggingface_hub received fewer bytes than announced."""
-
-
-class _HubWarnings(logging.Handler):
-    """Keeps the last warning ``huggingface_hub`` logs while we wait (e.g. "Error while downloading from URL:
-    connection refused ... Trying to resume download"): hf_hub_download retries a failing download itself, so
-    when our deadline comes first, its own report is the real reason."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.last: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.last = record.getMessage().strip().splitlines()[0]
-        except Exception:  # noqa: BLE001 - a log record we cannot format is no reason to fail
-            pass
-
-    def __enter__(self) -> _HubWarnings:
-        logging.getLogger("huggingface_hub").addHandler(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        logging.getLogger("huggingface_hub").removeHandler(self)
-
-    def explain(self, reason: str) -> str:
-        return reason if self.last is None else f"{reason}; huggingface_hub reported: {self.last}"
-
-
-class _DownloadWatch:
-    """Progress of one download, written by the download thread (its progress bar: created once the ``GET`` is
-    answered, updated at every chunk) and read by the watchdog."""
-
-    def __init__(self, blobs_dir: Path) -> None:
-        self.blobs_dir = blobs_dir
-        self.bytes = 0
-        self.last_progress: float | None = None  # time.monotonic() of the answer or the latest chunk; None before
-        self.abandoned = False
-        self._before = set(self._incomplete())
-
-    def _incomplete(self) -> list[Path]:
-        try:
-            return list(self.blobs_dir.glob("*.incomplete"))
-        except OSError:
-            return []
-
-    def saw_answer(self) -> None:
-        self.last_progress = time.monotonic()
-
-    def saw_bytes(self, n: int) -> None:
-        if n > 0:
-            self.bytes += n
-            self.last_progress = time.monotonic()
-
-    def remove_partial_files(self) -> None:
-        """Remove the ``.incomplete`` files this download created (huggingface_hub would resume from them)."""
-        for f in self._incomplete():
-            if f not in self._before:
-                try:
-                    f.unlink()
-                except OSError:  # e.g. still open on Windows; huggingface_hub never reads these unique names
-                    pass
-
-
-def _watched_tqdm_class(watch: _DownloadWatch, show: bool):
-    """A tqdm class for ``hf_hub_download``: records every byte in ``watch`` and stops the download (raises in
-    the download thread) once ``watch.abandoned`` is set; silent unless ``show``."""
-    from tqdm.auto import tqdm
-
-    class WatchedTqdm(tqdm):
-        def __init__(self, *args, **kwargs):
-            if not show:
-                kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
-            watch.saw_answer()
-
-        def update(self, n=1):
-            if watch.abandoned:
-                raise _DownloadAbandoned("the download was abandoned")
-            watch.saw_bytes(int(n or 0))
-            return super().update(n)
-
-    return WatchedTqdm
-
-
-#: Bytes per progress report while we download: huggingface_hub reads the body in chunks of
-#: ``constants.DOWNLOAD_CHUNK_SIZE`` (10 MB) and reports nothing in between, which would make a slow link look
-#: stalled. Set for the duration of our download when the library's chunk is larger (only the granularity
-#: changes; the bytes written are the same).
-_PROGRESS_CHUNK = 1 << 20
-
-
-def _size_text(n: int) -> str:
-    """``1 MiB``, ``256 bytes``: a chunk size in words."""
-    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n:,} bytes"
-
-
-class _FinerProgressChunks:
-    """Context manager: ``huggingface_hub.constants.DOWNLOAD_CHUNK_SIZE`` at most :data:`_PROGRESS_CHUNK` inside."""
-
-    def __enter__(self) -> int:
-        from huggingface_hub import constants
-
-        self.before = constants.DOWNLOAD_CHUNK_SIZE
-        constants.DOWNLOAD_CHUNK_SIZE = min(self.before, _PROGRESS_CHUNK)
-        return constants.DOWNLOAD_CHUNK_SIZE
-
-    def __exit__(self, *exc) -> None:
-        from huggingface_hub import constants
-
-        constants.DOWNLOAD_CHUNK_SIZE = self.before
-
-
-def _download_with_watchdog(hub: _HubRequest, progress: bool, stall_timeout: float) -> tuple[Path | None, str | None]:
-    """``hf_hub_download`` in a daemon thread, watched: the ``GET`` must be answered before the decision's
-    deadline, and then a chunk must arrive every ``stall_timeout`` seconds. Returns ``(path, None)`` or
-    ``(None, reason)``; an abandoned download leaves no ``.incomplete`` file behind."""
-    from huggingface_hub import hf_hub_download
-
-    watch = _DownloadWatch(hub.blobs_dir)
-    with _FinerProgressChunks() as chunk, _HubWarnings() as warnings:
-        thread, box = _in_daemon_thread(
-            lambda: hf_hub_download(
-                hub.repo_id,
-                hub.filename,
-                revision=hub.revision,
-                endpoint=hub.url,
-                cache_dir=str(hub.cache),
-                etag_timeout=max(0.1, hub.left()),
-                tqdm_class=_watched_tqdm_class(watch, progress),
-            ),
-            "hub-download",
-        )
-        try:
-            reason = _watch(thread, watch, hub, stall_timeout, chunk)
-            reason = None if reason is None else warnings.explain(reason)
-        except BaseException:  # Ctrl-C while waiting: stop the download and keep nothing partial
-            reason = "interrupted"
-            raise
-        finally:
-            if reason is not None:
-                watch.abandoned = True  # the thread stops at its next chunk; meanwhile it is a daemon
-                watch.remove_partial_files()
-    if reason is not None:
-        return None, reason
-    if "error" in box:
-        watch.remove_partial_files()  # huggingface_hub keeps a failed download's .incomplete file to resume it
-        error = box["error"]
-        # huggingface_hub's size check ("Consistency check failed") raises a bare OSError, no class of its own;
-        # errors of the network or the disk are subclasses or carry an errno
-        if type(error) is OSError and error.errno is None:
-            raise _TruncatedDownload(_first_line(error)) from error
-        return None, _describe_hub_error(error, hub, f"GET {hub.file_path}")
-    return Path(box["value"]), None
-
-
-def _watch(
-    thread: threading.Thread, watch: _DownloadWatch, hub: _HubRequest, stall_timeout: float, chunk: int
-) -> str | None:
-    """Wait for the download thread; the reason to abandon it, or ``None`` once it has ended."""
-    while thread.is_alive():
-        thread.join(0.1)
-        now = time.monotonic()
-        if not thread.is_alive():
-            break
-        if watch.last_progress is None and now >= hub.deadline:
-            return hub.timed_out(f"the download did not start: GET {hub.file_path}")
-        if watch.last_progress is not None and now - watch.last_progress >= stall_timeout:
-            return (
-                f"the download stalled: less than {_size_text(chunk)} arrived in {stall_timeout:g} s "
-                f"({watch.bytes:,} bytes saved); it was abandoned and nothing partial was kept"
+            # asked first, without retries: hf_hub_download retries a failing HEAD for up to a minute, then says
+            # "not in the cache" instead of the HTTP status
+            meta = get_hf_file_metadata(self.file_url, timeout=self.left(), retry_on_errors=False)
+            self.etag = meta.etag
+            if not self.proxy_note and meta.location:  # the download goes there (the real hub: a CDN)
+                self.host, self.port = _host_and_port(meta.location, "the file's location")
+            self.stage = f"the download did not start: GET {self.path}"
+            self.result = hf_hub_download(
+                self.repo_id,
+                self.filename,
+                revision=self.revision,
+                endpoint=self.url,
+                cache_dir=str(self.cache),
+                etag_timeout=self.left(),
+                tqdm_class=Watched,
             )
-    return None
+        except BaseException as e:  # noqa: BLE001 - handed to the watcher
+            self.error = e
+
+    def wait(self, show_progress: bool, stall_timeout: float) -> str | None:
+        """Run the download and wait: the ``GET`` answered before the deadline, then a chunk every
+        ``stall_timeout`` s. ``None`` once it ended (``result`` or ``error``), else why it was abandoned; an
+        abandoned download keeps no partial file (the library removes its own only when the download fails)."""
+        from huggingface_hub import constants
+
+        blobs = self.cache / f"models--{self.repo_id.replace('/', '--')}" / "blobs"
+        before = set(blobs.glob("*.incomplete"))
+        restore = constants.DOWNLOAD_CHUNK_SIZE
+        chunk = constants.DOWNLOAD_CHUNK_SIZE = min(restore, _PROGRESS_CHUNK)
+        # the library logs why it retries ("... Connection refused. Trying to resume download"): when our
+        # deadline comes first, that is the real reason
+        log, hf_logger = logging.handlers.BufferingHandler(64), logging.getLogger("huggingface_hub")
+        log.setLevel(logging.WARNING)
+        hf_logger.addHandler(log)
+        thread = threading.Thread(target=self._run, args=(show_progress,), name="hub-download", daemon=True)
+        reason, ended = None, False
+        try:
+            thread.start()
+            while thread.is_alive() and reason is None:
+                thread.join(0.1)
+                now = time.monotonic()
+                if not thread.is_alive():
+                    break
+                if self.last_progress is None and now >= self.deadline:
+                    reason = f"no answer within {self.budget:g} s ({self.stage})"
+                elif self.last_progress is not None and now - self.last_progress >= stall_timeout:
+                    size = f"{chunk >> 20} MiB" if chunk % (1 << 20) == 0 else f"{chunk:,} bytes"
+                    reason = (
+                        f"the download stalled: less than {size} arrived in {stall_timeout:g} s ({self.bytes:,} "
+                        "bytes saved); it was abandoned and nothing partial was kept"
+                    )
+            ended = reason is None
+        finally:
+            constants.DOWNLOAD_CHUNK_SIZE = restore
+            hf_logger.removeHandler(log)
+            if not ended:  # abandoned or interrupted: the thread stops at its next chunk; it is a daemon
+                self.abandoned = True
+                for f in set(blobs.glob("*.incomplete")) - before:
+                    f.unlink(missing_ok=True)
+        if reason is not None and log.buffer:
+            reason += f"; huggingface_hub reported: {_line(log.buffer[-1].getMessage())}"
+        return reason
+
+    def why(self, e: BaseException) -> str:
+        """One line saying why the hub did not provide the file (from the library's error classes)."""
+        import socket
+
+        from huggingface_hub import errors
+
+        http, rev = _first(e, errors.HfHubHTTPError), self.revision or "main"
+        if http is not None and http.response is not None:
+            answer = http.response
+            if isinstance(http, errors.RepositoryNotFoundError):  # gated repositories too
+                return (
+                    f"{answer.status_code}: repository {self.repo_id} not found on the hub (or it is private or "
+                    "gated: log in with `hf auth login`)"
+                )
+            if isinstance(http, errors.RevisionNotFoundError):
+                return f"{answer.status_code}: revision {rev} of {self.repo_id} not found on the hub"
+            if answer.status_code == 404:
+                return f"404: file not found on the hub ({self.repo_id}/{self.filename}, revision {rev})"
+            text = (
+                f"the hub answered {answer.status_code} {answer.reason_phrase} to {answer.request.method} {self.path}"
+            )
+            if answer.status_code in (401, 403):
+                text += " (a login may be needed: `hf auth login`, or the mirror refuses access)"
+            if wait := (answer.headers.get("Retry-After") or "").strip():
+                text += f" (it asks to retry after {wait}{' s' if wait.isdigit() else ''})"
+            return text
+        if _first(e, TimeoutError) is not None:  # socket time-outs, wrapped by httpx's ConnectTimeout / ReadTimeout
+            return f"no answer within {self.budget:g} s ({self.stage})"
+        if (down := _first(e, (ConnectionError, socket.gaierror))) is not None:  # refused, reset, DNS...
+            what = "refused" if isinstance(down, ConnectionRefusedError) else f"failed ({down.strerror or _line(down)})"
+            return f"cannot connect: connection to {self.host}:{self.port} {what}{self.proxy_note}"
+        return f"{type(e).__name__}: {_line(e)}"  # e.g. the library's "not a Hugging Face Hub endpoint"
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Entry points
-# ----------------------------------------------------------------------------------------------------------
+def _checksum_mismatch(path: Path, etag: str | None) -> str | None:
+    """Why a downloaded file does not match the hub's checksum, else ``None``: an LFS file's ETag is its sha256
+    (the library checks only the size). A file stored in git has git's SHA-1 as its ETag: not checked here."""
+    from huggingface_hub.utils.sha import sha_fileobj
+
+    if etag is None or not re.fullmatch(r"[0-9a-f]{64}", etag):
+        return None
+    with open(path, "rb") as f:
+        actual = sha_fileobj(f).hex()
+    return None if actual == etag else f"its sha256 is {actual}, the hub's ETag says {etag}"
+
+
 def fetch_hub_file(
     *,
     repo_id: str,
@@ -541,72 +316,62 @@ def fetch_hub_file(
     stall_timeout: float,
     notes: list[str],
 ) -> tuple[RunData, Path, str] | None:
-    """The hub file's run data: the cached copy, else a download. Returns ``(run, path, how)`` (a
-    :class:`~.run_data.RunData` validated once; ``how``:
-    ``"hub-cache"`` or ``"hub"``) or ``None`` with the reasons appended to ``notes``. A corrupt cached file is
-    removed (and reported in ``notes``), then downloaded again; a corrupt download is removed and raises
-    :class:`~.checkpoints.CorruptCheckpointError`."""
+    """The hub file's run data: the cached copy, else a download. ``(run, path, how)`` (``how``: ``"hub-cache"``
+    or ``"hub"``), or ``None`` with the reasons appended to ``notes``. A corrupt cached file is removed (and
+    reported in ``notes``), then downloaded again; a download that fails its checksum or checks is removed and
+    raises :class:`~.checkpoints.CorruptCheckpointError`."""
     from .checkpoints import CorruptCheckpointError
     from .run_data import RunData
 
     cache = hub_cache_dir(cache_dir)
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
-
     cached = cached_hub_file(repo_id, filename, revision, cache)
     if cached is not None:
         try:
             return RunData.from_file(cached), cached, "hub-cache"
         except CorruptCheckpointError as e:
-            gone = _remove_from_hub_cache(cached, cache)
-            notes.append(
-                f"the cached hub file {cached} is not valid run data ({e}); "
-                + ("it was removed from the Hugging Face cache" if gone else "remove it from the Hugging Face cache")
-            )
+            notes.append(f"the cached hub file {cached} is not valid run data ({_line(e)}); {_evict(cached, cache)}")
             print(f"[provision] {notes[-1]}; downloading it again.", file=sys.stderr)
     else:
         notes.append(f"no cached copy of {where} in the Hugging Face cache {cache}")
-
     if hub_offline():
         notes.append("the hub is switched off (HF_HUB_OFFLINE=1), so it was not contacted")
         return None
+
     url = hub_endpoint(endpoint)
     try:
-        hub = _HubRequest(url, repo_id, filename, revision, cache, hub_timeout)  # the decision's clock starts here
+        download = _Download(url, repo_id, filename, revision, cache, hub_timeout)  # the decision's clock starts
     except ValueError as e:
-        origin = "" if endpoint else " (from HF_ENDPOINT)" if os.environ.get("HF_ENDPOINT") else ""
+        origin = " (from HF_ENDPOINT)" if not endpoint and os.environ.get("HF_ENDPOINT") else ""
         notes.append(f"the hub was not contacted: {e}{origin}")
         return None
-
-    def give_up(reason: str) -> None:
-        notes.append(f"the hub {url} did not provide {where}: {reason} (decided in {hub.budget - hub.left():.1f} s)")
-
-    reason = _metadata_problem(hub)
-    if reason is not None:
-        give_up(reason)
-        return None
-    try:
-        downloaded, reason = _download_with_watchdog(hub, progress, stall_timeout)
-    except _TruncatedDownload as e:
+    reason, error = download.wait(progress, stall_timeout), download.error
+    if reason is None and type(error) is OSError and error.errno is None:
+        # the library's size check ("Consistency check failed") raises a bare OSError (others carry an errno)
         raise CorruptCheckpointError(
-            f"the download of {where} from {url} was cut short ({e}). It was not used; "
+            f"the download of {where} from {url} was cut short ({_line(error)}). It was not used; "
             "run the same call again to retry the download."
-        ) from e
-    if downloaded is None:
-        give_up(reason)
+        ) from error
+    if reason is not None or error is not None:
+        spent = download.budget - (download.deadline - time.monotonic())
+        notes.append(
+            f"the hub {url} did not provide {where}: {reason or download.why(error)} (decided in {spent:.1f} s)"
+        )
         return None
-    try:
-        data = RunData.from_file(downloaded)
-    except CorruptCheckpointError as e:
-        gone = _remove_from_hub_cache(downloaded, cache)
+
+    path = Path(download.result)
+    if (mismatch := _checksum_mismatch(path, download.etag)) is not None:
         raise CorruptCheckpointError(
-            f"the file downloaded from {url} ({where}) is not valid run data: {e}\n"
-            + (
-                f"It was removed from the Hugging Face cache ({cache}); run the same call again to download it again."
-                if gone
-                else f"Remove {downloaded} from the Hugging Face cache ({cache}) and run the call again."
-            )
+            f"the file downloaded from {url} ({where}) does not match the hub's checksum ({mismatch}); it was not "
+            f"used; {_evict(path, cache)}; run the same call again to download it again."
+        )
+    try:
+        return RunData.from_file(path), path, "hub"
+    except CorruptCheckpointError as e:
+        raise CorruptCheckpointError(
+            f"the file downloaded from {url} ({where}) is not valid run data: {e}\n{_evict(path, cache)}; "
+            "run the same call again to download it again."
         ) from e
-    return data, downloaded, "hub"
 
 
 def download_full_run_data(
@@ -621,13 +386,16 @@ def download_full_run_data(
     hub_timeout: float = DEFAULT_HUB_TIMEOUT,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> Path:
-    """Hub only: make sure the hub file is in the Hugging Face cache (downloading it if needed), validate it,
-    and return its path — or, with ``out``, copy it there (atomically) and return ``out``.
+    """Hub only: the hub file in the Hugging Face cache (downloaded if needed), checked; its path — or, with
+    ``out``, an atomic copy there (never over a folder, a file that is no run data, or a run trained locally).
 
     Raises :class:`ModelUnavailableError` (within ``hub_timeout`` s when the hub cannot be reached, does not
-    answer or fails; ``stall_timeout`` s after the last chunk of a download that stalls) or
+    answer or fails; ``stall_timeout`` s after the last chunk of a stalled download) or
     :class:`~.checkpoints.CorruptCheckpointError`.
     """
+    from .checkpoints import CorruptCheckpointError, write_bytes_atomically
+    from .run_data import RunData
+
     notes: list[str] = []
     got = fetch_hub_file(
         repo_id=repo_id,
@@ -647,52 +415,22 @@ def download_full_run_data(
             + "Connect to the internet (and unset HF_HUB_OFFLINE), or set HF_ENDPOINT / --endpoint to a reachable "
             "mirror; or train locally instead: `python -m part52_grokking_and_modular_arithmetic train`."
         )
-    _, path, _ = got
     if out is None:
-        return path
+        return got[1]
     out = Path(out).expanduser()
-    _check_copy_destination(out)
-    _copy_atomically(path, out)
-    return out
-
-
-def _check_copy_destination(out: Path) -> None:
-    """``download --out``: never replace a folder, a file that is no run data, or a run trained locally (only an
-    earlier copy of a hub file)."""
-    from .checkpoints import CorruptCheckpointError, load_run_data
-
     if out.is_dir():
         raise ValueError(f"{out} is a folder; --out (out) must be a file path, e.g. {out / HUB_FILENAME}")
-    if not out.exists():
-        return
-    try:
-        existing = load_run_data(out)
-    except CorruptCheckpointError as e:
-        raise CorruptCheckpointError(
-            f"{out} exists and is not valid run data; refusing to overwrite it with the download. Move it away or "
-            f"pass another --out (out). ({str(e).splitlines()[0][:160]})"
-        ) from e
-    if isinstance(existing.get("config"), dict) or "resume" in existing:
-        raise ValueError(
-            f"{out} holds a run trained locally; refusing to overwrite it with the hub file. Pass another --out (out)."
-        )
-
-
-def _copy_atomically(source: Path, out: Path) -> None:
-    """Copy ``source`` to ``out`` through a temporary file beside it (named like those of
-    :func:`~.checkpoints.write_bytes_atomically`, so a killed copy's leftover is recognised), then rename."""
-    from .checkpoints import RunFileWriteError, _temp_path, describe_os_error
-
-    tmp = _temp_path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, out)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if not isinstance(e, OSError):
-            raise
-        raise RunFileWriteError(
-            e.errno,
-            f"could not copy the hub file to {out}: {describe_os_error(e)}; the Hugging Face cache still holds it at {source}",
-        ) from e
+    if out.exists():
+        try:
+            existing = RunData.from_file(out)
+        except CorruptCheckpointError as e:
+            raise CorruptCheckpointError(
+                f"{out} exists and is not valid run data; refusing to overwrite it with the download. Move it "
+                f"away or pass another --out (out). ({_line(e)[:160]})"
+            ) from e
+        if existing.config_stored or existing.resume is not None:
+            raise ValueError(
+                f"{out} holds a run trained locally; refusing to overwrite it with the hub file. Pass another "
+                "--out (out)."
+            )
+    return write_bytes_atomically(got[1].read_bytes(), out)  # a temporary file beside it, then a rename

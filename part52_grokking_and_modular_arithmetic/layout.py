@@ -19,6 +19,7 @@ unembed.W_U                   (d_model, d_vocab_out)             same
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -27,10 +28,11 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE
+from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, parameter_shapes
 
 __all__ = [
     "PAPER_KEYS",
+    "paper_shapes",
     "is_paper_layout",
     "paper_to_transformer_lens",
     "transformer_lens_to_paper",
@@ -108,6 +110,13 @@ def paper_to_transformer_lens(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
     for name in _ZERO_BIASES:
         out[name] = torch.zeros(zero_shapes.get(name, (n_heads, d_head)), dtype=dtype)
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def paper_shapes(p: int) -> dict[str, tuple[int, ...]]:
+    """The paper-layout shape of each weight for modulus ``p`` (:func:`.model.parameter_shapes`, converted)."""
+    meta = {name: torch.empty(shape, device="meta") for name, shape in parameter_shapes(p).items()}
+    return {name: tuple(t.shape) for name, t in transformer_lens_to_paper(meta).items()}
 
 
 def transformer_lens_to_paper(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -1,13 +1,13 @@
 """The one-layer transformer of the paper, as a TransformerLens ``HookedTransformer``.
 
-* :func:`make_model_config` is the single description of the architecture (Nanda et al. 2023, arXiv 2301.05217).
-* :func:`make_model` builds it with the paper's initialisation and with only the MLP biases trainable
-  (the paper model has no attention, embedding or unembedding biases: TransformerLens' are kept at zero
-  and frozen).
+:func:`make_model_config` is the one description of the architecture (Nanda et al. 2023, arXiv 2301.05217);
+:func:`parameter_shapes` derives the weights' shapes from it. :func:`make_model` builds the model with the
+paper's initialisation and only the paper's parameters trainable (TransformerLens' extra biases stay zero).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -16,6 +16,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 __all__ = [
     "make_model_config",
+    "parameter_shapes",
     "make_model",
     "paper_init_",
     "PAPER_TRAINABLE",
@@ -79,6 +80,18 @@ def make_model_config(
         device=str(device),
         seed=seed,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def parameter_shapes(p: int) -> dict[str, tuple[int, ...]]:
+    """The TransformerLens-layout shape of each of the paper's parameters (:data:`PAPER_TRAINABLE`) for modulus
+    ``p``, read from a model of :func:`make_model_config` built on the meta device (no memory, ~1 ms)."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.filterwarnings("ignore", message=_TL_DEPRECATION, category=DeprecationWarning)
+        cfg = make_model_config(p, device="meta")
+        cfg.init_weights = False
+        params = dict(HookedTransformer(cfg).named_parameters())
+    return {name: tuple(params[name].shape) for name in PAPER_TRAINABLE}
 
 
 @torch.no_grad()

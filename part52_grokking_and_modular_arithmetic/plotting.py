@@ -1,27 +1,21 @@
 """Plotly helpers for the chapter's figures.
 
-Every helper **returns** a ``plotly.graph_objects.Figure`` and shows nothing unless asked
-(``show=True``), so the caller decides what to display. Inputs may be torch tensors (any device,
-any float dtype, with or without grad), numpy arrays or (nested) lists.
+Every helper **returns** a ``plotly.graph_objects.Figure`` and shows nothing unless asked (``show=True``).
+Inputs may be torch tensors (any device, any float dtype, with or without grad), numpy arrays or (nested)
+lists. Shared keyword arguments, where they make sense:
 
-Shared keyword arguments (where they make sense):
+* ``title``, ``xaxis``, ``yaxis``: figure and axis titles; ``log_x`` / ``log_y``: logarithmic axes;
+* ``hover``: one name per point (lines and scatters);
+* ``facet_col`` / ``facet_labels`` / ``facet_name``: split a heatmap into side-by-side panels along a dim;
+* ``animation_frame`` / ``animation_labels`` / ``animation_name``: animate a heatmap along a dim;
+  ``frame_labels`` / ``animation_name``: the slider labels of the animated lines and scatters;
+* ``show``: call ``fig.show()`` before returning; any other keyword goes to ``fig.update_layout``
+  (``width=``, ``height=``, ``template=`` ...).
 
-* ``title``, ``xaxis``, ``yaxis``: figure title and axis titles.
-* ``log_x`` / ``log_y``: logarithmic axes.
-* ``hover``: one name per point (for lines/scatters), shown on hover.
-* ``facet_col`` / ``facet_labels`` / ``facet_name``: split a heatmap into side-by-side panels along a dim.
-* ``animation_frame`` / ``animation_labels`` / ``animation_name``: animate a heatmap along a dim.
-* ``frame_labels`` / ``animation_name``: the slider labels of the animated line/scatter plots.
-* ``show``: call ``fig.show()`` before returning (default ``False``).
-* any other keyword goes to ``fig.update_layout`` (``width=``, ``height=``, ``template=`` ...).
-
-Animations keep the axis ranges fixed over all frames, so the eye sees the data move, not the axes.
-
-Heatmap conventions for the modular-arithmetic inputs: a batch index is ``x * p + y``; grids are shown
-with **rows = x** (the first input, y-axis titled "x") and **columns = y** (x-axis titled "y").
-
-Nothing here needs the internet: plotly.js is bundled with the ``plotly`` package (``fig.to_html`` embeds it
-by default).
+Animations keep the axis (and colour) ranges fixed over all frames, so the eye sees the data move, not the
+axes. Heatmaps of the modular-arithmetic inputs: a batch index is ``x * p + y``; grids are shown with
+**rows = x** (y-axis titled "x") and **columns = y** (x-axis titled "y"). Nothing here needs the internet:
+plotly.js is bundled with the ``plotly`` package (``fig.to_html`` embeds it by default).
 """
 
 from __future__ import annotations
@@ -61,25 +55,17 @@ ArrayLike = Tensor | np.ndarray | Sequence[Any]
 """What every helper accepts as data: a tensor, a numpy array, or a (nested) list/tuple of numbers."""
 
 _COLOURS = qualitative.Plotly
-_DIVERGING_SCALE = "RdBu"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Input conversion and checks
-# ----------------------------------------------------------------------------------------------------
 
 
 def to_numpy(data: ArrayLike | Real) -> np.ndarray:
     """Convert a tensor / array / (nested) list of numbers or tensors to a numpy array.
 
-    Tensors are detached and moved to the CPU; half-precision tensors are upcast to float32
-    (numpy has no bfloat16). Ragged lists raise a ``ValueError``.
+    Tensors are detached and moved to the CPU; half-precision tensors are upcast to float32 (numpy has no
+    bfloat16). Ragged lists raise a ``ValueError``.
     """
     if isinstance(data, Tensor):
         t = data.detach().cpu()
-        if t.dtype in (torch.bfloat16, torch.float16):
-            t = t.float()
-        return t.numpy()
+        return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
     if isinstance(data, np.ndarray):
         return data
     if isinstance(data, (list, tuple)) and any(isinstance(item, (Tensor, np.ndarray, list, tuple)) for item in data):
@@ -91,21 +77,20 @@ def to_numpy(data: ArrayLike | Real) -> np.ndarray:
     return np.asarray(data)
 
 
-def _array(data: ArrayLike, name: str, ndims: tuple[int, ...], expected: str) -> np.ndarray:
-    """``to_numpy(data)``, checked to have one of the ranks in ``ndims``; ``expected`` names the shapes."""
+def _array(data: ArrayLike, name: str, ndims: tuple[int, ...] | None = None, expected: str = "") -> np.ndarray:
+    """``to_numpy(data)`` (booleans as floats), checked to have one of the ranks in ``ndims`` (``expected``
+    names the shapes in the error)."""
     arr = to_numpy(data)
-    if arr.ndim not in ndims:
+    if ndims is not None and arr.ndim not in ndims:
         raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}")
-    if arr.dtype == bool:
-        arr = arr.astype(np.float32)
-    return arr
+    return arr.astype(np.float32) if arr.dtype == bool else arr
 
 
 def _labels(values: ArrayLike | None, length: int, name: str) -> list[Any] | None:
     """A list of ``length`` labels (or None), with a clear error when the length is wrong."""
     if values is None:
         return None
-    out = to_numpy(values).tolist() if not isinstance(values, (list, tuple)) else list(values)
+    out = list(values) if isinstance(values, (list, tuple)) else to_numpy(values).tolist()
     if len(out) != length:
         raise ValueError(f"{name} must have one entry per item ({length}), got {len(out)}")
     return out
@@ -122,80 +107,29 @@ def _finish(
     show: bool = False,
     **layout: Any,
 ) -> go.Figure:
-    """Apply the shared figure options (see the module docstring): title, axis titles, log axes, any
-    ``fig.update_layout`` keyword; show the figure if asked; return it."""
-    fig.update_layout(title=title or None)
-    if xaxis is not None:
-        fig.update_xaxes(title_text=xaxis)
-    if yaxis is not None:
-        fig.update_yaxes(title_text=yaxis)
-    if log_x:
-        fig.update_xaxes(type="log")
-    if log_y:
-        fig.update_yaxes(type="log")
-    if layout:
-        fig.update_layout(**layout)
+    """Apply the shared figure options (see the module docstring); show the figure if asked; return it."""
+    fig.update_layout(title=title or None, **layout)
+    for update, axis_title, log in ((fig.update_xaxes, xaxis, log_x), (fig.update_yaxes, yaxis, log_y)):
+        update(**({"title_text": axis_title} if axis_title is not None else {}), **({"type": "log"} if log else {}))
     if show:
         fig.show()
     return fig
 
 
-def _axis_range(values: np.ndarray, log: bool) -> list[float] | None:
-    """A padded [low, high] covering every finite value (log10 units for a log axis), or None."""
-    finite = values[np.isfinite(values)]
+def _finite_range(values: np.ndarray, log: bool = False, pad: float = 0.0) -> list[float] | None:
+    """``[low, high]`` of the finite values (log10 units for a log axis), widened by ``pad`` of its span
+    (0.5 each way when flat); None when there is no finite value."""
+    finite = values[np.isfinite(values)].astype(float)
     if log:
         finite = np.log10(finite[finite > 0])
     if finite.size == 0:
         return None
     low, high = float(finite.min()), float(finite.max())
-    pad = 0.05 * (high - low) if high > low else 0.5
-    return [low - pad, high + pad]
+    margin = pad * (high - low) if high > low else 0.5 * bool(pad)
+    return [low - margin, high + margin]
 
 
-def _symmetric_limit(arr: np.ndarray, midpoint: float) -> float:
-    """The largest finite distance from ``midpoint`` (1.0 if there is none), for a centred colour range."""
-    finite = arr[np.isfinite(arr)]
-    limit = float(np.abs(finite - midpoint).max()) if finite.size else 0.0
-    return limit if limit > 0 else 1.0
-
-
-# ----------------------------------------------------------------------------------------------------
-# Heatmaps
-# ----------------------------------------------------------------------------------------------------
-
-
-def _check_split_dims(arr: np.ndarray, facet_col: int | None, animation_frame: int | None) -> None:
-    """Check that ``arr`` is a 2-D grid plus exactly the dims named by ``facet_col`` / ``animation_frame``."""
-    split = [d for d in (facet_col, animation_frame) if d is not None]
-    for d in split:
-        if not -arr.ndim <= d < arr.ndim:
-            raise ValueError(f"facet_col/animation_frame dim {d} is out of range for shape {arr.shape}")
-    if len({d % arr.ndim for d in split}) < len(split):
-        raise ValueError(f"facet_col and animation_frame must be different dims, got {facet_col} and {animation_frame}")
-    if arr.ndim != 2 + len(split):
-        hint = "" if split else "; pass facet_col=<dim> or animation_frame=<dim> for the extra dims"
-        raise ValueError(
-            f"imshow expects a 2-D grid (rows, cols) plus one dim per facet_col/animation_frame "
-            f"({2 + len(split)}-D here), got shape {arr.shape}{hint}"
-        )
-
-
-def _relabel_facets(fig: go.Figure, facet_labels: list[Any] | None, facet_name: str) -> None:
-    """Replace plotly's "facet_col=i" panel titles with the given labels (or "facet_name=i")."""
-    for annotation in fig.layout.annotations:
-        match = re.fullmatch(r"facet_col=(\d+)", annotation.text or "")
-        if match:
-            i = int(match.group(1))
-            annotation.text = str(facet_labels[i]) if facet_labels is not None else f"{facet_name}={i}"
-
-
-def _relabel_slider(fig: go.Figure, labels: list[Any] | None, name: str) -> None:
-    """Label the animation slider's steps with ``labels`` and its read-out with ``name``."""
-    for slider in fig.layout.sliders:
-        slider.currentvalue.prefix = f"{name}="
-        if labels is not None:
-            for step, label in zip(slider.steps, labels, strict=True):
-                step.label = str(label)
+# ---- Heatmaps ------------------------------------------------------------------------------------------------------
 
 
 def imshow(
@@ -231,30 +165,34 @@ def imshow(
     colour scale on that value (see :func:`imshow_div`). The colour range is shared by every panel
     and frame, so colours are comparable across them.
     """
-    arr = to_numpy(data)
-    if arr.dtype == bool:
-        arr = arr.astype(np.float32)
-    _check_split_dims(arr, facet_col, animation_frame)
-    split = {d % arr.ndim for d in (facet_col, animation_frame) if d is not None}
-    rows_dim, cols_dim = [d for d in range(arr.ndim) if d not in split]
+    arr = _array(data, "data")
+    split = [d for d in (facet_col, animation_frame) if d is not None]
+    if any(not -arr.ndim <= d < arr.ndim for d in split):
+        raise ValueError(f"facet_col/animation_frame dims {split} are out of range for shape {arr.shape}")
+    if len({d % arr.ndim for d in split}) < len(split):
+        raise ValueError(f"facet_col and animation_frame must be different dims, got {facet_col} and {animation_frame}")
+    if arr.ndim != 2 + len(split):
+        hint = "" if split else "; pass facet_col=<dim> or animation_frame=<dim> for the extra dims"
+        raise ValueError(
+            f"imshow expects a 2-D grid (rows, cols) plus one dim per facet_col/animation_frame "
+            f"({2 + len(split)}-D here), got shape {arr.shape}{hint}"
+        )
+    rows_dim, cols_dim = [d for d in range(arr.ndim) if d not in {d % arr.ndim for d in split}]
     x_labels = _labels(x, arr.shape[cols_dim], "x (one label per column)")
     y_labels = _labels(y, arr.shape[rows_dim], "y (one label per row)")
-    facets = _labels(facet_labels, arr.shape[facet_col], "facet_labels") if facet_col is not None else None
+    facets = None if facet_col is None else _labels(facet_labels, arr.shape[facet_col], "facet_labels")
     frames = (
-        _labels(animation_labels, arr.shape[animation_frame], "animation_labels")
-        if animation_frame is not None
-        else None
+        None if animation_frame is None else _labels(animation_labels, arr.shape[animation_frame], "animation_labels")
     )
 
     if midpoint is not None:
-        limit = _symmetric_limit(arr, midpoint)
+        limit = (_finite_range(np.abs(arr - midpoint)) or [0.0, 0.0])[1] or 1.0  # the largest distance from it
         zmin = midpoint - limit if zmin is None else zmin
         zmax = midpoint + limit if zmax is None else zmax
-        color_continuous_scale = color_continuous_scale or _DIVERGING_SCALE
-    elif animation_frame is not None and arr.size and np.isfinite(arr).any():
+        color_continuous_scale = color_continuous_scale or "RdBu"
+    elif animation_frame is not None and (full := _finite_range(arr)) is not None:
         # one colour range for the whole animation (otherwise every frame rescales its colours)
-        zmin = float(np.nanmin(arr[np.isfinite(arr)])) if zmin is None else zmin
-        zmax = float(np.nanmax(arr[np.isfinite(arr)])) if zmax is None else zmax
+        zmin, zmax = full[0] if zmin is None else zmin, full[1] if zmax is None else zmax
 
     fig = px.imshow(
         arr,
@@ -269,37 +207,21 @@ def imshow(
         zmax=zmax,
         aspect=aspect,
     )
-    _relabel_facets(fig, facets, facet_name)
-    _relabel_slider(fig, frames, animation_name)
+    for annotation in fig.layout.annotations:  # plotly titles the panels "facet_col=i"
+        if match := re.fullmatch(r"facet_col=(\d+)", annotation.text or ""):
+            i = int(match.group(1))
+            annotation.text = str(facets[i]) if facets is not None else f"{facet_name}={i}"
+    for slider in fig.layout.sliders:
+        slider.currentvalue.prefix = f"{animation_name}="
+        for step, label in zip(slider.steps, frames or [], strict=bool(frames)):
+            step.label = str(label)
     return _finish(fig, title=title, show=show, **layout)  # px already titled the axes (outer panels only)
 
 
 def imshow_div(data: ArrayLike, *, midpoint: Real = 0.0, **kwargs: Any) -> go.Figure:
-    """:func:`imshow` with a diverging red-white-blue scale centred at ``midpoint`` (0 by default).
-
-    Use it for signed quantities (weights, Fourier coefficients): white is 0, red negative, blue positive.
-    Accepts the same shapes and keywords as :func:`imshow`.
-    """
+    """:func:`imshow` with a diverging red-white-blue scale centred at ``midpoint`` (0 by default), for signed
+    quantities (weights, Fourier coefficients): white is 0. Same shapes and keywords as :func:`imshow`."""
     return imshow(data, midpoint=midpoint, **kwargs)
-
-
-def _infer_p_from_inputs(shape: tuple[int, ...], p: int | None) -> tuple[int, bool]:
-    """Return (p, is_flat) for data indexed by the p^2 input pairs: ``(p^2, …)`` (flat) or ``(p, p, …)``."""
-    expected = "(p^2,), (p^2, n), (p, p) or (p, p, n): one entry per input pair (x, y), batch index x*p + y"
-    if len(shape) == 0:
-        raise ValueError(f"inputs_heatmap expects shape {expected}, got a scalar")
-    if p is not None:
-        if shape[0] == p * p:
-            return p, True
-        if len(shape) >= 2 and shape[:2] == (p, p):
-            return p, False
-        raise ValueError(f"inputs_heatmap expects shape {expected} with p = {p}, got {shape}")
-    if len(shape) >= 2 and shape[0] == shape[1] and shape[0] > 1:
-        return shape[0], False
-    root = math.isqrt(shape[0])
-    if root * root == shape[0] and root > 1:
-        return root, True
-    raise ValueError(f"inputs_heatmap expects shape {expected}, got {shape} (pass p= to disambiguate)")
 
 
 def _grid_heatmap(grid: np.ndarray, facet_col: int | None, animation_frame: int | None, **kwargs: Any) -> go.Figure:
@@ -330,8 +252,16 @@ def inputs_heatmap(
     Other keywords go to :func:`imshow` (``title``, ``facet_labels``, ``animation_name``, ``midpoint`` …).
     """
     arr = to_numpy(data)
-    p, is_flat = _infer_p_from_inputs(arr.shape, p)
-    grid = arr.reshape(p, p, *arr.shape[1:]) if is_flat else arr
+    shape = arr.shape
+    expected = "(p^2,), (p^2, n), (p, p) or (p, p, n): one entry per input pair (x, y), batch index x*p + y"
+    if p is None and len(shape) >= 2 and shape[0] == shape[1] > 1:
+        p = shape[0]
+    elif p is None and len(shape) >= 1 and math.isqrt(shape[0]) ** 2 == shape[0] and shape[0] > 1:
+        p = math.isqrt(shape[0])
+    if p is None or not (shape[:1] == (p * p,) or shape[:2] == (p, p)):
+        fit = "" if p is None else f" with p = {p}"
+        raise ValueError(f"inputs_heatmap expects shape {expected}{fit}, got {shape} (pass p= to disambiguate)")
+    grid = arr.reshape(p, p, *shape[1:]) if shape[0] == p * p and shape[:2] != (p, p) else arr
     return _grid_heatmap(grid, facet_col, animation_frame, xaxis=xaxis, yaxis=yaxis, aspect=aspect, **kwargs)
 
 
@@ -360,44 +290,11 @@ def imshow_fourier(
             f"basis vector, e.g. the output of fft2d), got {arr.shape}"
         )
     names = fourier_basis_names(arr.shape[0])
-    return _grid_heatmap(
-        arr,
-        facet_col,
-        animation_frame,
-        x=names,
-        y=names,
-        xaxis=xaxis,
-        yaxis=yaxis,
-        midpoint=midpoint,
-        aspect=aspect,
-        **kwargs,
-    )
+    labels = {"x": names, "y": names, "xaxis": xaxis, "yaxis": yaxis}
+    return _grid_heatmap(arr, facet_col, animation_frame, midpoint=midpoint, aspect=aspect, **labels, **kwargs)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Lines and scatters
-# ----------------------------------------------------------------------------------------------------
-
-
-def _is_per_line(x: Any, n_lines: int) -> bool:
-    """True when ``x`` is a list of x-arrays (one per line) rather than one shared x-array."""
-    if isinstance(x, (list, tuple)) and len(x) == n_lines and n_lines > 0:
-        return all(isinstance(item, (Tensor, np.ndarray, list, tuple)) for item in x)
-    return False
-
-
-def _line_xs(x: ArrayLike | Sequence[ArrayLike] | None, lengths: list[int]) -> list[np.ndarray]:
-    """One x-array per line: ``range(n)`` by default, a shared 1-D x, or one x per line."""
-    if x is None:
-        return [np.arange(n) for n in lengths]
-    if _is_per_line(x, len(lengths)):
-        xs = [_array(item, f"x[{i}]", (1,), "(n_points,)") for i, item in enumerate(x)]
-    else:
-        xs = [_array(x, "x", (1,), "(n_points,) or a list with one (n_points,) array per line")] * len(lengths)
-    for i, (xi, n) in enumerate(zip(xs, lengths, strict=True)):
-        if len(xi) != n:
-            raise ValueError(f"line {i} has {n} points but its x has {len(xi)} values")
-    return xs
+# ---- Lines and scatters --------------------------------------------------------------------------------------------
 
 
 def lines(
@@ -424,44 +321,41 @@ def lines(
     if not series:
         raise ValueError("lines needs at least one line, got none")
     names = _labels(labels, len(series), "labels (one per line)") or [str(i) for i in range(len(series))]
-    xs = _line_xs(x, [len(s) for s in series])
+    per_line = (
+        isinstance(x, (list, tuple))
+        and len(x) == len(series)
+        and all(isinstance(item, (Tensor, np.ndarray, list, tuple)) for item in x)
+    )
+    if x is None:
+        xs = [np.arange(len(s)) for s in series]
+    elif per_line:
+        xs = [_array(item, f"x[{i}]", (1,), "(n_points,)") for i, item in enumerate(x)]
+    else:
+        xs = [_array(x, "x", (1,), "(n_points,) or a list with one (n_points,) array per line")] * len(series)
     fig = go.Figure()
-    for xi, yi, name in zip(xs, series, names, strict=True):
+    for i, (xi, yi, name) in enumerate(zip(xs, series, names, strict=True)):
+        if len(xi) != len(yi):
+            raise ValueError(f"line {i} has {len(yi)} points but its x has {len(xi)} values")
         hovertext = _labels(hover, len(yi), "hover (one name per point)")
         fig.add_trace(go.Scatter(x=xi, y=yi, mode=mode, name=str(name), hovertext=hovertext))
     fig.update_layout(showlegend=len(series) > 1 or labels is not None)
     return _finish(fig, **options)
 
 
-def line(
-    y: ArrayLike,
-    *,
-    x: ArrayLike | None = None,
-    labels: ArrayLike | None = None,
-    **kwargs: Any,
-) -> go.Figure:
+def line(y: ArrayLike, *, x: ArrayLike | None = None, labels: ArrayLike | None = None, **kwargs: Any) -> go.Figure:
     """One line from a ``(n_points,)`` array, or one line per row of a ``(n_lines, n_points)`` array.
 
     ``x``: ``(n_points,)`` x values (default 0, 1, …). ``labels``: legend names for the rows of a 2-D
     ``y``. Other keywords as in :func:`lines` (``hover``, ``log_y``, ``title``, ``xaxis``, ``yaxis`` …).
     """
     arr = _array(y, "y", (1, 2), "(n_points,) or (n_lines, n_points)")
-    rows = arr[None] if arr.ndim == 1 else arr
-    return lines(rows, x=x, labels=labels, **kwargs)
+    return lines(arr[None] if arr.ndim == 1 else arr, x=x, labels=labels, **kwargs)
 
 
-def _marker_colour(
-    color: str | ArrayLike | None, n_points: int, color_label: str, colorscale: str
-) -> tuple[dict[str, Any], list[Any] | None]:
-    """Marker settings for ``color`` and, for categorical colours, the category of every point."""
-    if color is None or isinstance(color, str):
-        return ({"color": color} if color else {}), None
-    values = _array(color, "color", (1,), "(n_points,)")
-    if len(values) != n_points:
-        raise ValueError(f"color must have one value per point ({n_points}), got {len(values)}")
-    if np.issubdtype(values.dtype, np.number):
-        return {"color": values, "colorscale": colorscale, "colorbar": {"title": {"text": color_label}}}, None
-    return {}, values.tolist()
+def _colour_marker(values: np.ndarray, color_label: str, colorscale: str) -> dict[str, Any]:
+    """Marker settings for numeric colours: one colour scale (fixed to the range of all ``values``) with a bar."""
+    low, high = _finite_range(values) or [0.0, 1.0]
+    return {"colorscale": colorscale, "cmin": low, "cmax": high, "colorbar": {"title": {"text": color_label}}}
 
 
 def scatter(
@@ -480,81 +374,67 @@ def scatter(
     titled ``color_label``) or strings ``(n_points,)`` (one legend entry per category).
     ``hover``: one name per point. ``options``: the shared figure options (see :func:`lines`).
     """
-    xs = _array(x, "x", (1,), "(n_points,)")
-    ys = _array(y, "y", (1,), "(n_points,)")
+    xs, ys = _array(x, "x", (1,), "(n_points,)"), _array(y, "y", (1,), "(n_points,)")
     if len(xs) != len(ys):
         raise ValueError(f"x and y must have the same length, got {len(xs)} and {len(ys)}")
     hovertext = _labels(hover, len(xs), "hover (one name per point)")
-    marker, categories = _marker_colour(color, len(xs), color_label, colorscale)
     fig = go.Figure()
-    if categories is None:
+    if color is None or isinstance(color, str):
+        marker = {"color": color} if color else {}
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=marker, hovertext=hovertext, showlegend=False))
-    else:
-        cats = np.asarray(categories)
-        for category in dict.fromkeys(categories):
-            keep = cats == category
-            text = None if hovertext is None else [h for h, k in zip(hovertext, keep, strict=True) if k]
-            fig.add_trace(go.Scatter(x=xs[keep], y=ys[keep], mode="markers", name=str(category), hovertext=text))
-        fig.update_layout(legend_title_text=color_label)
+        return _finish(fig, **options)
+    values = _array(color, "color", (1,), "(n_points,)")
+    if len(values) != len(xs):
+        raise ValueError(f"color must have one value per point ({len(xs)}), got {len(values)}")
+    if np.issubdtype(values.dtype, np.number):
+        marker = {"color": values, **_colour_marker(values, color_label, colorscale)}
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", marker=marker, hovertext=hovertext, showlegend=False))
+        return _finish(fig, **options)
+    for category in dict.fromkeys(values.tolist()):  # one trace (legend entry) per category, in order of appearance
+        keep = values == category
+        text = None if hovertext is None else [h for h, k in zip(hovertext, keep, strict=True) if k]
+        fig.add_trace(go.Scatter(x=xs[keep], y=ys[keep], mode="markers", name=str(category), hovertext=text))
+    fig.update_layout(legend_title_text=color_label)
     return _finish(fig, **options)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Animations (a slider with one step per frame, plus play / pause buttons)
-# ----------------------------------------------------------------------------------------------------
+# ---- Animations (a slider with one step per frame, plus play / pause buttons) --------------------------------------
 
 
-def _animated_figure(frame_traces: list[list[go.Scatter]], labels: list[Any], name: str) -> go.Figure:
-    """A figure showing ``frame_traces[0]`` whose slider steps through every entry of ``frame_traces``."""
-    frames = [go.Frame(data=traces, name=str(i)) for i, traces in enumerate(frame_traces)]
-    step_args = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
-    steps = [
-        {"method": "animate", "label": str(label), "args": [[str(i)], step_args]} for i, label in enumerate(labels)
-    ]
+def _animated_figure(
+    frame_traces: list[list[go.Scatter]],
+    frame_labels: ArrayLike | None,
+    name: str,
+    xs: np.ndarray | None,
+    ys: np.ndarray,
+    options: Mapping[str, Any],
+) -> go.Figure:
+    """A figure showing ``frame_traces[0]``, a slider (labelled ``name=label``) stepping through every entry,
+    play / pause buttons and axes pinned to a range covering every frame's ``xs`` / ``ys`` (on log axes where
+    ``options`` ask for them)."""
+    labels = _labels(frame_labels, len(frame_traces), "frame_labels (one per frame)") or range(len(frame_traces))
+    still = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     play = {"frame": {"duration": 150, "redraw": True}, "fromcurrent": True, "transition": {"duration": 0}}
+    steps = [{"method": "animate", "label": str(label), "args": [[str(i)], still]} for i, label in enumerate(labels)]
     buttons = [
         {"label": "play", "method": "animate", "args": [None, play]},
-        {"label": "pause", "method": "animate", "args": [[None], {**step_args, "frame": {"duration": 0}}]},
+        {"label": "pause", "method": "animate", "args": [[None], still]},
     ]
-    fig = go.Figure(data=frame_traces[0], frames=frames)
-    slider = {
-        "steps": steps,
-        "currentvalue": {"prefix": f"{name}="},
-        "x": 0.1,
-        "len": 0.9,
-        "y": 0,
-        "xanchor": "left",
-        "yanchor": "top",
-        "pad": {"t": 60, "b": 10},
-    }
-    menu = {
-        "type": "buttons",
-        "direction": "left",
-        "buttons": buttons,
-        "x": 0.1,
-        "y": 0,
-        "xanchor": "right",
-        "yanchor": "top",
-        "pad": {"t": 70, "r": 10},
-    }
-    fig.update_layout(sliders=[slider], updatemenus=[menu])
-    return fig
-
-
-def _frame_labels(frame_labels: ArrayLike | None, n_frames: int) -> list[Any]:
-    return _labels(frame_labels, n_frames, "frame_labels (one per frame)") or list(range(n_frames))
-
-
-def _fix_ranges(fig: go.Figure, xs: np.ndarray | None, ys: np.ndarray, options: Mapping[str, Any]) -> None:
-    """Pin the axes to a range covering every frame's data (on log axes where ``options`` ask for them)."""
-    log_x, log_y = bool(options.get("log_x", False)), bool(options.get("log_y", False))
-    y_range = _axis_range(ys.astype(float), log_y)
-    if y_range is not None:
+    fig = go.Figure(
+        data=frame_traces[0], frames=[go.Frame(data=traces, name=str(i)) for i, traces in enumerate(frame_traces)]
+    )
+    below = {"x": 0.1, "y": 0, "yanchor": "top"}
+    slider = {**below, "steps": steps, "currentvalue": {"prefix": f"{name}="}, "len": 0.9, "xanchor": "left"}
+    menu = {**below, "type": "buttons", "direction": "left", "buttons": buttons, "xanchor": "right"}
+    fig.update_layout(
+        sliders=[{**slider, "pad": {"t": 60, "b": 10}}], updatemenus=[{**menu, "pad": {"t": 70, "r": 10}}]
+    )
+    if (y_range := _finite_range(ys, options.get("log_y", False), pad=0.05)) is not None:
         fig.update_yaxes(range=y_range)
     if xs is not None and np.issubdtype(xs.dtype, np.number):
-        x_range = _axis_range(xs.astype(float), log_x)
-        if x_range is not None:
+        if (x_range := _finite_range(xs, options.get("log_x", False), pad=0.05)) is not None:
             fig.update_xaxes(range=x_range)
+    return fig
 
 
 def animate_multi_lines(
@@ -591,23 +471,14 @@ def animate_multi_lines(
     if len(xs) != n_points:
         raise ValueError(f"x must have one value per point ({n_points}), got {len(xs)}")
     hovertext = _labels(hover, n_points, "hover (one name per point)")
-    frame_traces = [
-        [
-            go.Scatter(
-                x=xs,
-                y=arr[i, f],
-                mode="lines",
-                name=str(names[i]),
-                hovertext=hovertext,
-                line={"color": _COLOURS[i % len(_COLOURS)]},
-            )
-            for i in range(n_lines)
-        ]
-        for f in range(n_frames)
-    ]
-    fig = _animated_figure(frame_traces, _frame_labels(frame_labels, n_frames), animation_name)
+
+    def trace(i: int, f: int) -> go.Scatter:
+        line = {"color": _COLOURS[i % len(_COLOURS)]}
+        return go.Scatter(x=xs, y=arr[i, f], mode="lines", name=str(names[i]), hovertext=hovertext, line=line)
+
+    frame_traces = [[trace(i, f) for i in range(n_lines)] for f in range(n_frames)]
+    fig = _animated_figure(frame_traces, frame_labels, animation_name, xs, arr, options)
     fig.update_layout(showlegend=n_lines > 1 or labels is not None)
-    _fix_ranges(fig, xs, arr, options)
     return _finish(fig, **options)
 
 
@@ -620,36 +491,6 @@ def animate_lines(data: ArrayLike, *, label: str | None = None, **kwargs: Any) -
     """
     arr = _array(data, "data", (2,), "(n_frames, n_points)")
     return animate_multi_lines(arr[None], labels=None if label is None else [label], **kwargs)
-
-
-def _stack_frames(inputs: dict[str, ArrayLike]) -> dict[str, np.ndarray]:
-    """Check and broadcast each input to a common ``(n_frames, n_points)``.
-
-    Each input is ``(n_frames, n_points)`` or ``(n_points,)`` (then repeated in every frame).
-    """
-    arrays = {
-        key: _array(value, key, (1, 2), "(n_points,) (the same in every frame) or (n_frames, n_points)")
-        for key, value in inputs.items()
-    }
-    n_points = {a.shape[-1] for a in arrays.values()}
-    if len(n_points) > 1:
-        shapes = ", ".join(f"{key} {a.shape}" for key, a in arrays.items())
-        raise ValueError(f"{', '.join(arrays)} must have the same number of points, got {shapes}")
-    frame_counts = {a.shape[0] for a in arrays.values() if a.ndim == 2}
-    if len(frame_counts) > 1:
-        shapes = ", ".join(f"{key} {a.shape}" for key, a in arrays.items())
-        raise ValueError(f"inputs with several frames must have the same number of frames, got {shapes}")
-    n_frames = frame_counts.pop() if frame_counts else 1
-    return {key: np.broadcast_to(a, (n_frames, a.shape[-1])) for key, a in arrays.items()}
-
-
-def _colour_scale_marker(values: np.ndarray, color_label: str, colorscale: str) -> dict[str, Any]:
-    """Marker settings for numeric colours with one fixed colour range covering every frame."""
-    if not np.issubdtype(values.dtype, np.number):
-        raise ValueError(f"animate_scatter's color must be numeric, got dtype {values.dtype}")
-    finite = values[np.isfinite(values)]
-    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    return {"colorscale": colorscale, "cmin": low, "cmax": high, "colorbar": {"title": {"text": color_label}}}
 
 
 def animate_scatter(
@@ -672,48 +513,38 @@ def animate_scatter(
     (see :func:`lines`).
     """
     inputs = {"x": x, "y": y} if color is None else {"x": x, "y": y, "color": color}
-    arrays = _stack_frames(inputs)
-    n_frames, n_points = arrays["x"].shape
-    hovertext = _labels(hover, n_points, "hover (one name per point)")
-    marker = {} if color is None else _colour_scale_marker(arrays["color"], color_label, colorscale)
+    expected = "(n_points,) (the same in every frame) or (n_frames, n_points)"
+    arrays = {key: _array(value, key, (1, 2), expected) for key, value in inputs.items()}
+    shapes = ", ".join(f"{key} {a.shape}" for key, a in arrays.items())
+    if len({a.shape[-1] for a in arrays.values()}) > 1:
+        raise ValueError(f"{', '.join(arrays)} must have the same number of points, got {shapes}")
+    frame_counts = {a.shape[0] for a in arrays.values() if a.ndim == 2}
+    if len(frame_counts) > 1:
+        raise ValueError(f"inputs with several frames must have the same number of frames, got {shapes}")
+    n_frames = frame_counts.pop() if frame_counts else 1
+    arrays = {key: np.broadcast_to(a, (n_frames, a.shape[-1])) for key, a in arrays.items()}
+    hovertext = _labels(hover, arrays["x"].shape[1], "hover (one name per point)")
+    marker = {}
+    if color is not None:
+        if not np.issubdtype(arrays["color"].dtype, np.number):
+            raise ValueError(f"animate_scatter's color must be numeric, got dtype {arrays['color'].dtype}")
+        marker = _colour_marker(arrays["color"], color_label, colorscale)
 
-    def frame(f: int) -> list[go.Scatter]:
-        colours = {} if color is None else {"color": arrays["color"][f]}
-        trace = go.Scatter(
-            x=arrays["x"][f], y=arrays["y"][f], mode="markers", hovertext=hovertext, marker={**marker, **colours}
-        )
-        return [trace]
+    def trace(f: int) -> go.Scatter:
+        colours = marker if color is None else {**marker, "color": arrays["color"][f]}
+        return go.Scatter(x=arrays["x"][f], y=arrays["y"][f], mode="markers", hovertext=hovertext, marker=colours)
 
-    fig = _animated_figure([frame(f) for f in range(n_frames)], _frame_labels(frame_labels, n_frames), animation_name)
-    _fix_ranges(fig, arrays["x"], arrays["y"], options)
+    frame_traces = [[trace(f)] for f in range(n_frames)]
+    fig = _animated_figure(frame_traces, frame_labels, animation_name, arrays["x"], arrays["y"], options)
     return _finish(fig, **options)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Training phases
-# ----------------------------------------------------------------------------------------------------
-
-
-Phases = Sequence[tuple[str, Real, Real]] | Mapping[str, tuple[Real, Real]]
-
-
-def _phase_list(phases: Phases) -> list[tuple[str, float, float]]:
-    """``phases`` as checked ``(name, start, end)`` triples."""
-    items = [(name, *span) for name, span in phases.items()] if isinstance(phases, Mapping) else list(phases)
-    out = []
-    for item in items:
-        if len(item) != 3:
-            raise ValueError(f"each phase must be (name, start_epoch, end_epoch), got {item!r}")
-        name, start, end = item
-        if not start < end:
-            raise ValueError(f"phase {name!r} must start before it ends, got start={start}, end={end}")
-        out.append((str(name), float(start), float(end)))
-    return out
+# ---- Training phases -----------------------------------------------------------------------------------------------
 
 
 def mark_phases(
     fig: go.Figure,
-    phases: Phases,
+    phases: Sequence[tuple[str, Real, Real]] | Mapping[str, tuple[Real, Real]],
     *,
     shade: bool = True,
     boundaries: bool = True,
@@ -723,24 +554,22 @@ def mark_phases(
 
     ``phases``: ``(name, start_epoch, end_epoch)`` triples, or a mapping ``name -> (start, end)`` (the paper's
     mainline run: memorisation 0-1.4k, circuit formation 1.4k-9.4k, cleanup 9.4k-14k epochs; other runs grok
-    at other times). ``shade`` draws a labelled band per phase,
-    ``boundaries`` a dashed vertical line at every phase boundary. Returns ``fig`` for chaining.
-    (Shapes are placed in data units, so for a log x-axis pass epochs > 0.)
+    at other times). ``shade`` draws a labelled band per phase, ``boundaries`` a dashed vertical line at every
+    phase boundary. Returns ``fig`` for chaining. (Shapes are placed in data units, so for a log x-axis pass
+    epochs > 0.)
     """
-    spans = _phase_list(phases)
+    spans = []
+    for item in [(name, *span) for name, span in phases.items()] if isinstance(phases, Mapping) else phases:
+        if len(item) != 3:
+            raise ValueError(f"each phase must be (name, start_epoch, end_epoch), got {item!r}")
+        name, start, end = item
+        if not start < end:
+            raise ValueError(f"phase {name!r} must start before it ends, got start={start}, end={end}")
+        spans.append((str(name), float(start), float(end)))
+    band = {"opacity": opacity, "line_width": 0, "layer": "below", "annotation_position": "top left"}
     for i, (name, start, end) in enumerate(spans):
-        colour = _COLOURS[i % len(_COLOURS)]
         if shade:
-            fig.add_vrect(
-                x0=start,
-                x1=end,
-                fillcolor=colour,
-                opacity=opacity,
-                line_width=0,
-                layer="below",
-                annotation_text=name,
-                annotation_position="top left",
-            )
+            fig.add_vrect(x0=start, x1=end, fillcolor=_COLOURS[i % len(_COLOURS)], annotation_text=name, **band)
         elif boundaries:
             fig.add_annotation(x=start, y=1, yref="paper", text=name, showarrow=False, xanchor="left", yanchor="bottom")
     if boundaries:

@@ -1,30 +1,28 @@
 """The main job: provision the model, run the solutions notebook headless, write a self-contained HTML report.
 
-Stages (each timed and printed):
+The options and the output folder are checked first (the model may take minutes to train), then each stage
+is timed and printed: **model** (:func:`.provision.load_full_run_data`: the local file, the hub, or training),
+**execute** (the solutions notebook in a fresh ``python3`` kernel, cwd = the checkout, else the output folder;
+a failing cell stops the job with one line naming the cell, its section and the error, and the notebook as run
+so far is kept as ``<name>.failed.ipynb``), **export** (``grokking_and_modular_arithmetic.html``, which needs
+no network: plotly.js inlined once, each figure a ``<div>`` + ``Plotly.newPlot`` script, every equation MathML
+from ``latex2mathml``, so no MathJax; the executed notebook beside it).
 
-1. **model** — :func:`provision.load_full_run_data` (the cached file, the hub file, or a local training run);
-2. **execute** — run the solutions notebook in a fresh ``python3`` kernel (nbclient), cwd = the repo root
-   (the output folder when the package is pip-installed, not run from a checkout);
-3. **export** — write ``<out_dir>/grokking_and_modular_arithmetic.html`` (nbconvert) that needs no network:
-   plotly.js is inlined **once** in the page head and each figure becomes a ``<div>`` + ``Plotly.newPlot``
-   script (no CDN); every equation of the markdown (``$…$``, ``$$…$$``, ``\begin{…}``) is converted to MathML
-   with ``latex2mathml``, which browsers draw natively, so no MathJax is loaded (nbconvert's MathJax and
-   mermaid ``<script>`` blocks are left out). The executed notebook is saved beside it.
-
-The notebook comes from the checkout (``solutions/``) or, for a pip-installed package, from the copy shipped
-inside the package (``part52_grokking_and_modular_arithmetic/_notebooks/``, see ``pyproject.toml``).
-
-Command line: ``python -m part52_grokking_and_modular_arithmetic report [--out-dir reports]`` or
-``python -m part52_grokking_and_modular_arithmetic.report``.
+A report already in the folder is moved aside (``*.previous.*``) when the job starts and deleted once the new
+one is written (under a temporary name, then renamed): a report in place is always complete and of the last
+run that succeeded. The notebook is the checkout's (``solutions/``) or the copy shipped in the wheel.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import errno
 import json
 import os
 import re
+import stat
 import sys
 import time
 import warnings
@@ -36,6 +34,8 @@ from typing import Any
 __all__ = [
     "PLOTLY_MIME",
     "ReportResult",
+    "NotebookError",
+    "available_devices",
     "default_solutions_notebook",
     "execute_notebook",
     "summary_text",
@@ -50,6 +50,8 @@ __all__ = [
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 REPORT_NAME = "grokking_and_modular_arithmetic"
+#: the files the main job writes in its output folder (the failed one only when the notebook fails)
+HTML_NAME, EXECUTED_NAME, FAILED_NAME = (f"{REPORT_NAME}{e}" for e in (".html", "_executed.ipynb", ".failed.ipynb"))
 #: cell tag of the notebook's summary cell, whose printed output the main job repeats in the terminal
 SUMMARY_TAG = "summary"
 NOTEBOOK_NAME = f"{REPORT_NAME}_solutions.ipynb"
@@ -66,6 +68,8 @@ _FIGURE_CALL = re.compile(r'Plotly\.newPlot\(\s*"' + _FIGURE_ID_PREFIX + r'\d+"'
 _REQUIREJS_TAG = re.compile(r"<script[^>]*src=\"[^\"]*require(?:\.min)?\.js\"[^>]*>\s*</script>\s*")
 _CDN_PLOTLY = re.compile(r"<script[^>]*src=\"https?://[^\"]*plotly[^\"]*\"", re.IGNORECASE)
 _REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"(?:https?:)?//[^\"]*\"|\bimport\(\s*\"https?://", re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
 #: a TeX command copied verbatim into MathML text (latex2mathml's way of passing over one it does not know)
 _LEAKED_COMMAND = re.compile(r">[^<]*?(\\[A-Za-z]+)")
 #: nbconvert's lab template without its MathJax and mermaid loaders (CDN scripts): maths is MathML already.
@@ -122,30 +126,69 @@ def packaged_solutions_notebook() -> Path | None:
     return Path(str(entry))  # installed wheels are unpacked folders: the entry is a real file
 
 
+def available_devices() -> list[str]:
+    """The torch devices this machine can compute on: ``cpu``; ``cuda`` and ``cuda:N`` per visible GPU; ``mps``."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def _check_device(device: str | None) -> None:
+    if device is not None and device != "cpu" and device not in (valid := available_devices()):
+        raise ValueError(f"{device!r} is not a device of this machine; valid devices: {', '.join(valid)}")
+
+
 def _device_env(device: str) -> dict[str, str]:
     """Environment for a notebook kernel that should compute on ``device``: ``$PART52_DEVICE``, and
     ``CUDA_VISIBLE_DEVICES`` so that a notebook choosing "cuda when available" lands on it (empty for the CPU,
     the one GPU for ``cuda:N``)."""
-    import torch
-
-    dev = torch.device(device)
-    env = {ENV_DEVICE: str(dev)}
-    if dev.type == "cpu":
+    env = {ENV_DEVICE: device}
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    elif dev.type == "cuda" and dev.index is not None:
+    elif kind == "cuda" and index:
         visible = [v for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-        env["CUDA_VISIBLE_DEVICES"] = visible[dev.index] if dev.index < len(visible) else str(dev.index)
+        env["CUDA_VISIBLE_DEVICES"] = visible[int(index)] if int(index) < len(visible) else index
     return env
 
 
-def _kernel_cwd(out_dir: Path) -> Path:
-    """The notebook kernel's working directory: the checkout root when run from one, else ``out_dir``."""
-    from .provision import checkout_root
-
-    return checkout_root() or out_dir
-
-
 # ---------------------------------------------------------------------------------------------- execution
+
+
+class NotebookError(RuntimeError):
+    """The notebook stopped: the message names the cell, its section and the error (plain text); ``notebook``
+    is the notebook as run so far."""
+
+    def __init__(self, message: str, notebook):
+        super().__init__(message)
+        self.notebook = notebook
+
+
+def _failure(nb, index: int | None, e: BaseException) -> str:
+    """Where and why the notebook stopped, in one line without colour codes: ``cell 12 of 80 (section "…"),
+    line 3 `x = basis[67]`: IndexError: …``."""
+    if hasattr(e, "ename"):  # nbclient's CellExecutionError: the exception raised in the cell
+        error = f"{e.ename}: {e.evalue}"
+    else:  # a timeout, the kernel dying or failing to start: the first line says what happened
+        error = (str(e).strip() or type(e).__name__).splitlines()[0]
+    error = " ".join(_ANSI.sub("", error).split())[:400]
+    if index is None:
+        return f"the notebook kernel failed before any cell ran: {error}"
+    where = f"cell {index + 1} of {len(nb.cells)}"
+    for cell in reversed(nb.cells[:index]):
+        headings = _HEADING.findall(cell.source) if cell.cell_type == "markdown" else []
+        if headings:
+            where += f' (section "{headings[-1]}")'
+            break
+    line = re.search(r"^-+>\s*(\d+)\s(.*)$", _ANSI.sub("", getattr(e, "traceback", "") or ""), re.M)
+    if line:  # IPython marks the failing line of the cell: "----> 3 x = basis[67]"
+        where += f", line {line[1]} `{line[2].strip()}`"
+    return f"the notebook failed in {where}: {error}"
 
 
 def execute_notebook(
@@ -162,25 +205,30 @@ def execute_notebook(
     Args:
         cwd: working directory of the kernel (default: the repo root, so relative cache paths resolve).
         timeout: per-cell timeout in seconds.
-        allow_errors: keep going after a failing cell (errors stay in the outputs) instead of raising.
+        allow_errors: keep going after a failing cell (errors stay in the outputs) instead of stopping.
         env: extra environment variables for the kernel (merged into ``os.environ``).
+    Raises :class:`NotebookError` (cell, section, plain error text; the notebook as run so far) when a cell
+    fails or times out or the kernel dies.
     """
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(str(notebook_path), as_version=4)
-    cwd = Path(cwd) if cwd is not None else repo_root()
-    kernel_env = {**os.environ, **(env or {})}
+    started: list[int] = []  # the index of each cell as it starts
     client = NotebookClient(
         nb,
         timeout=timeout,
         kernel_name=kernel_name,
         allow_errors=allow_errors,
-        resources={"metadata": {"path": str(cwd)}},
+        resources={"metadata": {"path": str(Path(cwd) if cwd is not None else repo_root())}},
         store_widget_state=False,
+        on_cell_execute=lambda cell, cell_index: started.append(cell_index),
     )
-    # nbclient passes extra kwargs of async_start_new_kernel on to the kernel manager (env of the process).
-    client.execute(env=kernel_env)
+    try:
+        # nbclient passes extra kwargs of async_start_new_kernel on to the kernel manager (env of the process).
+        client.execute(env={**os.environ, **(env or {})})
+    except Exception as e:
+        raise NotebookError(_failure(nb, started[-1] if started else None, e), nb) from e
     return nb
 
 
@@ -369,20 +417,92 @@ def check_offline_html(html: str, n_figures: int | None = None) -> None:
 # ---------------------------------------------------------------------------------------------- main job
 
 
+@contextlib.contextmanager
 def _stage(name: str, timings: dict[str, float], log: Callable[[str], None]):
-    class _Timer:
-        def __enter__(self):
-            log(f"[report] {name} ...")
-            self.t0 = time.perf_counter()
-            return self
+    log(f"[report] {name} ...")
+    t0 = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - t0  # (not reached when the stage fails)
+    log(f"[report] {name}: done in {timings[name]:.1f} s")
 
-        def __exit__(self, *exc):
-            timings[name] = time.perf_counter() - self.t0
-            if exc[0] is None:
-                log(f"[report] {name}: done in {timings[name]:.1f} s")
-            return False
 
-    return _Timer()
+def _regular_file(path: Path, *, must_exist: bool = True) -> None:
+    """``OSError`` naming ``path`` unless it is a regular file (or, unless ``must_exist``, missing)."""
+    try:
+        mode = os.stat(path).st_mode  # follows links: a symlink loop raises ELOOP here
+    except FileNotFoundError:
+        if must_exist:
+            raise
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+
+
+def _writable_folder(path: Path) -> None:
+    """Make ``path`` an existing folder this process can write in, or raise ``OSError`` naming it (a file in
+    the way, a symlink loop, a read-only or unwritable folder). Tried by writing: ``os.access`` misses
+    read-only mounts for root and says nothing of a full disk."""
+    try:
+        if not stat.S_ISDIR(os.stat(path).st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file is in the way)", str(path))
+    except FileNotFoundError:
+        path.mkdir(parents=True)
+    probe = path / f".{REPORT_NAME}.probe-{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write in it: {e.strerror}", str(path)) from None
+
+
+def _write_then_rename(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a temporary name beside ``path``, then rename it to ``path``: never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _replacing_report(out_dir: Path, log: Callable[[str], None]):
+    """Move the report in ``out_dir`` aside (``*.previous.*``) while the job runs; keep it and say where if the
+    job fails, delete it (and any older one) once the new report is written. A failed notebook is removed."""
+    (out_dir / FAILED_NAME).unlink(missing_ok=True)
+    current = [out_dir / HTML_NAME, out_dir / EXECUTED_NAME]
+    previous = [path.with_name(f"{path.stem}.previous{path.suffix}") for path in current]
+    moved = False
+    for path, old in zip(current, previous, strict=True):
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)
+            moved = True
+    if moved:
+        log(f"[report] the report already in {out_dir} is moved aside until this one is written: {previous[0].name}")
+    try:
+        yield
+    except BaseException:
+        kept = f"; the previous one is {previous[0]} (not of this run)" if previous[0].exists() else ""
+        log(f"[report] no report written{kept}")
+        raise
+    for path in previous:
+        path.unlink(missing_ok=True)
+
+
+def _check_arguments(out_dir, notebook, run_path, cell_timeout, device) -> tuple[Path, Path]:
+    """``(out_dir, notebook)`` as paths once every argument of :func:`run_main_job` is valid and ``out_dir`` is
+    a folder it can write in (created); ``ValueError`` or ``OSError`` naming the path otherwise."""
+    notebook_path = Path(notebook) if notebook is not None else default_solutions_notebook()
+    if not cell_timeout > 0:
+        raise ValueError(f"cell_timeout (--cell-timeout) must be a number of seconds > 0, got {cell_timeout!r}")
+    _check_device(device)
+    _regular_file(notebook_path)
+    if run_path is not None:
+        _regular_file(Path(run_path), must_exist=False)  # a missing run file is provisioned
+    _writable_folder(Path(out_dir))
+    return Path(out_dir), notebook_path
 
 
 def run_main_job(
@@ -396,110 +516,119 @@ def run_main_job(
     device: str | None = None,
     log: Callable[[str], None] = print,
 ) -> ReportResult:
-    """Provision the model, execute the solutions notebook and write an offline HTML report.
+    """Check the arguments, provision the model, execute the notebook and write an offline HTML report.
 
     Args:
-        out_dir: folder for ``grokking_and_modular_arithmetic.html`` and the executed ``.ipynb``.
-        notebook: notebook to run (default: the checkout's solutions notebook).
-        run_path: checkpoint-history file for :func:`provision.load_full_run_data` (default: its default path).
-            When given, the notebook kernel reads it too (``PART52_RUN_PATH``).
-        allow_training: let provisioning train the model when neither a cached file nor the hub is available.
-        cell_timeout: per-cell timeout (seconds) of the notebook run.
-        device: torch device for the notebook's computations (``"cpu"``, ``"cuda"``, ``"cuda:1"``): the kernel
-            gets ``$PART52_DEVICE`` and a ``CUDA_VISIBLE_DEVICES`` showing only that device (none for the CPU).
-            ``None``: the notebook's own choice (a GPU when there is one).
-    Returns:
-        :class:`ReportResult` (paths, per-stage timings, number of figures).
+        out_dir: folder of the report and the executed notebook (created).
+        notebook: the notebook to run (default: :func:`default_solutions_notebook`).
+        run_path: the run file for :func:`.provision.load_full_run_data` and the kernel (``PART52_RUN_PATH``).
+        allow_training: let provisioning train the model when neither a local file nor the hub has it.
+        cell_timeout: per-cell timeout of the notebook run, seconds > 0.
+        device: one of :func:`available_devices`, given to the kernel as ``$PART52_DEVICE`` with a
+            ``CUDA_VISIBLE_DEVICES`` showing only it; ``None``: the notebook's choice (a GPU when there is one).
+    Raises, before any work, ``ValueError`` or ``OSError`` (naming the path) for a bad argument; after it,
+    :class:`NotebookError` or provisioning's errors (the log says where the previous report was moved).
     """
-    timings: dict[str, float] = {}
-    out_dir = Path(out_dir)
-    notebook_path = Path(notebook) if notebook is not None else default_solutions_notebook()
-    if device is not None:
-        import torch
+    import nbformat
 
-        torch.empty(0, device=device)  # fail now, with torch's message, on a device this machine lacks
-    t_start = time.perf_counter()
+    from .provision import checkout_root, load_full_run_data
 
-    with _stage("model (load_full_run_data)", timings, log):
-        from .provision import load_full_run_data
-
-        kwargs: dict[str, Any] = {"allow_training": allow_training}
-        if run_path is not None:
-            kwargs["path"] = run_path
-        data = load_full_run_data(**kwargs)
-        n_ckpt = len(data["state_dicts"])
-        last_epoch = data["epochs"][-1]
-        source = str(getattr(data, "source", "") or "")  # the run object's RunSource
-        del data
-        log(
-            f"[report] checkpoint history: {n_ckpt} checkpoints up to epoch {last_epoch} ({source or 'source unknown'})"
-        )
-
+    out_dir, notebook_path = _check_arguments(out_dir, notebook, run_path, cell_timeout, device)
     env = {"PART52_RUN_PATH": str(Path(run_path).resolve())} if run_path is not None else {}
     if not progress:
         env["TQDM_DISABLE"] = "1"
     if device is not None:
         env.update(_device_env(device))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with _stage(f"execute {notebook_path.name}", timings, log):
-        executed = execute_notebook(notebook_path, cwd=_kernel_cwd(out_dir), timeout=cell_timeout, env=env)
-
-    with _stage("export HTML", timings, log):
-        import nbformat
-
-        html, n_figures = notebook_to_offline_html(executed)
-        check_offline_html(html, n_figures)
-        html_path = out_dir / f"{REPORT_NAME}.html"
-        html_path.write_text(html, encoding="utf-8")
-        nb_path = out_dir / f"{REPORT_NAME}_executed.ipynb"
-        nbformat.write(executed, str(nb_path))
-
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    with _replacing_report(out_dir, log):
+        with _stage("model (load_full_run_data)", timings, log):
+            where = {"path": run_path} if run_path is not None else {}  # (else provisioning's default)
+            data = load_full_run_data(**where, allow_training=allow_training)
+            source = str(getattr(data, "source", "") or "")  # the run object's RunSource
+            n, last = len(data["state_dicts"]), data["epochs"][-1]
+            log(f"[report] checkpoint history: {n} checkpoints up to epoch {last} ({source or 'source unknown'})")
+            del data
+        with _stage(f"execute {notebook_path.name}", timings, log):
+            try:  # the kernel runs in the checkout (relative cache paths resolve), else in out_dir
+                nb = execute_notebook(notebook_path, cwd=checkout_root() or out_dir, timeout=cell_timeout, env=env)
+            except NotebookError as e:
+                failed = out_dir / FAILED_NAME
+                _write_then_rename(failed, lambda tmp: nbformat.write(e.notebook, str(tmp)))
+                raise NotebookError(f"{e} (the notebook as run so far: {failed})", e.notebook) from e.__cause__
+        with _stage("export HTML", timings, log):
+            html, n_figures = notebook_to_offline_html(nb)
+            check_offline_html(html, n_figures)
+            nb_path, html_path = out_dir / EXECUTED_NAME, out_dir / HTML_NAME
+            _write_then_rename(nb_path, lambda tmp: nbformat.write(nb, str(tmp)))
+            _write_then_rename(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
     timings["total"] = time.perf_counter() - t_start
-    summary = summary_text(executed)
+    summary = summary_text(nb)
     if summary:
         log("[report] summary of the run (from the notebook):\n" + summary.rstrip())
-    log(
-        f"[report] wrote {html_path.resolve()} ({html_path.stat().st_size / 1e6:.1f} MB, {n_figures} figures, plotly.js inlined)"
-    )
+    size = html_path.stat().st_size / 1e6
+    log(f"[report] wrote {html_path.resolve()} ({size:.1f} MB, {n_figures} figures, plotly.js inlined)")
     log(f"[report] executed notebook: {nb_path.resolve()}")
     log("[report] timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    return ReportResult(
-        html_path=html_path,
-        notebook_path=nb_path,
-        timings=timings,
-        n_figures=n_figures,
-        model_source=source,
-        summary=summary,
-    )
+    return ReportResult(html_path, nb_path, timings, n_figures, model_source=source, summary=summary)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``report`` command line: see :func:`run_main_job`."""
+    """``report`` command line (see :func:`run_main_job`): 0 on success, 1 with one line ``error: ...`` on a
+    failure, 2 for a bad option (argparse's usage error, before any work)."""
+    from .cli import error_line, number_arg
+
+    def device_arg(text: str) -> str:
+        try:
+            _check_device(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
     parser = argparse.ArgumentParser(
         prog="python -m part52_grokking_and_modular_arithmetic report",
-        description="Provision the model, execute the solutions notebook and write an offline HTML report.",
+        description="Provision the model, execute the solutions notebook and write an offline HTML report. "
+        "The options and the output folder are checked before anything else.",
     )
-    parser.add_argument("--out-dir", default="reports", help="output folder (default: reports)")
-    parser.add_argument("--notebook", default=None, help="notebook to execute (default: the solutions notebook)")
-    parser.add_argument("--run-path", default=None, help="checkpoint-history file (default: the package default)")
+    parser.add_argument("--out-dir", type=Path, default=Path("reports"), help="output folder (default: reports)")
+    parser.add_argument("--notebook", type=Path, help="notebook to execute (default: the solutions notebook)")
+    parser.add_argument("--run-path", type=Path, help="checkpoint-history file (default: the package default)")
     parser.add_argument(
         "--no-training", action="store_true", help="fail instead of training when no model is available"
     )
-    parser.add_argument("--cell-timeout", type=int, default=1800, help="per-cell timeout in seconds (default 1800)")
+    parser.add_argument(
+        "--cell-timeout",
+        type=number_arg(int, "a whole number of seconds", 0),
+        default=1800,
+        help="per-cell timeout in seconds (default 1800)",
+    )
     parser.add_argument(
         "--device",
-        default=None,
+        type=device_arg,
         help="torch device of the notebook's computations, e.g. cpu or cuda (default: the notebook picks)",
     )
     args = parser.parse_args(argv)
-    run_main_job(
-        args.out_dir,
-        notebook=args.notebook,
-        run_path=args.run_path,
-        allow_training=not args.no_training,
-        cell_timeout=args.cell_timeout,
-        device=args.device,
-    )
+    given = (("--out-dir", args.out_dir), ("--notebook", args.notebook), ("--run-path", args.run_path))
+    paths = {f"{flag} {path}": path for flag, path in given if path is not None}  # error_line names them
+    try:
+        _check_arguments(args.out_dir, args.notebook, args.run_path, args.cell_timeout, args.device)
+        from .train import keep_freed_memory  # (a slow import: after the checks)
+
+        keep_freed_memory()  # the command owns its process and may train the model: the allocator setting speeds it up
+        run_main_job(
+            args.out_dir,
+            notebook=args.notebook,
+            run_path=args.run_path,
+            allow_training=not args.no_training,
+            cell_timeout=args.cell_timeout,
+            device=args.device,
+        )
+    except Exception as e:
+        line = error_line(e, paths)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,26 +1,21 @@
-"""The run object: one validated description of a training run's checkpoint history.
+"""The run object: a run file's content, parsed and checked once.
 
-:class:`RunData` is what :func:`~.provision.load_full_run_data` returns and what the notebook, the graders, the
-Section 3 engine (:func:`~.dynamics.compute_dynamics`) and the report read. It holds, checked once when it is
-built (:func:`~.checkpoints.validate_run_data`):
+A run file (our trainer's, or the course's hub file) is a dict with the keys of :data:`FILE_KEYS`. Reading
+one (:meth:`RunData.from_file`, :meth:`RunData.from_dict`, :func:`as_run_data`) checks it in one ordered pass
+— structure, config, split, weights, indices, histories — and yields a :class:`RunData`, which every consumer
+(the notebook, the graders, the Section 3 engine, the command line, the report) takes as it is:
 
-* ``config``: the run's recipe (:class:`~.config.TrainConfig`) — stored in our own runs; for the course's hub
-  file, which stores none, inferred (``config_stored`` is then False): the paper's recipe (Nanda et al. 2023,
-  arXiv 2301.05217) with ``p`` read from the weights and the lengths and intervals read from the histories;
-* ``split``: the inputs, labels and train/test split of that recipe (:func:`~.data.make_split`);
-* ``state_dicts`` (paper layout), ``epochs``, ``train_losses``, ``test_losses`` and the optional ``resume``
-  record of the trainer;
-* ``source``: where it came from, a :class:`RunSource`;
-* ``p``, ``analysed_index`` (the epoch-40,000 checkpoint the course analyses, else the last one) and
-  ``model(i)``, the checkpoint ``i`` as a ``HookedTransformer``.
+* ``config``: the recipe (:class:`~.config.TrainConfig`), stored in our runs; for the hub file, which stores
+  none, inferred (``config_stored`` False): the paper's recipe (Nanda et al. 2023, arXiv 2301.05217) with
+  ``p`` from the weights and the lengths and intervals from the histories;
+* ``split``: inputs, labels and train/test split of that recipe (:func:`~.data.make_split`, built once);
+* ``state_dicts`` (paper layout), ``epochs``, ``train_losses``, ``test_losses``, ``resume``, ``source`` (a
+  :class:`RunSource`), ``p``, ``status`` (:func:`run_status`), ``analysed_index`` and ``model(i)``.
 
-It also reads like the run-file dict it wraps (``run["state_dicts"]``, ``"train_indices" in run``,
-``run.get("config")``), read-only, so code written for the dict keeps working. The file format itself is
-described in :mod:`.checkpoints`; the trainer writes and returns plain dicts.
+It also reads like the run-file dict it wraps (``run["state_dicts"]``, ``run.get("config")``), read-only.
 
     run = RunData.from_file("full_run_data.pth")
     model = run.model()                    # the analysed checkpoint
-    run.split.labels[run.split.train_indices]
 """
 
 from __future__ import annotations
@@ -30,11 +25,12 @@ import operator
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
+from .checkpoints import CorruptCheckpointError, safe_load
 from .config import ANALYSED_EPOCH, TrainConfig
 from .data import Split
 
@@ -43,33 +39,48 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANALYSED_EPOCH",
+    "FILE_KEYS",
+    "REQUIRED_KEYS",
+    "RESUME_FORMAT_VERSION",
     "HUB_RECIPE",
     "SourceKind",
     "RunSource",
+    "RunStatus",
     "RunData",
+    "run_status",
     "as_run_data",
+    "load_run_data",
+    "validate_run_data",
     "infer_config",
     "analysed_index_of",
     "model_from_checkpoint",
 ]
 
+#: The keys of a run file and what each holds: the file format's one description.
+FILE_KEYS = {
+    "state_dicts": "one paper-layout state dict per checkpoint",
+    "epochs": "the epoch of each checkpoint, strictly increasing",
+    "train_losses": "the train loss of every epoch",
+    "test_losses": "the test loss every config.test_every epochs",
+    "config": "our runs only: the recipe, TrainConfig.to_dict()",
+    "train_indices": "our runs only: the train split as indices x * p + y, in the paper's shuffled order",
+    "resume": "our runs only: the trainer's record (epochs_done, finished, diverged, state to continue)",
+}
+REQUIRED_KEYS = ("state_dicts", "epochs", "train_losses", "test_losses")
+#: Newest version of the ``resume`` record this package reads (``resume["format"]``; written by ``train``).
+RESUME_FORMAT_VERSION = 1
 #: The recipe of the hub run: the paper's mainline, 50k epochs, a checkpoint every 100, a test loss every 10.
 HUB_RECIPE: dict = dict(TrainConfig().to_dict(), epochs=50_000, save_every=100, test_every=10)
 
 SourceKind = Literal["local", "hub-cache", "hub", "trained", "memory"]
-#: The keys a run file may hold; a RunData reads like a dict of those it has.
-_FILE_KEYS = ("state_dicts", "epochs", "train_losses", "test_losses", "config", "train_indices", "resume")
 
 
 @dataclass(frozen=True)
 class RunSource:
-    """Where a run came from.
-
-    ``kind``: ``"local"`` (a file; ``location`` is its path), ``"hub-cache"`` / ``"hub"`` (the course's hub file,
-    found in the Hugging Face cache / downloaded; ``location`` is the cached file, ``detail`` ``repo/filename``),
-    ``"trained"`` (trained locally into ``location``; ``detail`` says why) or ``"memory"`` (built from a dict).
-    ``str()`` gives the sentence the course prints, e.g. ``"local file: PATH"``.
-    """
+    """Where a run came from: ``kind`` ``"local"`` (``location``: the file), ``"hub-cache"`` / ``"hub"`` (the
+    course's hub file, cached / downloaded; ``location``: the cached file, ``detail``: ``repo/filename``),
+    ``"trained"`` (``location``: the file; ``detail``: why) or ``"memory"``. ``str()`` is the sentence the
+    course prints, e.g. ``"local file: PATH"``."""
 
     kind: SourceKind
     location: str = ""
@@ -90,6 +101,41 @@ class RunSource:
         return "in memory" + (f": {self.detail}" if self.detail else "")
 
 
+class RunStatus(NamedTuple):
+    """Whether a run needs more training. ``state``: ``"finished"``, ``"unfinished"`` or ``"diverged"`` (never
+    to be continued); ``detail``: one line, e.g. ``"200 of 300 epochs done"``."""
+
+    state: Literal["finished", "unfinished", "diverged"]
+    detail: str
+
+
+def run_status(run: Mapping, config: TrainConfig | None = None) -> RunStatus:
+    """The one decision whether a run (a :class:`RunData` or a checked run-file dict) is finished.
+
+    * a diverged run (``resume["diverged"]``) is ``"diverged"``;
+    * with the trainer's ``resume`` record: its ``finished`` flag, and — when a requested ``config`` is given —
+      stopped early or trained for at least ``config.epochs``;
+    * without one: judged from the stored ``config`` (its length, or its early-stop test loss reached); a file
+      without ``config`` (the hub file) is finished.
+    """
+    resume, stored = run.get("resume"), run.get("config")
+    resume = resume if isinstance(resume, Mapping) else {}
+    if resume.get("diverged"):
+        return RunStatus("diverged", f"diverged at epoch {resume.get('diverged_at')} ({resume.get('diverged_loss')})")
+    stored = stored if isinstance(stored, Mapping) else {}
+    target = config.epochs if config is not None else stored.get("epochs")
+    if "finished" in resume:
+        done, early = int(resume.get("epochs_done", len(run["train_losses"]))), bool(resume.get("stopped_early"))
+        finished = bool(resume["finished"]) and (early or config is None or done >= config.epochs)
+    else:
+        done, stop, tests = len(run["train_losses"]), stored.get("stop_at_test_loss"), run["test_losses"]
+        early = stop is not None and len(tests) > 0 and float(tests[-1]) < float(stop)
+        finished = target is None or done >= int(target) or early
+    if finished:
+        return RunStatus("finished", f"{done:,} epochs" + (" (stopped early)" if early else ""))
+    return RunStatus("unfinished", f"{done:,} of {int(target):,} epochs done" if target else f"{done:,} epochs done")
+
+
 def _p_of(state_dict: Mapping[str, Tensor]) -> int:
     """``p`` from a checkpoint in either layout: the vocabulary is ``p + 1`` (``=`` is token ``p``)."""
     from .layout import is_paper_layout
@@ -99,20 +145,21 @@ def _p_of(state_dict: Mapping[str, Tensor]) -> int:
 
 
 def infer_config(data: Mapping, p: int | None = None) -> TrainConfig:
-    """The recipe of a run-file dict: its stored ``config``, or — for the hub file, which stores none — the
-    paper's recipe (:data:`HUB_RECIPE`) with ``p`` read from the weights, the length from ``train_losses``, the
-    checkpoint interval from ``epochs`` and the test interval from the number of ``test_losses``."""
+    """The recipe of a run-file dict: its stored ``config``, or — for the hub file — :data:`HUB_RECIPE` with
+    ``p`` from the weights, the length from ``train_losses``, the checkpoint interval from ``epochs`` and the
+    test interval from the number of ``test_losses``."""
     if isinstance(data.get("config"), Mapping):
         return TrainConfig.from_dict(dict(data["config"]))
-    if p is None:
-        p = _p_of(data["state_dicts"][0])
-    n_epochs = len(data["train_losses"])
-    epochs = [int(e) for e in data["epochs"]]
-    save_every = epochs[1] - epochs[0] if len(epochs) > 1 else max(n_epochs, 1)
-    n_test = len(data["test_losses"])
-    test_every = max(1, math.ceil(n_epochs / n_test)) if n_test else 1
+    n_epochs, n_test, epochs = len(data["train_losses"]), len(data["test_losses"]), list(data["epochs"])
+    save_every = int(epochs[1]) - int(epochs[0]) if len(epochs) > 1 else n_epochs
     return TrainConfig.from_dict(
-        dict(HUB_RECIPE, p=p, epochs=max(n_epochs, 1), save_every=max(save_every, 1), test_every=test_every)
+        dict(
+            HUB_RECIPE,
+            p=_p_of(data["state_dicts"][0]) if p is None else p,
+            epochs=max(n_epochs, 1),
+            save_every=max(save_every, 1),
+            test_every=max(1, math.ceil(n_epochs / n_test)) if n_test else 1,
+        )
     )
 
 
@@ -128,8 +175,8 @@ def analysed_index_of(epochs: list[int] | Tensor, epoch: int = ANALYSED_EPOCH) -
 def model_from_checkpoint(
     state_dicts: list[Mapping[str, Tensor]], index: int, device: str | torch.device = "cpu"
 ) -> HookedTransformer:
-    """Checkpoint ``index`` of ``state_dicts`` (paper or TransformerLens layout) as a ``HookedTransformer`` with
-    the paper's architecture; ``p`` is read from the weights. ``IndexError`` names the number of checkpoints."""
+    """Checkpoint ``index`` of ``state_dicts`` (paper or TransformerLens layout) as a ``HookedTransformer`` of
+    the paper's architecture; ``p`` from the weights. ``IndexError`` names the number of checkpoints."""
     from .layout import load_in_state_dict
     from .model import make_model
 
@@ -143,20 +190,137 @@ def model_from_checkpoint(
     return load_in_state_dict(make_model(_p_of(state_dict), seed=None, device=device), state_dict)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the one pass of checks; each raises CorruptCheckpointError with one line starting with `where`
+def _fail(where: str, what: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"{where}: {what}")
+
+
+def _check_tensor(t: Any, shape: tuple[int, ...], what: str, where: str) -> None:
+    """A finite float tensor of ``shape``."""
+    if not isinstance(t, Tensor) or tuple(t.shape) != shape or not t.is_floating_point():
+        got = f"{tuple(t.shape)} of {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+        raise _fail(where, f"{what} must be a float tensor of shape {shape}, got {got}")
+    # one float64 sum (no overflow for float32 weights; nan/inf propagate), then the exact count
+    if torch.isfinite(t.sum(dtype=torch.float64)) or not (bad := int((~torch.isfinite(t)).sum())):
+        return
+    kinds = "/".join(k for k, f in (("nan", torch.isnan), ("inf", torch.isinf)) if bool(f(t).any()))
+    raise _fail(
+        where,
+        f"{what} holds {bad:,} non-finite values ({kinds}) of {t.numel():,}: the run diverged or the file was "
+        "damaged; these weights cannot be analysed",
+    )
+
+
+def _check_structure(data: Any, where: str) -> list[int]:
+    """Keys, lengths and epochs; returns the epochs as ints."""
+    if not isinstance(data, Mapping):
+        raise _fail(where, f"expected a dict with keys {REQUIRED_KEYS}, got {type(data).__name__}")
+    if missing := [k for k in REQUIRED_KEYS if k not in data]:
+        raise _fail(where, f"missing keys {missing} (has {sorted(data)})")
+    state_dicts, epochs = data["state_dicts"], data["epochs"]
+    if not isinstance(state_dicts, (list, tuple)) or len(state_dicts) == 0:
+        raise _fail(where, "'state_dicts' must be a non-empty list of state dicts")
+    if len(epochs) != len(state_dicts):
+        raise _fail(where, f"{len(state_dicts)} state dicts but {len(epochs)} epochs")
+    if len(data["train_losses"]) == 0:
+        raise _fail(where, "'train_losses' is empty")
+    try:
+        values = [int(e) for e in epochs]
+    except (TypeError, ValueError):
+        raise _fail(where, f"'epochs' must be a list of integers, got {list(epochs)[:5]!r}") from None
+    if values[0] < 0 or any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise _fail(where, f"'epochs' must be integers >= 0 that increase strictly, got {values[:6]}")
+    return values
+
+
+def _check_histories(data: Mapping, config: TrainConfig, epochs: list[int], where: str) -> None:
+    """A run of our trainer: a checkpoint every ``save_every`` epochs (an early stop adds its last epoch) and a
+    test loss every ``test_every``."""
+    n, n_test = len(data["train_losses"]), -(-len(data["train_losses"]) // config.test_every)
+    regular = list(range(0, n, config.save_every))
+    if (epochs != regular and epochs[:-1] != regular) or epochs[-1] >= n:
+        raise _fail(
+            where,
+            f"checkpoints at epochs {epochs[:4]}… do not match the stored config (every {config.save_every} epochs "
+            f"over {n:,} epochs: {regular[:4]}…); the file is inconsistent",
+        )
+    if len(data["test_losses"]) != n_test:
+        raise _fail(
+            where,
+            f"{len(data['test_losses']):,} test losses stored, but {n:,} epochs with a test every "
+            f"{config.test_every} make {n_test:,}; the file is inconsistent",
+        )
+
+
+def _check_resume(resume: Any, p: int, stored: TrainConfig | None, n_train_losses: int, where: str) -> None:
+    """The trainer's ``resume`` record: counters that agree with the histories and the ``stored`` config, and —
+    for an unfinished run — the trained parameters, the optimizer and the scheduler state to continue."""
+    from .model import PAPER_TRAINABLE, parameter_shapes
+
+    where = f"{where}: resume record"
+    if not isinstance(resume, Mapping):
+        raise _fail(where, f"must be a dict, got {type(resume).__name__}")
+    done, version = resume.get("epochs_done"), resume.get("format", 1)
+    if isinstance(done, bool) or not isinstance(done, int) or done < 0:
+        raise _fail(where, f"'epochs_done' must be an integer >= 0, got {done!r}")
+    if not isinstance(resume.get("finished"), bool):
+        raise _fail(where, f"'finished' must be True or False, got {resume.get('finished')!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= RESUME_FORMAT_VERSION:
+        raise _fail(
+            where,
+            f"format {version!r}, but this package reads formats 1 to {RESUME_FORMAT_VERSION}: it was written by "
+            "another version; update the package or use another path",
+        )
+    if resume["finished"] or resume.get("diverged"):
+        return  # nothing to continue
+    if stored is not None and done >= stored.epochs:
+        raise _fail(
+            where,
+            f"marked unfinished after {done:,} epochs, but the stored config asks for {stored.epochs:,}; the file "
+            "is inconsistent",
+        )
+    if n_train_losses != done:
+        raise _fail(where, f"{done:,} epochs done but {n_train_losses:,} train losses stored")
+    if missing := [k for k in ("params", "optimizer", "scheduler") if not isinstance(resume.get(k), Mapping)]:
+        raise _fail(
+            where,
+            f"the run is unfinished but lacks {missing}, so it cannot be continued; train again with --no-resume "
+            "(resume=False) or choose another --out/out path",
+        )
+    shapes = [parameter_shapes(p)[name] for name in PAPER_TRAINABLE]
+    for name, shape in zip(PAPER_TRAINABLE, shapes, strict=True):
+        _check_tensor(resume["params"].get(name), shape, f"parameter {name!r} (p = {p})", where)
+    groups, per_param = resume["optimizer"].get("param_groups"), resume["optimizer"].get("state")
+    if (
+        not isinstance(groups, list)
+        or len(groups) != 1
+        or list(groups[0].get("params", [])) != list(range(len(shapes)))
+    ):
+        raise _fail(where, f"optimizer state: expected one parameter group of the {len(shapes)} trained parameters")
+    if not isinstance(per_param, Mapping):
+        raise _fail(where, "optimizer state: 'state' must be a dict")
+    for i, moments in per_param.items():
+        if not isinstance(i, int) or not 0 <= i < len(shapes) or not isinstance(moments, Mapping):
+            raise _fail(where, f"optimizer state: unexpected entry {i!r}")
+        for key in ("exp_avg", "exp_avg_sq"):
+            _check_tensor(moments.get(key), shapes[i], f"optimizer state: {key} of parameter {i}", where)
+    if missing := [k for k in ("last_epoch", "base_lrs", "lr_lambdas") if k not in resume["scheduler"]]:
+        raise _fail(where, f"the scheduler state lacks {missing}")
+
+
 @dataclass(frozen=True, eq=False)
 class RunData(Mapping):
-    """A validated checkpoint history (see the module docstring). Build it with :meth:`from_file`,
-    :meth:`from_dict` or :func:`as_run_data`; never by hand (the constructor does not validate).
+    """A checked checkpoint history (see the module docstring). Build it with :meth:`from_file`,
+    :meth:`from_dict` or :func:`as_run_data`, never by hand (the constructor does not check).
 
     Attributes:
         config: the recipe (stored, or inferred for the hub file: ``config_stored`` False).
         split: inputs ``(p^2, 3)``, labels ``(p^2,)``, train/test indices and masks (:class:`~.data.Split`).
-        state_dicts: one paper-layout state dict per checkpoint.
-        epochs: the epoch of each checkpoint.
+        state_dicts: one paper-layout state dict per checkpoint; epochs: the epoch of each.
         train_losses: one per epoch; test_losses: one per ``config.test_every`` epochs.
         resume: the trainer's resume record, or None (hub file).
-        source: where the run came from (:class:`RunSource`).
-        p: the modulus.
+        source: where the run came from (:class:`RunSource`); p: the modulus.
     """
 
     config: TrainConfig
@@ -171,53 +335,85 @@ class RunData(Mapping):
     p: int
     _data: Mapping = field(repr=False)
 
-    # ---- construction (validated once) -------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Mapping, source: RunSource | None = None, *, p: int | None = None) -> "RunData":
-        """Validate a run-file dict (:func:`~.checkpoints.validate_run_data`) and wrap it (no copy).
-        Raises :class:`~.checkpoints.CorruptCheckpointError` saying what was expected."""
-        from .checkpoints import CorruptCheckpointError, validate_run_data
-
+    def from_dict(cls, data: Mapping, source: RunSource | None = None, *, p: int | None = None) -> RunData:
+        """Check a run-file dict in one ordered pass and wrap it (no copy). ``p``: the modulus the weights must
+        have (default: read from them). Raises :class:`~.checkpoints.CorruptCheckpointError` (one line, saying
+        what was expected)."""
         source = source if source is not None else RunSource("memory")
+        from .layout import PAPER_KEYS, is_paper_layout, paper_shapes
+
         where = source.location or str(source)
-        p = validate_run_data(data, source=where, p=p)
+        epochs = _check_structure(data, where)
+        first = data["state_dicts"][0]
+        if not isinstance(first, Mapping) or any(k not in first for k in PAPER_KEYS):
+            raise _fail(where, f"state dicts must hold the paper-layout keys {PAPER_KEYS}")
+        if not is_paper_layout(first):
+            raise _fail(where, "state dicts must be in the paper layout (W_O of shape (d_model, n_heads*d_head))")
+        p = _p_of(first) if p is None else p
+        stored = "config" in data  # the recipe: stored (it must match the weights) or inferred; then the split
         try:
-            config = infer_config(data, p)
+            config = TrainConfig.from_dict(data["config"]) if stored else infer_config(data, p)
         except ValueError as e:
-            raise CorruptCheckpointError(f"{where}: could not infer the run's recipe: {e}") from None
-        split = Split.from_config(config)  # stored train_indices were checked against it by validate_run_data
+            raise _fail(where, str(e) if stored else f"could not infer the run's recipe: {e}") from None
+        if config.p != p:
+            raise _fail(
+                where,
+                f"the stored config says p = {config.p}, but the weights are for p = {p} (embed.W_E has {p + 1} "
+                "vocabulary columns); the file is inconsistent",
+            )
+        split = Split.from_config(config)
+        shapes = paper_shapes(p)
+        for i, sd in enumerate(data["state_dicts"]):
+            for name, shape in shapes.items():
+                t = sd.get(name) if isinstance(sd, Mapping) else None
+                _check_tensor(t, shape, f"state dict {i} (epoch {epochs[i]}): {name} (p = {p})", where)
+        if "train_indices" in data:
+            idx = torch.as_tensor(data["train_indices"])
+            if not stored:
+                raise _fail(where, "'train_indices' stored without the 'config' that defines the split")
+            if idx.ndim != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= p * p)):
+                raise _fail(where, f"'train_indices' must be a 1-D tensor of indices in [0, {p * p})")
+            if not torch.equal(idx.long(), split.train_indices):
+                raise _fail(
+                    where,
+                    f"'train_indices' ({len(idx):,} pairs) are not the split of the stored config (frac_train="
+                    f"{config.frac_train}, seed={config.seed}: {len(split.train_indices):,} pairs); the file is "
+                    "inconsistent",
+                )
         resume = data.get("resume")
+        if "resume" in data:
+            _check_resume(resume, p, config if stored else None, len(data["train_losses"]), where)
+            if stored:
+                _check_histories(data, config, epochs, where)
         return cls(
             config=config,
-            config_stored=isinstance(data.get("config"), Mapping),
+            config_stored=stored,
             split=split,
             state_dicts=data["state_dicts"],
-            epochs=[int(e) for e in data["epochs"]],
+            epochs=epochs,
             train_losses=data["train_losses"],
             test_losses=data["test_losses"],
-            resume=resume if isinstance(resume, Mapping) else None,
+            resume=resume,
             source=source,
             p=p,
             _data=data,
         )
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, source: RunSource | None = None, *, p: int | None = None) -> "RunData":
-        """Load a run file safely (``torch.load(weights_only=True)``) and validate it once. ``source``
-        defaults to ``RunSource("local", path)``."""
-        from .checkpoints import safe_load
-
+    def from_file(cls, path: str | os.PathLike, source: RunSource | None = None, *, p: int | None = None) -> RunData:
+        """Read a run file (verified, weights-only: :func:`~.checkpoints.safe_load`) and check it once.
+        ``source`` defaults to ``RunSource("local", path)``."""
         return cls.from_dict(safe_load(path), source if source is not None else RunSource("local", str(path)), p=p)
 
-    def with_source(self, source: RunSource) -> "RunData":
-        """The same run (nothing validated again), described as coming from ``source``."""
+    def with_source(self, source: RunSource) -> RunData:
+        """The same run (nothing checked again), described as coming from ``source``."""
         return replace(self, source=source)
 
-    # ---- what the course reads ----------------------------------------------------------------------
     @property
     def analysed_index(self) -> int:
-        """Index of the checkpoint the course analyses: epoch 40,000 when present (index 400 of the hub
-        file), else the last checkpoint."""
+        """The checkpoint the course analyses: epoch 40,000 when present (index 400 of the hub file), else the
+        last one."""
         return analysed_index_of(self.epochs)
 
     @property
@@ -234,27 +430,30 @@ class RunData(Mapping):
         return self.source.kind
 
     @property
+    def status(self) -> RunStatus:
+        """Finished, unfinished or diverged (:func:`run_status`)."""
+        return run_status(self)
+
+    @property
     def finished(self) -> bool:
-        """Whether the run needs no more training (see :func:`~.checkpoints.run_is_complete`)."""
-        from .checkpoints import run_is_complete
+        """Whether the run needs no more training."""
+        return self.status.state == "finished"
 
-        return run_is_complete(self._data)
-
-    # ---- read-only dict view of the run file ----------------------------------------------------------
+    # a read-only dict view of the run file
     def __getitem__(self, key: str) -> Any:
-        if key in _FILE_KEYS and key in self._data:
+        if key in FILE_KEYS and key in self._data:
             return self._data[key]
         hint = {"source": " (use run.source)", "p": " (use run.p)"}.get(key, "") if isinstance(key, str) else ""
         raise KeyError(f"{key!r}: not in this run file{hint}; it holds {list(self)}")
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k in _FILE_KEYS if k in self._data)
+        return (k for k in FILE_KEYS if k in self._data)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
     def __contains__(self, key: object) -> bool:
-        return key in _FILE_KEYS and key in self._data
+        return key in FILE_KEYS and key in self._data
 
     __eq__ = object.__eq__  # identity: comparing tensors elementwise has no single truth value
     __hash__ = object.__hash__
@@ -268,8 +467,8 @@ class RunData(Mapping):
 
 
 def as_run_data(run: RunData | Mapping | str | os.PathLike, source: RunSource | None = None) -> RunData:
-    """A :class:`RunData` from a RunData (returned as it is: validated already), a run-file dict (validated)
-    or the path of a run file (loaded safely and validated)."""
+    """A :class:`RunData` from a RunData (returned as it is), a run-file dict or a run file's path (both
+    checked once)."""
     if isinstance(run, RunData):
         return run
     if isinstance(run, (str, os.PathLike)):
@@ -277,3 +476,16 @@ def as_run_data(run: RunData | Mapping | str | os.PathLike, source: RunSource | 
     if isinstance(run, Mapping):
         return RunData.from_dict(run, source)
     raise TypeError(f"expected run data: a RunData, a run-file dict or a file path, got {type(run).__name__}")
+
+
+def load_run_data(path: str | os.PathLike, p: int | None = None) -> dict:
+    """Read and check a run file; the plain dict (the trainer's format). For the run object use
+    :meth:`RunData.from_file`."""
+    data = safe_load(path)
+    RunData.from_dict(data, RunSource("local", str(path)), p=p)
+    return data
+
+
+def validate_run_data(data: Any, source: str = "run data", p: int | None = None) -> int:
+    """Check a run-file dict (:meth:`RunData.from_dict`); its modulus ``p``. Prefer building the RunData."""
+    return RunData.from_dict(data, RunSource("memory", source) if source else None, p=p).p

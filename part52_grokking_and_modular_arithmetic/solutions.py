@@ -31,7 +31,8 @@ Sec.   Exercise                                         Reference
 3.4    ``embed_SVD(model)``                             :func:`analysis.embed_SVD`
 =====  ==============================================  ======================================================
 
-The student grader (``tests.py``) checks a student's version of each against these.
+The student grader (:mod:`.grading.graders`, reached from the notebooks as ``tests.test_<exercise>``) checks a
+student's version of each against these, in the dtype of its inputs (float32 in the chapter).
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ Resuming is per member: a member whose file holds a finished run is skipped, an 
 a diverged one is left alone (run again with a lower lr into another folder), and a file that holds something
 else (another configuration, a damaged file) is reported and never overwritten.
 
-Members are trained by the batched trainer (:func:`.batched_train.train_many`: S runs as one set of batched
-tensors), which writes and resumes each member's file exactly as :func:`~.train.train` does.
+Members are trained by :func:`.train.train_many` (S runs as one set of batched tensors), which writes and
+resumes each member's file exactly as :func:`~.train.train` does. Before training anything a sweep checks the
+memory of its largest group and the disk room of all its member files, and refuses at once when another process
+is training one of its members.
 
 :func:`sweep_summary` collects every run file under a folder into one table (config, the epoch the test loss
 first falls below ``1e-2``, final losses, key frequencies of the last checkpoint, status) and
@@ -25,7 +27,7 @@ first falls below ``1e-2``, final losses, key frequencies of the last checkpoint
 
 Memory (``p = 113``): one checkpoint is 0.91 MB (226,816 float32 weights); the default sweep checkpoint
 interval (:data:`SWEEP_SAVE_EVERY`) keeps a 64-run sweep of the default recipe within 4 GB (see
-:func:`estimate_sweep_memory_bytes`).
+:func:`~.batched_train.estimate_memory_bytes`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .checkpoints import CorruptCheckpointError, expected_paper_shapes, load_run_data
+from .checkpoints import CorruptCheckpointError
 from .config import TrainConfig, check_field
+from .run_data import load_run_data, run_status
 
 __all__ = [
     "SWEEP_SAVE_EVERY",
@@ -53,9 +56,7 @@ __all__ = [
     "shard_members",
     "member_filename",
     "member_state",
-    "run_status",
     "grokking_epoch",
-    "estimate_sweep_memory_bytes",
     "default_sweep_memory_note",
     "run_sweep",
     "SweepResult",
@@ -66,7 +67,7 @@ __all__ = [
 
 #: Default checkpoint interval (epochs) of a sweep's members: a 64-run sweep of the default recipe (p = 113,
 #: 15,000 epochs) keeps 31 checkpoints of 0.91 MB per run, 1.8 GB in all, and trained as one group by the
-#: batched trainer needs about 2.7 GB, within 4 GB (every 100 epochs: 9.8 GB; see :func:`estimate_sweep_memory_bytes`).
+#: batched trainer needs about 2.7 GB, within 4 GB (every 100 epochs: 9.8 GB; see :func:`~.batched_train.estimate_memory_bytes`).
 SWEEP_SAVE_EVERY = 500
 
 #: The fields a sweep takes lists of, in the grid's order (the last varies fastest), with their CLI options.
@@ -178,17 +179,6 @@ def member_filename(config: TrainConfig) -> str:
 
 # ---------------------------------------------------------------------------------------------------------
 # the state of a member's file
-def run_status(data: dict) -> str:
-    """``"diverged"``, ``"finished"`` or ``"unfinished"`` from a run file's ``resume`` record (a file without
-    one, such as the course's hub file, is a finished run)."""
-    resume = data.get("resume")
-    if not isinstance(resume, dict):
-        return "finished"
-    if resume.get("diverged"):
-        return "diverged"
-    return "finished" if resume.get("finished") else "unfinished"
-
-
 def member_state(path: str | os.PathLike, config: TrainConfig) -> tuple[str, str]:
     """What ``path`` holds for the member ``config``: ``(state, detail)`` with state one of
 
@@ -199,29 +189,18 @@ def member_state(path: str | os.PathLike, config: TrainConfig) -> tuple[str, str
     * ``"conflict"``: a file that is not a run of this configuration (another config, not written by the
       trainer, damaged, a folder): never overwritten; ``detail`` says why.
     """
+    from .train import load_stored_run  # (torch and TransformerLens: only when members are looked at)
+
     path = Path(path)
     if not path.exists():
         return "missing", ""
     try:
-        data = load_run_data(path)
-    except (CorruptCheckpointError, ValueError, FileNotFoundError, OSError) as e:
+        data = load_stored_run(path, config)
+    except (CorruptCheckpointError, OSError) as e:
         return "conflict", f"not a readable run file ({_first_line(e)})"
-    stored = data.get("config")
-    if not isinstance(stored, dict) or not isinstance(data.get("resume"), dict):
-        return "conflict", "a run file not written by the trainer (no config/resume record)"
-    mine, theirs = config.to_dict(), TrainConfig.from_dict(stored).to_dict()
-    diff = [f"{k}: file {theirs[k]!r}, sweep {mine[k]!r}" for k in mine if k != "epochs" and theirs[k] != mine[k]]
-    if diff:
-        return "conflict", "a run of another configuration (" + "; ".join(diff) + ")"
-    resume = data["resume"]
-    done = int(resume["epochs_done"])
-    if resume.get("diverged"):
-        return "diverged", f"diverged at epoch {resume.get('diverged_at')} ({resume.get('diverged_loss')})"
-    if done > config.epochs:
-        return "conflict", f"a run of {done:,} epochs, more than the {config.epochs:,} of this sweep"
-    if resume.get("finished") and (resume.get("stopped_early") or done >= config.epochs):
-        return "finished", f"{done:,} epochs" + (" (stopped early)" if resume.get("stopped_early") else "")
-    return "unfinished", f"{done:,} of {config.epochs:,} epochs done"
+    except ValueError as e:  # another configuration, not written by the trainer, more epochs
+        return "conflict", _first_line(e)
+    return run_status(data, config)
 
 
 def _first_line(e: BaseException) -> str:
@@ -232,27 +211,23 @@ def _first_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # memory
 def _checkpoint_bytes(p: int) -> int:
-    """One checkpoint (float32 paper-layout weights) of the model for modulus ``p``: 907,264 bytes at p = 113."""
-    return 4 * sum(math.prod(s) for s in expected_paper_shapes(p).values())
+    """One checkpoint (float32 weights) of the model for modulus ``p``: 907,264 bytes at p = 113."""
+    from .model import parameter_shapes
 
-
-def estimate_sweep_memory_bytes(configs: Sequence[TrainConfig]) -> int:
-    """Memory a group of members trained together needs, estimated from the shapes alone: the batched
-    trainer's own estimate (:func:`.batched_train.estimate_sweep_memory_bytes`)."""
-    from .batched_train import estimate_sweep_memory_bytes as batched_estimate
-
-    return int(batched_estimate(list(configs))) if configs else 0
+    return 4 * sum(math.prod(s) for s in parameter_shapes(p).values())
 
 
 def default_sweep_memory_note(n_runs: int = 64) -> str:
     """One sentence on the memory an ``n_runs``-member sweep of the default recipe (p = 113, 15,000 epochs, a
-    checkpoint every :data:`SWEEP_SAVE_EVERY` epochs) needs, trained as one group by :func:`.batched_train.train_many`."""
+    checkpoint every :data:`SWEEP_SAVE_EVERY` epochs) needs, trained as one group by :func:`.train.train_many`."""
+    from .batched_train import estimate_memory_bytes
+
     config = dataclasses.replace(TrainConfig(), save_every=SWEEP_SAVE_EVERY)
-    need = estimate_sweep_memory_bytes([config] * n_runs)
+    need = estimate_memory_bytes([config] * n_runs)
     history = n_runs * (math.ceil(config.epochs / config.save_every) + 1) * _checkpoint_bytes(config.p)
     head = f"a {n_runs}-run sweep of the default recipe (p = {config.p}, {config.epochs:,} epochs)"
     each = f"{_checkpoint_bytes(config.p) / 1e6:.2f} MB per checkpoint"
-    every_100 = estimate_sweep_memory_bytes([dataclasses.replace(config, save_every=100)] * n_runs)
+    every_100 = estimate_memory_bytes([dataclasses.replace(config, save_every=100)] * n_runs)
     return (
         f"{head} then needs about {need / 1e9:.1f} GB trained as one group, {history / 1e9:.2f} GB of it checkpoints "
         f"({each}), plus ~0.45 GB for Python, torch and TransformerLens; with --save-every 100 it would need "
@@ -260,8 +235,6 @@ def default_sweep_memory_note(n_runs: int = 64) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# training: the one switch between the batched trainer and a loop of single runs
 # ---------------------------------------------------------------------------------------------------------
 # a sweep
 @dataclasses.dataclass
@@ -296,7 +269,7 @@ def run_sweep(
 
     Each member goes to ``out_dir / member_filename(config)``; finished and diverged members are skipped, files
     that hold something else are reported in ``SweepResult.conflicts`` and left alone, the rest are trained
-    (continued where a file holds an unfinished run) with :func:`.batched_train.train_many`, ``group_size`` members at a
+    (continued where a file holds an unfinished run) with :func:`.train.train_many`, ``group_size`` members at a
     time (default: all of them in one group). ``dry_run``: say what would be done, train nothing.
     ``log`` receives one line per member and per group.
     """
@@ -315,14 +288,21 @@ def run_sweep(
         if not torch.cuda.is_available():
             raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU here; use --device auto or cpu")
     out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out-dir {out_dir} is a file; give a folder (it is created if needed)")
+    try:
+        if not out_dir.is_dir() and out_dir.stat():  # exists, and is not a folder
+            raise ValueError(f"--out-dir {out_dir} is a file; give a folder (it is created if needed)")
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # a symbolic link loop, a permission...
+        raise ValueError(f"--out-dir {out_dir} cannot be used: {e.strerror or e}; give a folder") from None
     result = SweepResult(shard=(k, n), grid_size=len(configs))
     where = f"shard {k}/{n}: " if n > 1 else ""
     log(f"[sweep] {where}{len(members)} of {len(configs)} members -> {out_dir}")
+    paths = [out_dir / member_filename(c) for c in members]
+    if not dry_run:
+        _refuse_if_running(paths)
     todo: list[tuple[TrainConfig, Path]] = []
-    for config in members:
-        path = out_dir / member_filename(config)
+    for config, path in zip(members, paths, strict=True):
         state, detail = member_state(path, config)
         if state in ("finished", "diverged"):
             result.skipped.append((path, state))
@@ -339,25 +319,24 @@ def run_sweep(
         if todo:
             log(f"[sweep] dry run: {len(todo)} member(s) would be trained (batched); nothing was trained")
         return result
+    from .train import check_disk_room, check_memory, estimate_memory_bytes, train_many
+
     size = group_size or len(todo)
     groups = [todo[i : i + size] for i in range(0, len(todo), size)]
-    need = max(estimate_sweep_memory_bytes([c for c, _ in g]) for g in groups)
+    biggest = max(groups, key=lambda g: estimate_memory_bytes([c for c, _ in g]))
+    need = estimate_memory_bytes([c for c, _ in biggest])
     log(
         f"[sweep] training {len(todo)} member(s) in {len(groups)} group(s) of up to {size} (batched, "
         f"device {device}); estimated memory {need / 1e9:.2f} GB"
     )
-    _check_sweep_memory(need, size, members[0])
-    from .batched_train import train_many  # (torch and TransformerLens: only when there is work)
-
+    check_memory([c for c, _ in biggest], how="a smaller --group-size or more --shard parts")
+    check_disk_room(
+        [c for c, _ in todo], [p for _, p in todo], how="use a larger --save-every, or another --out-dir"
+    )  # the whole shard's files, before training any of them
     for i, group in enumerate(groups, 1):
         t0 = time.perf_counter()
-        datas = train_many(
-            [c for c, _ in group],
-            [p for _, p in group],
-            device=device,
-            progress=progress,
-            save_interval_s=save_interval_s,
-        )
+        configs_paths = [c for c, _ in group], [p for _, p in group]
+        datas = train_many(*configs_paths, device=device, progress=progress, save_interval_s=save_interval_s)
         seconds = time.perf_counter() - t0
         for (config, path), data in zip(group, datas, strict=True):
             result.trained.append(path)
@@ -367,22 +346,20 @@ def run_sweep(
     return result
 
 
-def _check_sweep_memory(need: int, group_size: int, config: TrainConfig) -> None:
-    """Refuse before any work when a group's estimated memory exceeds what the machine has available."""
-    from .train import NotEnoughMemoryError, available_memory_bytes
+def _refuse_if_running(paths: list[Path]) -> None:
+    """Raise :class:`~.checkpoints.RunFileLockedError` at once if another process is training one of ``paths``
+    (before any file is read: a second identical sweep is refused before it loads the members' files)."""
+    from .checkpoints import RunFileLock
 
-    have = available_memory_bytes()
-    if have is None or need <= have:
-        return
-    raise NotEnoughMemoryError(
-        f"a group of {group_size} member(s) needs about {need / 1e9:.1f} GB of memory (p = {config.p}, "
-        f"{config.epochs:,} epochs, a checkpoint every {config.save_every:,}), but only {have / 1e9:.1f} GB is "
-        "available. Use a smaller --group-size, a larger --save-every, or more --shard parts."
-    )
+    for path in paths:
+        lock = RunFileLock(path)
+        if lock.lock_path.exists():  # (no lock file: nobody holds it; a leftover one is taken and removed)
+            with lock:
+                pass
 
 
 def _one_line(data: dict, config: TrainConfig) -> str:
-    status = run_status(data)
+    status = run_status(data).state
     test = data["test_losses"]
     grok = grokking_epoch(test, config.test_every)
     return (
@@ -403,31 +380,11 @@ def grokking_epoch(test_losses: Sequence[float], test_every: int, threshold: flo
     return None
 
 
-_CONFIG_COLUMNS = (
-    "p",
-    "fn",
-    "seed",
-    "weight_decay",
-    "frac_train",
-    "lr",
-    "betas",
-    "warmup_steps",
-    "epochs",
-    "save_every",
-    "test_every",
-    "stop_at_test_loss",
-)
+_CONFIG_COLUMNS = ("p", "fn", "seed", "weight_decay", "frac_train", "lr", "betas", "warmup_steps", "epochs")
+_CONFIG_COLUMNS += ("save_every", "test_every", "stop_at_test_loss")
 #: The columns of the summary table, in order (``file`` is relative to the summarised folder).
-_COLUMNS = (
-    "file",
-    *_CONFIG_COLUMNS,
-    "status",
-    "epochs_done",
-    "grok_epoch",
-    "final_train_loss",
-    "final_test_loss",
-    "key_freqs",
-)
+_RESULT_COLUMNS = ("status", "epochs_done", "grok_epoch", "final_train_loss", "final_test_loss", "key_freqs")
+_COLUMNS = ("file", *_CONFIG_COLUMNS, *_RESULT_COLUMNS)
 
 
 @dataclasses.dataclass
@@ -448,22 +405,13 @@ class SweepSummary:
     def format_table(self) -> str:
         """The table as text: the swept fields (and seed, weight decay, train fraction), status, grokking
         epoch, final losses and key frequencies; then the skipped files."""
-        shown = ["file"] + [
-            c
-            for c in ("p", "fn", "seed", "weight_decay", "frac_train", "lr")
-            if c in self.varying() or c in ("seed", "weight_decay", "frac_train")
-        ]
-        shown += [c for c in self.varying() if c not in shown]
-        shown += ["status", "epochs_done", "grok_epoch", "final_train_loss", "final_test_loss", "key_freqs"]
-        heads = {
-            "weight_decay": "wd",
-            "frac_train": "frac",
-            "epochs_done": "epochs",
-            "grok_epoch": f"grok(<{self.threshold:g})",
-            "final_train_loss": "train loss",
-            "final_test_loss": "test loss",
-            "key_freqs": "key frequencies",
-        }
+        always = ("seed", "weight_decay", "frac_train")
+        shown = ["file"] + [c for c in ("p", "fn", *always, "lr") if c in self.varying() or c in always]
+        shown += [c for c in self.varying() if c not in shown] + list(_RESULT_COLUMNS)
+        heads = dict(
+            weight_decay="wd", frac_train="frac", epochs_done="epochs", grok_epoch=f"grok(<{self.threshold:g})"
+        )
+        heads.update(final_train_loss="train loss", final_test_loss="test loss", key_freqs="key frequencies")
         cells = [[heads.get(c, c) for c in shown]] + [[_cell(r[c], c) for c in shown] for r in self.rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(shown))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
@@ -527,7 +475,7 @@ def sweep_summary(
 ) -> SweepSummary:
     """Collect every run file (``*.pth``, recursively) under ``folder`` into one table.
 
-    Each file is read with :func:`~.checkpoints.load_run_data` (weights-only, validated); a file that is not a
+    Each file is read with :func:`~.run_data.load_run_data` (weights-only, validated); a file that is not a
     run written by the trainer (unreadable, damaged, no stored config) is skipped with the reason. A row holds
     the config fields, ``status`` (finished / unfinished / diverged), ``epochs_done``, ``grok_epoch`` (the first
     epoch whose test loss is below ``threshold``, None if never), the final train and test losses and
@@ -554,7 +502,7 @@ def sweep_summary(
         row = {"file": str(path.relative_to(folder)), **config.to_dict()}
         row["betas"] = tuple(row["betas"])
         row.update(
-            status=run_status(data),
+            status=run_status(data).state,
             epochs_done=len(train_losses),
             grok_epoch=grokking_epoch(test, config.test_every, threshold),
             final_train_loss=float(train_losses[-1]),
@@ -620,40 +568,16 @@ def sweep_figure(summary: SweepSummary, *, x: str | None = None, y: str | None =
                 text[i][j] = f"{len(epochs)}/{len(cell)} grokked<br>median epoch {z[i, j]:,.0f}"
             else:
                 text[i][j] = f"did not grok<br>(0/{len(cell)})"
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        column_widths=[0.5, 0.5],
-        horizontal_spacing=0.2,
-        subplot_titles=(f"epoch the test loss falls below {summary.threshold:g}", "key frequencies per seed"),
-    )
+    titles = (f"epoch the test loss falls below {summary.threshold:g}", "key frequencies per seed")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.2, subplot_titles=titles)
     labels_x, labels_y = [f"{v:g}" for v in xs], [f"{v:g}" for v in ys]
-    fig.add_trace(
-        go.Heatmap(
-            z=[[0.0] * len(xs)] * len(ys),
-            x=labels_x,
-            y=labels_y,
-            showscale=False,
-            hoverinfo="skip",
-            colorscale=[[0, "#d9d9d9"], [1, "#d9d9d9"]],
-        ),
-        row=1,
-        col=1,
-    )  # grey underlay: the cells that did not grok (NaN in the trace above it)
-    fig.add_trace(
-        go.Heatmap(
-            z=z,
-            x=labels_x,
-            y=labels_y,
-            text=text,
-            texttemplate="%{text}",
-            colorscale="Viridis_r",
-            colorbar=dict(title="epoch", x=0.41, thickness=12),
-            hovertemplate=f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>",
-        ),
-        row=1,
-        col=1,
-    )
+    grey = [[0, "#d9d9d9"], [1, "#d9d9d9"]]  # an underlay: the cells that did not grok (NaN in the trace above)
+    zeros = [[0.0] * len(xs)] * len(ys)
+    fig.add_trace(go.Heatmap(z=zeros, x=labels_x, y=labels_y, showscale=False, hoverinfo="skip", colorscale=grey), 1, 1)
+    hover = f"{x}=%{{x}}<br>{y}=%{{y}}<br>%{{text}}<extra></extra>"
+    bar = dict(title="epoch", x=0.41, thickness=12)
+    heat = go.Heatmap(z=z, x=labels_x, y=labels_y, text=text, texttemplate="%{text}", colorscale="Viridis_r")
+    fig.add_trace(heat.update(colorbar=bar, hovertemplate=hover), row=1, col=1)
     fig.update_xaxes(title_text=_AXIS_TITLES[x], type="category", row=1, col=1)
     fig.update_yaxes(title_text=_AXIS_TITLES[y], type="category", row=1, col=1)
     others = [f for f in ("p", "weight_decay", "frac_train", "lr") if f in summary.varying()]
@@ -672,40 +596,20 @@ def sweep_figure(summary: SweepSummary, *, x: str | None = None, y: str | None =
             ]
             if not pts:
                 continue
-            fig.add_trace(
-                go.Scatter(
-                    x=[s for s, _, _ in pts],
-                    y=[k for _, k, _ in pts],
-                    mode="markers",
-                    legendgroup=name,
-                    name=name + ("" if grokked else " (not grokked)"),
-                    customdata=[f for _, _, f in pts],
-                    marker=dict(
-                        size=10,
-                        color=colours[gi % len(colours)],
-                        symbol="circle" if grokked else "circle-open",
-                        line=dict(width=2, color=colours[gi % len(colours)]),
-                    ),
-                    hovertemplate="seed %{x}, frequency %{y}<br>%{customdata}<extra></extra>",
-                ),
-                row=1,
-                col=2,
-            )
+            colour, symbol = colours[gi % len(colours)], "circle" if grokked else "circle-open"
+            marker = dict(size=10, color=colour, symbol=symbol, line=dict(width=2, color=colour))
+            label = name + ("" if grokked else " (not grokked)")
+            seed_of, freq, files = zip(*pts, strict=True)
+            dots = go.Scatter(x=seed_of, y=freq, mode="markers", legendgroup=name, name=label, customdata=files)
+            hover = "seed %{x}, frequency %{y}<br>%{customdata}<extra></extra>"
+            fig.add_trace(dots.update(marker=marker, hovertemplate=hover), row=1, col=2)
     seeds = sorted({r["seed"] for r in summary.rows})
     fig.update_xaxes(title_text="seed", tickmode="array", tickvals=seeds, row=1, col=2)
     p_values = sorted({r["p"] for r in summary.rows})
-    fig.update_yaxes(
-        title_text="key frequency k" + (f" (p = {p_values[0]})" if len(p_values) == 1 else ""),
-        rangemode="tozero",
-        row=1,
-        col=2,
-    )
-    fig.update_layout(
-        title=f"Sweep: {len(summary.rows)} runs under {summary.folder.name}",
-        height=480,
-        width=1100,
-        legend=dict(x=1.02, y=1),
-    )
+    y_title = "key frequency k" + (f" (p = {p_values[0]})" if len(p_values) == 1 else "")
+    fig.update_yaxes(title_text=y_title, rangemode="tozero", row=1, col=2)
+    title = f"Sweep: {len(summary.rows)} runs under {summary.folder.name}"
+    fig.update_layout(title=title, height=480, width=1100, legend=dict(x=1.02, y=1))
     if show:
         fig.show()
     return fig

@@ -1,41 +1,34 @@
-"""Train the grokking model with the paper's recipe and record its checkpoint history.
+"""Train the grokking model with the paper's recipe and record its checkpoint history: one run or many at once.
 
-The recipe (Nanda et al. 2023, arXiv 2301.05217; defaults in :class:`~.config.TrainConfig`): paper init seeded by ``seed``;
-the paper's split; full batch (every epoch is one AdamW step on all training pairs); AdamW with lr 1e-3,
-weight decay 1.0 on every trained parameter, betas (0.9, 0.98), eps 1e-8; a linear warm-up over 10 steps
-that starts at lr 0; the float64 cross-entropy over all ``p + 1`` logits at the last position.
+The recipe (Nanda et al. 2023, arXiv 2301.05217; defaults in :class:`~.config.TrainConfig`): the paper's init and
+split (seeded by ``seed``); full batch (one AdamW step per epoch on all training pairs); AdamW (lr 1e-3, weight
+decay 1.0 on every trained parameter, betas (0.9, 0.98), eps 1e-8) with a linear warm-up from lr 0 over 10 steps;
+the float64 cross-entropy over all ``p + 1`` logits at the last position.
 
-:func:`train` computes each step with :mod:`.last_position` (the same gradients as a full
-``HookedTransformer`` forward, several times faster), on the CPU or a GPU (``device``), and writes the run file
-of :mod:`.checkpoints`:
-
-* ``train_losses[e]``: the loss of epoch ``e``'s step, measured before its update (as in the paper);
-* ``test_losses[i]``: the test loss at epoch ``i * test_every`` (measured at the same weights);
-* ``state_dicts[k]`` (paper layout) at ``epochs[k]``, every ``save_every`` epochs from epoch 0: the weights
-  at which that epoch's losses were measured. As in the course's hub file, a run of ``E`` epochs has ``E``
-  train losses and its last checkpoint at the last multiple of ``save_every`` below ``E``;
-* ``config`` (``TrainConfig.to_dict()``), ``train_indices``, and ``resume``: the weights after the last
-  completed update (TransformerLens layout) with the optimizer and scheduler state, so an interrupted run
-  continues exactly where it stopped and a finished one can be extended to more epochs.
-
-The textbook loop (a full ``HookedTransformer`` forward, autograd) that the tests and
-``benchmarks/benchmark_training.py`` compare against lives in ``tests/reference/plain_training.py``.
-:func:`keep_freed_memory` (a process-wide allocator setting) is never called by :func:`train`; the ``train`` command
-and the benchmarks opt in.
+One loop (:class:`_Loop`) trains :func:`train` (one run) and :func:`train_many` (many, each to its own file): the
+runs of one ``p`` are the rows of a :class:`~.batched_train.Batch`, stepped together; each keeps its own record
+(:class:`_Run`) and file: ``train_losses[e]`` (measured before epoch ``e``'s update), ``test_losses[i]`` (epoch
+``i * test_every``), ``state_dicts[k]`` (paper layout) at ``epochs[k]`` (every ``save_every`` epochs from 0, the
+weights those epochs' losses were measured at), ``config``, ``train_indices`` and ``resume``: the weights after the
+last update with AdamW's and the warm-up's state in the ``state_dict()`` formats of ``torch.optim.AdamW`` and
+``LambdaLR`` (:func:`make_optimizer` loads them), so a stopped run continues exactly and a finished one can be
+extended. The textbook loop the tests compare against is ``tests/reference/plain_training.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import math
 import os
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -43,29 +36,34 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from .batched_train import (
+    Batch,
+    estimate_memory_bytes,
+    estimate_run_file_bytes,
+    n_workers,
+    worker_pool,
+)
 from .checkpoints import (
-    RESUME_FORMAT_VERSION,
     CorruptCheckpointError,
     RunFileLock,
     RunFileWriteError,
     atomic_save,
     check_destination,
+    check_run_path,
     describe_os_error,
-    expected_paper_shapes,
     remove_stale_temp_files,
-    run_is_complete,
     safe_load,
-    validate_run_data,
 )
 from .config import TrainConfig
 from .data import make_split
-from .last_position import Pairs, model_logits, model_loss
+from .last_position import Pairs, model_loss
 from .layout import transformer_lens_to_paper
-from .losses import cross_entropy_high_precision
-from .model import PAPER_TRAINABLE, make_model
+from .model import PAPER_TRAINABLE, make_model, parameter_shapes
+from .run_data import RESUME_FORMAT_VERSION, run_status, validate_run_data
 
 __all__ = [
     "train",
+    "train_many",
     "keep_freed_memory",
     "make_optimizer",
     "trained_parameters",
@@ -77,10 +75,16 @@ __all__ = [
     "RunNotSavedError",
     "NotEnoughMemoryError",
     "estimate_run_file_bytes",
-    "estimate_training_memory_bytes",
+    "estimate_memory_bytes",
     "available_memory_bytes",
+    "check_memory",
+    "check_disk_room",
+    "load_stored_run",
+    "SYNC_EVERY",
 ]
 
+#: On a GPU, the losses are read back to the host at least every this many epochs (and at checkpoint epochs).
+SYNC_EVERY = 100
 #: Keys of ``TrainConfig`` that may differ between a stored run and a request to continue it.
 _EXTENDABLE = ("epochs",)
 
@@ -88,15 +92,10 @@ _EXTENDABLE = ("epochs",)
 # ---------------------------------------------------------------------------------------------------------
 # the recipe
 def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory in this process instead of returning it to the OS at once.
-
-    Every epoch allocates and frees the same few tens of MB of tensors. By default glibc maps large blocks
-    afresh and trims the heap after each free, so every epoch pays page faults on all of it: 10-20% of an
-    epoch on a busy machine. Raising the mmap threshold (to 32 MB) and the trim threshold (to 512 MB) keeps
-    the memory for reuse. Process-wide (freed memory, up to 512 MB, stays mapped), so no library function calls
-    it: the ``train``/``fetch`` commands and the benchmarks opt in (its gain on its own:
-    ``benchmarks/benchmark_allocator.py``). A no-op outside Linux/glibc. Returns True if the settings were applied.
-    """
+    """Ask glibc's allocator to keep freed memory (mmap threshold 32 MB, trim threshold 512 MB) instead of
+    returning it at once: every epoch allocates and frees the same tens of MB, and the page faults cost 10-20% of
+    an epoch (``benchmarks/benchmark_allocator.py``). Process-wide, so only the commands and benchmarks call it,
+    never :func:`train`. A no-op outside Linux/glibc; True if the settings were applied."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -128,14 +127,13 @@ class TrainingData:
     halves on ``device`` (``train_pairs``, ``test_pairs``)."""
 
     def __init__(self, config: TrainConfig, device: str | torch.device = "cpu"):
-        p = config.p
-        split = make_split(p, config.frac_train, config.seed, config.fn)
-        all_data, labels = split.all_data, split.labels
+        split = make_split(config.p, config.frac_train, config.seed, config.fn)
         self.train_indices, self.test_indices = split.train_indices, split.test_indices
-        self.train_tokens, self.train_labels = all_data[self.train_indices], labels[self.train_indices]
-        self.test_tokens, self.test_labels = all_data[self.test_indices], labels[self.test_indices]
-        self.train_pairs = Pairs.from_tokens(self.train_tokens, self.train_labels, d_vocab=p + 1, device=device)
-        self.test_pairs = Pairs.from_tokens(self.test_tokens, self.test_labels, d_vocab=p + 1, device=device)
+        self.train_tokens, self.train_labels = split.all_data[self.train_indices], split.labels[self.train_indices]
+        self.test_tokens, self.test_labels = split.all_data[self.test_indices], split.labels[self.test_indices]
+        d_vocab = config.p + 1
+        self.train_pairs = Pairs.from_tokens(self.train_tokens, self.train_labels, d_vocab=d_vocab, device=device)
+        self.test_pairs = Pairs.from_tokens(self.test_tokens, self.test_labels, d_vocab=d_vocab, device=device)
 
 
 def trained_parameters(model: HookedTransformer) -> list[torch.nn.Parameter]:
@@ -144,28 +142,22 @@ def trained_parameters(model: HookedTransformer) -> list[torch.nn.Parameter]:
     return [params[name] for name in PAPER_TRAINABLE]
 
 
+def _adamw(params: list[Tensor], config: TrainConfig) -> torch.optim.AdamW:
+    kwargs = dict(lr=config.lr, betas=tuple(config.betas), eps=TrainConfig.eps, weight_decay=config.weight_decay)
+    try:  # one fused kernel per tensor (torch >= 2.4 on CPU)
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, foreach=True, **kwargs)
+
+
 def make_optimizer(
     model: HookedTransformer, config: TrainConfig
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over the paper's parameters (weight decay on all of them) and the warm-up schedule
-    ``lr * min(step / warmup_steps, 1)``, stepped once per epoch (the first update has lr 0)."""
-    kwargs = dict(lr=config.lr, betas=tuple(config.betas), eps=1e-8, weight_decay=config.weight_decay)
-    params = trained_parameters(model)
-    try:  # one fused kernel per tensor (torch >= 2.4 on CPU)
-        optimizer = torch.optim.AdamW(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        optimizer = torch.optim.AdamW(params, foreach=True, **kwargs)
-    warmup = config.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(step / warmup, 1.0) if warmup > 0 else 1.0
-    )
-    return optimizer, scheduler
-
-
-def _update(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    (``TrainConfig.warmup_factor``), stepped once per epoch (the first update has lr 0). A run file's
+    ``resume["optimizer"]`` / ``["scheduler"]`` load into them with ``load_state_dict``."""
+    optimizer = _adamw(trained_parameters(model), config)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, config.warmup_factor)
 
 
 def fast_train_step(
@@ -174,27 +166,44 @@ def fast_train_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     pairs: Pairs,
 ) -> float:
-    """One full-batch epoch with the last-position forward/backward; returns the loss before the update."""
+    """One full-batch epoch of one model with the last-position forward/backward; the loss before the update."""
     loss = model_loss(model, pairs)
     loss.backward()
-    _update(optimizer, scheduler)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
     return loss.item()
 
 
-def _test_loss(model: HookedTransformer, data: TrainingData) -> Tensor:
-    """The test loss (a float64 0-d tensor on the model's device: read it back when needed)."""
-    return cross_entropy_high_precision(model_logits(model, data.test_pairs), data.test_pairs.labels[0])
+def _optimizer_state(config: TrainConfig, step: float, last_epoch: float, exp_avg: dict, exp_avg_sq: dict) -> dict:
+    """``make_optimizer(...)[0].state_dict()`` after ``step`` updates with these moments: the parameter group
+    comes from a real AdamW (its keys are those of this torch version), so torch's AdamW loads it."""
+    group = _adamw([torch.zeros(1) for _ in PAPER_TRAINABLE], config).state_dict()["param_groups"][0]
+    group.update(lr=config.lr * config.warmup_factor(last_epoch), initial_lr=config.lr)
+    state = {
+        i: {"step": torch.tensor(float(step)), "exp_avg": exp_avg[name].clone(), "exp_avg_sq": exp_avg_sq[name].clone()}
+        for i, name in enumerate(PAPER_TRAINABLE)
+    }
+    return {"state": state if step > 0 else {}, "param_groups": [group]}
 
 
-def _to_cpu(obj):
-    """``obj`` (tensors in dicts/lists) with every tensor on the CPU (run files hold CPU tensors only)."""
-    if isinstance(obj, Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
+def _scheduler_state(config: TrainConfig, last_epoch: float) -> dict:
+    """The public part of ``LambdaLR.state_dict()`` (what ``load_state_dict`` needs to go on from ``last_epoch``)."""
+    return {"base_lrs": [config.lr], "last_epoch": int(last_epoch), "lr_lambdas": [None]}
+
+
+def _flatten(tensors) -> Tensor:
+    return torch.cat([t.detach().reshape(-1).float().cpu() for t in tensors])
+
+
+def _unflatten(flat: Tensor, p: int) -> dict[str, Tensor]:
+    """TransformerLens-layout trained parameters (copies) from a run's ``(N,)`` row."""
+    out, offset = {}, 0
+    for name, shape in parameter_shapes(p).items():
+        size = math.prod(shape)
+        out[name] = flat[offset : offset + size].view(shape).clone()
+        offset += size
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -210,20 +219,21 @@ class TrainingDivergedError(RuntimeError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on SIGINT (Ctrl-C) or SIGTERM. The message says truthfully what was written:
-    ``saved_to`` is the file that holds the run (None: nothing was written), ``signum`` the signal."""
+    ``saved_to`` is the file (or folder of files) that holds the run (None: nothing was written), ``signum`` the
+    signal; ``members``: ``(path, epochs done)`` of every run."""
 
-    def __init__(self, message: str, *, signum: int, saved_to: Path | None, epochs_done: int):
+    def __init__(self, message: str, *, signum: int, saved_to: Path | None, epochs_done: int, members=()):
         super().__init__(message)
-        self.signum, self.saved_to, self.epochs_done = signum, saved_to, epochs_done
+        self.signum, self.saved_to, self.epochs_done, self.members = signum, saved_to, epochs_done, list(members)
 
 
 class RunNotSavedError(RuntimeError):
-    """Training finished but ``out`` could not be written. ``run_data`` holds the run; ``saved_to`` is the
-    fallback file it was written to instead (None if that failed too)."""
+    """Training finished but a run file could not be written. ``run_data`` holds the (first such) run;
+    ``saved_to`` is the fallback file it went to instead (None if that failed too); ``results``: every run's data."""
 
-    def __init__(self, message: str, *, run_data: dict, saved_to: Path | None):
+    def __init__(self, message: str, *, run_data: dict, saved_to: Path | None, results=()):
         super().__init__(message)
-        self.run_data, self.saved_to = run_data, saved_to
+        self.run_data, self.saved_to, self.results = run_data, saved_to, list(results)
 
 
 class NotEnoughMemoryError(MemoryError):
@@ -231,34 +241,7 @@ class NotEnoughMemoryError(MemoryError):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# resources, estimated before any allocation
-#: torch.save overhead per tensor (pickle record, zip entry, alignment), bytes: a generous estimate.
-_TENSOR_OVERHEAD = 1024
-
-
-def estimate_run_file_bytes(config: TrainConfig) -> int:
-    """Size of the run file of ``config`` at its end, from the shapes alone: the checkpoints (float32 weights),
-    the resume record (the weights and Adam's two moments), the loss histories and the train split."""
-    shapes = expected_paper_shapes(config.p)
-    per_checkpoint = 4 * sum(math.prod(s) for s in shapes.values()) + _TENSOR_OVERHEAD * len(shapes)
-    n_checkpoints = math.ceil(config.epochs / config.save_every) + 1  # +1: an early stop adds its epoch
-    histories = 12 * (config.epochs + math.ceil(config.epochs / config.test_every))  # pickled floats
-    n_train = math.ceil(config.frac_train * config.p**2)
-    return (n_checkpoints + 3) * per_checkpoint + histories + 8 * n_train + 64 * 1024
-
-
-def estimate_training_memory_bytes(config: TrainConfig) -> int:
-    """Memory training ``config`` needs, estimated before allocating anything: per input pair (all ``p^2`` are
-    evaluated: train and test) two float32 vectors of ``d_mlp`` (the MLP activation and its gradient) and two
-    float64 vectors of ``p + 1`` (the logits' log-softmax and its gradient), plus the checkpoint history kept in
-    memory and its serialised copy while it is written. Measured peaks are below it (p = 113: 77 MB of 89 MB
-    estimated; p = 211: 287 of 340 MB)."""
-    pairs = config.p**2
-    d_mlp = expected_paper_shapes(config.p)["blocks.0.mlp.b_in"][0]
-    per_pair = 2 * 4 * d_mlp + 2 * 8 * (config.p + 1) + 64
-    return pairs * per_pair + 2 * estimate_run_file_bytes(config)
-
-
+# resources, checked before any allocation
 def available_memory_bytes() -> int | None:
     """Memory available to a new allocation: ``MemAvailable`` of /proc/meminfo (Linux), else the free physical
     pages from ``os.sysconf``; None where neither is known."""
@@ -275,21 +258,67 @@ def available_memory_bytes() -> int | None:
         return None
 
 
-def _check_memory(config: TrainConfig) -> None:
-    need, have = estimate_training_memory_bytes(config), available_memory_bytes()
-    if have is not None and need > have:
-        history = 2 * estimate_run_file_bytes(config)
-        advice = (
-            "Use fewer --epochs (epochs) or a larger --save-every (save_every)"
-            if history > need - history
-            else "Choose a smaller p (the paper uses 113)"
+def check_memory(configs: TrainConfig | Sequence[TrainConfig], workers: int | None = None, how: str = "") -> None:
+    """Raise :class:`NotEnoughMemoryError` when :func:`~.batched_train.estimate_memory_bytes` of ``configs``
+    (one run, or runs trained together) exceeds :func:`available_memory_bytes`; ``how``: the advice for many runs."""
+    configs = [configs] if isinstance(configs, TrainConfig) else list(configs)
+    need, have = estimate_memory_bytes(configs, workers), available_memory_bytes()
+    if have is None or need <= have:
+        return
+    files = 2 * sum(estimate_run_file_bytes(c) for c in configs)
+    c = configs[0]
+    who = (
+        f"p = {c.p} needs about {need / 1e9:,.1f} GB of memory to train for {c.epochs:,} epochs"
+        if len(configs) == 1
+        else f"these {len(configs)} runs need about {need / 1e9:,.1f} GB of memory to train together"
+    )
+    if len(configs) > 1:
+        advice = "Use a larger --save-every (save_every), fewer --epochs (epochs), or " + (
+            how or "split the sweep (--shard K/N)"
         )
-        raise NotEnoughMemoryError(
-            f"p = {config.p} needs about {need / 1e9:,.1f} GB of memory to train for {config.epochs:,} epochs "
-            f"({config.p}^2 = {config.p**2:,} input pairs with their activations and p + 1 logits: "
-            f"{(need - history) / 1e9:,.1f} GB; the checkpoint history, a checkpoint every {config.save_every:,} "
-            f"epochs: {history / 1e9:,.1f} GB), but only {have / 1e9:,.1f} GB is available. {advice}."
-        )
+    elif files > need - files:
+        advice = "Use fewer --epochs (epochs) or a larger --save-every (save_every)"
+    else:
+        advice = "Choose a smaller p (the paper uses 113)"
+    raise NotEnoughMemoryError(
+        f"{who} (checkpoint histories, a checkpoint every {c.save_every:,} epochs: {files / 1e9:,.1f} GB; "
+        f"activations and optimizer state: {(need - files) / 1e9:,.1f} GB), but only {have / 1e9:,.1f} GB is "
+        f"available. {advice}."
+    )
+
+
+def _free_bytes(folder: Path) -> int | None:
+    while not folder.exists() and folder != folder.parent:  # the nearest existing folder: where it will be
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def check_disk_room(configs: Sequence[TrainConfig], paths: Sequence[Path], how: str = "") -> None:
+    """Raise :class:`~.checkpoints.RunFileWriteError` (ENOSPC) when the run files of ``configs`` (at ``paths``)
+    together need more room than their disk has: each file at its end (:func:`estimate_run_file_bytes`) less
+    what it holds now, plus 10 % (the margin one run's check, ``check_destination``, keeps too). ``how``: the
+    advice."""
+    by_folder: dict[Path, list[tuple[int, int]]] = {}
+    for config, path in zip(configs, paths, strict=True):
+        try:
+            now = path.stat().st_size if path.is_file() else 0
+        except OSError:
+            now = 0
+        by_folder.setdefault(path.parent, []).append((estimate_run_file_bytes(config), now))
+    for folder, files in by_folder.items():
+        need = int(1.1 * sum(max(0, size - now) for size, now in files))
+        free = _free_bytes(folder)
+        if free is not None and need > free:
+            raise RunFileWriteError(
+                errno.ENOSPC,
+                f"not enough room for {len(files)} run file(s) in {folder}: they need about {need / 1e9:,.2f} GB "
+                f"(at their end), and only {free / 1e9:,.2f} GB is free. Free some space, "
+                + (how or "use a larger --save-every (save_every) or fewer --epochs (epochs)")
+                + ".",
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -328,15 +357,12 @@ class _StopRequest:
 @contextlib.contextmanager
 def _stop_on_signals(path: Path | None) -> Iterator[_StopRequest]:
     """While training, SIGINT and SIGTERM set a flag that the loop checks at each epoch boundary (so the file
-    written then matches the weights) instead of raising wherever they land. Handlers are installed only in
-    the main thread, never over an ignored signal, and the previous ones are restored on exit."""
-    stop = _StopRequest(path)
-    previous = {}
+    written then matches the weights). Handlers are installed only in the main thread, never over an ignored
+    signal, and the previous ones are restored on exit."""
+    stop, previous = _StopRequest(path), {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
-            if sig is None:
-                continue
-            old = signal.getsignal(sig)
+            old = signal.getsignal(sig) if sig is not None else None
             if old is signal.SIG_IGN or old is None:  # ignored, or set outside Python: leave it
                 continue
             previous[sig] = old
@@ -349,18 +375,15 @@ def _stop_on_signals(path: Path | None) -> Iterator[_StopRequest]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# writing the run file without losing it
-def _default_fallback_dirs() -> list[Path]:
-    return [Path(tempfile.gettempdir()), Path.home()]
-
-
+# writing a run file without losing it
 class _Saver:
-    """Writes the run to ``path``; keeps training when a periodic write fails, and writes the final record to a
-    fallback folder when ``path`` cannot be written."""
+    """Writes a run to ``path``; keeps training when a periodic write fails, and writes the final record to a
+    fallback folder (default: the temp folder, then the home folder) when ``path`` cannot be written."""
 
-    def __init__(self, path: Path | None, stop: _StopRequest, fallback_dirs: list[Path] | None):
+    def __init__(self, path: Path, stop: _StopRequest, fallback_dirs: list | None):
         self.path, self.stop = path, stop
-        self.fallback_dirs = _default_fallback_dirs() if fallback_dirs is None else [Path(d) for d in fallback_dirs]
+        dirs = [tempfile.gettempdir(), Path.home()] if fallback_dirs is None else fallback_dirs
+        self.fallback_dirs = [Path(d) for d in dirs]
         self.saved_done: int | None = None  # epochs_done of the record the file holds
         self.failure: str | None = None  # why the last write to `path` failed
 
@@ -419,42 +442,90 @@ class _Saver:
 # ---------------------------------------------------------------------------------------------------------
 # the run record
 class _Run:
-    """Histories of one run, kept in memory and written as the run-data dict of :mod:`.checkpoints`."""
+    """One run: its recipe, file, record (histories and checkpoints, kept in memory) and where it stands.
 
-    def __init__(self, config: TrainConfig, train_indices: Tensor):
-        self.config = config
-        self.train_indices = train_indices
+    ``status``: pending -> training -> finished / stopped (early) / diverged / interrupted, or skipped (its file
+    already held a complete run, returned as ``result``). ``start``/``done``: epochs done when training began /
+    now; ``diverged``: ``(epoch, "train"/"test", the non-finite loss)``.
+    """
+
+    def __init__(self, index: int, config: TrainConfig, path: Path | None):
+        self.index, self.config, self.path = index, config, path
+        self.saver: _Saver | None = None
+        self.status, self.result, self.saved_to, self.existing = "pending", None, None, None
+        self.train_indices: Tensor | None = None
         self.state_dicts: list[dict[str, Tensor]] = []
         self.epochs: list[int] = []
         self.train_losses: list[float] = []
         self.test_losses: list[float] = []
-        self.stopped_early = False
-        self.diverged: tuple[int, str, float] | None = None  # (epoch, "train"/"test", the non-finite loss)
-        self.elapsed_s = 0.0
+        self.stopped_early, self.diverged = False, None
+        self.start = self.done = 0
+        self.elapsed_s, self.t_start = 0.0, time.monotonic()
+        self.last_write = time.monotonic()
 
-    @classmethod
-    def from_data(cls, config: TrainConfig, data: dict) -> "_Run":
-        run = cls(config, torch.as_tensor(data["train_indices"]))
-        run.state_dicts = list(data["state_dicts"])
-        run.epochs = [int(e) for e in data["epochs"]]
-        run.train_losses = [float(x) for x in data["train_losses"]]
-        run.test_losses = [float(x) for x in data["test_losses"]]
-        run.stopped_early = bool(data["resume"]["stopped_early"])
-        run.elapsed_s = float(data["resume"].get("elapsed_s", 0.0))
-        return run
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else f"run {self.index}"
 
-    def to_data(self, done: int, model: HookedTransformer, optimizer, scheduler) -> dict:
-        """The run after ``done`` completed updates (records of a later epoch are left out), with the current
-        weights and optimizer state. An early-stopped run keeps the records of its last epoch; a diverged one
-        keeps the records before the epoch whose loss was not finite, and no resume state (it cannot go on)."""
+    def restore(self, data: dict, train_indices: Tensor) -> tuple[Tensor, tuple]:
+        """Continue the stored run ``data``: its histories become this record; returns its ``(N,)`` weights and
+        ``(exp_avg, exp_avg_sq, step, last_epoch)``. Refuses another split (``ValueError``) and a resume record
+        that does not load (:class:`~.checkpoints.CorruptCheckpointError`)."""
+        if not torch.equal(torch.as_tensor(data["train_indices"]), train_indices):
+            raise ValueError(
+                f"{self.path}: its train_indices differ from the split of this config; refusing to continue it"
+            )
+        state = data["resume"]
+        try:
+            params = _flatten(state["params"][name] for name in PAPER_TRAINABLE)
+            moments = state["optimizer"]["state"]
+            exp_avg, exp_avg_sq = (
+                _flatten(moments[i][key] for i in range(len(PAPER_TRAINABLE))) if moments else torch.zeros_like(params)
+                for key in ("exp_avg", "exp_avg_sq")
+            )
+            step = float(moments[0]["step"]) if moments else 0.0
+            adam = (exp_avg, exp_avg_sq, step, float(state["scheduler"]["last_epoch"]))
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as e:
+            raise CorruptCheckpointError(
+                f"{self.path}: its resume record cannot be loaded ({_short_cause(e)}); train again "
+                "with --no-resume (resume=False) or choose another --out/out path"
+            ) from e
+        self.state_dicts = list(data["state_dicts"])
+        self.epochs = [int(e) for e in data["epochs"]]
+        self.train_losses = [float(x) for x in data["train_losses"]]
+        self.test_losses = [float(x) for x in data["test_losses"]]
+        self.stopped_early = bool(state["stopped_early"])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        self.start = self.done = int(state["epochs_done"])
+        self.saver.saved_done = None if state["finished"] else self.start  # "finished" must be rewritten to extend
+        threads = state.get("torch_threads")
+        if isinstance(threads, int) and threads != torch.get_num_threads():
+            print(
+                f"[train] {self.path} was trained with {threads} torch thread(s), this process uses "
+                f"{torch.get_num_threads()}: the run continues correctly, but not bit-identically to an uninterrupted "
+                f"run (set OMP_NUM_THREADS={threads} for that).",
+                file=sys.stderr,
+            )
+        return params, adam
+
+    def checkpoint(self, flat: Tensor, epoch: int) -> None:
+        """Keep the weights ``flat`` (a CPU row) as the checkpoint of ``epoch`` (paper layout)."""
+        self.state_dicts.append(transformer_lens_to_paper(_unflatten(flat, self.config.p)))
+        self.epochs.append(epoch)
+
+    def to_data(self, row: dict[str, Tensor]) -> dict:
+        """The run-data dict after ``done`` updates, with the weights and Adam state of its ``row``
+        (:meth:`~.batched_train.Batch.row`). An early-stopped run keeps the records of its last epoch; a diverged
+        one keeps those before the epoch whose loss was not finite, and no resume state (it cannot go on)."""
+        config, done = self.config, self.done
         limit = done + 1 if self.stopped_early else done
-        n_test = (limit + self.config.test_every - 1) // self.config.test_every
         keep = [i for i, e in enumerate(self.epochs) if e < limit]
-        finished = self.stopped_early or done >= self.config.epochs or self.diverged is not None
+        self.elapsed_s += time.monotonic() - self.t_start
+        self.t_start = time.monotonic()
         resume = {
             "format": RESUME_FORMAT_VERSION,
             "epochs_done": done,
-            "finished": finished,
+            "finished": self.stopped_early or done >= config.epochs or self.diverged is not None,
             "stopped_early": self.stopped_early,
             "elapsed_s": self.elapsed_s,
             "torch_threads": torch.get_num_threads(),  # float32 sums, and so the trajectory, depend on it
@@ -463,41 +534,60 @@ class _Run:
             epoch, which, value = self.diverged
             resume.update(diverged=True, diverged_at=epoch, diverged_loss=f"{which} loss {value}")
         else:
+            step, last_epoch = (float(x) for x in row["counters"])
+            moments = [_unflatten(row[key], config.p) for key in ("exp_avg", "exp_avg_sq")]
             resume.update(
-                params={
-                    name: param.detach().clone()
-                    for name, param in zip(PAPER_TRAINABLE, trained_parameters(model), strict=True)
-                },
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(),
+                params=_unflatten(row["params"], config.p),
+                optimizer=_optimizer_state(config, step, last_epoch, *moments),
+                scheduler=_scheduler_state(config, last_epoch),
             )
-            if model.W_E.device.type != "cpu":  # the run file holds CPU tensors, whatever trained it
-                resume.update(params=_to_cpu(resume["params"]), optimizer=_to_cpu(resume["optimizer"]))
         return {
             "state_dicts": [self.state_dicts[i] for i in keep],
             "epochs": [self.epochs[i] for i in keep],
             "train_losses": self.train_losses[:limit],
-            "test_losses": self.test_losses[:n_test],
-            "config": self.config.to_dict(),
+            "test_losses": self.test_losses[: -(-limit // config.test_every)],
+            "config": config.to_dict(),
             "train_indices": self.train_indices.clone(),
             "resume": resume,
         }
 
+    def finish(self, row: dict[str, Tensor]) -> None:
+        """Keep the final record as ``result`` and write it (unless the file already holds exactly it)."""
+        self.result = self.to_data(row)
+        if self.path is None or not self.result["train_losses"]:  # (nothing trained: nothing to write)
+            return
+        if self.saver.saved_done == self.done and not self.stopped_early and self.diverged is None:
+            self.saved_to = self.path
+        else:
+            self.saved_to = self.saver.final(self.result)
 
-def _config_difference(stored: dict, config: TrainConfig) -> list[str]:
-    mine = config.to_dict()
-    theirs = TrainConfig.from_dict(stored).to_dict()
-    return [
-        f"{k}: file {theirs[k]!r} vs requested {mine[k]!r}"
-        for k in mine
-        if k not in _EXTENDABLE and theirs[k] != mine[k]
-    ]
+
+# ---------------------------------------------------------------------------------------------------------
+# opening a run file
+def _file_signature(path: Path) -> tuple | None:
+    """``(inode, size, mtime)`` of the run file ``path`` (None: none yet). A folder, a FIFO, a device or a symbolic
+    link loop is refused in one line (:func:`~.checkpoints.check_run_path`)."""
+    try:
+        st = check_run_path(path).stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _load_existing(path: Path, config: TrainConfig) -> dict:
-    """Load ``path`` and check that it holds a run of ``config`` that can be returned or continued."""
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder; `out` (--out) must be a file path, e.g. {path / 'full_run_data.pth'}")
+def _short_cause(e: BaseException) -> str:
+    """The underlying error of ``e`` in one short line."""
+    cause = e.__cause__ or e
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    if "Weights only load failed" in str(cause):  # torch's long notice: keep what it refused
+        lines = [x for x in lines if x.startswith("Unsupported") or "GLOBAL" in x] or ["a weights-only load refused it"]
+    text = lines[0] if lines else "no details"
+    return f"{type(cause).__name__}: {text[:100]}{'…' if len(text) > 100 else ''}"
+
+
+def load_stored_run(path: Path, config: TrainConfig) -> dict:
+    """The run file ``path``, loaded and checked to hold a run of ``config`` that can be returned or continued:
+    :class:`~.checkpoints.CorruptCheckpointError` for a file that does not load, ``ValueError`` for a run of
+    another configuration (or more epochs) or one not written by the trainer."""
     try:
         data = safe_load(path)
     except CorruptCheckpointError as e:
@@ -513,7 +603,12 @@ def _load_existing(path: Path, config: TrainConfig) -> dict:
             f"{path} holds run data that was not written by train() (no config/resume record, e.g. the course's hub "
             f"file); refusing to overwrite it. Pass another `out` path or move the file away."
         )
-    diff = _config_difference(stored, config)
+    mine, theirs = config.to_dict(), TrainConfig.from_dict(stored).to_dict()
+    diff = [
+        f"{k}: file {theirs[k]!r} vs requested {mine[k]!r}"
+        for k in mine
+        if k not in _EXTENDABLE and theirs[k] != mine[k]
+    ]
     if diff:
         raise ValueError(
             f"{path} holds a run with a different configuration ({'; '.join(diff)}); refusing to overwrite it. "
@@ -525,45 +620,336 @@ def _load_existing(path: Path, config: TrainConfig) -> dict:
     return data
 
 
-def _short_cause(e: BaseException) -> str:
-    """The underlying error of ``e`` in one short line."""
-    cause = e.__cause__ or e
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    if "Weights only load failed" in str(cause):  # torch's long notice: keep what it refused
-        lines = [x for x in lines if x.startswith("Unsupported") or "GLOBAL" in x] or ["a weights-only load refused it"]
-    text = lines[0] if lines else "no details"
-    return f"{type(cause).__name__}: {text[:100]}{'…' if len(text) > 100 else ''}"
-
-
-def _file_signature(path: Path) -> tuple | None:
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def _is_complete(path: Path, data: dict, config: TrainConfig) -> bool:
+def _complete(path: Path, data: dict, config: TrainConfig) -> bool:
     """Whether the stored run of ``config`` needs no more training; a diverged one raises
     :class:`TrainingDivergedError` (continuing it would diverge again)."""
-    if data["resume"].get("diverged"):
-        _refuse_diverged(path, data)
-    return run_is_complete(data, config)
-
-
-def _refuse_diverged(path: Path, data: dict) -> None:
     r = data["resume"]
-    raise TrainingDivergedError(
-        f"{path} holds a run of this configuration that diverged at epoch {r.get('diverged_at')} "
-        f"({r.get('diverged_loss')}); continuing it would diverge again. Lower --lr (lr) and write to another "
-        f"--out (out), or start again with --no-resume (resume=False).",
-        epoch=int(r.get("diverged_at", r["epochs_done"])),
-        run_data=data,
-        saved_to=path,
-    )
+    if r.get("diverged"):
+        raise TrainingDivergedError(
+            f"{path} holds a run of this configuration that diverged at epoch {r.get('diverged_at')} "
+            f"({r.get('diverged_loss')}); continuing it would diverge again. Lower --lr (lr) and write to another "
+            f"--out (out), or start again with --no-resume (resume=False).",
+            epoch=int(r.get("diverged_at", r["epochs_done"])),
+            run_data=data,
+            saved_to=path,
+        )
+    return run_status(data, config).state == "finished"
+
+
+def _open(run: _Run, resume: bool, stack: contextlib.ExitStack, who: str) -> None:
+    """Open ``run``'s file: a complete stored run (``resume``) becomes its result, written nowhere (read-only
+    media too); otherwise the folder is checked for room, the lock ``<path>.lock`` is taken (held until ``stack``
+    closes), a killed run's temporary files are removed, and a stored run is kept to continue (``resume``)."""
+    path, config = run.path, run.config
+    seen = _file_signature(path)
+    existing = load_stored_run(path, config) if seen is not None else None
+    if resume and existing is not None and _complete(path, existing, config):
+        run.result, run.status = existing, "skipped"
+        return
+    check_destination(path, int(1.1 * estimate_run_file_bytes(config)), "the run file")
+    stack.enter_context(RunFileLock(path))
+    for stale in remove_stale_temp_files(path):
+        print(f"[{who}] removed {stale.name}, a temporary file left by a killed run", file=sys.stderr)
+    if _file_signature(path) != seen:  # another run wrote it before we held the lock
+        existing = load_stored_run(path, config) if path.exists() else None
+        if resume and existing is not None and _complete(path, existing, config):
+            run.result, run.status = existing, "skipped"
+            return
+    run.existing = existing if resume else None
+
+
+def _out_path(out) -> Path | None:
+    if out is None:
+        return None
+    path = Path(out).expanduser()
+    if path.is_symlink():  # write (and lock) the file the link points to; keep the link
+        path = Path(os.path.realpath(path))
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the loop: the runs of one p as one Batch, epoch by epoch
+def _start(runs: list[_Run], device: torch.device, pool) -> Batch:
+    """Build the runs' batch: each run's split, and its paper init (seeded) or its stored state to continue."""
+    rows, splits, restored = [], [], {}
+    for i, run in enumerate(runs):
+        split = make_split(run.config.p, run.config.frac_train, run.config.seed, run.config.fn)
+        run.train_indices = split.train_indices
+        if run.existing is None:
+            rows.append(_flatten(trained_parameters(make_model(run.config.p, seed=run.config.seed))))
+        else:
+            params, restored[i] = run.restore(run.existing, split.train_indices)
+            rows.append(params)
+        run.existing = None
+        splits.append(split)
+    batch = Batch([r.config for r in runs], torch.stack(rows), splits, device, pool)
+    for i, adam in restored.items():
+        batch.set_adam_state(i, *adam)
+    return batch
+
+
+def _sync_every(device: torch.device) -> int:
+    """Epochs between reads of the results to the host, at most: 1 on the CPU (a read costs nothing there),
+    :data:`SYNC_EVERY` on a GPU (each read waits for the GPU to finish its queue)."""
+    return 1 if device.type == "cpu" else SYNC_EVERY
+
+
+class _Loop:
+    """Trains a :class:`~.batched_train.Batch` (row ``i`` is ``runs[i]``) until each run finishes, stops early
+    or diverges, or a stop is requested; writes each run at its end, periodically, and at an epoch boundary when
+    an exception stops training.
+
+    The stop decisions (divergence, early stop) are taken on the device; the results are read back to the host
+    in blocks (:meth:`read_back`: every epoch on the CPU or with a ``callback``; on a GPU at checkpoint and last
+    epochs and every :data:`SYNC_EVERY` epochs), so a GPU never waits for the host within a block.
+    """
+
+    def __init__(self, runs: list[_Run], batch: Batch, stop: _StopRequest, save_interval_s: float | int, bar, callback):
+        self.runs, self.batch, self.stop, self.bar, self.callback = list(runs), batch, stop, bar, callback
+        self.save_interval_s = float(save_interval_s)
+        dev = batch.device
+        self.sync_every = 1 if callback is not None else _sync_every(dev)
+        self.start = torch.tensor([r.start for r in runs], device=dev)
+        self.test_every = torch.tensor([r.config.test_every for r in runs], device=dev)
+        limit = [-math.inf if r.config.stop_at_test_loss is None else r.config.stop_at_test_loss for r in runs]
+        self.threshold = torch.tensor(limit, dtype=torch.float64, device=dev)
+        self.tick, self.block, self.snapshots, self.block_start = 0, [], {}, 0
+
+    def run(self) -> None:
+        batch, updating = self.batch, False
+        for r in self.runs:
+            r.status, r.t_start, r.last_write = "training", time.monotonic(), time.monotonic()
+        try:
+            while self.runs and self.stop.signum is None:
+                epochs = [r.start + self.tick for r in self.runs]
+                if any(e % r.config.save_every == 0 for e, r in zip(epochs, self.runs, strict=True)):
+                    self.snapshots[self.tick] = batch.P.clone()
+                need_test = (self.start + self.tick) % self.test_every == 0
+                nan = torch.full((batch.n_runs,), math.nan, dtype=torch.float64, device=batch.device)
+                tested = any(e % r.config.test_every == 0 for e, r in zip(epochs, self.runs, strict=True))
+                test = torch.where(need_test, batch.test_losses(), nan) if tested else nan
+                train = batch.train_losses_and_grads()
+                finite = torch.isfinite(train) & (torch.isfinite(test) | ~need_test)
+                early = need_test & (test < self.threshold) & finite
+                before = batch.active
+                batch.active = before & finite & ~early
+                updating = True
+                batch.step()
+                updating = False
+                flags = (need_test, before, finite, early)
+                self.block.append(torch.stack([train, test, *(f.double() for f in flags)]))
+                self.tick += 1
+                ends = [
+                    (r.start + self.tick) % r.config.save_every == 0 or r.start + self.tick >= r.config.epochs
+                    for r in self.runs
+                ]
+                if len(self.block) >= self.sync_every or self.stop.signum is not None or any(ends):
+                    self.read_back()
+        except BaseException:
+            if updating:  # the update was cut short: the weights match no epoch; the files keep their last write
+                for r in self.runs:
+                    r.status = "interrupted"
+                self.runs = []
+            else:  # at an epoch boundary: the block and the weights agree; write every run
+                with contextlib.suppress(Exception):
+                    self.read_back(periodic=False)
+                self.finish_all()
+            raise
+        self.read_back()
+        self.finish_all()
+
+    def read_back(self, periodic: bool = True) -> None:
+        """Copy the block's results to the host, extend each run's record, write the runs whose write is due,
+        finish the runs that ended and drop them from the batch."""
+        if not self.block:
+            return
+        values = torch.stack(self.block).cpu()  # (T, 6, S): one transfer
+        snapshots = {t: s.cpu() for t, s in self.snapshots.items()}
+        first, self.block, self.snapshots, self.block_start = self.block_start, [], {}, self.tick
+        ended = []
+        for i, r in enumerate(self.runs):
+            for j in range(values.shape[0]):
+                train, test, tested, before, finite, early = values[j, :, i].tolist()
+                if not before:
+                    break
+                epoch = r.start + first + j
+                if tested:
+                    r.test_losses.append(test)
+                if epoch % r.config.save_every == 0 and first + j in snapshots:
+                    r.checkpoint(snapshots[first + j][i], epoch)
+                r.train_losses.append(train)
+                if not finite:
+                    r.diverged = (epoch, "train", train) if not math.isfinite(train) else (epoch, "test", test)
+                    r.done, r.status = epoch, "diverged"
+                    break
+                if early:
+                    if not r.epochs or r.epochs[-1] != epoch:  # its weights are frozen since: they are epoch's
+                        r.checkpoint(self.batch.P[i].cpu(), epoch)
+                    r.stopped_early, r.done, r.status = True, epoch, "stopped"
+                    break
+                r.done = epoch + 1
+                if self.callback is not None:
+                    self.callback(epoch, train, test if tested else None)
+                if r.done >= r.config.epochs:
+                    r.status = "finished"
+                    break
+            if r.status != "training":
+                ended.append(i)
+            elif periodic and r.path is not None and r.done % r.config.save_every == 0 and r.saver.saved_done != r.done:
+                if time.monotonic() - r.last_write >= self.save_interval_s:
+                    r.saver.periodic(r.to_data(self.batch.row(i)))
+                    r.last_write = time.monotonic()
+        self.update_bar(values.shape[0], len(ended))
+        for i in ended:
+            self.runs[i].finish(self.batch.row(i))
+        if ended:
+            self.select([i for i in range(len(self.runs)) if i not in set(ended)])
+
+    def update_bar(self, epochs: int, ended: int) -> None:
+        if self.bar is None or self.bar.disable:
+            return
+        self.bar.update(epochs)
+        if len(self.runs) == 1 and self.runs[0].train_losses:
+            r = self.runs[0]
+            test = f"{r.test_losses[-1]:.3g}" if r.test_losses else "…"
+            self.bar.set_postfix(train=f"{r.train_losses[-1]:.3g}", test=test, refresh=False)
+        elif self.runs:
+            now = sorted(r.train_losses[-1] for r in self.runs if r.train_losses)
+            if now:
+                self.bar.set_postfix(
+                    runs=len(self.runs) - ended, median_train=f"{now[len(now) // 2]:.3g}", refresh=False
+                )
+
+    def select(self, keep: list[int]) -> None:
+        self.runs = [self.runs[i] for i in keep]
+        self.batch.select(keep)
+        if keep:
+            idx = torch.tensor(keep, device=self.batch.device)
+            self.start, self.test_every, self.threshold = self.start[idx], self.test_every[idx], self.threshold[idx]
+
+    def finish_all(self) -> None:
+        """Write every run still in the batch (stopped by a signal or an exception) at its epoch boundary."""
+        for i, r in enumerate(self.runs):
+            r.status = "interrupted"
+            r.finish(self.batch.row(i))
+        self.select([])
+
+
+def _train(
+    configs: Sequence[TrainConfig],
+    outs: Sequence,
+    *,
+    device,
+    resume: bool,
+    progress: bool,
+    save_interval_s: float | int,
+    fallback_dirs,
+    workers: int | None,
+    callback,
+    who: str,
+) -> tuple[list[_Run], _StopRequest]:
+    """Open every run's file, then train the runs of each ``p`` as one batch; returns the runs and the stop flag."""
+    device = resolve_device(device)
+    runs = [_Run(i, c, _out_path(o)) for i, (c, o) in enumerate(zip(configs, outs, strict=True))]
+    seen: dict[Path, int] = {}
+    for r in runs:
+        if r.path is None:
+            continue
+        key = Path(os.path.abspath(r.path))
+        if key in seen:
+            raise ValueError(
+                f"outs[{seen[key]}] and outs[{r.index}] are the same file {r.path}; each run needs its own file"
+            )
+        seen[key] = r.index
+    for r in runs:
+        if r.path is not None:
+            _file_signature(r.path)  # a folder, a FIFO, a link loop: refused before anything else
+    check_memory(configs, workers)
+    paths = [r.path for r in runs if r.path is not None]
+    label = paths[0] if len(paths) == 1 else Path(os.path.commonpath([p.parent for p in paths])) if paths else None
+    with contextlib.ExitStack() as stack:
+        stop = stack.enter_context(_stop_on_signals(label))
+        for r in runs:
+            if r.path is not None:
+                r.saver = _Saver(r.path, stop, fallback_dirs)
+                try:
+                    _open(r, resume, stack, who)
+                except TrainingDivergedError as e:
+                    if who == "train":
+                        raise
+                    print(f"[{who}] skipping {r.path}: {e}", file=sys.stderr)
+                    r.result, r.status = e.run_data, "skipped"
+        todo = [r for r in runs if r.status == "pending" and r.path is not None]
+        check_disk_room([r.config for r in todo], [r.path for r in todo])
+        for p in dict.fromkeys(r.config.p for r in runs if r.status == "pending"):  # in order of appearance
+            if stop.signum is not None:
+                break
+            group = [r for r in runs if r.status == "pending" and r.config.p == p]
+            total = max(
+                r.config.epochs - (int(r.existing["resume"]["epochs_done"]) if r.existing else 0) for r in group
+            )
+            initial = 0
+            if len(group) == 1:
+                total, initial = group[0].config.epochs, group[0].config.epochs - total
+            desc = "training" if len(group) == 1 else f"{len(group)} runs (p = {p})"
+            with (
+                tqdm(
+                    total=total, initial=initial, disable=not progress, desc=desc, unit="epoch", dynamic_ncols=True
+                ) as bar,
+                worker_pool(n_workers([r.config for r in group], device, workers)) as pool,
+            ):
+                _Loop(group, _start(group, device, pool), stop, save_interval_s, bar, callback).run()
+    return runs, stop
+
+
+def _where(run: _Run) -> str:
+    return run.saver.where(run.saved_to) if run.saver is not None else "it was not written"
+
+
+def _unsaved(runs: list[_Run]) -> list[_Run]:
+    """The runs that trained but whose file does not hold their final record."""
+    trained = [r for r in runs if r.path is not None and r.status != "skipped" and r.result]
+    return [r for r in trained if r.result["train_losses"] and r.saved_to != r.path]
+
+
+def _interrupted(stop: _StopRequest, runs: list[_Run]) -> TrainingInterrupted:
+    trained = [r for r in runs if r.status != "skipped"]
+    written = [r for r in trained if r.saved_to is not None and r.saved_to == r.path]
+    done = min((r.done for r in trained), default=0)
+    sig = stop.name or "interrupt"
+    if len(runs) == 1:
+        r = runs[0]
+        head = f"{sig}: stopped after {r.done:,} of {r.config.epochs:,} epochs"
+        if r.path is None:
+            tail = "; nothing is written (no output file was given)"
+        elif not r.result or not r.result["train_losses"]:
+            tail = f"; no epoch had finished, so nothing was written ({r.path} is unchanged)"
+        elif written:
+            tail = f"; {r.path} holds them (last checkpoint at epoch {r.result['epochs'][-1]:,})" + (
+                "" if r.result["resume"]["finished"] else "; run the same command again to resume"
+            )
+        else:
+            tail = f"; {_where(r)}"
+    else:
+        head = f"{sig}: stopped {len(trained)} run(s) (the least advanced after {done:,} epochs)"
+        tail = (
+            f"; {len(written)} run file(s) hold them; run the same command again to resume"
+            if written
+            else "; nothing was written"
+        )
+        failed = _unsaved(trained)
+        if failed:
+            tail += "; not written: " + "; ".join(f"{r.path}: {_where(r)}" for r in failed[:3])
+    folders = {r.path if len(runs) == 1 else r.path.parent for r in written}
+    return TrainingInterrupted(
+        head + tail,
+        signum=stop.signum or signal.SIGINT,
+        saved_to=folders.pop() if len(folders) == 1 else None,
+        epochs_done=done,
+        members=[(r.path, r.done) for r in runs],
+    )
+
+
 def train(
     config: TrainConfig = TrainConfig(),
     out: str | os.PathLike | None = None,
@@ -579,295 +965,133 @@ def train(
 
     Args:
         config: the recipe (defaults: the paper's).
-        out: file to write the run to (atomically: the previous file stays valid until the new one replaces
-            it). Written when a checkpoint epoch is reached and at least ``save_interval_s`` seconds have passed
-            since the last write, at the end, and when training stops early (SIGINT/Ctrl-C or SIGTERM, at the
-            next epoch boundary; divergence; an exception at an epoch boundary). None: keep it in memory.
+        out: file to write the run to (atomically: the previous file stays valid until the new one replaces it).
+            Written when a checkpoint epoch is reached and at least ``save_interval_s`` seconds have passed since
+            the last write, at the end, and when training stops early (SIGINT/Ctrl-C or SIGTERM, at the next epoch
+            boundary; divergence; an exception at an epoch boundary). None: keep it in memory.
         resume: if ``out`` holds an unfinished run of the same config, continue it (bit-identical to an
-            uninterrupted run with the same number of torch threads: float32 sums, and so the trajectory,
-            depend on it); a finished one is returned as it is; a run of the same config with fewer epochs is
-            extended. ``resume=False`` trains from scratch and overwrites a run of the same config.
-            A file holding a different configuration is never overwritten (``ValueError``).
+            uninterrupted run with the same number of torch threads); a finished one is returned as it is; one
+            with fewer epochs is extended. ``False`` trains from scratch and overwrites a run of the same config.
+            A file holding anything else is never overwritten (``ValueError``).
         progress: show a progress bar (epoch, train loss, test loss).
-        save_interval_s: minimum seconds between writes of ``out`` (0: at every checkpoint). The file grows by
-            ~1 MB per checkpoint (p = 113), so writing it every 100 epochs would dominate a fast run.
-        callback: called after every epoch as ``callback(epoch, train_loss, test_loss_or_None)``; an exception
-            it raises stops training (the run is written first, so it can be resumed).
+        save_interval_s: minimum seconds between writes of ``out`` (0: at every checkpoint).
+        callback: called after every epoch as ``callback(epoch, train_loss, test_loss_or_None)``; an exception it
+            raises stops training (the run is written first, so it can be resumed).
         fallback_dirs: where the final record goes when ``out`` cannot be written (default: the temp folder,
             then the home folder).
-        device: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"`` or ``"cuda"``. The run file is the same
-            either way (CPU tensors). On a GPU the losses are read back in blocks (at every test epoch, i.e. every
-            ``test_every`` epochs, or every epoch when a ``callback`` is given), not after every step, so a loss
-            that is not finite is noticed there: the records after it are dropped as on the CPU.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``; the run file is the same either way.
+            On a GPU the losses are read back in blocks, so a non-finite loss is noticed there (the records after
+            it are dropped as on the CPU).
 
-    Before any work it checks that the memory the configuration needs is available
-    (:class:`NotEnoughMemoryError`) and that ``out``'s folder is writable with room for the final file
-    (:class:`~.checkpoints.RunFileWriteError`); it then holds the lock ``<out>.lock`` while training, so a second
-    run on the same file stops at once (:class:`~.checkpoints.RunFileLockedError`), and removes temporary files
-    a killed run left beside ``out``. In the main thread, SIGINT and SIGTERM stop training at the next epoch
-    boundary; the previous signal handlers are restored on return.
+    Before any work it checks the memory the configuration needs (:class:`NotEnoughMemoryError`) and that
+    ``out`` is a file path in a writable folder with room for it (``ValueError``,
+    :class:`~.checkpoints.RunFileWriteError`); it then holds the lock ``<out>.lock`` while training, so a second
+    run on the same file stops at once (:class:`~.checkpoints.RunFileLockedError`). In the main thread, SIGINT and
+    SIGTERM stop training at the next epoch boundary; the previous handlers are restored on return.
 
     Raises:
         TrainingInterrupted: SIGINT/SIGTERM; the message says what was written where.
         TrainingDivergedError: a loss became nan/inf; the checkpoints before it are written (status "diverged").
-        RunNotSavedError: training finished but ``out`` could not be written (the run is on the exception, and
-            in a fallback file when one could be written).
-
-    Returns:
-        ``{"state_dicts", "epochs", "train_losses", "test_losses", "config", "train_indices", "resume"}``.
+        RunNotSavedError: training finished but ``out`` could not be written (the run is on the exception, and in
+            a fallback file when one could be written).
     """
-    device = resolve_device(device)
-    path = Path(out).expanduser() if out is not None else None
-    if path is not None and path.is_symlink():  # write (and lock) the file the link points to; keep the link
-        path = Path(os.path.realpath(path))
-    _check_memory(config)
-    with contextlib.ExitStack() as stack:
-        stop = stack.enter_context(_stop_on_signals(path))
-        existing = None
-        if path is not None:
-            existing, complete = _open_out(path, config, resume, stack)
-            if complete:
-                return existing
-        return _train_locked(
-            config, path, existing if resume else None, stop, progress, save_interval_s, callback, fallback_dirs, device
-        )
-
-
-def _open_out(
-    path: Path, config: TrainConfig, resume: bool, stack: contextlib.ExitStack, who: str = "train"
-) -> tuple[dict | None, bool]:
-    """Open ``out`` for training ``config`` (used by :func:`train` and :func:`.batched_train.train_many`):
-    returns ``(stored run or None, complete)``. A complete stored run (``resume``) is returned without writing
-    anything (read-only media too); otherwise the folder is checked for room, the lock ``<out>.lock`` is taken
-    (held until ``stack`` closes) and a killed run's temporary files are removed. A stored diverged run raises
-    :class:`TrainingDivergedError` (with ``resume``); another configuration, ``ValueError``."""
-    seen = _file_signature(path)
-    existing = None
-    if seen is not None:
-        existing = _load_existing(path, config)
-        if resume and _is_complete(path, existing, config):
-            return existing, True
-    check_destination(path, int(1.1 * estimate_run_file_bytes(config)), "the run file")
-    stack.enter_context(RunFileLock(path))
-    for stale in remove_stale_temp_files(path):
-        print(f"[{who}] removed {stale.name}, a temporary file left by a killed run", file=sys.stderr)
-    if _file_signature(path) != seen:  # another run wrote it before we held the lock
-        existing = _load_existing(path, config) if path.exists() else None
-        if resume and existing is not None and _is_complete(path, existing, config):
-            return existing, True
-    return existing, False
-
-
-def _restore(
-    path: Path,
-    config: TrainConfig,
-    existing: dict,
-    model: HookedTransformer,
-    optimizer,
-    scheduler,
-    train_indices: Tensor,
-) -> _Run:
-    """Load a stored run into ``model``, ``optimizer`` and ``scheduler`` to continue it (used by :func:`train` and
-    :func:`.batched_train.train_many`); returns its record. Refuses a split other than ``train_indices``
-    (``ValueError``) and a resume record that does not load (:class:`~.checkpoints.CorruptCheckpointError`)."""
-    run = _Run.from_data(config, existing)
-    if not torch.equal(run.train_indices, train_indices):
-        raise ValueError(f"{path}: its train_indices differ from the split of this config; refusing to continue it")
-    state = existing["resume"]
-    try:
-        with torch.no_grad():
-            for name, param in zip(PAPER_TRAINABLE, trained_parameters(model), strict=True):
-                param.copy_(state["params"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-    except (KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise CorruptCheckpointError(
-            f"{path}: its resume record cannot be loaded ({_short_cause(e)}); train again "
-            "with --no-resume (resume=False) or choose another --out/out path"
-        ) from e
-    return run
-
-
-def _checkpoint(model: HookedTransformer) -> dict[str, Tensor]:
-    """The model's weights in paper layout, on the CPU."""
-    return transformer_lens_to_paper(_to_cpu(model.state_dict()))
-
-
-def _train_locked(config, path, existing, stop, progress, save_interval_s, callback, fallback_dirs, device) -> dict:
-    """The training loop of :func:`train`, once ``out`` is checked and locked."""
-    model = make_model(config.p, seed=config.seed, device=device)
-    optimizer, scheduler = make_optimizer(model, config)
-    data = TrainingData(config, device)
-    saver = _Saver(path, stop, fallback_dirs)
-    if existing is not None:
-        run = _restore(path, config, existing, model, optimizer, scheduler, data.train_indices)
-        state = existing["resume"]
-        threads = state.get("torch_threads")
-        if isinstance(threads, int) and threads != torch.get_num_threads():
-            print(
-                f"[train] {path} was trained with {threads} torch thread(s), this process uses "
-                f"{torch.get_num_threads()}: the run continues correctly, but not bit-identically to an uninterrupted "
-                f"run (set OMP_NUM_THREADS={threads} for that).",
-                file=sys.stderr,
-            )
-        start = int(state["epochs_done"])
-        saver.saved_done = start
-        if existing["resume"]["finished"] and start < config.epochs:
-            saver.saved_done = None  # the file says "finished"; extending it must rewrite that
-    else:
-        run = _Run(config, data.train_indices)
-        start = 0
-    del existing
-
-    done, updating, interrupted = start, False, False
-    last_write = time.monotonic()
-    t_start = time.monotonic()
-    elapsed_before = run.elapsed_s
-    # on a GPU the train losses stay on the device and are read back in blocks (a read-back waits for the GPU)
-    blocked = model.W_E.device.type != "cpu" and callback is None
-    pending: list[Tensor] = []
-
-    def read_back() -> bool:
-        """Append the pending train losses; on a non-finite one, mark the run diverged there and return True."""
-        nonlocal done
-        if not pending:
-            return False
-        values = torch.stack(pending).tolist()
-        pending.clear()
-        for value in values:
-            run.train_losses.append(value)
-            if not math.isfinite(value):
-                epoch = len(run.train_losses) - 1
-                run.diverged, done = (epoch, "train", value), epoch
-                return True
-        return False
-
-    bar = tqdm(
-        total=config.epochs, initial=start, disable=not progress, desc="training", unit="epoch", dynamic_ncols=True
-    )
-    try:
-        for epoch in range(start, config.epochs):
-            if stop.signum is not None:
-                interrupted = True
-                break
-            test_loss = None
-            if epoch % config.test_every == 0:
-                if read_back():
-                    break
-                test_loss = _test_loss(model, data).item()
-                run.test_losses.append(test_loss)
-            if epoch % config.save_every == 0:
-                run.state_dicts.append(_checkpoint(model))
-                run.epochs.append(epoch)
-            loss = model_loss(model, data.train_pairs)
-            if blocked:
-                pending.append(loss.detach())
-                train_loss = None
-            else:
-                train_loss = loss.item()
-                run.train_losses.append(train_loss)
-            if (train_loss is not None and not math.isfinite(train_loss)) or (
-                test_loss is not None and not math.isfinite(test_loss)
-            ):
-                which, value = (
-                    ("test", test_loss) if train_loss is None or math.isfinite(train_loss) else ("train", train_loss)
-                )
-                if blocked:
-                    run.train_losses.append(float(pending.pop()))
-                run.diverged = (epoch, which, value)
-                optimizer.zero_grad(set_to_none=True)
-                break
-            loss.backward()
-            if test_loss is not None:
-                shown = run.train_losses[-1] if train_loss is None and run.train_losses else train_loss
-                bar.set_postfix(
-                    train=f"{shown:.3g}" if shown is not None else "…", test=f"{test_loss:.3g}", refresh=False
-                )
-                if config.stop_at_test_loss is not None and test_loss < config.stop_at_test_loss:
-                    if run.epochs[-1] != epoch:
-                        run.state_dicts.append(_checkpoint(model))
-                        run.epochs.append(epoch)
-                    optimizer.zero_grad(set_to_none=True)
-                    run.stopped_early = True
-                    if read_back():  # (the loss of this very epoch is finite: its test loss is)
-                        run.stopped_early = False
-                    break
-            updating = True
-            _update(optimizer, scheduler)
-            done, updating = epoch + 1, False
-            bar.update(1)
-            if callback is not None:
-                callback(epoch, train_loss, test_loss)
-            if path is not None and done % config.save_every == 0 and time.monotonic() - last_write >= save_interval_s:
-                if read_back():
-                    break
-                run.elapsed_s = elapsed_before + time.monotonic() - t_start
-                saver.periodic(run.to_data(done, model, optimizer, scheduler))
-                last_write = time.monotonic()
-        else:
-            read_back()
-        if interrupted:
-            read_back()
-    except BaseException:
-        if not updating and path is not None and done > 0 and saver.saved_done != done:
-            # at an epoch boundary: the weights and optimizer match `done`
-            read_back()
-            run.elapsed_s = elapsed_before + time.monotonic() - t_start
-            saved_to = saver.final(run.to_data(done, model, optimizer, scheduler))
-            if saved_to != path:
-                print(f"\nwarning: the run could not be written to {path}: {saver.where(saved_to)}", file=sys.stderr)
-        raise
-    finally:
-        bar.close()
-    run.elapsed_s = elapsed_before + time.monotonic() - t_start
-    result = run.to_data(done, model, optimizer, scheduler)
-    saved_to = None
-    if path is not None and result["train_losses"]:  # (an interrupt before the first epoch has nothing to write)
-        already_written = saver.saved_done == done and not run.stopped_early and run.diverged is None
-        saved_to = path if already_written else saver.final(result)
+    (run,), stop = _train(
+        [config], [out], device=device, resume=resume, progress=progress, save_interval_s=save_interval_s,
+        fallback_dirs=fallback_dirs, workers=None, callback=callback, who="train",
+    )  # fmt: skip
+    result, path = run.result, run.path
     if run.diverged is not None:
-        _raise_diverged(run, result, config, path, saved_to, saver)
-    if interrupted or stop.signum is not None:
-        _raise_interrupted(stop, result, config, path, saved_to, saver)
-    if path is not None and saved_to != path:
-        raise RunNotSavedError(
-            f"training finished ({done:,} epochs) but {path} could not be written: {saver.where(saved_to)}",
+        epoch, which, value = run.diverged
+        n = len(result["epochs"])
+        last = f", the last at epoch {result['epochs'][-1]:,}" if n else ""
+        kept = f"the {epoch:,} epochs before it ({n} checkpoint{'s' if n != 1 else ''}{last})"
+        if path is None:
+            where = f"{kept} are in the returned error's run_data"
+        elif run.saved_to == path:
+            where = f"{kept} are in {path} (status: diverged)"
+        else:
+            where = f"{kept}: {_where(run)}"
+        raise TrainingDivergedError(
+            f"diverged at epoch {epoch:,}: the {which} loss is {value}; lower --lr (lr = {config.lr:g}). "
+            f"{where[0].upper()}{where[1:]}.",
+            epoch=epoch,
             run_data=result,
-            saved_to=saved_to,
+            saved_to=run.saved_to,
+        )
+    if stop.signum is not None or run.status in ("interrupted", "pending"):
+        raise _interrupted(stop, [run])
+    if _unsaved([run]):
+        raise RunNotSavedError(
+            f"training finished ({run.done:,} epochs) but {path} could not be written: {_where(run)}",
+            run_data=result,
+            saved_to=run.saved_to,
+            results=[result],
         )
     return result
 
 
-def _raise_diverged(run: _Run, result: dict, config: TrainConfig, path, saved_to, saver: _Saver) -> None:
-    epoch, which, value = run.diverged
-    last = f", the last at epoch {result['epochs'][-1]:,}" if result["epochs"] else ""
-    n = len(result["epochs"])
-    kept = f"the {epoch:,} epochs before it ({n} checkpoint{'s' if n != 1 else ''}{last})"
-    if path is None:
-        where = f"{kept} are in the returned error's run_data"
-    elif saved_to == path:
-        where = f"{kept} are in {path} (status: diverged)"
-    else:
-        where = f"{kept}: {saver.where(saved_to)}"
-    raise TrainingDivergedError(
-        f"diverged at epoch {epoch:,}: the {which} loss is {value}; lower --lr (lr = {config.lr:g}). {where[0].upper()}{where[1:]}.",
-        epoch=epoch,
-        run_data=result,
-        saved_to=saved_to,
-    )
+def train_many(
+    configs: Sequence[TrainConfig],
+    outs: Sequence[str | os.PathLike | None],
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    save_interval_s: float | int = 60.0,
+    fallback_dirs: list[str | os.PathLike] | None = None,
+    workers: int | None = None,
+) -> list[dict]:
+    """Train every configuration of ``configs`` at once, each to its own file of ``outs``; return their run data.
 
+    The runs of one ``p`` train together as one :class:`~.batched_train.Batch` (groups of different ``p`` one
+    after another); any other field may differ. Each file of ``outs`` (None: keep that run in memory; no two the
+    same) is opened, written and resumed exactly as :func:`train` does with ``out`` (so ``train`` continues a
+    member's file and the other way round). A member that diverges is written with status "diverged" (a note is
+    printed) and the others go on; a diverged stored member is skipped with a note. ``progress``: one bar per
+    group. ``workers``: on the CPU, how many runs are computed side by side, each on its own thread with
+    ``torch.get_num_threads() // workers`` torch threads (default: :func:`~.batched_train.n_workers`).
 
-def _raise_interrupted(stop: _StopRequest, result: dict, config: TrainConfig, path, saved_to, saver: _Saver) -> None:
-    done = int(result["resume"]["epochs_done"])
-    head = f"{stop.name or 'interrupt'}: stopped after {done:,} of {config.epochs:,} epochs"
-    if path is None:
-        tail = "; nothing is written (no output file was given)"
-    elif done == 0:
-        tail = f"; no epoch had finished, so nothing was written ({path} is unchanged)"
-    elif saved_to == path:
-        tail = f"; {path} holds them (last checkpoint at epoch {result['epochs'][-1]:,})" + (
-            "" if result["resume"]["finished"] else "; run the same command again to resume"
+    Before any work it checks the memory of all runs together (:class:`NotEnoughMemoryError`), each file as
+    ``train`` does, and the room of all files together (:func:`check_disk_room`).
+
+    Raises:
+        TrainingInterrupted: SIGINT/SIGTERM: every member that trained is written first (``.members``: the list
+            of ``(path, epochs done)``); running the same call again continues each of them.
+        RunNotSavedError: training finished but some member files could not be written (``.results``: every
+            member's run data; ``saved_to``/``run_data``: those of the first such member).
+    """
+    configs, outs = list(configs), list(outs)
+    if len(configs) != len(outs):
+        raise ValueError(
+            f"configs and outs must have the same length (one file per run), got {len(configs)} and {len(outs)}"
         )
-    else:
-        tail = f"; {saver.where(saved_to)}"
-    raise TrainingInterrupted(head + tail, signum=stop.signum or signal.SIGINT, saved_to=saved_to, epochs_done=done)
+    for i, c in enumerate(configs):
+        if not isinstance(c, TrainConfig):
+            raise TypeError(f"configs[{i}] must be a TrainConfig, got {type(c).__name__}")
+    if not configs:
+        return []
+    runs, stop = _train(
+        configs, outs, device=device, resume=resume, progress=progress, save_interval_s=save_interval_s,
+        fallback_dirs=fallback_dirs, workers=workers, callback=None, who="train_many",
+    )  # fmt: skip
+    for r in runs:
+        if r.status == "diverged":
+            epoch, which, value = r.diverged
+            print(
+                f"[train_many] {r.name} diverged at epoch {epoch:,} ({which} loss {value}); lower its lr "
+                f"(lr = {r.config.lr:g}). The epochs before it are kept (status: diverged).",
+                file=sys.stderr,
+            )
+    if stop.signum is not None or any(r.status in ("interrupted", "pending") for r in runs):
+        raise _interrupted(stop, runs)
+    results = [r.result for r in runs]
+    unsaved = _unsaved(runs)
+    if unsaved:
+        raise RunNotSavedError(
+            f"training finished but {len(unsaved)} member file(s) could not be written: "
+            + "; ".join(f"{r.path}: {_where(r)}" for r in unsaved[:3]),
+            run_data=unsaved[0].result,
+            saved_to=unsaved[0].saved_to,
+            results=results,
+        )
+    return results

@@ -28,15 +28,17 @@ from .analysis import (
     neuron_clusters,
     neuron_surgery_losses,
     relu_quadratic_fit,
+    sum_difference_shares,
 )
 from .data import make_all_data, make_labels, make_split, train_test_split
-from .dynamics import compute_dynamics
+from .dynamics import cache_dir, compute_dynamics
 from .fourier import (
     arrange_by_2d_freqs,
     fft1d,
     fft1d_given_dim,
     fft2d,
     fourier_2d_basis_term,
+    get_trig_difference_directions,
     get_trig_sum_directions,
     make_fourier_basis,
     project_onto_direction,
@@ -65,6 +67,7 @@ __all__ = [
     # the run
     "load_full_run_data",
     "default_run_path",
+    "cache_dir",
     "load_model",
     "load_in_state_dict",
     "make_model_config",
@@ -86,6 +89,7 @@ __all__ = [
     "project_onto_direction",
     "project_onto_frequency",
     "get_trig_sum_directions",
+    "get_trig_difference_directions",
     # analysis (Sections 1-3)
     "get_effective_weights",
     "find_neuron_freqs",
@@ -95,6 +99,7 @@ __all__ = [
     "analyse_neurons",
     "neuron_surgery_losses",
     "relu_quadratic_fit",
+    "sum_difference_shares",
     "excl_loss",
     "fourier_embed",
     "embed_SVD",
@@ -111,6 +116,9 @@ __all__ = [
     "animate_multi_lines",
     "animate_scatter",
     "mark_phases",
+    # the student's path
+    "needs",
+    "ExerciseNotDone",
 ]
 
 
@@ -159,3 +167,53 @@ def load_model(full_run_data: RunData | Mapping, index: int | None = None, devic
     if index is None:
         index = analysed_index_of(full_run_data["epochs"])
     return model_from_checkpoint(state_dicts, index, device)
+
+
+class ExerciseNotDone(Exception):
+    """Raised by :func:`needs`: an exercise this cell builds on is not done yet. Jupyter shows its one line
+    (``_render_traceback_``) instead of a traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [str(self)]
+
+
+def _not_done(value: object) -> bool:
+    # A stub is `None` (a "compute these variables" exercise) or a function whose body still raises
+    # NotImplementedError (the exercise template); a finished function never names it.
+    if value is None:
+        return True
+    code = getattr(value, "__code__", None)
+    return code is not None and "NotImplementedError" in code.co_names
+
+
+_WRAPPERS = (__name__, "beartype", "jaxtyping", "typeguard")
+
+
+def needs(*names: str) -> None:
+    """Check, before a cell's work, that what it builds on is done; else raise :class:`ExerciseNotDone` with one
+    line ("finish `x` above first"). ``names`` are names of the caller's (the notebook's) globals: an exercise
+    function, a variable an exercise computes, or a variable an earlier cell computes. A stub (``None``, or a
+    function that still raises ``NotImplementedError``) is "not finished"; a missing name means its cell has not
+    run. Nothing is called, so a finished exercise's real errors still surface where they happen."""
+    import inspect
+
+    frame = inspect.currentframe().f_back
+    # the caller's globals, past any runtime type-checking wrapper (jaxtyping/beartype under pytest)
+    while frame.f_back is not None and str(frame.f_globals.get("__name__", "")).startswith(_WRAPPERS):
+        frame = frame.f_back
+    namespace = frame.f_globals
+    del frame
+    unfinished = [name for name in names if name in namespace and _not_done(namespace[name])]
+    undefined = [name for name in names if name not in namespace]
+    parts = []
+    if unfinished:
+        parts.append("finish " + ", ".join(f"`{name}`" for name in unfinished) + " above first")
+    if undefined:
+        parts.append(
+            ("" if unfinished else "first ")
+            + "run the cells above that define "
+            + ", ".join(f"`{name}`" for name in undefined)
+            + " (after finishing their exercises)"
+        )
+    if parts:
+        raise ExerciseNotDone("This cell needs earlier work: " + "; and ".join(parts) + ".")

@@ -19,7 +19,11 @@ between nbgrader-style markers::
 
 The install cell's pip source is written once, as ``[project.urls] Repository`` in ``pyproject.toml``: the
 marker ``__COURSE_REPOSITORY_URL__`` in the source is replaced by that URL in both notebooks (the build fails
-when the URL is missing or still a placeholder, or when no cell carries the marker).
+when the URL is missing or still a placeholder, or when no cell carries the marker), and
+``__COURSE_VERSION_TAG__`` by ``v<version>`` (``[project] version``), so a notebook installs the package version
+it was built with (the release is tagged ``v<version>`` in the repository). ``__COLAB_BADGE__`` (a markdown
+line) becomes an "Open in Colab" badge for that notebook on the default branch, built from the same URL (GitHub only;
+elsewhere the line says that Colab opens notebooks from GitHub).
 
 A code cell tagged ``solutions-only`` is left out of the exercises notebook; one tagged ``exercises-only`` is
 left out of the solutions notebook (cell ids stay stable either way: they are derived from the source cell).
@@ -62,6 +66,10 @@ LANGUAGE_INFO = {"name": "python"}
 KEPT_CELL_METADATA = ("tags",)
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 REPOSITORY_MARKER = "__COURSE_REPOSITORY_URL__"
+VERSION_MARKER = "__COURSE_VERSION_TAG__"
+DEFAULT_BRANCH = "main"  # where the "Open in Colab" badge opens the notebook
+COLAB_MARKER = "__COLAB_BADGE__"
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 PLACEHOLDER_PATTERN = re.compile(r"YOUR[-_]|<[^>]*>|example\.(com|org)", re.IGNORECASE)
 
 
@@ -149,6 +157,35 @@ def repository_url(pyproject: Path | None = None) -> str:
     return url
 
 
+def version_tag(pyproject: Path | None = None) -> str:
+    """``v<version>`` from ``[project] version`` of ``pyproject``: the git tag of the release a notebook installs."""
+    pyproject = pyproject or PYPROJECT
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    with open(pyproject, "rb") as f:
+        version = tomllib.load(f).get("project", {}).get("version", "")
+    if not re.fullmatch(r"\d+(\.\d+)*\S*", str(version)):
+        raise BuildError(f"{pyproject.name}: [project] version must be a version number, got {version!r}")
+    return f"v{version}"
+
+
+def colab_badge(url: str, ref: str, notebook: Path) -> str:
+    """Markdown "Open in Colab" badge for ``notebook`` (a path in the repository) on branch or tag ``ref``."""
+    found = re.fullmatch(r"https://github\.com/([^/\s]+)/([^/\s]+?)(?:\.git)?/?", url)
+    if not found:
+        return f"(Colab opens notebooks from GitHub; this course's repository is {url}.)"
+    owner, repo = found.groups()
+    try:
+        path = notebook.relative_to(REPO_ROOT).as_posix()
+    except ValueError:  # a notebook written elsewhere (tests): its folder and name as in the repository
+        path = f"{notebook.parent.name}/{notebook.name}"
+    return (
+        f"[![Open In Colab]({COLAB_BADGE})](https://colab.research.google.com/github/{owner}/{repo}/blob/{ref}/{path})"
+    )
+
+
 def _cell_id(index: int, cell_type: str) -> str:
     # Ids derive from the cell's position in the source, so both notebooks share them and rebuilds are stable.
     return f"{cell_type[:2]}{index:03d}"
@@ -157,7 +194,9 @@ def _cell_id(index: int, cell_type: str) -> str:
 def build_notebook(source_path: Path = SOURCE, *, exercises: bool) -> nbformat.NotebookNode:
     """Read the jupytext source and return the exercises (``exercises=True``) or solutions notebook."""
     src = jupytext.read(source_path, fmt="py:percent")
-    url = repository_url()
+    url, tag = repository_url(), version_tag()
+    # the badge opens the default branch, which always exists; the install cell pins the release tag
+    badge = colab_badge(url, DEFAULT_BRANCH, EXERCISES if exercises else SOLUTIONS)
     cells = []
     for index, cell in enumerate(src.cells):
         tags = list(cell.metadata.get("tags", []))
@@ -168,14 +207,16 @@ def build_notebook(source_path: Path = SOURCE, *, exercises: bool) -> nbformat.N
         metadata = {k: cell.metadata[k] for k in KEPT_CELL_METADATA if k in cell.metadata}
         where = f"{source_path.name}, cell {index}"
         if cell.cell_type == "code":
-            text = _strip_solution_markers(cell.source, exercises=exercises, where=where).replace(
-                REPOSITORY_MARKER, url
+            text = (
+                _strip_solution_markers(cell.source, exercises=exercises, where=where)
+                .replace(REPOSITORY_MARKER, url)
+                .replace(VERSION_MARKER, tag)
             )
             new = nbformat.v4.new_code_cell(source=text, metadata=metadata)
         elif cell.cell_type == "markdown":
             if BEGIN in cell.source or END in cell.source:
                 raise BuildError(f"{where}: solution markers belong in code cells (use <details> in markdown)")
-            new = nbformat.v4.new_markdown_cell(source=cell.source, metadata=metadata)
+            new = nbformat.v4.new_markdown_cell(source=cell.source.replace(COLAB_MARKER, badge), metadata=metadata)
         else:
             new = nbformat.v4.new_raw_cell(source=cell.source, metadata=metadata)
         new.id = _cell_id(index, cell.cell_type)

@@ -24,10 +24,11 @@ Failure modes (keyword arguments, for the file requests ``/resolve/`` only; othe
   send nothing more.
 
 More options: ``cut_body_after=N`` sends N bytes of the body (``Content-Length`` announces all), then closes;
-``trickle_s=1.0`` sends the body one byte per second; ``get_body=b"<html>…"`` answers ``GET`` with 200 and that body instead of the file (``HEAD`` is
-normal); ``retry_after="3600"`` adds a ``Retry-After`` header to ``status`` answers; ``redirect_to=URL``
-answers both with a 302 to ``URL`` carrying the hub's headers (a redirect to a CDN, or to a dead host, or a loop
-when ``URL`` is the file's own).
+``trickle_s=1.0`` sends the body one byte per second; ``get_body=b"<html>…"`` answers ``GET`` with 200 and that
+body instead of the file (``HEAD`` is normal); ``retry_after="3600"`` adds a ``Retry-After`` header to
+``status`` answers; ``redirect_to=URL`` answers both with a 302 to ``URL`` carrying the hub's headers (a
+redirect to a CDN, or to a dead host, or a loop when ``URL`` is the file's own); ``etag="<64 hex>"`` serves that
+ETag instead of the bytes' sha256 (a checksum the file does not match).
 
 A hanging answer waits until :meth:`FakeHub.stop` (then the connection is closed), so a test never leaves
 a thread behind for longer than the hub lives.
@@ -86,6 +87,7 @@ class FakeHub:
         redirect_to: str | None = None,
         cut_body_after: int | None = None,
         trickle_s: float | None = None,
+        etag: str | None = None,
     ) -> None:
         if not re.fullmatch(r"[0-9a-f]{40}", commit):
             raise ValueError(f"commit must be 40 lowercase hex characters, got {commit!r}")
@@ -106,6 +108,7 @@ class FakeHub:
         self.redirect_to = redirect_to
         self.cut_body_after = cut_body_after
         self.trickle_s = trickle_s
+        self.etag = etag
         self.requests: list[tuple[str, str]] = []
         self._release = threading.Event()  # set by stop(): hanging answers give up and close their connection
         self._etags: dict[int, tuple[bytes, str]] = {}  # id(bytes) -> (bytes, ETag): hashing a big file once
@@ -236,7 +239,10 @@ class FakeHub:
             handler.wfile.write(body)
 
     def _etag(self, data: bytes) -> str:
-        """The quoted sha256 of ``data``, computed once per bytes object (files may change while serving)."""
+        """The quoted sha256 of ``data``, computed once per bytes object (files may change while serving), or the
+        ``etag`` given."""
+        if self.etag is not None:
+            return f'"{self.etag}"'
         known = self._etags.get(id(data))
         if known is None or known[0] is not data:
             known = (data, f'"{hashlib.sha256(data).hexdigest()}"')

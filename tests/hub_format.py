@@ -92,7 +92,7 @@ def default_run_hub_bytes(run_path) -> bytes:
     """``torch.save`` bytes of :func:`to_hub_format` applied to the run file at ``run_path``."""
     import io
 
-    from part52_grokking_and_modular_arithmetic.checkpoints import load_run_data
+    from part52_grokking_and_modular_arithmetic.run_data import load_run_data
 
     buf = io.BytesIO()
     torch.save(to_hub_format(load_run_data(run_path)), buf)

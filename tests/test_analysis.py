@@ -7,16 +7,18 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F_nn
+from jaxtyping import TypeCheckError
 
 from part52_grokking_and_modular_arithmetic import analysis as A
 from part52_grokking_and_modular_arithmetic import solutions
 from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.fourier import fft2d, fourier_basis
+from part52_grokking_and_modular_arithmetic.fourier import fft2d, fourier_basis, per_frequency
 from part52_grokking_and_modular_arithmetic.model import make_model
 
 from reference.fourier_model import make_fourier_model
 
 P = 113
+BAD_INPUT = (ValueError, TypeCheckError)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
@@ -56,7 +58,7 @@ def test_make_fourier_model_computes_modular_addition():
     original = F_nn.cross_entropy(logits.double(), labels).item()
     assert original < 0.2
     # the restricted (trig) logits do even better than the original: the paper's observation
-    assert A.restricted_loss(m, [14, 35, 41, 42, 52]) < original / 100
+    assert A.neuron_surgery_losses(m, [14, 35, 41, 42, 52])["restricted"] < original / 100
     assert A.key_frequencies(m) == [14, 35, 41, 42, 52]
     with pytest.raises(ValueError, match="key frequencies"):
         make_fourier_model(P, (0, 3))
@@ -132,6 +134,13 @@ def test_W_neur_matches_the_value_path(model, cache):
         assert _is_constant_over_batch(via_cache - W_neur[h, x], atol=1e-4)
 
 
+def test_effective_weights_from_the_model_or_its_course_weights(model):
+    from_model = A.get_effective_weights(model)
+    from_weights = A.get_effective_weights(A.get_course_weights(model))
+    for a, b in zip(from_model, from_weights, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_W_logit_matches_the_logits(model, cache):
     W_logit = A.get_effective_weights(model).W_logit
     assert W_logit.shape == (512, P)
@@ -190,12 +199,13 @@ def test_get_fourier_neuron_acts_centres_and_transforms():
         A.get_fourier_neuron_acts(torch.zeros(10, 3))
 
 
-def test_mean_squared_fourier_coefficients():
+def test_mean_sq_fourier_coefficients_of_a_grid_or_of_rows():
     p = 13
     acts = torch.randn(p * p, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    got = A.mean_squared_fourier_coefficients(acts)
-    assert got.shape == (p, p)
+    got = A.mean_sq_fourier_coefficients(acts.reshape(p, p, 6))
+    assert got.shape == (p, p) and got.dtype == torch.float64
     torch.testing.assert_close(got, A.get_fourier_neuron_acts(acts).pow(2).mean(-1))
+    torch.testing.assert_close(A.mean_sq_fourier_coefficients(acts), got)
     # Parseval: the total equals the mean centred sum of squares
     torch.testing.assert_close(got.sum(), (acts - acts.mean(0)).pow(2).sum(0).mean())
 
@@ -223,7 +233,7 @@ def test_clusters_and_key_frequencies_of_a_fourier_model(fourier_model):
     assert sizes == {**HAND_BUILT_GROUPS, -1: 512 - sum(HAND_BUILT_GROUPS.values())}
     assert a.neuron_frac_explained[: sum(HAND_BUILT_GROUPS.values())].min() > 0.9
     assert A.key_frequencies(fourier_model) == [14, 35, 41]  # the 5-neuron group of 7 is not key
-    norms = A.embedding_frequency_norms(fourier_model)
+    norms = per_frequency(A.fourier_embed(fourier_model))
     assert norms.shape == ((P - 1) // 2,)
     assert set((norms.topk(4).indices + 1).tolist()) == set(HAND_BUILT_GROUPS)
 
@@ -253,7 +263,6 @@ def test_trig_logits_keeps_key_directions_only():
     )
     # (the direction matrix of fourier.py is float32, hence the tolerance)
     torch.testing.assert_close(out, wave + noise_part, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(A.excluded_logits(wave + noise, 3), noise - noise_part, atol=1e-5, rtol=1e-5)
 
 
 def test_restricted_loss_equals_manual_bias_corrected_loss(model):
@@ -267,10 +276,59 @@ def test_restricted_loss_equals_manual_bias_corrected_loss(model):
     corrected = restricted + (original - restricted).mean(0)
     labels = make_labels(make_all_data(P), P)
     expected_all = F_nn.cross_entropy(corrected, labels).item()
-    assert A.restricted_loss(model, keys) == pytest.approx(expected_all, rel=1e-5)
-    _, test_idx = train_test_split(P, 0.3, 0)
-    expected_test = F_nn.cross_entropy(corrected[test_idx], labels[test_idx]).item()
-    assert A.restricted_loss(model, keys, mode="test") == pytest.approx(expected_test, rel=1e-5)
+    assert A.neuron_surgery_losses(model, keys)["restricted"] == pytest.approx(expected_all, rel=1e-5)
+
+
+def grid_of(p: int, f) -> torch.Tensor:
+    """The (p, p) float64 grid f(x, y), first index x."""
+    t = torch.arange(p, dtype=torch.float64)
+    return f(t[:, None], t[None, :])
+
+
+def test_sum_difference_shares_of_known_waves():
+    p, k = 23, 4
+    w = 2 * math.pi * k / p
+    cos, sin = torch.cos, torch.sin
+    shares = A.sum_difference_shares
+    assert shares(grid_of(p, lambda x, y: cos(w * (x + y))), [k]) == pytest.approx((1.0, 0.0), abs=1e-12)
+    assert shares(grid_of(p, lambda x, y: 2 * sin(w * (x - y)) + 7), [3, k]) == pytest.approx((0.0, 1.0), abs=1e-12)
+    assert shares(grid_of(p, lambda x, y: cos(w * x) * cos(w * y)), [k]) == pytest.approx((0.5, 0.5), abs=1e-12)
+    assert shares(grid_of(p, lambda x, y: cos(w * x) * cos(w * y)), [k + 1]) == pytest.approx((0.0, 0.0), abs=1e-12)
+    assert shares(grid_of(p, lambda x, y: cos(w * x) + sin(w * y)), [k]) == pytest.approx((0.0, 0.0), abs=1e-12)
+    # (p, p, n): each column centred, the shares taken of the total over the columns: 9/10 and 1/10
+    both = torch.stack([3 * grid_of(p, lambda x, y: sin(w * (x + y))), grid_of(p, lambda x, y: cos(w * (x - y)))], -1)
+    assert shares(both.float(), [k]) == pytest.approx((0.9, 0.1), abs=1e-6)
+    assert shares(torch.ones(p, p, 2), [k]) == (0.0, 0.0)
+
+
+def test_sum_difference_shares_equal_explicit_projections():
+    p, keys = 17, [2, 7]
+    gen = torch.Generator().manual_seed(5)
+    acts = torch.randn(p, p, 3, generator=gen, dtype=torch.float64)
+    centred = (acts - acts.mean((0, 1))).reshape(p * p, 3)
+    t = torch.arange(p, dtype=torch.float64)
+    total = centred.pow(2).sum()
+    expected = []
+    for sign in (1, -1):
+        s = (t[:, None] + sign * t[None, :]).flatten()
+        dirs = [f(2 * math.pi * k * s / p) for k in keys for f in (torch.cos, torch.sin)]
+        expected.append(sum(((d / d.norm()) @ centred).pow(2).sum() for d in dirs) / total)
+    assert A.sum_difference_shares(acts, keys) == pytest.approx([e.item() for e in expected], rel=1e-9)
+    with pytest.raises(BAD_INPUT):
+        A.sum_difference_shares(torch.zeros(p * p, 3), keys)
+    with pytest.raises(ValueError, match="frequencies must lie in"):
+        A.sum_difference_shares(acts, [9])
+
+
+def test_sum_difference_shares_of_the_hand_built_model(fourier_model):
+    """Its neurons are ReLUs of cos(w x + phi) + cos(w y + phi): their quadratic term holds x + y and x - y
+    alike; the logits keep only x + y (the x - y parts cancel over the phases)."""
+    keys = list(HAND_BUILT_GROUPS)
+    acts = A.get_key_activations(fourier_model).neuron_acts_post.reshape(P, P, -1)
+    neuron_sum, neuron_diff = A.sum_difference_shares(acts, keys)
+    assert neuron_sum > 0.05 and neuron_diff > 0.05 and neuron_sum == pytest.approx(neuron_diff, rel=0.2)
+    logit_sum, logit_diff = A.sum_difference_shares(A.get_original_logits(fourier_model).reshape(P, P, P), keys)
+    assert logit_sum > 0.5 and logit_diff < 1e-3, (logit_sum, logit_diff)
 
 
 def test_projected_neuron_acts():
@@ -291,7 +349,7 @@ def test_projected_neuron_acts():
 def test_cluster_ablation_equals_manual(fourier_model):
     a = A.analyse_neurons(fourier_model)
     labels = make_labels(make_all_data(P), P)
-    losses = A.cluster_ablation_losses(a, [14, 41])
+    losses = A.neuron_surgery_losses(a, [14, 41, 50])["cluster_ablation"]
     for k in (14, 41):
         idx = a.clusters[k]
         ablated = (a.original_logits - a.neuron_acts_post[:, idx] @ a.W_logit[idx]).double()
@@ -299,7 +357,7 @@ def test_cluster_ablation_equals_manual(fourier_model):
         assert losses[k] == pytest.approx(F_nn.cross_entropy(ablated, labels).item(), rel=1e-6)
     # a frequency with no cluster changes nothing
     unchanged = F_nn.cross_entropy(a.original_logits.double(), labels).item()
-    assert A.cluster_ablation_losses(a, [50])[50] == pytest.approx(unchanged, rel=1e-9)
+    assert losses[50] == pytest.approx(unchanged, rel=1e-9)
 
 
 def test_neuron_surgery_losses_keys_and_consistency(fourier_model):
@@ -314,7 +372,6 @@ def test_neuron_surgery_losses_keys_and_consistency(fourier_model):
         "cluster_ablation",
     }
     assert set(out["cluster_ablation"]) == {14, 35, 41}
-    assert out["restricted"] == pytest.approx(A.restricted_loss(fourier_model, [14, 35, 41]), rel=1e-9)
     assert all(math.isfinite(v) for v in [out["original"], out["restricted"], out["projected_neurons"]])
     # the hand-built model's dead neurons are the unclustered ones: dropping them changes nothing
     assert out["projected_neurons"] == pytest.approx(out["projected_neurons_without_unclustered"], rel=1e-6)
@@ -381,9 +438,7 @@ def test_fourier_embed_on_known_basis_rows():
     expected = torch.zeros(P)
     expected[0], expected[27], expected[28], expected[P - 1] = 4.0, 9.0, 1.0, 0.25
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(
-        A.embedding_frequency_norms(m)[[13, 55]], torch.tensor([10.0, 0.25]), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(per_frequency(got)[[13, 55]], torch.tensor([10.0, 0.25]), atol=1e-5, rtol=1e-5)
 
 
 def test_embed_SVD(model):

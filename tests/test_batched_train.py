@@ -1,4 +1,4 @@
-"""The batched trainer (``batched_train.train_many``): each member trains as its own ``train()`` run would, and
+"""The batched trainer (``train.train_many``): each member trains as its own ``train()`` run would, and
 its file is a run file like any other (loaded, continued by ``train``; ``train``'s files continued by it).
 
 Small p (23) keeps these fast; one p = 113 equivalence check is marked slow.
@@ -11,16 +11,18 @@ import pytest
 import torch
 
 from part52_grokking_and_modular_arithmetic import batched_train
-from part52_grokking_and_modular_arithmetic.batched_train import BatchedAdamW, estimate_sweep_memory_bytes, train_many
-from part52_grokking_and_modular_arithmetic.checkpoints import load_run_data
+from part52_grokking_and_modular_arithmetic import train as trainer
+from part52_grokking_and_modular_arithmetic.batched_train import BatchedAdamW, estimate_memory_bytes
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
+from part52_grokking_and_modular_arithmetic.run_data import load_run_data
 from part52_grokking_and_modular_arithmetic.train import (
     NotEnoughMemoryError,
     TrainingDivergedError,
     TrainingInterrupted,
     make_optimizer,
     train,
+    train_many,
     trained_parameters,
 )
 
@@ -204,7 +206,7 @@ def test_finished_members_are_skipped(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a finished member was trained again")
 
-    monkeypatch.setattr(batched_train, "_Group", refuse)
+    monkeypatch.setattr(trainer, "Batch", refuse)
     again = train_many(configs, outs, device="cpu", progress=False)
     assert [r["train_losses"] for r in again] == [r["train_losses"] for r in first]
     assert [o.stat().st_mtime_ns for o in outs] == stamps
@@ -216,7 +218,7 @@ def test_interrupt_writes_every_member_and_the_sweep_resumes(tmp_path, monkeypat
     configs = [_config(seed=0, epochs=30), _config(seed=1, epochs=30, weight_decay=0.5)]
     reference = train_many(configs, [None, None], device="cpu", progress=False)
     outs = [tmp_path / "a.pth", tmp_path / "b.pth"]
-    real = batched_train._Group.train_losses_and_grads
+    real = batched_train.Batch.train_losses_and_grads
     calls = {"n": 0}
 
     def interrupt_at_epoch_12(self):
@@ -225,7 +227,7 @@ def test_interrupt_writes_every_member_and_the_sweep_resumes(tmp_path, monkeypat
             signal.raise_signal(signal.SIGINT)  # handled by train_many: stop at the end of this epoch
         return real(self)
 
-    monkeypatch.setattr(batched_train._Group, "train_losses_and_grads", interrupt_at_epoch_12)
+    monkeypatch.setattr(batched_train.Batch, "train_losses_and_grads", interrupt_at_epoch_12)
     with pytest.raises(TrainingInterrupted, match="run the same command again") as caught:
         train_many(configs, outs, device="cpu", progress=False, save_interval_s=3600)
     assert caught.value.epochs_done == 12
@@ -233,7 +235,7 @@ def test_interrupt_writes_every_member_and_the_sweep_resumes(tmp_path, monkeypat
         stored = load_run_data(out)
         assert stored["resume"]["epochs_done"] == 12 and not stored["resume"]["finished"]
         assert len(stored["train_losses"]) == 12
-    monkeypatch.setattr(batched_train._Group, "train_losses_and_grads", real)
+    monkeypatch.setattr(batched_train.Batch, "train_losses_and_grads", real)
     resumed = train_many(configs, outs, device="cpu", progress=False)
     for got, ref in zip(resumed, reference, strict=True):
         assert _rel(got["train_losses"], ref["train_losses"]) <= 1e-5
@@ -246,7 +248,7 @@ def test_an_error_between_epochs_writes_every_member_first(tmp_path, monkeypatch
     file is written with the 9 completed epochs, so the sweep can be continued."""
     configs = [_config(seed=0, epochs=20), _config(seed=1, epochs=20)]
     outs = [tmp_path / "a.pth", tmp_path / "b.pth"]
-    real = batched_train._Group.train_losses_and_grads
+    real = batched_train.Batch.train_losses_and_grads
     calls = {"n": 0}
 
     def fail_at_epoch_9(self):
@@ -255,13 +257,13 @@ def test_an_error_between_epochs_writes_every_member_first(tmp_path, monkeypatch
             raise RuntimeError("boom")
         return real(self)
 
-    monkeypatch.setattr(batched_train._Group, "train_losses_and_grads", fail_at_epoch_9)
+    monkeypatch.setattr(batched_train.Batch, "train_losses_and_grads", fail_at_epoch_9)
     with pytest.raises(RuntimeError, match="boom"):
         train_many(configs, outs, device="cpu", progress=False, save_interval_s=3600)
     for out in outs:
         stored = load_run_data(out)
         assert stored["resume"]["epochs_done"] == 9 and len(stored["train_losses"]) == 9
-    monkeypatch.setattr(batched_train._Group, "train_losses_and_grads", real)
+    monkeypatch.setattr(batched_train.Batch, "train_losses_and_grads", real)
     resumed = train_many(configs, outs, device="cpu", progress=False)
     for config, got in zip(configs, resumed, strict=True):
         assert _rel(got["train_losses"], train(config, progress=False)["train_losses"]) <= 1e-3
@@ -343,19 +345,19 @@ def test_memory_estimate_and_check(monkeypatch):
         return [TrainConfig(seed=i, save_every=save_every) for i in range(n)]
 
     assert (
-        estimate_sweep_memory_bytes(sweep(64, 100))
-        > estimate_sweep_memory_bytes(sweep(64, 500))
-        > estimate_sweep_memory_bytes(sweep(8, 500))
+        estimate_memory_bytes(sweep(64, 100))
+        > estimate_memory_bytes(sweep(64, 500))
+        > estimate_memory_bytes(sweep(8, 500))
     )
-    assert 1e9 < estimate_sweep_memory_bytes(sweep(64, 500)) < 4e9  # the sweep default fits 4 GB
-    assert estimate_sweep_memory_bytes(sweep(64, 100)) > 4e9
+    assert 1e9 < estimate_memory_bytes(sweep(64, 500)) < 4e9  # the sweep default fits 4 GB
+    assert estimate_memory_bytes(sweep(64, 100)) > 4e9
     # more cores mean more runs computed side by side on the CPU: their activations stay bounded by default,
     # so the sweep default fits 4 GB with any number of cores (with ~0.45 GB for Python, torch, TransformerLens)
     with monkeypatch.context() as m:
         m.setattr(torch, "get_num_threads", lambda: 64)
-        assert estimate_sweep_memory_bytes(sweep(64, 500)) + 0.45e9 < 4e9
-        assert estimate_sweep_memory_bytes(sweep(64, 500), workers=64) > estimate_sweep_memory_bytes(sweep(64, 500))
-    monkeypatch.setattr(batched_train, "available_memory_bytes", lambda: 10**8)
+        assert estimate_memory_bytes(sweep(64, 500)) + 0.45e9 < 4e9
+        assert estimate_memory_bytes(sweep(64, 500), workers=64) > estimate_memory_bytes(sweep(64, 500))
+    monkeypatch.setattr(trainer, "available_memory_bytes", lambda: 10**8)
     with pytest.raises(NotEnoughMemoryError, match="save-every"):
         train_many(sweep(4, 100), [None] * 4, device="cpu", progress=False)
 
@@ -364,7 +366,7 @@ def test_results_read_back_in_blocks_as_on_a_gpu(monkeypatch):
     """On a GPU the losses are read back every few epochs and the stop decisions are taken on the device: a
     member that stops early or diverges inside a block is frozen there, and every record matches ``train()``.
     Checked on the CPU by reading back every 7 epochs (blocks also end where a member's write or end is due)."""
-    monkeypatch.setattr(batched_train, "_sync_every", lambda device: 7)
+    monkeypatch.setattr(trainer, "_sync_every", lambda device: 7)
     probe = train(_config(seed=1, epochs=40), progress=False)["test_losses"]
     configs = [
         _config(seed=0, epochs=40),

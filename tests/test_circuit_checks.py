@@ -96,7 +96,7 @@ def test_bad_shapes_are_reported():
         cc.interaction_fraction(torch.zeros(10, 2))
     with pytest.raises(ValueError, match="n_top"):
         cc.singular_vector_frequency_share(torch.zeros(4, P), [1], n_top=9)
-    with pytest.raises(ValueError, match="key frequencies"):
+    with pytest.raises(ValueError, match="frequencies must lie in 1 ... 6"):
         cc.singular_vector_frequency_share(torch.zeros(4, P), [7], n_top=2)
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from part52_grokking_and_modular_arithmetic import cli, provision
-from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save, load_run_data
+from part52_grokking_and_modular_arithmetic import cli, hub, provision
+from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.run_data import load_run_data
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 
@@ -244,12 +245,6 @@ def test_report_forwards_its_arguments(monkeypatch):
     assert seen == [["--out-dir", "x", "--no-training", "--help"]]
 
 
-def test_report_without_report_module_says_so(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.report", None)  # import fails
-    assert cli.main(["report"]) == 1
-    assert "needs part52_grokking_and_modular_arithmetic.report" in capsys.readouterr().err
-
-
 def test_python_dash_m_entry_point():
     result = subprocess.run(
         [sys.executable, "-m", "part52_grokking_and_modular_arithmetic", "--help"],
@@ -291,3 +286,44 @@ def test_fetch_interrupted_while_training_is_reported_without_a_traceback(monkey
     monkeypatch.setattr(provision, "load_full_run_data", interrupted)
     assert cli.main(["fetch", "--out", str(tmp_path / "run.pth"), "--quiet"]) == 128 + signal.SIGTERM
     assert "stopped after 10 of 20 epochs" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# failures: one line naming the option, exit status 1; a bug still shows its traceback
+def test_an_os_error_on_a_path_names_the_option(tmp_path, monkeypatch, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    monkeypatch.setattr(hub, "download_full_run_data", lambda out, **kw: open(out, "w"))  # the OS's own error
+    assert cli.main(["download", "--out", str(loop), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --out {loop}: Too many levels of symbolic links\n"
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setattr(hub, "download_full_run_data", lambda out, **kw: open(out / "inside", "w"))
+    assert cli.main(["download", "--out", str(afile)]) == 1
+    assert capsys.readouterr().err == f"error: --out {afile}: {afile / 'inside'}: Not a directory\n"
+
+    monkeypatch.setenv("PART52_RUN_PATH", str(loop))
+    monkeypatch.setattr(provision, "default_run_path", lambda: loop)
+    monkeypatch.setattr("part52_grokking_and_modular_arithmetic.run_data.RunData.from_file", lambda path: open(path))
+    assert cli.main(["info"]) == 1
+    assert capsys.readouterr().err == f"error: PART52_RUN_PATH={loop}: Too many levels of symbolic links\n"
+
+
+def test_error_line_keeps_messages_and_lets_bugs_raise(tmp_path, monkeypatch):
+    from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError
+
+    assert cli.error_line(CorruptCheckpointError("x.pth is truncated")) == "x.pth is truncated"
+    assert cli.error_line(ValueError("p must be an odd prime")) == "p must be an odd prime"
+    assert cli.error_line(FileNotFoundError(2, "No such file or directory", "r/a.pth"), {"--out-dir r": "r"}) == (
+        "--out-dir r: r/a.pth: No such file or directory"
+    )
+    assert cli.error_line(TypeError("a bug")) is None and cli.error_line(MemoryError()) is None
+
+    def bug(**kwargs):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(hub, "download_full_run_data", bug)
+    with pytest.raises(TypeError):
+        cli.main(["download"])

@@ -1,6 +1,7 @@
 """The data set and the paper's split."""
 
 import random
+import re
 
 import pytest
 import torch
@@ -84,3 +85,39 @@ def test_make_split_is_the_split_and_labels_of_a_recipe():
     from_cfg = data.Split.from_config(cfg)
     assert torch.equal(from_cfg.labels, data.make_labels(s.all_data, 23, "rand", 2))  # the seed draws the table
     assert not torch.equal(from_cfg.labels, data.make_labels(s.all_data, 23, "rand", 0))
+
+
+# ------------------------------------------------------------------------------------- the recipe (config.py)
+def test_one_prime_check_names_a_factor():
+    from part52_grokking_and_modular_arithmetic.config import check_field, check_odd_prime, is_prime
+
+    primes = [p for p in range(200) if all(p % d for d in range(2, p))][3:]  # the odd primes below 200
+    assert [n for n in range(200) if is_prime(n) and n > 2] == primes
+    assert is_prime(2**61 - 1) and not is_prime((2**31 - 1) * (2**61 - 1))
+    assert check_odd_prime(113) == 113
+    for bad, words in [
+        (9, "9 = 3 × 3"),
+        (2, "too small"),
+        (10, "is even (10 = 2 × 5)"),
+        (1_000_003 * 1_000_033, "above 10^6"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            check_odd_prime(bad)
+    with pytest.raises(ValueError, match="integer"):
+        check_field("p", 113.0)
+
+
+def test_recipe_defaults_and_the_same_run_comparison():
+    from part52_grokking_and_modular_arithmetic.config import RECIPE_FIELDS, TrainConfig, config_differences
+
+    cfg = TrainConfig()
+    assert TrainConfig.eps == 1e-8 and "eps" not in cfg.to_dict()  # fixed: part of the recipe, not stored
+    assert [cfg.warmup_factor(s) for s in (0, 5, 10, 50)] == [0.0, 0.5, 1.0, 1.0]
+    assert TrainConfig(warmup_steps=0).warmup_factor(0) == 1.0
+    longer, other = TrainConfig(epochs=20_000, save_every=50), TrainConfig(seed=5)
+    assert config_differences(cfg, longer) == ["save_every: file 100, requested 50"]  # epochs may grow
+    assert config_differences(cfg, longer, RECIPE_FIELDS) == []
+    assert config_differences(cfg, other, RECIPE_FIELDS, "sweep") == ["seed: file 0, sweep 5"]
+    assert TrainConfig.from_dict(dict(cfg.to_dict(), unknown=1)) == cfg
+    with pytest.raises(ValueError, match="invalid stored config: lr must be"):
+        TrainConfig.from_dict(dict(cfg.to_dict(), lr="fast"))

@@ -46,6 +46,16 @@ def test_identical_checkpoints_give_flat_finite_curves_and_a_note(monkeypatch):
             assert torch.equal(value, value[:1].expand_as(value)), f"{name} is not flat"
 
 
+def test_the_note_is_given_on_a_cache_hit_too(tmp_path):
+    run = same_model_run(3)
+    with pytest.warns(UserWarning, match="same weights"):
+        first = compute_dynamics(run, KEY_FREQS, progress=False, cache=tmp_path)
+    assert list(tmp_path.glob("dynamics-*.pt")), "the result was cached"
+    with pytest.warns(UserWarning, match="same weights"):
+        again = compute_dynamics(run, KEY_FREQS, progress=False, cache=tmp_path)
+    torch.testing.assert_close(again.test_loss, first.test_loss)
+
+
 def test_flat_result_equals_the_single_model_computed_directly():
     run = same_model_run(3)
     with pytest.warns(UserWarning, match="same weights"):

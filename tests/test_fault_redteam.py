@@ -16,7 +16,8 @@ import pytest
 from test_hub_faults import BUDGET_S, cache_leftovers, decide, hub_files
 from test_provision import FILE, REPO, closed_port, fake_train, hub_online, no_network_beyond_localhost  # noqa: F401
 
-from part52_grokking_and_modular_arithmetic import cli, provision
+from part52_grokking_and_modular_arithmetic import cli
+from part52_grokking_and_modular_arithmetic import hub as hub_module
 from part52_grokking_and_modular_arithmetic import train as train_module
 from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
@@ -52,10 +53,10 @@ def test_a_bad_200_body_is_not_kept_and_training_follows(hub_online, raw, fake_t
         got, elapsed = _fallback()
         leftovers = cache_leftovers()
     assert elapsed < BUDGET_S
-    assert provision.source_kind(got) == "trained" and len(fake_train.calls) == 1
+    assert got.source.kind == "trained" and len(fake_train.calls) == 1
     out = capsys.readouterr().out
     assert ("cut short" in out or "not valid run data" in out) and "Training the model locally" in out, out
-    assert provision.cached_hub_file() is None and not any(p.is_file() for p in leftovers if "blobs" in p.parts)
+    assert hub_module.cached_hub_file() is None and not any(p.is_file() for p in leftovers if "blobs" in p.parts)
 
 
 def test_a_bad_200_body_without_training_is_a_clear_error(hub_online, raw):
@@ -64,7 +65,7 @@ def test_a_bad_200_body_without_training_is_a_clear_error(hub_online, raw):
         with pytest.raises(CorruptCheckpointError, match="cut short"):
             load_full_run_data(allow_training=False, progress=False)
     assert time.monotonic() - t0 < BUDGET_S
-    assert provision.cached_hub_file() is None
+    assert hub_module.cached_hub_file() is None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ def test_a_malformed_endpoint_is_a_reason_not_a_crash(monkeypatch, fake_train, c
     assert elapsed < 1.0
     assert why in message and "HF_ENDPOINT" in message and "not contacted" in message, message
     got = load_full_run_data(progress=False)
-    assert provision.source_kind(got) == "trained"
+    assert got.source.kind == "trained"
 
 
 def test_a_dead_proxy_is_named(hub_online, raw, monkeypatch):
@@ -179,7 +180,7 @@ def test_train_out_a_symlink_writes_through_it(tmp_path, capsys):
     link.symlink_to(target)
     assert cli.main([*TINY[:4], "6", *TINY[5:], "--out", str(link)]) == 0  # extend to 6 epochs through the link
     assert link.is_symlink() and link.resolve() == target
-    from part52_grokking_and_modular_arithmetic.checkpoints import load_run_data
+    from part52_grokking_and_modular_arithmetic.run_data import load_run_data
 
     assert len(load_run_data(target)["train_losses"]) == 6
 
@@ -297,9 +298,9 @@ def _damaged(runs, kind: str) -> dict:
 @pytest.mark.parametrize(
     "kind, words",
     [
-        ("optimizer of another p", "must have shape"),
+        ("optimizer of another p", "must be a float tensor of shape"),
         ("scheduler garbage", "scheduler state lacks"),
-        ("parameter transposed", "must be a tensor of shape (6, 128)"),
+        ("parameter transposed", "must be a float tensor of shape (6, 128)"),
         ("future format", "format 99"),
         ("optimizer without groups", "one parameter group"),
         ("nan optimizer moment", "non-finite"),
@@ -405,7 +406,7 @@ def test_a_body_shorter_than_its_content_length_is_decided_in_time(hub_online, r
     # up to 5 times, 1 s apart, before it gives up
     assert elapsed < BUDGET_S + 6.0
     assert "complete message body" in str(info.value) or "cut short" in str(info.value), str(info.value)
-    assert provision.cached_hub_file() is None and not [p for p in leftovers if p.suffix == ".incomplete"]
+    assert hub_module.cached_hub_file() is None and not [p for p in leftovers if p.suffix == ".incomplete"]
 
 
 def test_a_one_byte_per_second_trickle_counts_as_stalled_and_says_so(hub_online, raw, monkeypatch):

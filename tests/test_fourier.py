@@ -127,20 +127,45 @@ def test_trig_sum_directions_are_normalised_cos_sin_of_x_plus_y(k):
     assert abs((cos_dir * sin_dir).sum().item()) < 1e-5
 
 
-def test_trig_sum_directions_matrix_rows_are_orthonormal():
-    m = F.trig_sum_directions_matrix([2, 9, 11], p=23)
-    assert m.shape == (6, 23 * 23)
+@pytest.mark.parametrize("k", [1, 14, 56])
+def test_trig_difference_directions_are_normalised_cos_sin_of_x_minus_y(k):
+    p = 113
+    cos_dir, sin_dir = F.get_trig_difference_directions(k, p)
+    assert cos_dir.shape == sin_dir.shape == (p, p) and cos_dir.dtype == torch.float32
+    x = torch.arange(p, dtype=torch.float64)
+    grid = 2 * math.pi * k * (x[:, None] - x[None, :]) / p  # first index x
+    for got, wave in [(cos_dir, torch.cos(grid)), (sin_dir, torch.sin(grid))]:
+        torch.testing.assert_close(got.double(), wave / wave.norm(), atol=1e-6, rtol=0)
+    # orthogonal to each other and to the x + y directions of every frequency
+    sums = F.trig_directions_matrix([1, k, 56], p, torch.float64)
+    diffs = torch.stack([cos_dir.flatten(), sin_dir.flatten()]).double()
+    assert (sums @ diffs.T).abs().max() < 1e-6 and abs((cos_dir * sin_dir).sum().item()) < 1e-5
+
+
+@pytest.mark.parametrize("difference", [False, True])
+def test_trig_directions_matrix_rows_are_orthonormal_and_float64_matches_float32(difference):
+    m = F.trig_directions_matrix([2, 9, 11], p=23, difference=difference)
+    assert m.shape == (6, 23 * 23) and m.dtype == torch.float32
     torch.testing.assert_close(m @ m.T, torch.eye(6), atol=1e-5, rtol=0)
+    get = F.get_trig_difference_directions if difference else F.get_trig_sum_directions
+    torch.testing.assert_close(m[2:4], torch.stack([d.flatten() for d in get(9, 23)]))
+    m64 = F.trig_directions_matrix([3, 11], p=23, dtype=torch.float64, difference=difference)
+    assert m64.dtype == torch.float64
+    torch.testing.assert_close(m64 @ m64.T, torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
 
 
 def test_frequency_out_of_range_is_a_clear_error():
+    for bad in (F.get_trig_sum_directions, F.get_trig_difference_directions):
+        with pytest.raises(ValueError, match=r"1 \.\.\. 11 for p = 23, got \[12\]"):
+            bad(12, p=23)
     with pytest.raises(ValueError, match=r"1 \.\.\. 11"):
-        F.get_trig_sum_directions(12, p=23)
+        F.trig_directions_matrix([3, 0], p=23)
+    assert F.check_frequencies(torch.tensor([3, 11]), 23) == [3, 11]
 
 
-def test_trig_sum_directions_matrix_in_float64_matches_float32():
-    m32 = F.trig_sum_directions_matrix([3, 11], p=23)
-    m64 = F.trig_sum_directions_matrix([3, 11], p=23, dtype=torch.float64)
-    assert m64.dtype == torch.float64
-    torch.testing.assert_close(m64 @ m64.T, torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
-    torch.testing.assert_close(m64.float(), m32, atol=1e-6, rtol=0)
+def test_per_frequency_adds_cos_and_sin_and_drops_the_constant():
+    values = torch.arange(7.0)  # const, cos1, sin1, cos2, sin2, cos3, sin3
+    torch.testing.assert_close(F.per_frequency(values), torch.tensor([3.0, 7.0, 11.0]))
+    torch.testing.assert_close(
+        F.per_frequency(torch.stack([values, 2 * values])), torch.tensor([[3.0, 7, 11], [6, 14, 22]])
+    )

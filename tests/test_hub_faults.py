@@ -1,6 +1,7 @@
 """Nothing hangs: a hub that fails, never answers, answers HEAD but not GET, or stalls mid-download is given up
 on in time, with the real reason, and provisioning falls back (an error with ``allow_training=False``, else local
-training); nothing partial is left in the Hugging Face cache.
+training); nothing partial is left in the Hugging Face cache. A download that does not match the hub's checksum
+(its sha256 ETag) is refused and removed.
 
 Everything runs against the fake hub on 127.0.0.1 (``fake_hub.FakeHub``'s failure modes) through the real
 ``huggingface_hub`` code. The elapsed-time assertions are budget guarantees: the decision must fit in
@@ -9,6 +10,7 @@ Everything runs against the fake hub on 127.0.0.1 (``fake_hub.FakeHub``'s failur
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from test_provision import FILE, REPO, fake_train, hub_online, no_network_beyond
 
 from part52_grokking_and_modular_arithmetic import cli, provision
 from part52_grokking_and_modular_arithmetic import hub as hub_module
+from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError
 from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
@@ -147,9 +150,39 @@ def test_stalled_download_is_abandoned_and_nothing_partial_is_kept(hub_online, r
 def test_a_working_hub_still_downloads_through_the_watchdog(hub_online, raw):
     with hub_online(FakeHub(hub_files(raw))):
         got = load_full_run_data(allow_training=False, progress=False, hub_timeout=2.0, stall_timeout=1.0)
-    assert provision.source_kind(got) == "hub"
+    assert got.source.kind == "hub"
     assert hub_module.cached_hub_file().read_bytes() == raw
     assert not any(p.name.endswith(".incomplete") for p in cache_leftovers())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the hub's checksum: an LFS file's ETag is its sha256
+# ----------------------------------------------------------------------------------------------------------
+def test_the_fake_hub_serves_the_sha256_etag_and_the_download_is_stored_under_it(hub_online, raw):
+    with hub_online(FakeHub(hub_files(raw))):
+        load_full_run_data(allow_training=False, progress=False)
+    assert hub_module.cached_hub_file().resolve().name == hashlib.sha256(raw).hexdigest()
+
+
+@pytest.mark.parametrize("fault", ["wrong etag", "bytes changed in transit"])
+def test_a_download_that_fails_the_hub_checksum_is_refused_in_one_line_and_not_kept(hub_online, raw, fault):
+    """A wrong ETag, or the right ETag with 4 bytes of the body changed (same length: the size check passes)."""
+    if fault == "wrong etag":
+        hub = FakeHub(hub_files(raw), etag=hashlib.sha256(b"another file").hexdigest())
+    else:
+        middle = len(raw) // 2
+        hub = FakeHub(
+            hub_files(raw), get_body=raw[:middle] + bytes(b ^ 1 for b in raw[middle : middle + 4]) + raw[middle + 4 :]
+        )
+    with hub_online(hub):
+        with pytest.raises(CorruptCheckpointError) as info:
+            load_full_run_data(allow_training=False, progress=False)
+        message = str(info.value)
+        assert "does not match the hub's checksum" in message and WHERE in message and "\n" not in message, message
+        assert hub_module.cached_hub_file() is None and cache_leftovers() == []
+        hub.etag, hub.get_body = None, None  # the hub serves the file as it is: the next call downloads it
+        got = load_full_run_data(allow_training=False, progress=False)
+    assert got.source.kind == "hub" and hub_module.cached_hub_file().read_bytes() == raw
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -163,7 +196,7 @@ def test_failing_hub_falls_back_to_training(hub_online, raw, fake_train, capsys,
         got = load_full_run_data(progress=False, hub_timeout=2.0, **stall)
         elapsed = time.monotonic() - t0
     assert elapsed < BUDGET_S
-    assert provision.source_kind(got) == "trained" and len(fake_train.calls) == 1
+    assert got.source.kind == "trained" and len(fake_train.calls) == 1
     out = capsys.readouterr().out
     reason = {500: "500 Internal Server Error"}.get(
         mode.get("status"), "no answer within 2 s" if mode.get("hang") == "all" else "stalled"

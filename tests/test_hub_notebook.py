@@ -19,8 +19,9 @@ import nbformat
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import provision, report
-from part52_grokking_and_modular_arithmetic.checkpoints import validate_run_data
+from part52_grokking_and_modular_arithmetic import report
+from part52_grokking_and_modular_arithmetic.hub import HUB_FILENAME, HUB_REPO_ID
+from part52_grokking_and_modular_arithmetic.run_data import analysed_index_of, infer_config, validate_run_data
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 from hub_format import HUB_EPOCHS, default_run_hub_bytes, same_model_hub_format, to_hub_format
@@ -64,7 +65,7 @@ def test_to_hub_format_pads_to_the_hub_layout_and_shares_storage():
     assert hub["epochs"] == list(range(0, HUB_EPOCHS, 100)) and len(hub["state_dicts"]) == 500
     assert len(hub["train_losses"]) == HUB_EPOCHS and len(hub["test_losses"]) == HUB_EPOCHS // 10
     # the analysed checkpoint is the hub's (epoch 40,000 = index 400) and holds the run's final model
-    index = provision.analysed_checkpoint_index(hub)
+    index = analysed_index_of(hub["epochs"])
     assert index == 400
     for name, value in run["state_dicts"][-1].items():
         assert torch.equal(hub["state_dicts"][index][name], value), name
@@ -73,7 +74,7 @@ def test_to_hub_format_pads_to_the_hub_layout_and_shares_storage():
     assert hub["train_losses"][:300] == run["train_losses"] and hub["train_losses"][-1] == run["train_losses"][-1]
     assert hub["test_losses"][1] == run["test_losses"][2] and hub["test_losses"][-1] == run["test_losses"][-1]
     # the recipe the course reads from such a file
-    cfg = provision.run_config(hub)
+    cfg = infer_config(hub)
     assert (cfg.p, cfg.epochs, cfg.save_every, cfg.test_every) == (23, HUB_EPOCHS, 100, 10)
     # padding repeats the same tensors: the file is hardly bigger than the run's three checkpoints
     own_only = len(to_bytes({k: run[k] for k in ("state_dicts", "epochs")}))
@@ -103,7 +104,7 @@ def run_main_job_against_the_fake_hub(tmp_path: Path, data: bytes) -> tuple[str,
     Returns ``(log, executed notebook, its printed text, environment)``; fails with the log when the job fails
     or the hub saw no download.
     """
-    with FakeHub({(provision.HUB_REPO_ID, provision.HUB_FILENAME): data}) as hub:
+    with FakeHub({(HUB_REPO_ID, HUB_FILENAME): data}) as hub:
         env = hub_env(tmp_path, hub.url)
         out_dir = tmp_path / "reports"
         cmd = [
@@ -158,7 +159,7 @@ def test_a_released_final_model_runs_the_whole_chapter_with_flat_dynamics(tmp_pa
     crash; its progress measures are flat, and the notebook says why."""
     if not DEFAULT_RUN.is_file():
         pytest.skip(f"needs the default run file {DEFAULT_RUN}")
-    from part52_grokking_and_modular_arithmetic.checkpoints import load_run_data
+    from part52_grokking_and_modular_arithmetic.run_data import load_run_data
 
     data = to_bytes(same_model_hub_format(load_run_data(DEFAULT_RUN), n_checkpoints=500))
     assert len(data) < 5_000_000  # one model, stored once

@@ -29,12 +29,47 @@ def repository_url() -> str:
     return found.group(1)
 
 
+def package_version() -> str:
+    """``[project] version`` of pyproject.toml, read with a plain pattern (independent of the build)."""
+    found = re.search(
+        r'^\[project\][^\[]*?^version\s*=\s*"([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M | re.S
+    )
+    assert found, "pyproject.toml has no [project] version"
+    return found.group(1)
+
+
 @pytest.mark.parametrize("notebook", [build.EXERCISES, build.SOLUTIONS], ids=["exercises", "solutions"])
-def test_both_notebooks_install_from_the_url_in_pyproject(notebook):
+def test_both_notebooks_install_the_version_they_were_built_with(notebook):
     source = install_cell(notebook)
-    assert f'"git+{repository_url()}"' in source
-    assert build.REPOSITORY_MARKER not in source and "YOUR-ORG" not in source
-    assert "GROKKING_COURSE_PIP_SPEC" in source
+    assert f'"git+{repository_url()}@v{package_version()}"' in source
+    assert build.REPOSITORY_MARKER not in source and build.VERSION_MARKER not in source and "YOUR-ORG" not in source
+    assert "GROKKING_COURSE_PIP_SPEC" in source  # still overridable
+
+
+@pytest.mark.parametrize("notebook", [build.EXERCISES, build.SOLUTIONS], ids=["exercises", "solutions"])
+def test_both_notebooks_open_in_colab_at_their_own_path_on_the_default_branch(notebook):
+    first = nbformat.read(str(notebook), as_version=4).cells[0]
+    assert first.cell_type == "markdown" and build.COLAB_MARKER not in first.source
+    owner_repo = repository_url().removeprefix("https://github.com/").rstrip("/")
+    link = (
+        f"https://colab.research.google.com/github/{owner_repo}/blob/{build.DEFAULT_BRANCH}/"
+        f"{notebook.relative_to(REPO).as_posix()}"
+    )
+    assert f"[![Open In Colab]({build.COLAB_BADGE})]({link})" in first.source
+
+
+def test_the_badge_needs_a_github_repository():
+    assert "colab.research.google.com/github/org/repo/blob/v1.2/" in build.colab_badge(
+        "https://github.com/org/repo.git", "v1.2", build.EXERCISES
+    )
+    assert "colab.research" not in build.colab_badge("https://gitlab.com/org/repo", "v1.2", build.EXERCISES)
+
+
+def test_a_missing_version_stops_the_build(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\n')
+    with pytest.raises(build.BuildError, match="version"):
+        build.version_tag(pyproject)
 
 
 def test_the_url_is_written_once_in_the_sources():
@@ -108,6 +143,10 @@ def test_check_flags_the_notebooks_when_the_url_changes(tmp_path, monkeypatch, c
     monkeypatch.setattr(build, "PYPROJECT", moved)
     assert build.main(["--check"]) == 1
     assert "out of date" in capsys.readouterr().err
+    moved.write_text(
+        (REPO / "pyproject.toml").read_text().replace(f'version = "{package_version()}"', 'version = "9.9.9"')
+    )
+    assert build.main(["--check"]) == 1  # a new version: the notebooks must install (and link) the new tag
     moved.write_text('[project]\nname = "x"\n')
     assert build.main(["--check"]) == 2
     assert "Repository" in capsys.readouterr().err

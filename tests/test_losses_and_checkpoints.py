@@ -6,7 +6,7 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from part52_grokking_and_modular_arithmetic import checkpoints, data, layout, losses
+from part52_grokking_and_modular_arithmetic import checkpoints, data, layout, losses, run_data
 from part52_grokking_and_modular_arithmetic.model import make_model
 
 BAD_INPUT = (ValueError, TypeCheckError)
@@ -65,8 +65,8 @@ def test_atomic_save_and_validated_load(tmp_path):
     run = small_run()
     path = checkpoints.atomic_save(run, tmp_path / "sub" / "run.pth")
     assert [f.name for f in path.parent.iterdir()] == ["run.pth"]  # no temporary file left behind
-    loaded = checkpoints.load_run_data(path)
-    assert checkpoints.validate_run_data(loaded) == 23
+    loaded = run_data.load_run_data(path)
+    assert run_data.validate_run_data(loaded) == 23
     torch.testing.assert_close(loaded["state_dicts"][1]["embed.W_E"], run["state_dicts"][1]["embed.W_E"])
 
 
@@ -75,23 +75,23 @@ def test_truncated_file_is_detected(tmp_path):
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(checkpoints.CorruptCheckpointError, match="truncated"):
-        checkpoints.load_run_data(path)
+        run_data.load_run_data(path)
 
 
 def test_wrong_structure_is_named():
     run = small_run()
     with pytest.raises(checkpoints.CorruptCheckpointError, match="missing keys"):
-        checkpoints.validate_run_data({"state_dicts": run["state_dicts"]})
+        run_data.validate_run_data({"state_dicts": run["state_dicts"]})
     bad = dict(run, epochs=[0])
     with pytest.raises(checkpoints.CorruptCheckpointError, match="3 state dicts but 1 epochs"):
-        checkpoints.validate_run_data(bad)
+        run_data.validate_run_data(bad)
     sd = dict(run["state_dicts"][2])
     sd["blocks.0.mlp.W_in"] = sd["blocks.0.mlp.W_in"][:, :5]
-    with pytest.raises(checkpoints.CorruptCheckpointError, match=r"W_in has shape"):
-        checkpoints.validate_run_data(dict(run, state_dicts=run["state_dicts"][:2] + [sd]))
+    with pytest.raises(checkpoints.CorruptCheckpointError, match=r"W_in \(p = 23\) must be a float tensor of shape"):
+        run_data.validate_run_data(dict(run, state_dicts=run["state_dicts"][:2] + [sd]))
     tl = dict(run, state_dicts=[make_model(23, seed=0).state_dict()])
     with pytest.raises(checkpoints.CorruptCheckpointError, match="paper layout"):
-        checkpoints.validate_run_data(dict(tl, epochs=[0]))
+        run_data.validate_run_data(dict(tl, epochs=[0]))
 
 
 def test_pickled_code_is_refused(tmp_path):
@@ -105,25 +105,30 @@ def test_pickled_code_is_refused(tmp_path):
         checkpoints.safe_load(path)
 
 
-def test_run_is_complete_is_one_rule_for_provisioning_and_the_trainer():
+def test_run_status_is_one_rule_for_provisioning_the_trainer_sweeps_and_info():
     from part52_grokking_and_modular_arithmetic.config import TrainConfig
+    from part52_grokking_and_modular_arithmetic.run_data import run_status
 
     losses = {"train_losses": [1.0] * 200, "test_losses": [1.0] * 20}
-    assert checkpoints.run_is_complete(dict(losses))  # a file without config (the hub file)
+    assert run_status(dict(losses)) == ("finished", "200 epochs")  # a file without config (the hub file)
     cfg = TrainConfig(p=23, epochs=300).to_dict()
-    assert not checkpoints.run_is_complete(dict(losses, config=cfg))  # 200 of 300 epochs
-    assert checkpoints.run_is_complete(dict(losses, config=dict(cfg, epochs=200)))
-    assert checkpoints.run_is_complete(dict(losses, config=dict(cfg, stop_at_test_loss=2.0)))  # stopped early
+    assert run_status(dict(losses, config=cfg)) == ("unfinished", "200 of 300 epochs done")
+    assert run_status(dict(losses, config=dict(cfg, epochs=200))).state == "finished"
+    stopped = run_status(dict(losses, config=dict(cfg, stop_at_test_loss=2.0)))
+    assert stopped == ("finished", "200 epochs (stopped early)")
     done = {"finished": True, "stopped_early": False, "epochs_done": 200}
-    assert checkpoints.run_is_complete(dict(losses, config=cfg, resume=done))  # the trainer's flag decides
-    assert not checkpoints.run_is_complete(dict(losses, config=cfg, resume=dict(done, finished=False)))
-    assert not checkpoints.run_is_complete(dict(losses, config=cfg, resume=dict(done, diverged=True)))
-    # asked for a longer run than the finished one: not complete, unless it stopped early
-    assert not checkpoints.run_is_complete(dict(losses, resume=done), TrainConfig(p=23, epochs=300))
-    assert checkpoints.run_is_complete(
-        dict(losses, resume=dict(done, stopped_early=True)), TrainConfig(p=23, epochs=300)
+    assert run_status(dict(losses, config=cfg, resume=done)).state == "finished"  # the trainer's flag decides
+    assert run_status(dict(losses, config=cfg, resume=dict(done, finished=False))).state == "unfinished"
+    diverged = dict(done, diverged=True, diverged_at=120, diverged_loss="train loss nan")
+    assert run_status(dict(losses, config=cfg, resume=diverged)) == (
+        "diverged",
+        "diverged at epoch 120 (train loss nan)",
     )
-    assert checkpoints.run_is_complete(dict(losses, resume=done), TrainConfig(p=23, epochs=200))
+    # asked for a longer run than the finished one: not complete, unless it stopped early
+    longer = TrainConfig(p=23, epochs=300)
+    assert run_status(dict(losses, resume=done), longer) == ("unfinished", "200 of 300 epochs done")
+    assert run_status(dict(losses, resume=dict(done, stopped_early=True)), longer).state == "finished"
+    assert run_status(dict(losses, resume=done), TrainConfig(p=23, epochs=200)).state == "finished"
 
 
 def test_cross_entropy_per_run_is_each_runs_own_mean_and_ignores_padding():

@@ -94,3 +94,13 @@ def test_make_model_leaves_the_warning_filters_alone():
         after = list(warnings.filters)
     assert after == before
     assert not any("HookedTransformer is deprecated" in str(w.message) for w in caught)
+
+
+def test_weight_shapes_are_derived_from_the_model_config():
+    from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, parameter_shapes
+
+    model = make_model(23, seed=0)
+    own = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    assert parameter_shapes(23) == {name: own[name] for name in PAPER_TRAINABLE}
+    paper = layout.transformer_lens_to_paper(model.state_dict())
+    assert layout.paper_shapes(23) == {name: tuple(t.shape) for name, t in paper.items()}

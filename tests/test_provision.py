@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from part52_grokking_and_modular_arithmetic import hub as hub_module
 from part52_grokking_and_modular_arithmetic import provision
-from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError, atomic_save, load_run_data
+from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError, atomic_save
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels
 from part52_grokking_and_modular_arithmetic.layout import load_in_state_dict
 from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision
 from part52_grokking_and_modular_arithmetic.model import make_model
 from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
+from part52_grokking_and_modular_arithmetic.run_data import analysed_index_of, as_run_data, load_run_data
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 from paper_reference import paper_forward
@@ -157,38 +159,36 @@ def test_without_a_checkout_training_writes_to_the_user_data_folder(monkeypatch,
 
 
 def test_hub_settings_are_read_when_called(monkeypatch, tmp_path):
-    assert provision.hub_cache_dir() == tmp_path / "hf_home" / "hub"
+    assert hub_module.hub_cache_dir() == tmp_path / "hf_home" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hubcache"))
-    assert provision.hub_cache_dir() == tmp_path / "hubcache"
-    assert provision.hub_cache_dir(tmp_path / "given") == tmp_path / "given"
+    assert hub_module.hub_cache_dir() == tmp_path / "hubcache"
+    assert hub_module.hub_cache_dir(tmp_path / "given") == tmp_path / "given"
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:1/")
-    assert provision.hub_endpoint() == "http://127.0.0.1:1"
-    assert provision.hub_endpoint("http://mirror.example/") == "http://mirror.example"
+    assert hub_module.hub_endpoint() == "http://127.0.0.1:1"
+    assert hub_module.hub_endpoint("http://mirror.example/") == "http://mirror.example"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert provision.hub_offline()
+    assert hub_module.hub_offline()
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    assert not provision.hub_offline()
+    assert not hub_module.hub_offline()
 
 
 def test_the_first_connection_names_its_proxy_and_malformed_urls_are_refused(monkeypatch):
     """What a dead endpoint's message names: the endpoint itself, or the proxy (and its variable) in front of it."""
-    from part52_grokking_and_modular_arithmetic import hub
-
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    assert hub._first_hop("http://127.0.0.1:8") == ("127.0.0.1", 8, "")
-    assert hub._first_hop("https://huggingface.co")[:2] == ("huggingface.co", 443)
+    assert hub_module._first_hop("http://127.0.0.1:8") == ("127.0.0.1", 8, "")
+    assert hub_module._first_hop("https://huggingface.co")[:2] == ("huggingface.co", 443)
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
-    host, port, note = hub._first_hop("http://mirror.example")
+    host, port, note = hub_module._first_hop("http://mirror.example")
     assert (host, port) == ("127.0.0.1", 9) and "HTTP_PROXY=http://127.0.0.1:9" in note
     with pytest.raises(ValueError, match="http"):
-        hub._first_hop("ftp://127.0.0.1")
+        hub_module._first_hop("ftp://127.0.0.1")
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:0")
     with pytest.raises(ValueError, match="the proxy HTTP_PROXY must .*port 0"):
-        hub._first_hop("http://mirror.example")
+        hub_module._first_hop("http://mirror.example")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -198,11 +198,11 @@ def test_download_converts_and_scores_like_the_paper_model(hub_online, paper_run
     data, raw = paper_run_113
     with hub_online(FakeHub({(REPO, FILE): raw})) as hub:
         got = load_full_run_data(allow_training=False, progress=False)
-        assert provision.source_kind(got) == "hub"
+        assert got.source.kind == "hub"
         assert ("HEAD", f"/{REPO}/resolve/main/{FILE}") in hub.requests
         assert ("GET", f"/{REPO}/resolve/main/{FILE}") in hub.requests
     # the file landed in the Hugging Face cache under HF_HOME (read at call time), unchanged
-    cached = provision.cached_hub_file()
+    cached = hub_module.cached_hub_file()
     assert cached is not None and tmp_path / "hf_home" / "hub" in cached.absolute().parents
     assert cached.read_bytes() == raw
     assert got["epochs"] == data["epochs"] and "config" not in got
@@ -229,7 +229,7 @@ def test_second_call_uses_the_cache_without_network(hub_online, paper_run_23):
         load_full_run_data(allow_training=False, progress=False)
     # the hub is gone now; the cached copy is found without contacting it
     got = load_full_run_data(allow_training=False, progress=False, endpoint=f"http://127.0.0.1:{closed_port()}")
-    assert provision.source_kind(got) == "hub-cache"
+    assert got.source.kind == "hub-cache"
     assert len(got["state_dicts"]) == 2
 
 
@@ -239,10 +239,10 @@ def test_corrupt_download_is_reported_removed_and_redownloaded(hub_online, paper
     with hub_online(hub):
         with pytest.raises(CorruptCheckpointError, match="removed from the Hugging Face cache"):
             load_full_run_data(allow_training=False, progress=False)  # (with training allowed, training follows)
-        assert provision.cached_hub_file() is None
+        assert hub_module.cached_hub_file() is None
         hub.files[(REPO, FILE)] = raw  # the hub serves the good file again: a retry downloads it
         got = load_full_run_data(allow_training=False, progress=False)
-    assert provision.source_kind(got) == "hub"
+    assert got.source.kind == "hub"
 
 
 def test_wrong_content_is_rejected(hub_online, paper_run_23):
@@ -257,11 +257,11 @@ def test_corrupt_cached_file_is_replaced(hub_online, paper_run_23, capsys):
     _, raw = paper_run_23
     with hub_online(FakeHub({(REPO, FILE): raw})) as hub:
         load_full_run_data(allow_training=False, progress=False)
-        cached = provision.cached_hub_file()
+        cached = hub_module.cached_hub_file()
         blob = cached.resolve()
         blob.write_bytes(b"not a torch file")  # damaged on disk after the download
         got = load_full_run_data(allow_training=False, progress=False)
-        assert provision.source_kind(got) == "hub"
+        assert got.source.kind == "hub"
         assert "not valid run data" in capsys.readouterr().err
         assert sum(1 for m, path in hub.resolve_requests() if m == "GET") == 2
 
@@ -270,12 +270,12 @@ def test_corrupt_cached_file_with_hub_offline(hub_online, paper_run_23, monkeypa
     _, raw = paper_run_23
     with hub_online(FakeHub({(REPO, FILE): raw})):
         load_full_run_data(allow_training=False, progress=False)
-    provision.cached_hub_file().resolve().write_bytes(b"\x00" * 100)
+    hub_module.cached_hub_file().resolve().write_bytes(b"\x00" * 100)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError) as info:
         load_full_run_data(allow_training=False, progress=False)
     assert "not valid run data" in str(info.value) and "switched off" in str(info.value)
-    assert provision.cached_hub_file() is None
+    assert hub_module.cached_hub_file() is None
 
 
 def test_missing_file_404_errors_clearly(hub_online, paper_run_23):
@@ -297,7 +297,7 @@ def test_missing_file_404_falls_back_to_training(hub_online, paper_run_23, fake_
     call = fake_train.calls[0]
     assert call["config"] == TrainConfig() and call["out"] == tmp_path / "local" / "full_run_data.pth"
     assert call["resume"] is True and call["progress"] is False
-    assert provision.source_kind(got) == "trained"
+    assert got.source.kind == "trained"
     out = capsys.readouterr().out
     assert "404" in out and "Training the model locally" in out
 
@@ -371,7 +371,7 @@ def test_unreachable_hub_falls_back_to_training_with_the_recipe(fake_train, tmp_
     got = load_full_run_data(progress=True, endpoint=f"http://127.0.0.1:{closed_port()}")  # HF_HUB_OFFLINE=1 (conftest)
     assert [c["config"] for c in fake_train.calls] == [TrainConfig()]
     assert fake_train.calls[0]["progress"] is True
-    assert provision.source_kind(got) == "trained"
+    assert got.source.kind == "trained"
     out = capsys.readouterr().out
     assert "HF_HUB_OFFLINE" in out and "Training the model locally" in out and str(tmp_path / "local") in out
 
@@ -394,7 +394,7 @@ def test_local_file_comes_first(hub_online, tmp_path):
     with hub_online(FakeHub()) as hub:
         got = load_full_run_data(path, allow_training=False)
         assert hub.requests == []
-    assert provision.run_data_source(got) == f"local file: {path}"
+    assert str(got.source) == f"local file: {path}"
     assert got["config"]["p"] == 23
     from part52_grokking_and_modular_arithmetic.run_data import RunData, RunSource
 
@@ -422,7 +422,7 @@ def test_unfinished_local_run_is_resumed(tmp_path, fake_train, capsys):
     data["config"]["epochs"] = 1000  # only 200 epochs were trained
     atomic_save(data, path)
     got = load_full_run_data(path, allow_training=False)  # used as it is, with a note
-    assert provision.source_kind(got) == "local" and fake_train.calls == []
+    assert got.source.kind == "local" and fake_train.calls == []
     assert "unfinished" in capsys.readouterr().err
     load_full_run_data(path, progress=False)
     assert fake_train.calls[0]["config"] == TrainConfig.from_dict(data["config"]) and fake_train.calls[0]["out"] == path
@@ -434,31 +434,29 @@ def test_unfinished_local_run_is_resumed(tmp_path, fake_train, capsys):
 def test_download_full_run_data_copies_to_out(hub_online, paper_run_23, tmp_path):
     _, raw = paper_run_23
     with hub_online(FakeHub({(REPO, FILE): raw})):
-        in_cache = provision.download_full_run_data(progress=False)
-        out = provision.download_full_run_data(tmp_path / "copy" / "run.pth", progress=False)
-    assert in_cache == provision.cached_hub_file()
+        in_cache = hub_module.download_full_run_data(progress=False)
+        out = hub_module.download_full_run_data(tmp_path / "copy" / "run.pth", progress=False)
+    assert in_cache == hub_module.cached_hub_file()
     assert out.read_bytes() == raw and load_run_data(out)["epochs"] == [0, 100]
     with pytest.raises(ModelUnavailableError, match="refused"):
-        provision.download_full_run_data(repo_id="a/b", endpoint=f"http://127.0.0.1:{closed_port()}", progress=False)
+        hub_module.download_full_run_data(repo_id="a/b", endpoint=f"http://127.0.0.1:{closed_port()}", progress=False)
 
 
 def test_analysed_checkpoint_index():
-    assert provision.analysed_checkpoint_index({"epochs": list(range(0, 50_000, 100))}) == 400
-    assert provision.analysed_checkpoint_index({"epochs": [0, 100, 200]}) == 2
-    assert provision.analysed_checkpoint_index({"epochs": [0, 10, 20]}, epoch=10) == 1
-    with pytest.raises(ValueError):
-        provision.analysed_checkpoint_index({"epochs": []})
+    assert analysed_index_of(list(range(0, 50_000, 100))) == 400
+    assert analysed_index_of([0, 100, 200]) == 2
+    assert analysed_index_of([0, 10, 20], epoch=10) == 1
 
 
 def test_run_config_of_hub_and_own_files(paper_run_23):
     hub_like, _ = paper_run_23  # 200 epochs, checkpoints every 100, test loss every 10
-    cfg = provision.run_config(hub_like)
+    cfg = as_run_data(hub_like).config
     assert (cfg.p, cfg.epochs, cfg.save_every, cfg.test_every) == (23, 200, 100, 10)
     hub_like = dict(hub_like, test_losses=hub_like["test_losses"] + [0.0])  # a test loss at the last epoch too
-    assert provision.run_config(hub_like).test_every == 10
+    assert as_run_data(hub_like).config.test_every == 10
     assert (cfg.fn, cfg.frac_train, cfg.seed, cfg.weight_decay) == ("add", 0.3, 0, 1.0)
     ours = make_paper_run_data(23, n_checkpoints=2, ours=True)
-    assert provision.run_config(ours) == TrainConfig.from_dict(ours["config"])
+    assert as_run_data(ours).config == TrainConfig.from_dict(ours["config"])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -468,15 +466,15 @@ def test_real_training_fallback_then_local_file(tmp_path, capsys, one_torch_thre
     cfg = TrainConfig(p=23, epochs=300, save_every=50)
     path = tmp_path / "p23.pth"
     got = load_full_run_data(path, train_config=cfg, progress=False)  # another recipe: trains without the hub
-    assert provision.source_kind(got) == "trained"
+    assert got.source.kind == "trained"
     assert "Training the model locally" in capsys.readouterr().out
     on_disk = load_run_data(path, p=23)
     assert on_disk["epochs"] == [0, 50, 100, 150, 200, 250] and len(on_disk["train_losses"]) == 300
     assert on_disk["train_losses"][-1] < 0.5 * on_disk["train_losses"][0]
     again = load_full_run_data(path, train_config=cfg, allow_training=False)
-    assert provision.source_kind(again) == "local"
-    assert provision.run_config(again) == cfg
-    assert provision.analysed_checkpoint_index(again) == 5
+    assert again.source.kind == "local"
+    assert as_run_data(again).config == cfg
+    assert again.analysed_index == 5
 
 
 def test_a_diverged_run_is_never_taken_as_complete():
@@ -488,7 +486,7 @@ def test_a_diverged_run_is_never_taken_as_complete():
         "train_losses": [1.0],
         "test_losses": [1.0],
     }
-    from part52_grokking_and_modular_arithmetic.checkpoints import run_is_complete
+    from part52_grokking_and_modular_arithmetic.run_data import run_status
 
-    assert run_is_complete(finished)
-    assert not run_is_complete(diverged)
+    assert run_status(finished).state == "finished"
+    assert run_status(diverged) == ("diverged", "diverged at epoch 3 (None)")

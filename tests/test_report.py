@@ -188,6 +188,131 @@ def test_device_option_reaches_the_kernel_environment(monkeypatch):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_an_unavailable_device_fails_before_any_work(tmp_path):
-    with pytest.raises((RuntimeError, AssertionError)):
+    with pytest.raises(ValueError, match="'cuda' is not a device of this machine; valid devices: cpu"):
         report.run_main_job(tmp_path, notebook=tmp_path / "unused.ipynb", device="cuda", log=lambda s: None)
     assert not any(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------ the main job's failures
+
+
+@pytest.fixture
+def model_calls(monkeypatch):
+    """Stands in for provisioning (the stage that may train for minutes); lists its calls."""
+    from part52_grokking_and_modular_arithmetic import provision
+
+    calls = []
+    run = {"state_dicts": [{}], "epochs": [0], "source": "stub"}
+    monkeypatch.setattr(provision, "load_full_run_data", lambda **kw: calls.append(kw) or run)
+    return calls
+
+
+def fake_notebook(path: Path, *code: str) -> Path:
+    cells = [nbformat.v4.new_markdown_cell("# A fake notebook\n\n## Setup")]
+    cells += [nbformat.v4.new_code_cell(code[0])]
+    cells += [nbformat.v4.new_markdown_cell("## Fourier basis\n\nSome text")]
+    cells += [nbformat.v4.new_code_cell(source) for source in code[1:]]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), str(path))
+    return path
+
+
+def run_report(capsys, *argv: str) -> tuple[int, str, str]:
+    status = report.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--device", "bogus"], "argument --device: 'bogus' is not a device of this machine; valid devices: cpu"),
+        (["--cell-timeout", "-1"], "argument --cell-timeout: expected a whole number of seconds > 0, got '-1'"),
+        (["--cell-timeout", "0"], "expected a whole number of seconds > 0"),
+        (["--cell-timeout", "soon"], "expected a whole number of seconds > 0, got 'soon'"),
+    ],
+)
+def test_bad_options_are_usage_errors_before_any_work(tmp_path, capsys, model_calls, argv, words):
+    with pytest.raises(SystemExit) as info:
+        report.main(["--out-dir", str(tmp_path / "out"), *argv])
+    assert info.value.code == 2 and words in capsys.readouterr().err
+    assert model_calls == [] and not (tmp_path / "out").exists()
+
+
+def test_bad_paths_are_one_line_naming_the_option_before_any_work(tmp_path, capsys, model_calls):
+    afile, loop, folder = tmp_path / "afile", tmp_path / "loop", tmp_path / "folder"
+    afile.write_text("x")
+    loop.symlink_to(loop)
+    folder.mkdir()
+    nb = fake_notebook(tmp_path / "nb.ipynb", "x = 1")
+    cases = [
+        (["--out-dir", str(afile)], f"--out-dir {afile}: not a folder (a file is in the way)"),
+        (["--out-dir", str(loop)], f"--out-dir {loop}: Too many levels of symbolic links"),
+        (["--out-dir", str(afile / "sub")], f"--out-dir {afile / 'sub'}: Not a directory"),
+        (["--notebook", str(folder)], f"--notebook {folder}: is a folder, not a file"),
+        (["--notebook", str(tmp_path / "no.ipynb")], f"--notebook {tmp_path / 'no.ipynb'}: No such file or directory"),
+        (["--notebook", str(loop)], f"--notebook {loop}: Too many levels of symbolic links"),
+        (["--run-path", "/dev/null"], "--run-path /dev/null: not a regular file"),
+    ]
+    for argv, line in cases:
+        argv = ["--notebook", str(nb), "--out-dir", str(tmp_path / "out"), *argv]
+        assert run_report(capsys, *argv)[::2] == (1, f"error: {line}\n"), argv
+    assert model_calls == [] and not (tmp_path / "out").exists()
+    assert afile.read_text() == "x"
+
+
+def test_an_unwritable_out_dir_is_refused_before_any_work(tmp_path):
+    """A read-only file system (root ignores permission bits: a read-only tmpfs mount when root can make one)."""
+    out = tmp_path / "ro"
+    out.mkdir()
+    command = f"{sys.executable} -m {PACKAGE} report --out-dir {out}/reports --no-training"
+    if os.geteuid() == 0:
+        probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+        if probe.returncode != 0:
+            pytest.skip("needs `unshare -m` as root, or a non-root user")
+        argv = ["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m,ro tmpfs {out} && {command}"]
+    else:
+        out.chmod(0o555)
+        argv = command.split()
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.endswith(f"error: --out-dir {out}/reports: Read-only file system\n") or result.stderr.endswith(
+        f"error: --out-dir {out}/reports: Permission denied\n"
+    ), result.stderr
+    assert "Training" not in result.stdout and "[report] model" not in result.stdout
+
+
+def test_a_failing_cell_is_named_and_an_old_report_never_looks_current(tmp_path, capsys, model_calls):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / report.HTML_NAME).write_text("OLD REPORT")
+    (out / report.EXECUTED_NAME).write_text("{}")
+    failing = "import numpy as np\nbasis = np.zeros(3)\nbasis[67]"
+    nb = fake_notebook(tmp_path / "nb.ipynb", "print('setup ran')", failing, "print('never runs')")
+    status, stdout, err = run_report(capsys, "--notebook", str(nb), "--out-dir", str(out))
+    failed = out / report.FAILED_NAME
+    assert status == 1 and len(model_calls) == 1
+    assert err == (
+        'error: the notebook failed in cell 4 of 5 (section "Fourier basis"), line 3 `basis[67]`: IndexError: '
+        f"index 67 is out of bounds for axis 0 with size 3 (the notebook as run so far: {failed})\n"
+    )
+    executed = nbformat.read(str(failed), as_version=4)
+    assert executed.cells[1].outputs[0].text == "setup ran\n" and executed.cells[4].get("outputs") == []
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [report.FAILED_NAME, f"{report.REPORT_NAME}.previous.html", f"{report.REPORT_NAME}_executed.previous.ipynb"]
+    )
+    assert (out / f"{report.REPORT_NAME}.previous.html").read_text() == "OLD REPORT"
+    assert "moved aside" in stdout and f"the previous one is {out / report.REPORT_NAME}.previous.html" in stdout
+
+    # fixed: the new report replaces the old one, and the failed notebook goes
+    fake_notebook(nb, "print('setup ran')", "print('fixed')")
+    status, stdout, err = run_report(capsys, "--notebook", str(nb), "--out-dir", str(out))
+    assert (status, err) == (0, "")
+    assert sorted(p.name for p in out.iterdir()) == sorted([report.HTML_NAME, report.EXECUTED_NAME])
+    assert "fixed" in (out / report.HTML_NAME).read_text()
+
+
+def test_a_cell_timeout_is_named(tmp_path, capsys, model_calls):
+    nb = fake_notebook(tmp_path / "nb.ipynb", "x = 1", "import time\ntime.sleep(60)")
+    status, _, err = run_report(capsys, "--notebook", str(nb), "--out-dir", str(tmp_path), "--cell-timeout", "2")
+    assert status == 1 and err.startswith('error: the notebook failed in cell 4 of 4 (section "Fourier basis"): ')
+    assert "timed out" in err and len(err.splitlines()) == 1 and "\x1b" not in err

@@ -3,11 +3,17 @@
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import analysis, checkpoints, cli, dynamics, provision, utils
+from part52_grokking_and_modular_arithmetic import analysis, dynamics, provision, utils
 from part52_grokking_and_modular_arithmetic import tests as grader
 from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError, atomic_save
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_split, task_function, train_test_split
+from part52_grokking_and_modular_arithmetic.data import (
+    Split,
+    make_all_data,
+    make_split,
+    task_function,
+    train_test_split,
+)
 from part52_grokking_and_modular_arithmetic.model import make_model
 from part52_grokking_and_modular_arithmetic.run_data import (
     ANALYSED_EPOCH,
@@ -90,7 +96,7 @@ def test_analysed_index_is_epoch_40000_when_present():
 def test_source_kinds_and_their_text(source, text, hub_like):
     assert str(source) == text
     run = RunData.from_dict(hub_like, source)
-    assert provision.source_kind(run) == source.kind and provision.run_data_source(run) == text
+    assert run.source.kind == source.kind and str(run.source) == text
 
 
 def test_unknown_source_kind_is_refused():
@@ -136,32 +142,39 @@ def test_invalid_data_is_refused_with_what_was_expected(ours, hub_like):
         as_run_data(42)
 
 
-def test_validated_once_from_provisioning_to_notebook_grader_engine_and_cli(tmp_path, monkeypatch, ours):
+def test_parsed_once_from_provisioning_to_notebook_grader_engine_and_cli(tmp_path, monkeypatch, ours):
+    """One parse (and one split) per load; the run object is then passed on as it is."""
     path = tmp_path / "run.pth"
     atomic_save(ours, path)
-    calls = []
-    real = checkpoints.validate_run_data
-    monkeypatch.setattr(checkpoints, "validate_run_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    parses, splits = [], []
+    real_parse, real_split = RunData.from_dict.__func__, Split.from_config.__func__
+    monkeypatch.setattr(
+        RunData, "from_dict", classmethod(lambda c, *a, **k: parses.append(1) or real_parse(c, *a, **k))
+    )
+    monkeypatch.setattr(Split, "from_config", classmethod(lambda c, *a: splits.append(1) or real_split(c, *a)))
     run = provision.load_full_run_data(path, allow_training=False, progress=False)
-    assert isinstance(run, RunData) and run.source.kind == "local" and calls == [1]
-    assert as_run_data(run) is run and dynamics._load(run) is run
-    dynamics._setup(run, stride=1)
-    cli._format_info(run)
+    assert isinstance(run, RunData) and run.source.kind == "local" and parses == splits == [1]
+    assert as_run_data(run) is run and run.finished and run.status.state == "finished"
+    dynamics.compute_dynamics(run, [2, 5], progress=False)
     utils.load_model(run)
-    grader._run_recipe(run, P)
+    model = make_model(P, seed=0)
+    grader.test_excl_loss(lambda m, k: analysis.excl_loss(m, k), model, [2, 5], run=run)
     moved = run.with_source(RunSource("hub-cache", str(path), "org/repo/f.pth"))
     assert moved.source.kind == "hub-cache" and moved.state_dicts is run.state_dicts and moved.split is run.split
-    assert calls == [1]
-    dynamics._load(dict(ours))  # a plain dict is validated (once more: it is a new run)
-    assert calls == [1, 1]
+    assert parses == splits == [1]
+    as_run_data(dict(ours))  # a plain dict is parsed (once more: it is a new run)
+    assert parses == splits == [1, 1]
 
 
 def test_provisioning_wraps_a_training_run(tmp_path, monkeypatch, ours):
     import part52_grokking_and_modular_arithmetic.train as trainer
 
     monkeypatch.setattr(trainer, "train", lambda config, out, resume, progress: ours)
-    run = provision._train(TrainConfig(p=P, epochs=300), tmp_path / "run.pth", False, "why", "no hub")
-    assert isinstance(run, RunData) and str(run.source) == f"trained locally: {tmp_path / 'run.pth'} (no hub)"
+    run = provision.load_full_run_data(tmp_path / "run.pth", train_config=TrainConfig(p=P, epochs=300), progress=False)
+    assert (
+        isinstance(run, RunData) and run.source.kind == "trained" and run.source.location == str(tmp_path / "run.pth")
+    )
+    assert str(run.source).startswith(f"trained locally: {tmp_path / 'run.pth'} (the hub run was skipped")
 
 
 # ------------------------------------------------------------------------------------- rand labels need the seed
@@ -202,9 +215,12 @@ def test_analysis_and_grader_score_rand_with_the_seed_labels():
     surgery0 = analysis.neuron_surgery_losses(model, key_freqs, fn="rand", seed=0)
     assert surgery["original"] != pytest.approx(surgery0["original"], rel=1e-3)
     # the grader's reference uses the seed's labels: the right answer passes, the seed-0 labels' answer fails
-    assert grader.test_excl_loss(lambda m, k: list(expected), model, key_freqs, fn="rand", seed=3) is True
+    seed3 = lambda m, k: analysis.excl_loss(m, k, fn="rand", seed=3)  # noqa: E731
+    grader.test_excl_loss(seed3, model, key_freqs, fn="rand", seed=3)  # raises GraderError on a mismatch
     with pytest.raises(grader.GraderError):
-        grader.test_excl_loss(lambda m, k: list(wrong), model, key_freqs, fn="rand", seed=3)
+        grader.test_excl_loss(
+            lambda m, k: analysis.excl_loss(m, k, fn="rand", seed=0), model, key_freqs, fn="rand", seed=3
+        )
 
 
 def test_grader_takes_the_recipe_from_the_run(ours, tmp_path):
@@ -216,7 +232,7 @@ def test_grader_takes_the_recipe_from_the_run(ours, tmp_path):
     atomic_save(rand3, path)
     right = lambda m, k: analysis.excl_loss(m, k, fn="rand", seed=3)  # noqa: E731
     for run in (RunData.from_dict(rand3), rand3, path):
-        assert grader.test_excl_loss(right, model, [2, 5], run=run) is True
+        grader.test_excl_loss(right, model, [2, 5], run=run)
     with pytest.raises(grader.GraderError, match="p = 29"):
         grader.test_excl_loss(right, model, [2, 5], run=make_paper_run_data(29, n_checkpoints=1))
     with pytest.raises(grader.GraderError, match="run: expected the run data"):

@@ -21,9 +21,11 @@ import torch
 from part52_grokking_and_modular_arithmetic import cli, provision, sweep, utils
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
 from part52_grokking_and_modular_arithmetic.analysis import fourier_embed, key_frequencies
-from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save, load_run_data
+from part52_grokking_and_modular_arithmetic.batched_train import estimate_memory_bytes
+from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.layout import transformer_lens_to_paper
+from part52_grokking_and_modular_arithmetic.run_data import as_run_data, load_run_data, run_status
 from part52_grokking_and_modular_arithmetic.train import train
 
 from reference.fourier_model import make_fourier_model
@@ -321,11 +323,11 @@ def test_out_dir_is_required_and_help_states_the_memory(capsys):
 
 def test_sweep_memory_of_64_default_runs_fits_in_4_gb():
     configs = [dataclasses.replace(TrainConfig(), save_every=sweep.SWEEP_SAVE_EVERY)] * 64
-    assert sweep.estimate_sweep_memory_bytes(configs) <= 4e9
+    assert estimate_memory_bytes(configs) <= 4e9
     # one checkpoint: 226,816 float32 weights at p = 113
     assert sweep._checkpoint_bytes(113) == 4 * 226_816
     with_100 = [dataclasses.replace(TrainConfig(), save_every=100)] * 64
-    assert sweep.estimate_sweep_memory_bytes(with_100) > sweep.estimate_sweep_memory_bytes(configs)
+    assert estimate_memory_bytes(with_100) > estimate_memory_bytes(configs)
 
 
 @pytest.mark.slow  # two fresh processes: ~17 s on 2 busy cores
@@ -428,9 +430,10 @@ def test_grokking_epoch_and_status():
     assert sweep.grokking_epoch([5.0, 0.5, 0.009, 0.001], 10) == 20
     assert sweep.grokking_epoch([5.0, 0.5, 0.02], 10) is None
     assert sweep.grokking_epoch([5.0, 0.5, 0.02], 10, threshold=0.1) == 20
-    assert sweep.run_status({"resume": {"finished": False}}) == "unfinished"
-    assert sweep.run_status({"resume": {"finished": True, "diverged": True}}) == "diverged"
-    assert sweep.run_status({}) == "finished"
+    histories = {"train_losses": [1.0], "test_losses": [1.0]}
+    assert run_status({**histories, "resume": {"finished": False}}).state == "unfinished"
+    assert run_status({**histories, "resume": {"finished": True, "diverged": True}}).state == "diverged"
+    assert run_status(histories).state == "finished"
 
 
 def test_summary_marks_grokked_unfinished_and_diverged_runs(sweep_copy):
@@ -495,9 +498,48 @@ def test_sweep_summary_command(sweep_copy, tmp_path, capsys):
 def test_loaders_analysis_and_grader_accept_a_member_file(swept, isolated_paths):
     path = swept / sweep.member_filename(grid()[0])
     data = provision.load_full_run_data(path, allow_training=False, progress=False)
-    assert provision.run_config(data) == grid()[0]
+    assert as_run_data(data).config == grid()[0]
     model = utils.load_model(data)  # the analysed (last) checkpoint
     assert model.cfg.d_vocab == P + 1
     grader.test_fourier_embed(fourier_embed, model)  # the grader passes the reference on a member's model
     dyn = utils.compute_dynamics(path, [1, 2], progress=False)  # Section 3's engine reads it too
     assert [int(e) for e in dyn.epochs] == [0, 10, 20] and bool(torch.isfinite(dyn.test_loss).all())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# refused before any training: the whole shard's disk need, a sweep already running
+def test_a_sweep_without_disk_room_for_its_whole_grid_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    import collections
+
+    from part52_grokking_and_modular_arithmetic import train as trainer
+    from part52_grokking_and_modular_arithmetic.batched_train import estimate_run_file_bytes
+
+    each = estimate_run_file_bytes(base())
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda folder: usage(10**12, 0, int(2.5 * each)))  # 2 of 4 fit
+    monkeypatch.setattr(trainer, "train_many", lambda *a, **k: pytest.fail("trained although the disk is too small"))
+    out = tmp_path / "runs"
+    assert cli.main([*SWEEP_ARGS, "--out-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "not enough room for 4 run file(s)" in err and "GB is free" in err and "--save-every" in err
+    assert not out.exists() or not list(out.glob("*.pth"))
+
+
+def test_a_second_sweep_on_the_same_members_is_refused_at_once(tmp_path, monkeypatch, capsys):
+    from part52_grokking_and_modular_arithmetic.checkpoints import RunFileLock
+
+    out = tmp_path / "runs"
+    out.mkdir()
+    member = out / sweep.member_filename(grid()[2])
+    monkeypatch.setattr(sweep, "member_state", lambda *a: pytest.fail("read the member files before the locks"))
+    with RunFileLock(member):  # what the first sweep holds while it trains that member
+        assert cli.main([*SWEEP_ARGS, "--out-dir", str(out)]) == 1
+    assert f"is writing {member}" in capsys.readouterr().err
+
+
+def test_an_out_dir_that_is_a_symlink_loop_is_one_line(tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert cli.main([*SWEEP_ARGS, "--out-dir", str(loop)]) == 1
+    err = capsys.readouterr().err
+    assert "--out-dir" in err and "symbolic links" in err and "Traceback" not in err

@@ -14,7 +14,6 @@ from part52_grokking_and_modular_arithmetic.checkpoints import (
     CorruptCheckpointError,
     atomic_save,
     safe_load,
-    validate_run_data,
 )
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
@@ -22,6 +21,7 @@ from part52_grokking_and_modular_arithmetic.last_position import model_logits
 from part52_grokking_and_modular_arithmetic.layout import PAPER_KEYS, is_paper_layout, load_in_state_dict
 from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision
 from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
+from part52_grokking_and_modular_arithmetic.run_data import validate_run_data
 from part52_grokking_and_modular_arithmetic.train import (
     TrainingData,
     fast_train_step,

@@ -34,17 +34,17 @@ from part52_grokking_and_modular_arithmetic.checkpoints import (
     RunFileLockedError,
     RunFileWriteError,
     atomic_save,
-    load_run_data,
     safe_load,
 )
 from part52_grokking_and_modular_arithmetic.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.run_data import load_run_data
 from part52_grokking_and_modular_arithmetic.train import (
     NotEnoughMemoryError,
     RunNotSavedError,
     TrainingDivergedError,
     TrainingInterrupted,
+    estimate_memory_bytes,
     estimate_run_file_bytes,
-    estimate_training_memory_bytes,
     train,
 )
 
@@ -225,8 +225,8 @@ def test_temporary_files_of_killed_runs_are_removed(tmp_path):
             sys.executable,
             "-c",
             "import os, signal; from pathlib import Path;"
-            "from part52_grokking_and_modular_arithmetic.checkpoints import _temp_path;"
-            f"t = _temp_path(Path({str(out)!r})); t.write_bytes(b'x' * 10**6); print(t.name, flush=True);"
+            "from part52_grokking_and_modular_arithmetic.checkpoints import temp_path;"
+            f"t = temp_path(Path({str(out)!r})); t.write_bytes(b'x' * 10**6); print(t.name, flush=True);"
             "os.kill(os.getpid(), signal.SIGKILL)",
         ],
         capture_output=True,
@@ -236,16 +236,14 @@ def test_temporary_files_of_killed_runs_are_removed(tmp_path):
     )
     assert killed.returncode == -signal.SIGKILL
     stale = tmp_path / killed.stdout.strip()
-    alive = checkpoints._temp_path(out)  # this process's own: in use
+    alive = checkpoints.temp_path(out)  # this process's own: in use
     foreign = tmp_path / f"other.pth.tmp-{_dead_pid()}-0123abcd"  # another file's
-    legacy_old, legacy_new = tmp_path / ".run.pth.k2j4_x9q.tmp", tmp_path / ".run.pth.p0z8a7b6.tmp"  # earlier naming
-    for f in (alive, foreign, legacy_old, legacy_new):
+    for f in (alive, foreign):
         f.write_bytes(b"x")
-    os.utime(legacy_old, (time.time() - 3600, time.time() - 3600))
     assert stale.exists()
     train(dataclasses.replace(FAST, epochs=1), out, progress=False)
-    assert not stale.exists() and not legacy_old.exists()
-    assert alive.exists() and foreign.exists() and legacy_new.exists()  # in use, or not ours
+    assert not stale.exists()
+    assert alive.exists() and foreign.exists()  # in use, or not ours
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -372,14 +370,14 @@ def test_ctrl_c_while_saving_lets_the_save_finish(tmp_path, monkeypatch, capfd):
 
 def test_an_interrupt_before_the_first_epoch_writes_nothing_and_says_so(tmp_path, monkeypatch):
     out = tmp_path / "run.pth"
-    real = trainer.TrainingData
+    real = trainer.make_model
 
-    def interrupted(*a, **k):
+    def interrupted(*a, **k):  # while the model is built: the lock is held, no epoch has run
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.01)
         return real(*a, **k)
 
-    monkeypatch.setattr(trainer, "TrainingData", interrupted)
+    monkeypatch.setattr(trainer, "make_model", interrupted)
     with pytest.raises(TrainingInterrupted, match="nothing was written") as info:
         train(FAST, out, progress=False)
     assert info.value.saved_to is None and info.value.signum == signal.SIGTERM
@@ -425,7 +423,7 @@ def test_nan_weights_in_a_file_are_refused(tmp_path, capsys):
     atomic_save(run, tmp_path / "nan.pth")
     with pytest.raises(
         CorruptCheckpointError,
-        match=r"state dict 1 \(epoch 20\): blocks.0.mlp.W_in holds 2 non-finite values \(nan/inf\)",
+        match=r"state dict 1 \(epoch 20\): blocks.0.mlp.W_in\b.* holds 2 non-finite values \(nan/inf\)",
     ):
         load_run_data(tmp_path / "nan.pth")
     assert cli.main(["info", str(tmp_path / "nan.pth")]) == 1
@@ -504,14 +502,14 @@ def test_a_p_too_large_for_memory_is_refused_before_allocating(tmp_path, monkeyp
     with pytest.raises(NotEnoughMemoryError, match=r"p = 10007 needs about [\d,.]+ GB of memory") as info:
         train(big, tmp_path / "big.pth", progress=False)
     assert time.perf_counter() - start < 2 and not (tmp_path / "big.pth").exists()
-    assert f"{estimate_training_memory_bytes(big) / 1e9:,.1f} GB" in str(info.value)
+    assert f"{estimate_memory_bytes(big) / 1e9:,.1f} GB" in str(info.value)
     assert cli.main(["train", "--p", "10007", "--epochs", "10", "--out", str(tmp_path / "big.pth"), "--quiet"]) == 1
     assert "GB is available" in capsys.readouterr().err
 
 
 def test_the_memory_check_compares_the_estimate_with_what_is_available(monkeypatch):
-    need = estimate_training_memory_bytes(FAST)
-    assert estimate_training_memory_bytes(TrainConfig(p=113)) > 20 * need > 0  # grows with p
+    need = estimate_memory_bytes(FAST)
+    assert estimate_memory_bytes(TrainConfig(p=113)) > need > estimate_memory_bytes(dataclasses.replace(FAST, p=5)) > 0
     monkeypatch.setattr(trainer, "available_memory_bytes", lambda: need - 1)
     with pytest.raises(NotEnoughMemoryError):
         train(FAST, progress=False)
@@ -576,7 +574,7 @@ def test_a_resume_record_without_its_parameters_is_a_one_line_error(tmp_path, ca
     )
     del unfinished["resume"]["params"]
     atomic_save(unfinished, path)
-    with pytest.raises(CorruptCheckpointError, match=r"resume record lacks \['params'\], so it cannot be continued"):
+    with pytest.raises(CorruptCheckpointError, match=r"lacks \['params'\], so it cannot be continued"):
         train(dataclasses.replace(FAST, epochs=41), path, progress=False)
     argv = [
         "train",
@@ -679,3 +677,18 @@ def test_a_disk_that_fills_up_during_training_loses_nothing(tmp_path):
     assert (
         not any(".tmp-" in name for name in listing) and "run.pth.lock" not in listing
     )  # no leftovers on the full disk
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "fifo"])
+def test_an_out_path_that_is_no_regular_file_is_one_line(tmp_path, kind, capsys):
+    out = tmp_path / "run.pth"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.symlink_to(out)
+    with pytest.raises(ValueError) as info:
+        train(FAST, out, progress=False)
+    assert str(out) in str(info.value) and ("FIFO" if kind == "fifo" else "symbolic links") in str(info.value)
+    assert cli.main(["train", "--p", "23", "--epochs", "3", "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and len(err.strip().splitlines()) == 1

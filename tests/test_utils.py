@@ -53,7 +53,7 @@ def test_facade_is_small_explicit_and_covers_the_notebook():
     import re
     from pathlib import Path
 
-    assert len(utils.__all__) <= 45 and len(set(utils.__all__)) == len(utils.__all__)
+    assert len(utils.__all__) <= 50 and len(set(utils.__all__)) == len(utils.__all__)
     assert all(hasattr(utils, name) for name in utils.__all__)
     source = inspect.getsource(utils)
     assert "import *" not in source
@@ -89,3 +89,35 @@ def test_load_model_picks_the_analysed_checkpoint_in_either_layout():
     torch.testing.assert_close(utils.load_model(tl_run, index=0)(tokens), models[0](tokens))
     with pytest.raises(IndexError, match="3 checkpoints"):
         utils.load_model(run, index=5)
+
+
+def test_needs_names_unfinished_and_missing_work_in_one_line():
+    def stub(x):
+        raise NotImplementedError()
+
+    def done(x):
+        return x
+
+    namespace = {"utils": utils, "stub": stub, "done": done, "values": None, "ready": 1}
+    exec("utils.needs('done', 'ready')", namespace)  # finished work: nothing happens
+    with pytest.raises(utils.ExerciseNotDone) as caught:
+        exec("utils.needs('stub', 'values', 'done', 'never_defined')", namespace)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "finish `stub`, `values` above first" in message and "`never_defined`" in message
+    assert "`done`" not in message
+    assert caught.value._render_traceback_() == [message]  # Jupyter shows the line alone, no traceback
+
+
+def test_needs_does_not_call_or_hide_a_finished_function():
+    calls = []
+
+    def finished():
+        calls.append(1)
+        raise ValueError("a real bug in the student's code")
+
+    namespace = {"utils": utils, "finished": finished}
+    exec("utils.needs('finished')", namespace)
+    assert calls == []
+    with pytest.raises(ValueError, match="real bug"):
+        exec("finished()", namespace)
