@@ -1,10 +1,7 @@
 """Analysis of a trained modular-arithmetic model: the computations of the course's Sections 1-3, in course order.
 
-Everything here is a pure function of a model (or of tensors); ``p`` is always read from the model
-(``p = model.cfg.d_vocab - 1``, the ``=`` token being id ``p``) or from tensor shapes. Bugs of the published
-chapter's code fixed here: the per-frequency block helper keeps the last frequency
-(``fourier.arrange_by_2d_freqs``), :func:`fourier_embed` left-multiplies by ``F`` (not ``F.T``), and
-:func:`embed_SVD` drops the ``=`` *row* of ``W_E`` (not a ``d_model`` column).
+Pure functions of a model or of tensors; ``p`` is read from the model (``d_vocab - 1``, ``=`` is token ``p``)
+or from tensor shapes.
 """
 
 from __future__ import annotations
@@ -278,18 +275,9 @@ def mean_sq_fourier_coefficients(
 def find_neuron_freqs(
     fourier_neuron_acts: Float[Tensor, "p p d_mlp"],
 ) -> tuple[Int[Tensor, "d_mlp"], Float[Tensor, "d_mlp"]]:
-    """Each neuron's frequency and the fraction of its activations that frequency explains.
-
-    For every frequency ``k = 1 ... (p-1)/2`` (the last one included), the fraction is the sum of squares of
-    the neuron's 3x3 block ``{const, cos k, sin k}^2`` of 2D Fourier coefficients over the neuron's total sum
-    of squares. Feed *centred* activations (:func:`get_fourier_neuron_acts`), else the constant term sits in
-    every block.
-
-    Returns:
-        neuron_freqs: ``(d_mlp,)`` long, the argmax frequency, in ``1 ... (p-1)/2``.
-        neuron_frac_explained: ``(d_mlp,)`` (input dtype), that frequency's fraction in [0, 1] (0 for a dead
-            neuron, whose frequency is then 1 and meaningless).
-    """
+    """Each neuron's best frequency (``(d_mlp,)`` long, in ``1 ... (p-1)/2``) and the fraction of its sum of
+    squares its 3x3 block ``{const, cos k, sin k}^2`` holds (``(d_mlp,)``, input dtype; 0 for a dead neuron).
+    Feed *centred* activations (:func:`get_fourier_neuron_acts`), else the constant sits in every block."""
     if fourier_neuron_acts.ndim != 3 or fourier_neuron_acts.shape[0] != fourier_neuron_acts.shape[1]:
         raise ValueError(f"expected a (p, p, d_mlp) tensor, got shape {tuple(fourier_neuron_acts.shape)}")
     block_sq = arrange_by_2d_freqs(fourier_neuron_acts).pow(2).sum((1, 2))  # (n_freqs, d_mlp)
@@ -318,16 +306,10 @@ def key_frequencies(
     d_mlp: int | None = None,
     min_fraction: float = KEY_CLUSTER_MIN_FRACTION,
 ) -> list[int]:
-    """The frequencies a model computes with, read from its neuron clusters (ascending).
-
-    Rule: a frequency is *key* when at least ``min_fraction`` of the MLP neurons (default 1%: 6 of 512)
-    belong to its cluster, i.e. have it as best frequency explaining >= 85% of their centred activations.
-    The embedding can carry a frequency the neurons do not use, which is why the neurons decide. A model still
-    in its cleanup phase may have a frequency whose cluster is only forming (a few neurons): lower
-    ``min_fraction`` to see it, and check with :func:`excl_loss`.
-
-    Pass either ``model`` or precomputed ``clusters`` (from :func:`neuron_clusters`) with ``d_mlp``.
-    """
+    """The frequencies a model computes with (ascending): those whose neuron cluster holds at least
+    ``min_fraction`` of the MLP neurons (default 1%: 6 of 512). The neurons decide, not the embedding, which can
+    carry unused frequencies; lower ``min_fraction`` to see a cluster still forming, and check with
+    :func:`excl_loss`. Pass ``model``, or ``clusters`` (from :func:`neuron_clusters`) with ``d_mlp``."""
     if clusters is None:
         if model is None:
             raise ValueError("key_frequencies needs a model or clusters")
@@ -341,16 +323,10 @@ def key_frequencies(
 def sum_difference_shares(
     grid: Float[Tensor, "p p n"] | Float[Tensor, "p p"], key_freqs: Sequence[int] | Tensor
 ) -> tuple[float, float]:
-    """How much of ``grid`` is a wave of ``x + y`` and how much a wave of ``x - y``, at the key frequencies.
-
-    ``grid``: ``(p, p, n)`` (e.g. neuron activations ``(p, p, d_mlp)`` or logits ``(p, p, p)``) or ``(p, p)``,
-    indexed ``[x, y, ...]``. Each of the ``n`` columns is centred over the p^2 inputs; returns
-    ``(sum_share, difference_share)``: the squared norm of the projection onto the ``cos/sin(w_k(x+y))``
-    directions (:func:`~.fourier.get_trig_sum_directions`) of every key frequency, and onto the
-    ``cos/sin(w_k(x-y))`` directions (:func:`~.fourier.get_trig_difference_directions`), each summed over the
-    columns and divided by the total centred sum of squares (float64, both 0 for a constant grid). The
-    directions are orthonormal, so the two shares add up to at most 1; ``cos(w x) cos(w y)`` gives (0.5, 0.5).
-    """
+    """``(sum_share, difference_share)``: the fractions of the centred ``grid`` (``(p, p)`` or ``(p, p, n)``,
+    indexed ``[x, y, ...]``) in the ``cos/sin(w_k(x+y))`` and in the ``cos/sin(w_k(x-y))`` directions of the key
+    frequencies, summed over the columns (float64 floats; both 0 for a constant grid). The directions are
+    orthonormal, so the shares add up to at most 1; ``cos(w x) cos(w y)`` gives (0.5, 0.5)."""
     if grid.ndim != 3 and not (grid.ndim == 2 and grid.shape[0] == grid.shape[1]):
         raise ValueError(f"expected a (p, p) or (p, p, n) grid indexed [x, y, ...], got shape {tuple(grid.shape)}")
     acts = centred_grid(grid.detach().to(torch.float64).reshape(*grid.shape[:2], -1))
@@ -437,19 +413,12 @@ def neuron_surgery_losses(
     fn: str = "add",
     seed: int = 0,
 ) -> dict[str, object]:
-    """The Section-2 losses, all on all p^2 pairs and all but ``original`` bias-corrected (the batch mean of
-    ``original - new`` logits added back, which restores the constant):
-
-    * ``original``; ``restricted``: only the key frequencies' ``cos/sin(w_k(x+y))`` logit directions;
-    * ``projected_neurons`` / ``projected_neurons_without_unclustered``: logits made only from the neurons,
-      ``projected_neuron_acts(...) @ W_logit``, the unclustered neurons kept / dropped;
-    * ``cluster_ablation``: ``{freq: loss}`` after removing one cluster's direct contribution
-      ``acts[:, cluster] @ W_logit[cluster]`` (an empty cluster changes nothing; zero- and mean-ablation
-      agree after the correction);
-    * ``key_freqs``: the frequencies used (default :func:`key_frequencies` of the clusters).
-
-    ``model`` may be an :class:`NeuronAnalysis` of it; ``fn``/``seed``: the run's task (``seed`` draws ``rand``).
-    """
+    """The Section-2 losses on all p^2 pairs, all but ``original`` bias-corrected (the batch mean of
+    ``original - new`` added back): ``original``; ``restricted`` (only the key frequencies' ``cos/sin(w_k(x+y))``
+    logit directions); ``projected_neurons`` / ``projected_neurons_without_unclustered``
+    (``projected_neuron_acts(...) @ W_logit``); ``cluster_ablation`` (``{freq: loss}`` without one cluster's
+    ``acts[:, cluster] @ W_logit[cluster]``); ``key_freqs`` (default :func:`key_frequencies`). ``model`` may be
+    its :class:`NeuronAnalysis`; ``fn``/``seed``: the run's task (``seed`` draws ``rand``)."""
     a = model if isinstance(model, NeuronAnalysis) else analyse_neurons(model)
     if key_freqs is None:
         key_freqs = key_frequencies(clusters=a.clusters, d_mlp=a.W_logit.shape[0])
@@ -497,8 +466,6 @@ def quadratic_terms(p: int, k: int) -> Float[Tensor, "p_sq 4"]:
 
 
 def _least_squares(X: Tensor, target: Tensor) -> tuple[Tensor, float]:
-    """Least-squares coefficients of ``target (n,)`` on the columns of ``X (n, m)`` and the r^2 of the fit
-    (``1 - SS_res / SS_tot``, ``SS_tot`` about the mean)."""
     coef = torch.linalg.lstsq(X, target[:, None]).solution.flatten()
     ss_tot = (target - target.mean()).pow(2).sum()
     if ss_tot == 0:
@@ -507,25 +474,17 @@ def _least_squares(X: Tensor, target: Tensor) -> tuple[Tensor, float]:
 
 
 def fit_quadratic_terms(values: Float[Tensor, "p p"], k: int) -> tuple[Float[Tensor, "4"], float]:
-    """Least-squares fit of a ``(p, p)`` grid (indexed ``[x, y]``) on the unit-norm 2D basis terms const,
-    cos_k(x), cos_k(y), cos_k(x) cos_k(y) (the chapter's exercise 2.3; see :func:`quadratic_terms`).
-
-    Returns the ``(4,)`` float64 coefficients, in that order, and ``r2 = 1 - SS_res / SS_tot`` (``SS_tot``
-    about the mean) as a Python float.
-    """
+    """Least-squares fit of a ``(p, p)`` grid (indexed ``[x, y]``) on the :func:`quadratic_terms` (exercise 2.3):
+    the ``(4,)`` float64 coefficients and ``r2 = 1 - SS_res / SS_tot`` (about the mean) as a Python float."""
     if values.ndim != 2 or values.shape[0] != values.shape[1]:
         raise ValueError(f"expected a (p, p) grid, got shape {tuple(values.shape)}")
     return _least_squares(quadratic_terms(values.shape[0], int(k)), values.double().flatten())
 
 
 def relu_quadratic_fit(k: int = 42, p: int = 113, offset: float = 0.5) -> ReluQuadraticFit:
-    """Why neurons carry a quadratic (cos x cos y) term: fit ``ReLU(offset/sqrt(p) + c(x) + c(y))``, with ``c``
-    the unit-norm cos-k row of the Fourier basis, on the 2D basis terms const, cos x, cos y, cos x cos y
-    (:func:`fit_quadratic_terms`). Independent of any model weights; float64.
-
-    For k = 42, p = 113 the coefficients are 9.190, 6.807, 6.807, 3.566 with r^2 0.966, and r^2 drops to
-    0.849 without the quadratic term.
-    """
+    """Why neurons carry a quadratic (cos x cos y) term: :func:`fit_quadratic_terms` of
+    ``ReLU(offset/sqrt(p) + c(x) + c(y))``, ``c`` the unit-norm cos-k basis row (no model; float64). For k = 42,
+    p = 113: coefficients 9.190, 6.807, 6.807, 3.566, r^2 0.966, and 0.849 without the quadratic term."""
     terms = quadratic_terms(p, k)
     cos_k = fourier_basis(p, dtype=torch.float64)[2 * k - 1]
     values = torch.relu(offset / math.sqrt(p) + cos_k[:, None] + cos_k[None, :])

@@ -1,16 +1,10 @@
 """The training step of S runs of one modulus ``p`` at once: their weights are the rows of one ``(S, N)`` tensor.
 
 :class:`Batch` holds the runs' weights, gradients, Adam state and input pairs on one device and computes one
-epoch of all of them together through :mod:`.last_position` (its leading axis R is the run axis): the test
-losses, the train losses with their gradients, and one :class:`BatchedAdamW` update. Each run keeps its own
-seed (initialisation and split: the pair sets are padded to the longest with a weight of 0), weight decay,
-learning rate, betas and warm-up. :func:`.train.train` (one run) and :func:`.train.train_many` (many) drive a
-:class:`Batch` through the one training loop of :mod:`.train`; this module knows nothing of files.
-
-On the CPU the runs are computed one per chunk, and the chunks are spread over worker threads (each with its
-share of torch's threads): one small model cannot keep many cores busy, several side by side can (the heavy
-kernels release the GIL). ``benchmarks/benchmark_batched.py`` measures it against single runs and
-``torch.func.vmap``.
+epoch of all of them through :mod:`.last_position` (its leading axis is the run axis); each run keeps its own
+seed, split, weight decay, lr, betas and warm-up. :mod:`.train` drives it; this module knows nothing of files.
+On the CPU the runs are computed one per chunk, the chunks spread over worker threads: one small model cannot
+keep many cores busy, several side by side can (``benchmarks/benchmark_batched.py``).
 """
 
 from __future__ import annotations
@@ -30,34 +24,17 @@ from .config import TrainConfig
 from .data import Split
 from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, parameter_shapes
 
-__all__ = [
-    "BatchedAdamW",
-    "Batch",
-    "worker_pool",
-    "n_workers",
-    "estimate_run_file_bytes",
-    "estimate_memory_bytes",
-]
+__all__ = ["BatchedAdamW", "Batch", "worker_pool", "n_workers", "estimate_run_file_bytes", "estimate_memory_bytes"]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the optimizer
+# --- the optimizer
 class BatchedAdamW:
-    """AdamW with the recipe's warm-up for S runs whose parameters are the rows of one ``(S, N)`` tensor.
-
-    Per run ``r`` one :meth:`step` does what ``torch.optim.AdamW`` + ``LambdaLR`` (:func:`.train.make_optimizer`)
-    do for one run: with ``lr = lr_r * TrainConfig.warmup_factor(last_epoch)`` and ``t = step + 1``::
-
-        param  *= 1 - lr * wd_r
-        m       = lerp(m, grad, 1 - beta1_r);      v = beta2_r v + (1 - beta2_r) grad^2
-        param  -= lr / (1 - beta1_r^t) * m / (sqrt(v) / sqrt(1 - beta2_r^t) + eps)
-
-    Runs whose entry of ``active`` is False are left exactly as they are. On a GPU one batched chain of
-    elementwise ops updates every run (no host sync); on the CPU each active run is updated by torch's own fused
-    AdamW kernel, which is faster there. Attributes (``(S,)`` float64): ``lr``, ``weight_decay``, ``beta1``,
-    ``beta2``, ``warmup``, ``step_count`` (Adam's step), ``last_epoch`` (the scheduler's); ``exp_avg``,
-    ``exp_avg_sq``: ``(S, N)`` in the parameters' dtype.
-    """
+    """AdamW with the recipe's warm-up for S runs whose parameters are the rows of one ``(S, N)`` tensor: per run,
+    one :meth:`step` does what ``torch.optim.AdamW`` + ``LambdaLR`` (:func:`.train.make_optimizer`) do; runs whose
+    entry of ``active`` is False are left as they are. On a GPU one batched chain of elementwise ops updates every
+    run; on the CPU torch's fused kernel updates each active run. Attributes ``(S,)`` float64: ``lr``,
+    ``weight_decay``, ``beta1``, ``beta2``, ``warmup``, ``step_count``, ``last_epoch``; ``exp_avg``, ``exp_avg_sq``:
+    ``(S, N)`` in the parameters' dtype."""
 
     def __init__(
         self,
@@ -140,8 +117,7 @@ class BatchedAdamW:
         self.step_count, self.last_epoch = step, self.last_epoch + act
 
     def _step_each_run(self, params: Tensor, grad: Tensor, active: Tensor, pool: ThreadPoolExecutor | None) -> None:
-        """The CPU step: torch's fused AdamW kernel once per active run, with that run's scalars (the kernel
-        :func:`.train.make_optimizer` uses; ~3x faster on the CPU than the batched chain)."""
+        """The CPU step: torch's fused AdamW kernel per active run (~3x faster there than the batched chain)."""
         lrs, steps, wds = self.scheduled_lr().tolist(), self.step_count.tolist(), self.weight_decay.tolist()
         beta1s, beta2s = self.beta1.tolist(), self.beta2.tolist()
 
@@ -164,23 +140,13 @@ class BatchedAdamW:
 
     def select(self, rows: Tensor) -> None:
         """Keep only the runs ``rows`` (an index tensor on the parameters' device), in that order."""
-        for name in (
-            "lr",
-            "weight_decay",
-            "warmup",
-            "beta1",
-            "beta2",
-            "step_count",
-            "last_epoch",
-            "exp_avg",
-            "exp_avg_sq",
-        ):
+        names = ("lr", "weight_decay", "warmup", "beta1", "beta2", "step_count", "last_epoch", "exp_avg", "exp_avg_sq")
+        for name in names:
             setattr(self, name, getattr(self, name).index_select(0, rows))
         self._work = None
 
 
-# ---------------------------------------------------------------------------------------------------------
-# resources, estimated before any allocation
+# --- resources, estimated before any allocation
 #: torch.save overhead per tensor (pickle record, zip entry, alignment), bytes: a generous estimate.
 _TENSOR_OVERHEAD = 1024
 #: Memory the process grows by besides the runs' state, activations and histories (models, allocator caches).
@@ -188,9 +154,8 @@ _FIXED_BYTES = 64 * 2**20
 #: Activations computed at once on the CPU (one chunk per worker thread) at most this many bytes by default
 #: (10 runs at p = 113), so that a 64-run sweep of the default recipe fits in 4 GB on any number of cores.
 _CPU_CHUNK_BYTES = 768 * 2**20
-#: Runs per chunk on the CPU: one. A run's working set (~10 MB at p = 113) stays in cache; more runs per chunk
-#: only add cache misses (quiet 2-core machine, 8 runs, ms per run-epoch at chunks of 1 / 2 / 8 runs, 1 thread:
-#: 35.1 / 39.2 / 48.5). The cores are used by computing one-run chunks side by side instead.
+#: Runs per chunk on the CPU: one run's working set (~10 MB at p = 113) stays in cache (ms per run-epoch at
+#: chunks of 1 / 2 / 8 runs, 1 thread: 35.1 / 39.2 / 48.5); the cores compute one-run chunks side by side.
 _CPU_CHUNK_RUNS = 1
 
 
@@ -199,8 +164,7 @@ def _n_params(p: int) -> int:
 
 
 def estimate_run_file_bytes(config: TrainConfig) -> int:
-    """Size of the run file of ``config`` at its end, from the shapes alone: the checkpoints (float32 weights),
-    the resume record (the weights and Adam's two moments), the loss histories and the train split."""
+    """Size of the run file of ``config`` at its end: checkpoints, resume record, loss histories, split."""
     per_checkpoint = 4 * _n_params(config.p) + _TENSOR_OVERHEAD * len(PAPER_TRAINABLE)
     n_checkpoints = math.ceil(config.epochs / config.save_every) + 1  # +1: an early stop adds its epoch
     histories = 12 * (config.epochs + math.ceil(config.epochs / config.test_every))  # pickled floats
@@ -209,9 +173,8 @@ def estimate_run_file_bytes(config: TrainConfig) -> int:
 
 
 def _activation_bytes_per_run(config: TrainConfig) -> int:
-    """Peak memory of one run's forward + backward on its train pairs (its test evaluation comes first and is
-    freed): per pair the Z rows (d_mlp + p + 1 floats), the ReLU output, the float32 and float64 logits with
-    their log-softmax and gradients, and the attention weights; plus the run's tables."""
+    """Peak memory of one run's forward + backward on its train pairs, or of its test evaluation: per pair the Z
+    rows, ReLU output, float32/float64 logits with log-softmax and gradients, attention; plus the run's tables."""
     p, d_mlp = config.p, 512
     n_out, d = p + 1, d_mlp + p + 1
     n_train = int(config.frac_train * p * p)
@@ -221,8 +184,7 @@ def _activation_bytes_per_run(config: TrainConfig) -> int:
 
 
 def _chunk_runs(per_run_bytes: int, n_runs: int, device: torch.device) -> int:
-    """How many runs to compute together: on a GPU all that fit half of its free memory; on the CPU
-    :data:`_CPU_CHUNK_RUNS` (within :data:`_CPU_CHUNK_BYTES` of activations)."""
+    """Runs computed together: on a GPU all that fit half its free memory; on the CPU :data:`_CPU_CHUNK_RUNS`."""
     budget, most = _CPU_CHUNK_BYTES, _CPU_CHUNK_RUNS
     if device.type == "cuda":
         budget, most = torch.cuda.mem_get_info(device)[0] // 2, n_runs
@@ -244,18 +206,9 @@ def n_workers(configs: Sequence[TrainConfig], device: torch.device, workers: int
 
 
 def estimate_memory_bytes(configs: TrainConfig | Sequence[TrainConfig], workers: int | None = None) -> int:
-    """Memory training ``configs`` (one config, or runs trained together) needs, estimated before allocating
-    anything: every run's record while it trains (its checkpoint history, :func:`estimate_run_file_bytes`), all
-    held until the end, plus one serialised copy while a run is written; per ``p``: the batched state (weights,
-    gradients, Adam's moments, the step's scratch, pending checkpoint copies: 8 float32 values per parameter per
-    run) and the activations of the runs computed at once (on the CPU: ``workers`` threads, default as
-    :func:`n_workers`); and a fixed 64 MB (models built, allocator caches).
-
-    The checkpoint histories dominate a long sweep: 64 runs of the default recipe hold ~0.92 MB per checkpoint
-    per run, so ``save_every = 100`` needs ~9.7 GB and ``save_every = 500`` ~2.5 GB. Measured growth of the
-    peak RSS, 3 epochs at 1 thread (``benchmarks/benchmark_batched.py --memory``): 107 / 194 / 262 MB for
-    1 / 8 / 16 runs, against 159 / 230 / 311 MB estimated.
-    """
+    """Memory training ``configs`` (one, or runs trained together) needs, estimated before allocating anything:
+    every run's record (:func:`estimate_run_file_bytes`) plus one serialised copy, per ``p`` the batched state and
+    the activations of the runs computed at once (``workers``, default :func:`n_workers`), and a fixed 64 MB."""
     configs = [configs] if isinstance(configs, TrainConfig) else list(configs)
     if not configs:
         return 0
@@ -272,9 +225,7 @@ def estimate_memory_bytes(configs: TrainConfig | Sequence[TrainConfig], workers:
 
 @contextlib.contextmanager
 def worker_pool(n: int) -> Iterator[ThreadPoolExecutor | None]:
-    """``n`` threads that compute chunks side by side, each with ``torch.get_num_threads() // n`` torch threads
-    (at least 1); None for one. torch's thread count is restored at the end (a thread's ``set_num_threads``
-    also sets the default of threads started later)."""
+    """``n`` threads with ``torch.get_num_threads() // n`` torch threads each (None for one); restored at the end."""
     if n <= 1:
         yield None
         return
@@ -289,20 +240,10 @@ def worker_pool(n: int) -> Iterator[ThreadPoolExecutor | None]:
         torch.set_num_threads(threads)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# S runs of one p as one set of tensors
+# --- S runs of one p as one set of tensors
 class Batch:
-    """The weights ``P`` ``(S, N)``, gradients ``G``, :class:`BatchedAdamW` (``opt``) and input pairs of S runs of
-    one ``p`` on ``device``; row ``i`` is run ``i``. A row of ``P`` is the run's trained parameters
-    (:data:`~.model.PAPER_TRAINABLE`, TransformerLens layout) flattened and concatenated in that order.
-
-    Args:
-        configs: the runs' recipes (one ``p``).
-        params: ``(S, N)`` the runs' weights (on any device).
-        splits: each run's :class:`~.data.Split` (its train and test pairs).
-        device: where every tensor lives.
-        pool: CPU worker threads that compute chunks of runs side by side (:func:`worker_pool`), or None.
-    """
+    """Weights ``P`` ``(S, N)`` (row ``i``: run ``i``'s :data:`~.model.PAPER_TRAINABLE` parameters, flattened),
+    gradients ``G``, :class:`BatchedAdamW` ``opt`` and input pairs of S runs of one ``p`` on ``device``."""
 
     def __init__(
         self,
@@ -327,13 +268,9 @@ class Batch:
         self.active = torch.ones(len(self.configs), dtype=torch.bool, device=device)
 
         def pairs(which: str) -> lp.Pairs:
-            rows = [getattr(s, which) for s in splits]
-            return lp.Pairs.from_tokens(
-                [s.all_data[r] for s, r in zip(splits, rows, strict=True)],
-                [s.labels[r] for s, r in zip(splits, rows, strict=True)],
-                d_vocab=p + 1,
-                device=device,
-            )
+            tokens = [s.all_data[getattr(s, which)] for s in splits]
+            labels = [s.labels[getattr(s, which)] for s in splits]
+            return lp.Pairs.from_tokens(tokens, labels, d_vocab=p + 1, device=device)
 
         self.train_pairs, self.test_pairs = pairs("train_indices"), pairs("test_indices")
         self._rechunk()
@@ -343,8 +280,7 @@ class Batch:
         return len(self.configs)
 
     def _rechunk(self) -> None:
-        """Split the runs into chunks computed together; each chunk's pairs are built once (they keep the index
-        structures :mod:`.last_position` derives from them)."""
+        """Split the runs into chunks computed together, each with its own pairs (built once)."""
         S = self.n_runs
         self.chunk = _chunk_runs(max(_activation_bytes_per_run(c) for c in self.configs), S, self.device)
         self.bounds = [(a, min(a + self.chunk, S)) for a in range(0, S, self.chunk)]
@@ -370,8 +306,7 @@ class Batch:
         }
 
     def _weights(self, a: int, b: int, leaves: bool) -> tuple[dict[str, Tensor], list[Tensor]]:
-        """Stacked weights of runs ``a:b`` (views of ``P``) with the frozen zero biases; ``leaves``: the trained
-        ones are fresh leaves that require grad (returned as a list too)."""
+        """Weights of runs ``a:b`` (views of ``P``) and zero biases; ``leaves``: trained ones require grad (listed)."""
         n, w, trained = b - a, {}, []
         for name, shape, off, size in zip(PAPER_TRAINABLE, self.shapes, self.offsets, self.sizes, strict=True):
             t = self.P[a:b, off : off + size].view(n, *shape)

@@ -1,21 +1,16 @@
 """Run files on disk: read only when verified, written without ever losing the previous one.
 
-Reading (:func:`safe_load`): the path must be a regular file (a folder, a FIFO, a device or a symlink loop is
-named as such); the CRC-32 of every entry of the file's zip archive is checked (:func:`verify_archive`: torch
-does not check them, so a changed byte inside a tensor would otherwise be used); then
-``torch.load(..., weights_only=True)``, which never unpickles code. Any failure is one
-:class:`CorruptCheckpointError` line naming the file and what failed, and nothing of the file is used. What a
-run file holds and how its content is checked: :mod:`.run_data`.
+Reading (:func:`safe_load`): a regular file only; the CRC-32 of every zip entry is checked (torch does not, so
+a changed byte inside a tensor would otherwise be used); then ``torch.load(..., weights_only=True)``. Any
+failure is one :class:`CorruptCheckpointError` line naming the file. Content checks: :mod:`.run_data`.
 
-Writing (:func:`atomic_save`): the run is serialised in memory, written to a temporary file beside the target
-(``<name>.tmp-<pid>-<random>``), fsynced and renamed over it. A failed write removes its temporary file and
-raises :class:`RunFileWriteError` saying why (disk full, read-only, permission). Temporary files of a killed
-process are removed by :func:`remove_stale_temp_files`; :class:`RunFileLock` keeps two processes from
-writing one file.
+Writing (:func:`atomic_save`): a temporary file beside the target, fsynced and renamed over it; a failure
+raises :class:`RunFileWriteError` saying why. :class:`RunFileLock` keeps two processes from writing one file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import io
@@ -24,6 +19,7 @@ import re
 import secrets
 import shutil
 import stat
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -57,13 +53,12 @@ _TEMP_RE = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
 
 
 class CorruptCheckpointError(ValueError):
-    """A run file that cannot be used: not a regular file, damaged (a CRC mismatch), truncated, not a
-    weights-only torch file, or not in the expected format. The message is one line naming the file."""
+    """A run file that cannot be used (not a regular file, damaged, truncated, not weights-only, or not in the
+    expected format); one line naming the file."""
 
 
 class RunFileWriteError(OSError):
-    """A run file could not be written; the message says why (disk full, read-only, permission) and where.
-    ``errno`` is the underlying error's; the previous file, if any, is unchanged."""
+    """A run file could not be written (the message says why and where); the previous file is unchanged."""
 
     def __str__(self) -> str:
         return self.strerror or super().__str__()
@@ -87,13 +82,10 @@ _REASONS = {
 
 def describe_os_error(e: OSError) -> str:
     """Why a file operation failed, in words: ``"the disk is full (ENOSPC)"``, ..."""
-    if e.errno in _REASONS:
-        return _REASONS[e.errno]
-    return f"{e.strerror or e} ({errno.errorcode.get(e.errno or 0, 'unknown error')})"
+    return _REASONS.get(e.errno) or f"{e.strerror or e} ({errno.errorcode.get(e.errno or 0, 'unknown error')})"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# reading
+# ---- reading ----
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISCHR, "a character device"),
@@ -103,8 +95,8 @@ _KINDS = (
 
 
 def check_run_path(path: str | os.PathLike) -> Path:
-    """``path`` if it names a regular file (symlinks followed). ``FileNotFoundError`` if nothing is there;
-    :class:`CorruptCheckpointError` naming what it is otherwise (a folder, a FIFO, a device, a symlink loop)."""
+    """``path`` if it names a regular file (symlinks followed); else ``FileNotFoundError`` or
+    :class:`CorruptCheckpointError` naming what it is (a folder, a FIFO, a device, a symlink loop)."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
@@ -123,9 +115,8 @@ def check_run_path(path: str | os.PathLike) -> Path:
 
 
 def verify_archive(path: str | os.PathLike) -> None:
-    """Check the CRC-32 of every entry of the zip archive at ``path`` (a torch file since torch 1.6), streaming
-    each entry through ``zlib.crc32`` (~0.1 s for the 139 MB default run). ``zipfile.BadZipFile`` if it is not
-    a readable zip archive; :class:`CorruptCheckpointError` naming the first entry that fails."""
+    """Check the CRC-32 of every entry of the zip archive at ``path`` (~0.1 s for the 139 MB default run):
+    ``zipfile.BadZipFile`` if it is not a readable zip; :class:`CorruptCheckpointError` naming a failing entry."""
     buffer = memoryview(bytearray(8 << 20))
     with open(path, "rb", buffering=0) as f, zipfile.ZipFile(f) as archive:
         for info in archive.infolist():
@@ -138,12 +129,8 @@ def verify_archive(path: str | os.PathLike) -> None:
             header = f.read(30)  # the local header: its name and extra lengths say where the data starts
             if len(header) < 30 or header[:4] != b"PK\x03\x04":
                 raise zipfile.BadZipFile(f"bad local header of entry {info.filename!r}")
-            f.seek(
-                info.header_offset
-                + 30
-                + int.from_bytes(header[26:28], "little")
-                + int.from_bytes(header[28:30], "little")
-            )
+            name_length, extra_length = struct.unpack("<HH", header[26:30])
+            f.seek(info.header_offset + 30 + name_length + extra_length)
             left, crc = info.compress_size, 0
             while left:
                 n = f.readinto(buffer[: min(left, len(buffer))])
@@ -158,9 +145,8 @@ def verify_archive(path: str | os.PathLike) -> None:
 
 
 def safe_load(path: str | os.PathLike) -> Any:
-    """Load a run file: a regular file (:func:`check_run_path`), its archive verified
-    (:func:`verify_archive`), then ``torch.load(weights_only=True)`` on the CPU. Raises
-    :class:`CorruptCheckpointError` (one line, naming the file) or ``FileNotFoundError``."""
+    """Load a run file (:func:`check_run_path`, :func:`verify_archive`, ``torch.load(weights_only=True)`` on the
+    CPU); raises :class:`CorruptCheckpointError` (one line) or ``FileNotFoundError``."""
     path = check_run_path(path)
     try:
         try:
@@ -197,34 +183,30 @@ def _why(e: Exception) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# writing
+# ---- writing ----
 def _mb(n: int | float) -> str:
     return f"{n / 1e6:,.1f} MB"
 
 
 def temp_path(path: Path) -> Path:
-    """A fresh temporary name beside ``path`` (``<name>.tmp-<pid>-<hex>``), recognised by
-    :func:`remove_stale_temp_files` once its process is dead."""
+    """A fresh temporary name beside ``path``: ``<name>.tmp-<pid>-<hex>``."""
     return path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _write_all(fd: int, data: memoryview) -> None:
-    """``os.write`` until every byte is written (a full disk raises ``OSError(ENOSPC)`` here)."""
     while len(data):
         data = data[os.write(fd, data) :]
 
 
 def _free_bytes(folder: Path) -> int | None:
-    try:
+    with contextlib.suppress(OSError):
         return shutil.disk_usage(folder).free
-    except OSError:
-        return None
+    return None
 
 
 def write_bytes_atomically(data: bytes | memoryview, path: str | os.PathLike) -> Path:
-    """Write ``data`` to ``path`` atomically (a temporary file beside it, fsync, ``os.replace``). On failure
-    the temporary file is removed, ``path`` is left as it was, and :class:`RunFileWriteError` says why."""
+    """Write ``data`` to ``path`` atomically (a temporary file beside it, fsync, ``os.replace``); on failure
+    ``path`` is left as it was and :class:`RunFileWriteError` says why."""
     path = Path(path)
     tmp = temp_path(path)
     try:
@@ -247,29 +229,25 @@ def write_bytes_atomically(data: bytes | memoryview, path: str | os.PathLike) ->
                 + (". The previous file is unchanged" if path.exists() else ""),
             ) from e
         raise
-    try:  # make the rename durable (best effort: not possible on every platform)
+    with contextlib.suppress(OSError):  # make the rename durable (best effort: not possible on every platform)
         fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError:
-        pass
     return path
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` ``obj`` to ``path`` atomically (:func:`write_bytes_atomically`); serialised in memory
-    first, so a failing disk raises a plain :class:`RunFileWriteError` and nothing half-written is left."""
+    """``torch.save`` ``obj`` to ``path`` atomically (:func:`write_bytes_atomically`), serialised in memory."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return write_bytes_atomically(buffer.getbuffer(), path)
 
 
 def check_destination(path: str | os.PathLike, need_bytes: int, what: str = "the run file") -> None:
-    """Fail fast, before any work, if ``path`` cannot be written or its disk lacks ``need_bytes``: creates the
-    folder, writes and removes a small probe file there, compares with ``shutil.disk_usage``. Raises
-    :class:`RunFileWriteError` naming the path, the need and what is free."""
+    """Fail fast (:class:`RunFileWriteError`) if ``path`` cannot be written (a probe file) or its disk lacks
+    ``need_bytes``."""
     path = Path(path)
     probe = temp_path(path)  # named like a temporary file, so a leftover is cleaned up like one
     try:
@@ -308,8 +286,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files of :func:`write_bytes_atomically` for ``path`` whose writing process is dead
-    (left by a killed run). Call it while holding :class:`RunFileLock`. Returns the removed paths."""
+    """Remove the temporary files for ``path`` whose writing process is dead (call it holding the lock)."""
     path = Path(path)
     removed: list[Path] = []
     if not path.parent.is_dir():
@@ -317,21 +294,15 @@ def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
     for f in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
         m = _TEMP_RE.search(f.name)
         if m is not None and f.name[: m.start()] == path.name and not _pid_alive(int(m.group(1))):
-            try:
+            with contextlib.suppress(OSError):
                 f.unlink()
                 removed.append(f)
-            except OSError:
-                pass
     return removed
 
 
 class RunFileLock:
-    """An exclusive lock on ``<path>.lock`` held while a process trains into ``path``.
-
-    With ``fcntl`` (Linux, macOS) an ``flock``, released by the kernel when the process dies, so a stale lock
-    never blocks; elsewhere a file created with ``O_EXCL``. The lock file holds the owner's pid and is removed
-    on release. A context manager; a held lock raises :class:`RunFileLockedError` naming the pid.
-    """
+    """An exclusive lock on ``<path>.lock`` (holding the owner's pid) while a process trains into ``path``: an
+    ``flock`` where ``fcntl`` exists (released by the kernel when the process dies), else an ``O_EXCL`` file."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -339,10 +310,9 @@ class RunFileLock:
         self._fd: int | None = None
 
     def _refuse(self) -> RunFileLockedError:
-        try:
+        owner = ""
+        with contextlib.suppress(OSError):
             owner = self.lock_path.read_text().strip()
-        except OSError:
-            owner = ""
         stale_hint = "" if fcntl is not None else f" (if no such process is running, delete {self.lock_path})"
         return RunFileLockedError(
             f"another training run (pid {owner if owner.isdigit() else 'unknown'}) is writing {self.path}; wait "
@@ -380,10 +350,8 @@ class RunFileLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        try:
-            self.lock_path.unlink(missing_ok=True)  # before unlocking: nobody can lock a file we then remove
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # before unlocking: nobody can lock a file we then remove
+            self.lock_path.unlink(missing_ok=True)
         os.close(self._fd)  # releases the flock
         self._fd = None
 

@@ -1,17 +1,5 @@
-"""Checks the course notebook prints about the loaded model: each is a small pure function of a model or of
-activations, so the notebook's claims are computed, not quoted.
-
-* :func:`functional_form_variants` — the functional form of Section 1.3 and what adding back each term it
-  leaves out (positional embeddings, attention to ``=``, the ``=`` residual and the biases, the direct path)
-  changes; with every term back it *is* the model.
-* :func:`interaction_fraction` — how much of a function of ``(x, y)`` is a product (interaction) term: the
-  share of its centred variance in the 2D Fourier terms ``(i, j)`` with ``i > 0`` and ``j > 0``.
-* :func:`antisymmetric_fraction` — how far activations are from symmetric in ``x`` and ``y``.
-* :func:`singular_vector_frequency_share` — how much of each top right-singular vector of ``W_logit`` (a
-  function of the output ``z``) lies in ``cos/sin(w_k z)`` of the key frequencies.
-* :func:`single_wave_margin` — the gap between the best and the second-best answer of ``sum_k cos(w_k d)``.
-
-Nothing here loads a model or touches the disk.
+"""Checks the course notebook prints about the loaded model, each a small pure function of a model or of
+activations, so the notebook's claims are computed, not quoted. Nothing here loads a model or touches the disk.
 """
 
 from __future__ import annotations
@@ -119,15 +107,9 @@ def single_wave_margin(p: int, freqs: list[int], weights: list[float] | None = N
 @torch.no_grad()
 def functional_form_variants(model: HookedTransformer) -> dict[str, Float[Tensor, "p_sq p"]]:
     """Last-position logits (``=`` logit dropped), ``(p^2, p)`` in ``all_data`` order, of the functional form of
-    Section 1.3 and of the forms with the left-out terms added back one after another (:data:`FORM_STEPS`).
-
-    ``"functional form"`` is ``ReLU(sum_h a_h W_neur[h, x] + (1 - a_h) W_neur[h, y]) @ W_logit`` with
-    ``a_h = sigmoid(W_attn[h, x] - W_attn[h, y])`` (:func:`.analysis.functional_form_logits`); the last step,
-    ``"+ direct path"``, equals the model's own logits (up to float rounding): the model has one layer and no
-    LayerNorm, so nothing else is left out.
-    Computed from per-token tables (``(p, d_model)`` per head), never from the ``p^2``-input residual stream of
-    every position.
-    """
+    Section 1.3 (:func:`.analysis.functional_form_logits`) and of the forms with the left-out terms added back one
+    after another (:data:`FORM_STEPS`). The last, ``"+ direct path"``, equals the model's own logits (up to float
+    rounding): one layer, no LayerNorm. Computed from per-token tables, not the p^2-input residual stream."""
     p = infer_p(model)
     W_E, W_pos, W_U = model.W_E.detach(), model.W_pos.detach(), model.W_U.detach()[:, :p]
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
@@ -140,7 +122,6 @@ def functional_form_variants(model: HookedTransformer) -> dict[str, Float[Tensor
     tables = [W_E[:p] + W_pos[0], W_E[:p] + W_pos[1], t_eq[None]]  # (tokens, d_model) at positions 0, 1, 2
 
     def form(attend_eq: bool, biases: bool, direct: bool) -> Tensor:
-        """The model at the last position with positional embeddings, and optionally the other terms."""
         bq, bk, bv = (b if biases else torch.zeros_like(b) for b in (b_Q, b_K, b_V))
         q = torch.einsum("d,hde->he", t_eq, W_Q) + bq  # (h, e)
         q_bk, bv_O = (q * bk).sum(-1, keepdim=True), torch.einsum("he,hef->hf", bv, W_O)[:, None]

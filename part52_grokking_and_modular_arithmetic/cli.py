@@ -1,12 +1,7 @@
-"""Command line of the course package: ``python -m part52_grokking_and_modular_arithmetic <command>`` (also
-installed as ``grokking-course``). Commands: ``train``, ``fetch``, ``download``, ``info``, ``report`` (its
-options are :mod:`.report`'s own), ``sweep`` and ``sweep-summary`` (:mod:`.sweep`); ``--help`` on each.
+"""Command line: ``python -m part52_grokking_and_modular_arithmetic <command>`` (or ``grokking-course``).
 
-The arguments are parsed before anything heavy is imported: only the chosen command's options are built, and
-torch, TransformerLens and the hub client are imported inside the command that needs them, so ``--help`` and
-usage errors answer at once. A failure the user can act on is one line ``error: ...`` (exit status 1; bad
-arguments: 2, argparse's convention; Ctrl-C: 130); an operating-system error on a path names the option that
-gave it (:func:`error_line`).
+Only the chosen command's options are built and heavy imports wait for the command, so ``--help`` answers at
+once. A failure the user can act on is one line ``error: ...`` (status 1; bad arguments 2; Ctrl-C 130).
 """
 
 from __future__ import annotations
@@ -25,8 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def _typed(kind: type, check: Callable[[object], None], expected: str) -> Callable[[str], object]:
-    """An argparse ``type``: ``kind(text)`` passing ``check`` (which raises ``ValueError``), else a one-line
-    usage error (exit status 2) saying what was ``expected``."""
+    """An argparse ``type``: ``kind(text)`` passing ``check``, else a usage error saying what was ``expected``."""
 
     def parse(text: str) -> object:
         try:
@@ -60,22 +54,15 @@ def _checked(kind: type, field: str) -> Callable[[str], object]:
 
 
 _WRITTEN = (
-    "The checkpoint history (paper layout, one state dict every --save-every epochs, the train loss of every "
-    "epoch, the test loss every --test-every epochs, the config and the train split) is written to --out "
-    "atomically (the previous file stays valid until the new one replaces it): at a checkpoint epoch at most "
-    "once a minute, at the end, and when training stops early: Ctrl-C or SIGTERM (at the end of the current "
-    "epoch; the command then exits with status 130 or 143), a diverging loss (nan/inf: status 1, the "
-    "checkpoints before it are kept). Running the same command again resumes an unfinished run from the last "
-    "write. Before training, the folder of --out must be writable with room for the final file, and the "
-    "memory the configuration needs must be available; while training, <out>.lock keeps a second run from "
-    "writing the same file. If --out cannot be written at the end (disk full, read-only), the run is saved "
-    "in the temp or home folder instead and the command says where. --out is a file path (its folder is created); "
-    "an existing file there that is not a run of this configuration is never overwritten, and a symlink is "
-    "written through (the link stays)."
+    "The checkpoint history is written to --out atomically: at most once a minute, at the end, on Ctrl-C or "
+    "SIGTERM (status 130/143) and on a diverging loss (status 1). The same command resumes an unfinished run. "
+    "Before training, the folder's room and the memory are checked; while training, <out>.lock keeps a second "
+    "run from writing the same file. If --out cannot be written, the run is saved in the temp or home folder "
+    "(the command says where); a file that is not a run of this configuration is never overwritten, and a "
+    "symlink is written through (the link stays)."
 )
 
-#: The recipe options, one per :class:`~.config.TrainConfig` field: (field, value type or None for the task
-#: choice, help text formatted with the defaults, other ``add_argument`` keywords).
+#: One per :class:`~.config.TrainConfig` field: (field, type or None for the task, help, ``add_argument`` extras).
 _RECIPE_OPTIONS: tuple[tuple[str, type | None, str, dict], ...] = (
     ("p", int, "the modulus, an odd prime (default: {p})", {}),
     ("fn", None, "the task: one of {tasks} (default: {fn})", {}),
@@ -95,8 +82,7 @@ _RECIPE_OPTIONS: tuple[tuple[str, type | None, str, dict], ...] = (
     ("test_every", int, "record the test loss every N epochs (default: {test_every})", {}),
     ("stop_at_test_loss", float, "stop once the test loss falls below LOSS > 0 (default: never)", {"metavar": "LOSS"}),
 )
-#: The sweep's list options (field, flag) and the fields all its members share (save_every last: its default
-#: differs from `train`'s).
+#: The sweep's list options (field, flag) and its shared fields (save_every last: its default differs).
 _SWEPT_OPTIONS = (("seed", "--seeds"), ("weight_decay", None), ("frac_train", None), ("lr", None))
 _SWEEP_SHARED = ("p", "fn", "epochs", "test_every", "warmup_steps", "stop_at_test_loss", "save_every")
 
@@ -112,8 +98,7 @@ def _recipe(args: argparse.Namespace, fields: Sequence[str]):
 
 
 def _add_recipe_option(parser, field: str, *, many=False, flag=None, default=None, help_text=None) -> None:
-    """Add the option of the config field ``field`` (type check, help, default); ``many``: a list of values
-    (a swept field; the default is the one-value list), under ``flag``."""
+    """Add the option of the config field ``field``; ``many``: a list of values (a swept field)."""
     from .config import TASKS, TrainConfig
 
     _, kind, text, extra = next(entry for entry in _RECIPE_OPTIONS if entry[0] == field)
@@ -132,8 +117,6 @@ def _add_recipe_option(parser, field: str, *, many=False, flag=None, default=Non
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the options of each command (built only for the command being run)
 def _add_train_options(tp) -> None:
     from .provision import default_run_path
 
@@ -149,16 +132,8 @@ def _add_train_options(tp) -> None:
         help=f"where to write the run file (default: {default_run_path()}; the PART52_RUN_PATH environment variable "
         "overrides it). The course notebooks read that default path.",
     )
-    tp.add_argument(
-        "--no-resume", action="store_true", help="start from scratch even if --out holds an interrupted run"
-    )
-    tp.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="where to train: auto (a CUDA GPU when there is one, else the CPU), cpu or cuda (default: auto); "
-        "the run file is the same either way",
-    )
+    tp.add_argument("--no-resume", action="store_true", help="start afresh even if --out holds an interrupted run")
+    tp.add_argument("--device", choices=DEVICES, default="auto", help="where to train (default auto: cuda if any)")
     tp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -166,11 +141,9 @@ def _add_download_options(dp) -> None:
     from .provision import DEFAULT_HUB_TIMEOUT, HUB_FILENAME, HUB_REPO_ID
 
     dp.description = (
-        "Download the course's checkpoint history from the Hugging Face hub into the Hugging Face cache "
-        "(HF_HOME / HF_HUB_CACHE) and check it; with --out, also copy it there. A copy already in the cache "
-        "is used without any network access. HF_ENDPOINT and HF_HUB_OFFLINE are honoured. When the hub "
-        "cannot be reached, fails or does not answer, the command fails within --timeout seconds with the reason; "
-        "a download that stops making progress is abandoned and nothing partial is kept."
+        "Download the course's checkpoint history from the hub into the Hugging Face cache and check it; with "
+        "--out, also copy it there. A cached copy needs no network. When the hub fails or does not answer, the "
+        "command fails within --timeout seconds with the reason; a stalled download leaves nothing partial."
     )
     dp.add_argument("--out", type=Path, help="also copy the file here (default: the Hugging Face cache only)")
     dp.add_argument("--endpoint", help="hub URL (default: $HF_ENDPOINT or https://huggingface.co)")
@@ -181,22 +154,17 @@ def _add_download_options(dp) -> None:
         "--timeout",
         type=number_arg(float, "a number of seconds", 0),
         default=DEFAULT_HUB_TIMEOUT,
-        help="seconds allowed for the whole hub decision: connection, the file's metadata and the start of the "
-        f"download (default: {DEFAULT_HUB_TIMEOUT:g})",
+        help=f"seconds allowed for the hub decision, up to the download's start (default: {DEFAULT_HUB_TIMEOUT:g})",
     )
     dp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_fetch_options(fp) -> None:
     fp.description = (
-        "Do what the notebooks do when they call utils.load_full_run_data(): use the local file if it exists, "
-        "else download the course's file from the Hugging Face hub, else train the model locally with the "
-        "paper's recipe (saying why). Prints a summary of the run."
+        "As the notebooks' load_full_run_data(): the local file, else the hub's, else train locally (saying why)."
     )
     fp.add_argument("--out", type=Path, help="the local run file (default: the package's default run path)")
-    fp.add_argument(
-        "--no-training", action="store_true", help="fail instead of training when neither file nor hub is available"
-    )
+    fp.add_argument("--no-training", action="store_true", help="fail, not train, without a local file or the hub")
     fp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -219,16 +187,12 @@ def _add_sweep_options(sp) -> None:
             raise argparse.ArgumentTypeError(str(e)) from None
 
     sp.description = (
-        "Train every combination of --seeds, --weight-decay, --frac-train and --lr (the other options are the "
-        "same for all members), each into its own run file in --out-dir named after its configuration (e.g. "
-        "p113_seed0_wd1.0_frac0.3.pth; the files store their config, no manifest is kept). A member whose "
-        "file holds a finished run is skipped, an unfinished one is continued, a diverged one is left alone, "
-        "and a file holding anything else is reported and never overwritten: run the same command again to "
-        "resume a sweep. --shard K/N trains only the K-th of N disjoint parts (K from 0 to N-1, as "
-        "SLURM_ARRAY_TASK_ID with --array=0-{N-1}), so a job array can spread a sweep over machines with no "
-        "coordination; then `sweep-summary DIR` collects the results."
+        "Train every combination of --seeds, --weight-decay, --frac-train and --lr, each into its own run file in "
+        "--out-dir named after its config. Finished members are skipped, unfinished ones continued, other files "
+        "never overwritten: run the same command again to resume. --shard K/N trains the K-th of N disjoint parts "
+        "(e.g. K = SLURM_ARRAY_TASK_ID); `sweep-summary DIR` collects the results."
     )
-    for field, flag in _SWEPT_OPTIONS:  # the swept fields: the grid is their product
+    for field, flag in _SWEPT_OPTIONS:  # the grid is their product
         _add_recipe_option(sp, field, many=True, flag=flag)
     for field in _SWEEP_SHARED[:-1]:
         _add_recipe_option(sp, field)
@@ -240,9 +204,7 @@ def _add_sweep_options(sp) -> None:
         f"{default_sweep_memory_note()})",
     )
     sp.add_argument("--out-dir", type=Path, required=True, help="folder of the member files (created if needed)")
-    sp.add_argument(
-        "--device", choices=DEVICES, default="auto", help="where to train: cuda when available with auto (default)"
-    )
+    sp.add_argument("--device", choices=DEVICES, default="auto", help="where to train (default auto: cuda if any)")
     sp.add_argument(
         "--shard",
         type=shard,
@@ -262,11 +224,9 @@ def _add_sweep_options(sp) -> None:
 
 def _add_sweep_summary_options(ss) -> None:
     ss.description = (
-        "Collect every run file (*.pth) under DIR, recursively, into one table: the config, status, the epoch "
-        "the test loss first falls below --threshold, the final train and test losses, and the key frequencies "
-        "of the last checkpoint. Files that are not runs written by the trainer are skipped with the reason. "
-        "--html writes a plotly figure (phase diagram over two swept axes; key frequencies per seed) that works "
-        "offline; --csv writes every column."
+        "One table of every run file (*.pth) under DIR: config, status, the epoch the test loss falls below "
+        "--threshold, final losses, key frequencies (other files skipped with the reason); --html: an offline "
+        "plotly figure; --csv: every column."
     )
     ss.add_argument("dir", type=Path, help="the folder to summarise (e.g. a sweep's --out-dir)")
     ss.add_argument("--html", type=Path, help="write the figure to this HTML file")
@@ -280,8 +240,6 @@ def _add_sweep_summary_options(ss) -> None:
     ss.add_argument("--no-key-freqs", action="store_true", help="skip the key frequencies (faster)")
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the commands
 def _cmd_train(args) -> int:
     from .provision import default_run_path
     from .train import keep_freed_memory, resolve_device, train
@@ -439,11 +397,7 @@ COMMANDS: dict[str, tuple[str, Callable, Callable[[argparse.Namespace], int]]] =
     "fetch": ("make the default run available: local file, else hub, else training", _add_fetch_options, _cmd_fetch),
     "download": ("fetch the course's run file from the Hugging Face hub", _add_download_options, _cmd_download),
     "info": ("say what a run file holds", _add_info_options, _cmd_info),
-    "report": (
-        "the main job: the solutions notebook run into an offline HTML report",
-        _add_report_options,
-        _cmd_report,
-    ),
+    "report": ("the main job: the solutions notebook as an offline HTML report", _add_report_options, _cmd_report),
     "sweep": ("train a grid of runs (seeds x weight decays x train fractions x lrs)", _add_sweep_options, _cmd_sweep),
     "sweep-summary": ("one table of every run file under a folder", _add_sweep_summary_options, _cmd_sweep_summary),
 }
@@ -452,11 +406,10 @@ _PATH_OPTIONS = {"out": "--out", "out_dir": "--out-dir", "html": "--html", "csv"
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The command line's parser. Every command is listed; with ``only``, just that command's options are
-    built (the others' would import what only they need: torch, the hub client, the sweep's estimates)."""
+    """The parser; with ``only``, just that command's options are built (the others' import torch, the hub...)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Grokking & Modular Arithmetic: train, download and inspect the checkpoint history of the grokking run.",
+        description="Grokking & Modular Arithmetic: train, download and inspect the grokking run's checkpoints.",
     )
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}", required=True)
     for name, (help_text, add_options, _) in COMMANDS.items():
@@ -469,23 +422,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def error_line(e: BaseException, paths: Mapping[str, object] | None = None) -> str | None:
-    """The one-line message of a failure the user can act on (printed as ``error: <line>``), or None for
-    anything else (a bug: its traceback should show). The errors of this package and ``ValueError`` carry
-    their own message; an operating-system error on a path (a symlink loop, a read-only folder, a file where a
-    folder is expected) names the argument that gave the path: ``paths`` maps each argument as the user
-    wrote it (``"--out-dir reports"``) to its path."""
+    """The one-line message of a failure the user can act on, or None (a bug: its traceback should show). An
+    OS error on a path names the argument that gave it: ``paths`` maps each as written (``"--out-dir x"``) to it."""
     if isinstance(e, OSError) and e.filename is not None and type(e).__module__ == "builtins":
         failed = os.path.abspath(os.fsdecode(e.filename))
         where = os.fsdecode(e.filename)
         for given, path in (paths or {}).items():
             path = os.path.abspath(os.fsdecode(path))
-            if failed == path:
-                where = given
-            elif failed.startswith(path.rstrip(os.sep) + os.sep):
-                where = f"{given}: {os.fsdecode(e.filename)}"
-            else:
-                continue
-            break
+            if failed == path or failed.startswith(path.rstrip(os.sep) + os.sep):
+                where = given if failed == path else f"{given}: {where}"
+                break
         return f"{where}: {e.strerror or e}"
     ours = type(e).__module__.startswith(f"{__package__}.")  # every error class of the package speaks to the user
     if ours or isinstance(e, (OSError, ValueError)) or (isinstance(e, MemoryError) and str(e)):
@@ -499,22 +445,19 @@ def _given_paths(args: argparse.Namespace) -> dict[str, object]:
         for dest, option in _PATH_OPTIONS.items()
         if (value := getattr(args, dest, None)) is not None
     }
-    env = os.environ.get("PART52_RUN_PATH")  # the default run path's override (provision.ENV_RUN_PATH)
-    if env:
+    if env := os.environ.get("PART52_RUN_PATH"):  # the default run path's override (provision.ENV_RUN_PATH)
         paths[f"PART52_RUN_PATH={env}"] = env
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status (0 success, 1 a clear
-    error, 2 bad arguments, 128 + the signal when interrupted)."""
+    """Run the command in ``argv``; the exit status (0, 1 an error, 2 bad arguments, 128 + signal interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else "").parse_args(argv)
     try:
         return COMMANDS[args.command][2](args)
     except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", None)  # train.TrainingInterrupted: the message says what was saved
-        if signum is not None:
+        if (signum := getattr(e, "signum", None)) is not None:  # train.TrainingInterrupted: it says what was saved
             print(f"\n{e}", file=sys.stderr)
             return 128 + int(signum)
         print(f"\nInterrupted: `{args.command}` stopped before it wrote anything.", file=sys.stderr)
@@ -528,8 +471,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Process entry point: :func:`main`, then exit. After an interrupted run (status 130/143) a further Ctrl-C
-    or SIGTERM during shutdown is ignored: the last line printed stays the message about what was saved."""
+    """Entry point: :func:`main`, then exit; after an interruption, signals during shutdown are ignored (the
+    message about what was saved stays the last line)."""
     import signal
 
     try:

@@ -1,8 +1,6 @@
 """The training recipe (:class:`TrainConfig`): the paper's defaults, every field checked with a one-line error.
 
-Torch-free on purpose: the command line imports it to parse its options before torch loads. The CLI checks
-its options with :func:`check_field`, a stored ``config`` is read with :meth:`TrainConfig.from_dict`, and two
-recipes are compared with :func:`config_differences`.
+Torch-free on purpose: the command line imports it to check its options before torch loads.
 """
 
 from __future__ import annotations
@@ -28,14 +26,11 @@ __all__ = [
 
 #: The task functions of the original code, by name (see :func:`.data.task_function`).
 TASKS = ("add", "subtract", "x2xyy2", "rand")
-#: Length of the default run: one run shows memorisation, circuit formation *and* cleanup for the default seed
-#: (README "The default training run"); the paper trained 50k epochs.
+#: Length of the default run: it shows memorisation, circuit formation and cleanup (the paper trained 50k epochs).
 DEFAULT_EPOCHS = 15_000
-#: The epoch of the checkpoint the course analyses (Nanda et al. 2023, arXiv 2301.05217): index 400 of the hub
-#: file; a run without it is analysed at its last checkpoint.
+#: The epoch of the checkpoint the course analyses (Nanda et al. 2023, arXiv 2301.05217; else the last one).
 ANALYSED_EPOCH = 40_000
-#: The fields that decide what a run learns; the others (length, intervals, early stop) only decide how long
-#: it runs and what is recorded.
+#: The fields that decide what a run learns (the others: how long it runs and what is recorded).
 RECIPE_FIELDS = ("p", "fn", "frac_train", "seed", "lr", "weight_decay", "betas", "warmup_steps")
 
 _WHY_PRIME = (
@@ -45,8 +40,7 @@ _WHY_PRIME = (
 
 
 def smallest_factor(n: int, limit: int = 10**6) -> int | None:
-    """The smallest prime factor of ``n >= 2`` if it is at most ``limit`` (``n`` itself for a small prime),
-    else None."""
+    """The smallest prime factor of ``n >= 2`` if it is at most ``limit``, else None."""
     f = 2
     while f * f <= n and f <= limit:
         if n % f == 0:
@@ -77,8 +71,7 @@ def is_prime(n: int) -> bool:
 
 
 def check_odd_prime(p: object) -> int:
-    """``p`` as an int if it is an odd prime, else ``ValueError`` saying why (``9 is not prime (9 = 3 × 3)``).
-    The package's one prime check."""
+    """``p`` as an int if it is an odd prime, else ``ValueError`` saying why (``9 is not prime (9 = 3 × 3)``)."""
     if isinstance(p, bool) or not isinstance(p, numbers.Integral):
         raise ValueError(f"p must be an integer (an odd prime such as 113), got {p!r} ({type(p).__name__})")
     p = int(p)
@@ -103,8 +96,7 @@ _RANGES = {
 
 
 def check_field(name: str, value: object) -> None:
-    """Raise ``ValueError`` (one line, saying what was expected) unless ``value`` is valid for field ``name``
-    of :class:`TrainConfig` (``"beta"``: one of the two betas)."""
+    """Raise ``ValueError`` (one line) unless ``value`` is valid for field ``name`` (``"beta"``: one beta)."""
     if name == "p":
         check_odd_prime(value)
     elif name == "fn":
@@ -133,8 +125,7 @@ def check_field(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (the paper's recipe by default). Stored as plain values in the
-    run file's ``config``."""
+    """Everything that defines a training run (the paper's recipe by default)."""
 
     p: int = 113
     fn: str = "add"
@@ -158,8 +149,7 @@ class TrainConfig:
                 check_field(f.name, value)
 
     def warmup_factor(self, step: int | float) -> float:
-        """The learning-rate multiplier of update ``step`` (0, 1, ...): ``min(step / warmup_steps, 1)``, 1
-        without warm-up (the first update has lr 0)."""
+        """The learning-rate multiplier of update ``step`` (0, 1, ...): ``min(step / warmup_steps, 1)``."""
         return min(step / self.warmup_steps, 1.0) if self.warmup_steps > 0 else 1.0
 
     def to_dict(self) -> dict:
@@ -168,8 +158,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: object) -> TrainConfig:
-        """The config stored in a run file; ``ValueError`` (one line, naming the field) if it is not valid.
-        Unknown keys are ignored."""
+        """The config stored in a run file (unknown keys ignored); ``ValueError`` naming a field not valid."""
         if not isinstance(d, dict):
             raise ValueError(f"a stored config must be a dict of plain values, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -189,8 +178,7 @@ def config_differences(
     stored: TrainConfig, wanted: TrainConfig, fields: tuple[str, ...] | None = None, label: str = "requested"
 ) -> list[str]:
     """The one "same run?" comparison: ``["seed: file 0, requested 5", ...]`` for each of ``fields`` (default:
-    every field but ``epochs``, which a run may be extended in) where the two differ; empty when the same.
-    Pass :data:`RECIPE_FIELDS` to compare only what the run learns."""
+    every field but ``epochs``, which a run may be extended in) where the two differ."""
     a, b = stored.to_dict(), wanted.to_dict()
     fields = fields if fields is not None else tuple(k for k in a if k != "epochs")
     return [f"{k}: file {a[k]!r}, {label} {b[k]!r}" for k in fields if a[k] != b[k]]

@@ -1,7 +1,6 @@
 """The modular-arithmetic data set: every input pair, the task's labels and the paper's train/test split.
 
-A batch index is always ``x * p + y`` (row-major over the (x, y) grid), so the ``p^2`` rows of
-:func:`make_all_data` can be reshaped to a ``(p, p)`` grid indexed ``[x, y]``.
+A batch index is always ``x * p + y``: the ``p^2`` rows reshape to a ``(p, p)`` grid indexed ``[x, y]``.
 """
 
 from __future__ import annotations
@@ -30,13 +29,8 @@ __all__ = [
 
 
 def task_function(fn: str, p: int, seed: int = 0) -> Callable[[Tensor, Tensor], Tensor]:
-    """Return ``f(x, y) -> z`` (elementwise on integer tensors) for the task named ``fn``.
-
-    * ``add``: ``(x + y) mod p`` (the chapter's task)
-    * ``subtract``: ``(x - y) mod p``
-    * ``x2xyy2``: ``(x^2 + xy + y^2) mod p``
-    * ``rand``: a fixed random table ``T[x, y]`` drawn with ``numpy.random.default_rng(seed)``
-    """
+    """``f(x, y) -> z`` (elementwise on integer tensors) for task ``fn``: ``add`` ``(x + y) mod p`` (the
+    chapter's), ``subtract``, ``x2xyy2`` ``(x^2 + xy + y^2) mod p``, or ``rand`` (a table seeded by ``seed``)."""
     if fn == "add":
         return lambda x, y: (x + y) % p
     if fn == "subtract":
@@ -68,20 +62,14 @@ def make_labels(
 def train_test_split(
     p: int = 113, frac_train: float = 0.3, seed: int = 0
 ) -> tuple[Int[Tensor, "n_train"], Int[Tensor, "n_test"]]:
-    """The paper's split, as indices into :func:`make_all_data` (``x * p + y``).
-
-    Recipe (released training code): list the pairs ``(x, y)`` row-major, seed **Python's** ``random`` with
-    ``seed``, ``random.shuffle`` the list, take the first ``int(frac_train * p^2)`` as train. The train indices
-    keep the shuffled order (the order the paper's batch had); the test indices too.
-    """
+    """The paper's split as indices ``x * p + y``, in shuffled order (the released code's recipe: the pairs
+    row-major, ``random.Random(seed).shuffle``, the first ``int(frac_train * p^2)`` are train)."""
     if not 0.0 < frac_train < 1.0:
         raise ValueError(f"frac_train must lie strictly between 0 and 1, got {frac_train}")
     pairs = [(i, j) for i in range(p) for j in range(p)]
-    rng = random.Random(seed)
-    rng.shuffle(pairs)
-    n_train = int(frac_train * len(pairs))
+    random.Random(seed).shuffle(pairs)
     indices = torch.tensor([i * p + j for i, j in pairs], dtype=torch.long)
-    return indices[:n_train], indices[n_train:]
+    return indices[: int(frac_train * len(pairs))], indices[int(frac_train * len(pairs)) :]
 
 
 def _train_mask(train_indices: Int[Tensor, "n_train"], p: int) -> Bool[Tensor, "p_sq"]:
@@ -100,9 +88,7 @@ def train_test_masks(
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Everything a run's data set is: the inputs, the task's labels and the train/test split, built together
-    by :func:`make_split` from ``(p, frac_train, seed, fn)`` — the seed drives both the split and, for
-    ``fn="rand"``, the label table, exactly as in training."""
+    """A run's data set: inputs, the task's labels and the train/test split, built by :func:`make_split`."""
 
     p: int
     fn: str
@@ -117,14 +103,12 @@ class Split:
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> Split:
-        """The split and labels of a training recipe (:class:`~.config.TrainConfig`)."""
         return make_split(config.p, config.frac_train, config.seed, config.fn)
 
 
 def make_split(p: int = 113, frac_train: float = 0.3, seed: int = 0, fn: str = "add") -> Split:
-    """The data set of a run: all inputs, the labels of task ``fn`` (seeded by ``seed`` for ``"rand"``) and
-    the paper's train/test split for ``frac_train`` and ``seed`` (:func:`train_test_split`): the one place
-    the package derives a run's labels and split from its recipe."""
+    """The data set of a run: all inputs, the labels of task ``fn`` (seeded by ``seed`` for ``"rand"``) and the
+    paper's train/test split (:func:`train_test_split`)."""
     all_data = make_all_data(p)
     train, test = train_test_split(p, frac_train, seed)
     is_train = _train_mask(train, p)

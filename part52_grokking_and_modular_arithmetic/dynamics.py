@@ -1,22 +1,11 @@
 """Progress measures over every checkpoint of a training run (course Section 3), computed fast and cached.
 
-The naive way runs the whole model with ``run_with_cache`` once per checkpoint. :func:`compute_dynamics`
-instead stacks the weights of a chunk of checkpoints and computes only what the metrics need, for the
-whole chunk at once:
-
-* The model has one layer and no LayerNorm, and everything is read at the last position: attention patterns
-  are a softmax of three table lookups and the MLP pre-activations a sum of per-head ``p``-row tables weighted
-  by attention (:mod:`.last_position`), ``(p, p, d_mlp)`` without the residual stream of all ``p^2`` inputs.
-* The per-neuron 3x3 frequency blocks of the 2D Fourier transform come from four marginal sums of each
-  neuron's activation grid (over ``y``, over ``x``, along ``x + y`` and along ``x - y``): the 2x2
-  ``{cos k, sin k}^2`` part of a block spans the same space as ``cos/sin(w_k(x +- y))``. That costs
-  ``O(p^2 d_mlp)`` per checkpoint instead of a full ``fft2d``.
-
-The tests and ``benchmarks/benchmark_dynamics.py`` check it against a reference written from the definitions
-(``tests/reference/naive_dynamics.py``). With ``cache=True`` the result is kept in the user's cache folder
-(:func:`cache_dir`, never next to the run file, which may be read-only), in a file named by a digest of the
-metric version, the analysed checkpoints' epochs and weights, the split and the options: a re-run is instant, a
-changed run is recomputed, and a cache that cannot be written costs a one-line warning, not the result. Usage::
+Instead of one ``run_with_cache`` per checkpoint, :func:`compute_dynamics` stacks a chunk of checkpoints and
+computes only what the metrics need: the last position's activations (:mod:`.last_position`), and each
+neuron's 3x3 Fourier blocks from four marginal sums (over ``y``, over ``x``, along ``x + y`` and ``x - y``:
+the ``{cos k, sin k}^2`` part spans ``cos/sin(w_k(x +- y))``), ``O(p^2 d_mlp)`` instead of a full ``fft2d``.
+Checked against ``tests/reference/naive_dynamics.py``. With ``cache=True`` the result is kept in
+:func:`cache_dir` under a digest of everything it depends on (an unwritable cache only warns). Usage::
 
     dyn = compute_dynamics(run_data, key_freqs, cache=True)
     dyn.epochs, dyn.test_loss, dyn.excluded_loss[:, 0], dyn.gini_embed, dyn.attention_to_pos[:, head, 0]
@@ -69,46 +58,37 @@ ENV_CACHE_DIR = "PART52_CACHE_DIR"
 class TrainingDynamics:
     """Metrics of every analysed checkpoint; first axis = checkpoint (``n_ckpt``), in the run's order.
 
-    Losses are float64 mean cross-entropies over the ``p`` number logits (the ``=`` logit dropped), computed
-    from the weights with :func:`~.losses.cross_entropy_high_precision`. They match a run's logged curves
-    except near initialisation, where the logged training loss (over all ``p + 1`` logits) is slightly higher.
-    Losses, fractions, attention and sums of squares are float64; the Fourier norms, Gini coefficients and
-    singular values of the weights are in the compute ``dtype``; epochs and frequencies are int64.
+    Losses are float64 mean cross-entropies over the ``p`` number logits (``=`` dropped, so slightly below the
+    logged loss near initialisation). Losses, fractions, attention and sums of squares are float64; Fourier
+    norms, Gini coefficients and singular values are in the compute ``dtype``; epochs and frequencies int64.
 
     Attributes:
         epochs: ``(n_ckpt,)`` epoch of each checkpoint (the x-axis of every plot).
         p: the modulus (inferred from the weights).
         key_freqs: the key frequencies (fixed from the final model) used by the trig metrics.
-        neuron_freqs: ``(d_mlp,)`` each neuron's frequency, the ``k`` whose 3x3 block holds most of the
-            neuron's centred activation in the final model (or as passed in).
+        neuron_freqs: ``(d_mlp,)`` each neuron's frequency (best 3x3 block in the final model, or as passed).
         train_loss, test_loss, all_loss: ``(n_ckpt,)`` loss on the train / test / all pairs.
-        excluded_loss: ``(n_ckpt, n_keys)`` train loss after removing, from the logits, their projection onto
-            ``cos/sin(w_k(x+y))`` of one key frequency (column order = ``key_freqs``); no bias correction.
+        excluded_loss: ``(n_ckpt, n_keys)`` train loss without the logits' ``cos/sin(w_k(x+y))`` part of each key
+            frequency (columns in ``key_freqs`` order); no bias correction.
         excluded_loss_all_keys: ``(n_ckpt,)`` the same with every key frequency removed at once.
-        restricted_loss, restricted_loss_train, restricted_loss_test: ``(n_ckpt,)`` loss of the logits
-            restricted to the ``cos/sin(w_k(x+y))`` directions of the key frequencies, bias-corrected
-            (:func:`~.losses.bias_correct`), on all / train / test pairs.
+        restricted_loss, restricted_loss_train, restricted_loss_test: ``(n_ckpt,)`` loss of the logits restricted
+            to the key ``cos/sin(w_k(x+y))`` directions, bias-corrected, on all / train / test pairs.
         restricted_loss_ratio: ``(n_ckpt,)`` ``restricted_loss_test / test_loss`` (both on the test pairs).
-        fourier_embed: ``(n_ckpt, p)`` squared norm of each Fourier component of ``W_E`` without the ``=``
-            row (``(F @ W_E[:-1]).pow(2).sum(-1)``, the course's ``fourier_embed``).
+        fourier_embed: ``(n_ckpt, p)`` ``(F @ W_E[:-1]).pow(2).sum(-1)`` (``=`` row dropped).
         fourier_embed_per_freq: ``(n_ckpt, n_freqs)`` cos + sin squared norms of frequency ``k = 1..n_freqs``.
-        fourier_logit: ``(n_ckpt, p)`` squared norm of each Fourier component of ``W_logit = W_out @ W_U``
-            (``=`` column dropped) along its output dimension.
-        gini_embed, gini_logit: ``(n_ckpt,)`` Gini coefficient (:func:`gini`) of the **per-frequency** Fourier
-            norms (``sqrt`` of the cos + sin squared norms of each ``k = 1..n_freqs``, the constant left out)
-            of ``W_E`` and ``W_logit``: the split of a frequency between cos and sin is only a phase.
+        fourier_logit: ``(n_ckpt, p)`` the same for ``W_logit = W_out @ W_U`` (``=`` column dropped) along its
+            output dimension.
+        gini_embed, gini_logit: ``(n_ckpt,)`` :func:`gini` of the per-frequency norms (``sqrt`` of cos + sin,
+            constant left out) of ``W_E`` and ``W_logit``.
         embed_singular_values: ``(n_ckpt, min(p, d_model))`` singular values of ``W_E`` without the ``=`` row.
-        trig_frac_pre, trig_frac_post, trig_frac_logits: ``(n_ckpt,)`` fraction of the centred variance (over
-            all ``p^2`` inputs, summed over neurons / logit classes) of the last-position neuron
-            pre-activations, post-activations and logits that lies in the span of the key frequencies'
-            ``cos/sin(w_k(x+y))`` directions.
-        neuron_frac_final_freq: ``(n_ckpt, d_mlp)`` fraction of each neuron's centred post-activation (sum
-            of squared 2D Fourier coefficients) inside the 3x3 block of its frequency ``neuron_freqs``.
+        trig_frac_pre, trig_frac_post, trig_frac_logits: ``(n_ckpt,)`` fraction of the centred variance (all
+            ``p^2`` inputs) of the neuron pre-/post-activations and logits in the key ``cos/sin(w_k(x+y))`` span.
+        neuron_frac_final_freq: ``(n_ckpt, d_mlp)`` fraction of each neuron's centred post-activation inside
+            the 3x3 Fourier block of its ``neuron_freqs``.
         neuron_best_freq, neuron_frac_best_freq: ``(n_ckpt, d_mlp)`` the frequency whose block explains most of
             the neuron at that checkpoint, and that fraction. A neuron that never varies gets fraction 0.
         neuron_fire_frac: ``(n_ckpt, d_mlp)`` fraction of the ``p^2`` inputs on which the neuron fires (> 0).
-        attention_to_pos: ``(n_ckpt, n_heads, 3)`` attention from ``=`` to positions 0, 1, 2 (``x``, ``y``,
-            ``=``), averaged over all inputs.
+        attention_to_pos: ``(n_ckpt, n_heads, 3)`` mean attention from ``=`` to positions 0, 1, 2.
         param_names: names of the weights in ``sum_sq_weights`` (the paper model's 11 parameters).
         sum_sq_weights: ``(n_ckpt, n_params)`` sum of squared weights per parameter.
         total_sum_sq_weights: ``(n_ckpt,)`` their total.
@@ -183,8 +163,6 @@ def _safe_ratio(num: Tensor, den: Tensor) -> Tensor:
 
 
 class _RunSetup(NamedTuple):
-    """What every checkpoint shares: p, the run's labels and split, the selected checkpoints."""
-
     p: int
     labels: Tensor
     train_indices: Tensor
@@ -214,9 +192,8 @@ def _setup(run: RunData, stride: int) -> _RunSetup:
 
 
 def cache_dir() -> Path:
-    """The folder for cached results, decided when called: ``$PART52_CACHE_DIR`` (:data:`ENV_CACHE_DIR`) when
-    set, else ``$XDG_CACHE_HOME/part52_grokking_and_modular_arithmetic``, else
-    ``~/.cache/part52_grokking_and_modular_arithmetic``. Created when first written."""
+    """``$PART52_CACHE_DIR`` when set, else ``part52_grokking_and_modular_arithmetic`` in ``$XDG_CACHE_HOME`` or
+    ``~/.cache``: the folder for cached results (created when first written)."""
     if os.environ.get(ENV_CACHE_DIR):
         return Path(os.environ[ENV_CACHE_DIR]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -224,7 +201,6 @@ def cache_dir() -> Path:
 
 
 def _weights_digest(state_dict: Mapping[str, Tensor]) -> str:
-    """A digest of the names, shapes, dtypes and bytes of a checkpoint's weights: equal digests, equal weights."""
     h = hashlib.sha1(usedforsecurity=False)
     for name in PAPER_KEYS:
         t = state_dict[name].detach().cpu().contiguous()
@@ -234,7 +210,6 @@ def _weights_digest(state_dict: Mapping[str, Tensor]) -> str:
     return h.hexdigest()
 
 
-#: The note given (as a ``UserWarning``) when every analysed checkpoint holds the same weights.
 _SAME_WEIGHTS_NOTE = (
     "all {n} analysed checkpoints hold the same weights (epochs {first}-{last}): this file is one model (e.g. a "
     "released final model), not a training history, so every progress measure is flat. To see the training "
@@ -244,8 +219,7 @@ _SAME_WEIGHTS_NOTE = (
 
 
 def _cache_key(setup: _RunSetup, digests: dict[int, str], final_index: int, **options: Any) -> str:
-    """A digest of everything the result depends on: the metric version, the analysed checkpoints (epochs and
-    weights), the final checkpoint's weights, the split and task, and the ``options`` (JSON values)."""
+    """A digest of everything the result depends on (``options``: JSON values)."""
     parts = {
         "version": _METRIC_VERSION,
         "epochs": setup.epochs.tolist(),
@@ -276,8 +250,7 @@ def _read_cache(path: Path, key: str) -> TrainingDynamics | None:
 
 
 def _write_cache(path: Path, key: str, result: TrainingDynamics) -> None:
-    """Write the cache atomically; a failure (read-only folder, full disk) warns in one line and is not raised:
-    the computed result is returned all the same."""
+    """Write the cache atomically; a failure warns in one line and is not raised."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save({"key": key, "metric_version": _METRIC_VERSION, "metrics": result.to_dict()}, path)
@@ -292,32 +265,6 @@ def _write_cache(path: Path, key: str, result: TrainingDynamics) -> None:
 # ---- Batched engine ------------------------------------------------------------------------------------------------
 
 
-def _stack_weights(
-    state_dicts: Sequence[Mapping[str, Tensor]], device: torch.device, dtype: torch.dtype
-) -> dict[str, Tensor]:
-    """Convert each paper-layout state dict to TransformerLens layout once and stack: ``name -> (C, ...)``."""
-    return last_position.stack_weights([paper_to_transformer_lens(sd) for sd in state_dicts], device, dtype)
-
-
-def _last_position_forward(
-    w: Mapping[str, Tensor], p: int
-) -> tuple[
-    Float[Tensor, "C n_heads p p 3"], Float[Tensor, "C p p d_mlp"], Float[Tensor, "C p p p"], Float[Tensor, "C d_mlp p"]
-]:
-    """Attention pattern from ``=``, MLP pre-activations and the direct-path logits at the last position for
-    all ``p^2`` inputs of ``C`` stacked checkpoints (TransformerLens layout, ``w[name]`` is ``(C, ...)``), from
-    :mod:`.last_position` (the ``=`` class dropped).
-
-    Returns ``(pattern [c, h, x, y, key_pos], pre [c, x, y, neuron], direct [c, x, y, z], W_logit (C, d_mlp, p))``;
-    the ``=``-dropped logits are ``direct + relu(pre) @ W_logit``.
-    """
-    C = w["embed.W_E"].shape[0]
-    out = last_position.forward(w, last_position.Pairs.all_pairs(p, C, device=w["embed.W_E"].device), n_out=p)
-    n_heads = out.pattern.shape[2]
-    pattern = out.pattern.view(C, p, p, n_heads, 3).permute(0, 3, 1, 2, 4)
-    return pattern, out.pre.view(C, p, p, -1), out.direct.view(C, p, p, p), out.w_logit
-
-
 @functools.lru_cache(maxsize=4)
 def _diagonal_index(p: int) -> tuple[Tensor, Tensor]:
     """For each flattened ``[x, y]`` grid position (``x * p + y``): ``(x + y) mod p`` and ``(x - y) mod p``."""
@@ -326,8 +273,7 @@ def _diagonal_index(p: int) -> tuple[Tensor, Tensor]:
 
 
 def _diagonal_sums(grid: Float[Tensor, "C p p n"], *, diffs: bool = True) -> list[Float[Tensor, "C p n"]]:
-    """Sums of each ``[x, y]`` grid along ``x + y = s (mod p)`` and (``diffs``) along ``x - y = d (mod p)``:
-    one scatter-add pass each (``index_add_``), no copy of the grid."""
+    """Sums of each ``[x, y]`` grid along ``x + y = s (mod p)`` and (``diffs``) along ``x - y = d (mod p)``."""
     C, p, _, n = grid.shape
     flat = grid.reshape(C, p * p, n)
     indices = _diagonal_index(p)[: 2 if diffs else 1]
@@ -335,13 +281,9 @@ def _diagonal_sums(grid: Float[Tensor, "C p p n"], *, diffs: bool = True) -> lis
 
 
 def _fourier_of_marginal(marginal: Float[Tensor, "C p n"]) -> Float[Tensor, "C n p"]:
-    """1D Fourier coefficients of a marginal sum, divided by ``sqrt p``, as float64 ``(C, n, p)``.
-
-    For the orthonormal 2D basis: the coefficient of ``F[i] (x) F[0]`` is ``fourier(sum over y)[i]``, of
-    ``F[0] (x) F[j]`` it is ``fourier(sum over x)[j]``; the coefficient of the unit direction
-    ``cos(w_k(x + y))`` (``sin``) is ``fourier(sums along x + y)[2k-1]`` (``[2k]``), and likewise for ``x - y``.
-    The ``{cos k, sin k} x {cos k, sin k}`` block spans the same space as ``cos/sin(w_k(x +- y))``, so its
-    squared norm is the sum of the four squared ``x + y`` and ``x - y`` coefficients.
+    """1D Fourier coefficients of a marginal sum, divided by ``sqrt p``, as float64 ``(C, n, p)``: the 2D
+    coefficients of ``F[i] (x) F[0]`` (sum over y), ``F[0] (x) F[j]`` (sum over x), and of the unit directions
+    ``cos/sin(w_k(x +- y))`` (``[2k-1]``/``[2k]`` of the sums along ``x +- y``), which span the 2x2 block of k.
     """
     p = marginal.shape[1]
     return fft1d(marginal.transpose(1, 2).double()) / math.sqrt(p)
@@ -367,14 +309,9 @@ def _centred_energy(grid: Float[Tensor, "C p p n"]) -> Float[Tensor, "C"]:
 def _neuron_block_fractions(
     centred: Float[Tensor, "C p p d_mlp"],
 ) -> tuple[Float[Tensor, "C n_freqs d_mlp"], Float[Tensor, "C d_mlp p"], Float[Tensor, "C d_mlp"]]:
-    """Fraction of each neuron's centred activations (sum of squared 2D Fourier coefficients) inside the 3x3
-    block ``{const, cos k, sin k}^2`` of every frequency ``k``, computed from four marginal sums (see
-    :func:`_fourier_of_marginal`) instead of a full 2D transform. ``centred``: activations minus each neuron's
-    mean. A neuron that never varies gets 0 everywhere.
-
-    Returns ``(fractions, fourier_of_x_plus_y_sums, total)``: the second serves :func:`_trig_sum_energy`, the
-    third is each neuron's centred sum of squares (float64).
-    """
+    """Fraction of each neuron's centred activations inside the 3x3 Fourier block of every frequency ``k``
+    (0 for a constant neuron), from four marginal sums. Returns ``(fractions, fourier of the x + y sums,
+    each neuron's float64 sum of squares)``."""
     rows, cols, sums, diffs = (
         _fourier_of_marginal(m) for m in (centred.sum(2), centred.sum(1), *_diagonal_sums(centred))
     )
@@ -397,14 +334,16 @@ def _chunk_metrics(
     device: torch.device,
     dtype: torch.dtype,
 ) -> dict[str, Tensor]:
-    """All per-checkpoint metrics of one chunk of checkpoints (every value ``(C, ...)``, on the CPU).
-
-    With ``neuron_freqs=None`` (used once, for the final model) ``neuron_frac_final_freq`` is left out.
-    """
-    p = setup.p
-    w = _stack_weights(state_dicts, device, dtype)
-    pattern, pre, direct, W_logit = _last_position_forward(w, p)
-    C, d_mlp = pre.shape[0], pre.shape[-1]
+    """All per-checkpoint metrics of one chunk (every value ``(C, ...)``, on the CPU); ``neuron_frac_final_freq``
+    only with ``neuron_freqs``."""
+    p, C = setup.p, len(state_dicts)
+    w = last_position.stack_weights([paper_to_transformer_lens(sd) for sd in state_dicts], device, dtype)
+    pairs = last_position.Pairs.all_pairs(p, C, device=w["embed.W_E"].device)
+    lp = last_position.forward(w, pairs, n_out=p)  # the `=` class dropped
+    pattern = lp.pattern.view(C, p, p, -1, 3).permute(0, 3, 1, 2, 4)  # (C, head, x, y, key position)
+    pre, direct, W_logit = lp.pre.view(C, p, p, -1), lp.direct.view(C, p, p, p), lp.w_logit
+    d_mlp = pre.shape[-1]
+    del lp
     out: dict[str, Tensor] = {}
 
     # activations: trig-direction fractions, neuron blocks, attention
@@ -487,30 +426,22 @@ def compute_dynamics(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
 ) -> TrainingDynamics:
-    """Compute every Section-3 progress measure for the checkpoints of a run, batched over checkpoints.
+    """Every Section-3 progress measure for the checkpoints of a run, as a :class:`TrainingDynamics` (CPU).
 
     Args:
-        run_data: the run (:class:`~.run_data.RunData`, a run-data dict or the path of a run file).
+        run_data: a :class:`~.run_data.RunData`, a run-data dict or the path of a run file.
         key_freqs: the key frequencies, fixed once from the final (analysed) model.
-        cache: ``True``: read the result from, or write it (atomically) to, the cache folder :func:`cache_dir`
-            (``$PART52_CACHE_DIR``, else the user's cache folder), in a file named by the run's fingerprint and
-            the options; a folder: the same there; ``False``: no cache. Never next to the run file; a cache
-            that cannot be written warns in one line and the result is still returned.
-        neuron_freqs: ``(d_mlp,)`` each neuron's frequency (1-based); default: the best 3x3 block of each
-            neuron in the checkpoint ``final_checkpoint`` (an index into the run's checkpoints, default the
-            last one; the course's analysed model is index 400 of the hub file).
+        cache: ``True``: read from / write (atomically) to :func:`cache_dir`; a folder: there; ``False``: none.
+            An unwritable cache warns in one line and the result is still returned.
+        neuron_freqs: ``(d_mlp,)`` each neuron's frequency (1-based); default: each neuron's best 3x3 block in
+            checkpoint ``final_checkpoint`` (an index, default the last; the course's model is 400 of the hub file).
         stride: analyse every ``stride``-th checkpoint (1 = all).
-        chunk_size: checkpoints processed together (memory ~100 MB per checkpoint for p = 113). Default: 1
-            on the CPU, where every step is already a large vectorised operation and bigger temporaries only
-            cost page faults; 32 on a GPU.
+        chunk_size: checkpoints processed together (~100 MB each for p = 113); default 1 on a CPU (bigger
+            temporaries only cost page faults), 32 on a GPU.
         device, dtype: where and in which precision activations are computed (losses are always float64).
-        progress: show a ``tqdm`` progress bar (``True`` leaves it to tqdm, which honours ``TQDM_DISABLE=1``).
+        progress: show a ``tqdm`` bar (``True`` leaves it to tqdm, which honours ``TQDM_DISABLE=1``).
 
-    Returns:
-        a :class:`TrainingDynamics` (every tensor indexed ``[checkpoint, ...]``, on the CPU).
-
-    Checkpoints with identical weights are computed once. When every analysed checkpoint holds the same weights
-    (a file of one model, e.g. a released final model), the curves are flat and a ``UserWarning`` says so.
+    Identical checkpoints are computed once; if all are identical (one model), a ``UserWarning`` says so.
     """
     run = as_run_data(run_data)
     setup = _setup(run, stride)

@@ -135,8 +135,7 @@ def frequency_block_indices(k: int) -> list[int]:
 
 def arrange_by_2d_freqs(tensor: Float[Tensor, "p p *rest"]) -> Float[Tensor, "n_freqs 3 3 *rest"]:
     """Gather, for **every** frequency ``k = 1 ... (p-1)/2``, the 3x3 block of a 2D-Fourier tensor:
-    ``out[k-1, a, b, ...] = tensor[idx[a], idx[b], ...]`` with ``idx = [0, 2k-1, 2k]``.
-    (The published helper stopped at ``k = (p-1)/2 - 1``; this one keeps the last frequency.)"""
+    ``out[k-1, a, b, ...] = tensor[idx[a], idx[b], ...]`` with ``idx = [0, 2k-1, 2k]``."""
     p = tensor.shape[0]
     idx = torch.tensor([frequency_block_indices(k) for k in range(1, n_frequencies(p) + 1)], device=tensor.device)
     return tensor[idx[:, :, None], idx[:, None, :]]
@@ -182,18 +181,15 @@ def _trig_directions(k: int, p: int, sign: int) -> tuple[Tensor, Tensor]:
 
 def get_trig_sum_directions(k: int, p: int = 113) -> tuple[Float[Tensor, "p p"], Float[Tensor, "p p"]]:
     """Unit-norm ``(p, p)`` float32 grids (indexed ``[x, y]``) of ``cos(w(x+y))`` and ``sin(w(x+y))``,
-    ``w = 2 pi k / p``. In 2D basis terms (see the module docstring):
-    ``cos_dir = (term(2k-1, 2k-1) - term(2k, 2k)) / sqrt 2``, ``sin_dir = (term(2k, 2k-1) + term(2k-1, 2k)) / sqrt 2``.
-    """
+    ``w = 2 pi k / p``: ``(term(2k-1, 2k-1) - term(2k, 2k)) / sqrt 2``, ``(term(2k, 2k-1) + term(2k-1, 2k)) / sqrt 2``
+    (2D basis terms, see the module docstring)."""
     cos_dir, sin_dir = _trig_directions(k, p, +1)
     return cos_dir.float(), sin_dir.float()
 
 
 def get_trig_difference_directions(k: int, p: int = 113) -> tuple[Float[Tensor, "p p"], Float[Tensor, "p p"]]:
     """Unit-norm ``(p, p)`` float32 grids (indexed ``[x, y]``) of ``cos(w(x-y))`` and ``sin(w(x-y))``,
-    ``w = 2 pi k / p``: ``cos_dir = (term(2k-1, 2k-1) + term(2k, 2k)) / sqrt 2``,
-    ``sin_dir = (term(2k, 2k-1) - term(2k-1, 2k)) / sqrt 2``. Orthogonal to the sum directions of
-    :func:`get_trig_sum_directions`."""
+    ``w = 2 pi k / p``, orthogonal to the :func:`get_trig_sum_directions` (the same terms, opposite signs)."""
     cos_dir, sin_dir = _trig_directions(k, p, -1)
     return cos_dir.float(), sin_dir.float()
 
@@ -201,11 +197,8 @@ def get_trig_difference_directions(k: int, p: int = 113) -> tuple[Float[Tensor, 
 def trig_directions_matrix(
     key_freqs: Iterable[int] | Tensor, p: int = 113, dtype: torch.dtype = torch.float32, *, difference: bool = False
 ) -> Float[Tensor, "n_dirs p_sq"]:
-    """The flattened ``cos/sin(w_k(x+y))`` directions (``difference=True``: ``x-y``) of every key frequency,
-    stacked into a ``(2 * len(key_freqs), p*p)`` matrix of ``dtype`` (built in float64).
-
-    The rows are orthonormal, so ``M.T @ (M @ X)`` projects ``X`` (batch axis first) onto their span.
-    """
+    """The flattened ``cos/sin(w_k(x+y))`` directions (``difference=True``: ``x-y``) of every key frequency:
+    ``(2 * len(key_freqs), p*p)`` orthonormal rows of ``dtype``, so ``M.T @ (M @ X)`` projects ``X`` onto them."""
     sign = -1 if difference else +1
     rows = [d.flatten() for k in check_frequencies(key_freqs, p) for d in _trig_directions(k, p, sign)]
     return torch.stack(rows).to(dtype)

@@ -1,12 +1,7 @@
-"""The Hugging Face hub half of provisioning: the course's run file from the Hugging Face cache, or downloaded.
+"""The hub half of provisioning: the course's run file from the Hugging Face cache, or downloaded.
 
-``huggingface_hub`` does the work: its cache lookup, metadata request (``HEAD``, its timeout, no retries),
-download (into its cache through a unique temporary file, removed if the download fails; size checked; a broken
-body resumed; its progress bar), error classes and cache eviction. ``HF_ENDPOINT``, ``HF_HOME`` /
-``HF_HUB_CACHE``, ``HF_HUB_OFFLINE`` and the proxy variables count. Ours, where the library cannot keep the
-course's promises (each place says why): settings read when called; one deadline for the whole decision; a
-stalled download abandoned, nothing partial kept; the download checked against the hub's sha256; every file
-validated before use; a malformed endpoint or proxy named.
+``huggingface_hub`` does the work. Ours: settings read when called; one deadline for the whole decision; a
+stalled download abandoned, nothing partial kept; the sha256 checked; a malformed endpoint or proxy named.
 """
 
 from __future__ import annotations
@@ -25,8 +20,6 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from .run_data import RunData
-
-# huggingface_hub and the run-file modules (torch) are imported where needed: importing this module stays cheap.
 
 __all__ = [
     "HUB_REPO_ID",
@@ -48,8 +41,7 @@ HUB_FILENAME = "full_run_data.pth"
 DEFAULT_HUB_TIMEOUT = 4.0
 #: Seconds without progress (no new chunk of at most 1 MiB) after which a download in progress is abandoned.
 DEFAULT_STALL_TIMEOUT = 30.0
-#: huggingface_hub reads (and reports progress) in ``constants.DOWNLOAD_CHUNK_SIZE`` pieces (10 MB), with no
-#: setting for it: at that grain a slow link would look stalled, so our downloads read 1 MiB at a time.
+#: huggingface_hub reads in 10 MB pieces (no setting): a slow link would look stalled, so we read 1 MiB at a time.
 _PROGRESS_CHUNK = 1 << 20
 
 
@@ -79,10 +71,9 @@ def hub_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.path.expandvars(os.environ["HF_HUB_CACHE"])).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser() / "hub"
+    for var, sub in (("HF_HUB_CACHE", ""), ("HF_HOME", "hub")):
+        if os.environ.get(var):
+            return Path(os.path.expandvars(os.environ[var])).expanduser() / sub
     return Path(constants.HF_HUB_CACHE)
 
 
@@ -100,7 +91,7 @@ def cached_hub_file(
 
 
 def _evict(path: Path, cache: Path) -> str:
-    """Remove a cached hub file (its snapshot entries and blob) with the library's cache API; says what happened."""
+    """Remove a cached hub file with the library's cache API; says what happened."""
     from huggingface_hub import scan_cache_dir
 
     blob = path.resolve()
@@ -131,8 +122,7 @@ def _host_and_port(url: str, what: str) -> tuple[str, int]:
 
 
 def _first_hop(endpoint: str) -> tuple[str, int, str]:
-    """``(host, port, note)`` of the first connection to ``endpoint``: the proxy's when one applies (the
-    variables httpx reads; ``note`` names it). ``ValueError`` for a malformed endpoint or proxy."""
+    """``(host, port, note)`` of the first hop to ``endpoint`` (the proxy's, named in ``note``, when one applies)."""
     host, port = _host_and_port(endpoint, "the hub endpoint")
     proxies = urllib.request.getproxies()
     for key in (urlsplit(endpoint).scheme, "all"):
@@ -169,9 +159,7 @@ class _Download:
         self.budget, self.deadline = budget, time.monotonic() + budget
         self.stage = f"asked for the file's metadata: HEAD {self.path}"
         self.bytes, self.last_progress, self.abandoned = 0, None, False  # last_progress: once the GET is answered
-        self.result: str | None = None
-        self.etag: str | None = None  # from the metadata: X-Linked-Etag, else ETag
-        self.error: BaseException | None = None
+        self.result = self.etag = self.error = None  # set by _run: the file's path, its ETag, what it raised
 
     def left(self) -> float:  # the library's timeouts get what is left of the budget
         return max(0.1, self.deadline - time.monotonic())
@@ -215,17 +203,15 @@ class _Download:
             self.error = e
 
     def wait(self, show_progress: bool, stall_timeout: float) -> str | None:
-        """Run the download and wait: the ``GET`` answered before the deadline, then a chunk every
-        ``stall_timeout`` s. ``None`` once it ended (``result`` or ``error``), else why it was abandoned; an
-        abandoned download keeps no partial file (the library removes its own only when the download fails)."""
+        """Run the download: ``None`` once it ended (``result`` or ``error``), else why it was abandoned (no
+        answer by the deadline, or no chunk for ``stall_timeout`` s); an abandoned one keeps no partial file."""
         from huggingface_hub import constants
 
         blobs = self.cache / f"models--{self.repo_id.replace('/', '--')}" / "blobs"
         before = set(blobs.glob("*.incomplete"))
         restore = constants.DOWNLOAD_CHUNK_SIZE
         chunk = constants.DOWNLOAD_CHUNK_SIZE = min(restore, _PROGRESS_CHUNK)
-        # the library logs why it retries ("... Connection refused. Trying to resume download"): when our
-        # deadline comes first, that is the real reason
+        # the library logs why it retries: when our deadline comes first, that is the real reason
         log, hf_logger = logging.handlers.BufferingHandler(64), logging.getLogger("huggingface_hub")
         log.setLevel(logging.WARNING)
         hf_logger.addHandler(log)
@@ -233,11 +219,11 @@ class _Download:
         reason, ended = None, False
         try:
             thread.start()
-            while thread.is_alive() and reason is None:
+            while reason is None:
                 thread.join(0.1)
-                now = time.monotonic()
                 if not thread.is_alive():
                     break
+                now = time.monotonic()
                 if self.last_progress is None and now >= self.deadline:
                     reason = f"no answer within {self.budget:g} s ({self.stage})"
                 elif self.last_progress is not None and now - self.last_progress >= stall_timeout:
@@ -265,8 +251,7 @@ class _Download:
         from huggingface_hub import errors
 
         http, rev = _first(e, errors.HfHubHTTPError), self.revision or "main"
-        if http is not None and http.response is not None:
-            answer = http.response
+        if (answer := getattr(http, "response", None)) is not None:
             if isinstance(http, errors.RepositoryNotFoundError):  # gated repositories too
                 return (
                     f"{answer.status_code}: repository {self.repo_id} not found on the hub (or it is private or "
@@ -293,8 +278,7 @@ class _Download:
 
 
 def _checksum_mismatch(path: Path, etag: str | None) -> str | None:
-    """Why a downloaded file does not match the hub's checksum, else ``None``: an LFS file's ETag is its sha256
-    (the library checks only the size). A file stored in git has git's SHA-1 as its ETag: not checked here."""
+    """Why a download does not match the hub's sha256 (an LFS file's ETag; the library checks only the size)."""
     from huggingface_hub.utils.sha import sha_fileobj
 
     if etag is None or not re.fullmatch(r"[0-9a-f]{64}", etag):
@@ -316,10 +300,9 @@ def fetch_hub_file(
     stall_timeout: float,
     notes: list[str],
 ) -> tuple[RunData, Path, str] | None:
-    """The hub file's run data: the cached copy, else a download. ``(run, path, how)`` (``how``: ``"hub-cache"``
-    or ``"hub"``), or ``None`` with the reasons appended to ``notes``. A corrupt cached file is removed (and
-    reported in ``notes``), then downloaded again; a download that fails its checksum or checks is removed and
-    raises :class:`~.checkpoints.CorruptCheckpointError`."""
+    """``(run, path, "hub-cache" or "hub")`` from the cache, else a download; or ``None``, the reasons in ``notes``.
+    A corrupt cached file is evicted and downloaded again; a bad download is evicted and raises
+    :class:`~.checkpoints.CorruptCheckpointError`."""
     from .checkpoints import CorruptCheckpointError
     from .run_data import RunData
 
@@ -386,13 +369,9 @@ def download_full_run_data(
     hub_timeout: float = DEFAULT_HUB_TIMEOUT,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> Path:
-    """Hub only: the hub file in the Hugging Face cache (downloaded if needed), checked; its path — or, with
-    ``out``, an atomic copy there (never over a folder, a file that is no run data, or a run trained locally).
-
-    Raises :class:`ModelUnavailableError` (within ``hub_timeout`` s when the hub cannot be reached, does not
-    answer or fails; ``stall_timeout`` s after the last chunk of a stalled download) or
-    :class:`~.checkpoints.CorruptCheckpointError`.
-    """
+    """The hub file in the Hugging Face cache (downloaded if needed), checked: its path, or with ``out`` an atomic
+    copy there (never over a folder, a non-run file or a local run). Raises :class:`ModelUnavailableError`
+    (within ``hub_timeout`` s; a stalled download after ``stall_timeout`` s) or ``CorruptCheckpointError``."""
     from .checkpoints import CorruptCheckpointError, write_bytes_atomically
     from .run_data import RunData
 

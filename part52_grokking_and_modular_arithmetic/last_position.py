@@ -1,39 +1,23 @@
 """The grokking transformer at its **last position** only: one exact, fast forward with a leading axis R.
 
-Why it is possible. The model has one layer and no LayerNorm, and its output is read only at position 2 (the
-``=`` token). Everything position 2 sees comes from a handful of vectors:
-
-* its own residual ``r2 = W_E[=] + W_pos[2]`` is the same for every input, so its query is a constant;
-* the keys and values at positions 0 and 1 depend only on the token there: tables over the vocabulary
-  (rows of ``W_E + W_pos[0]`` and ``W_E + W_pos[1]``).
-
-So per head ``h`` the attention scores are ``s0[x, h]``, ``s1[y, h]`` and a constant ``s2[h]`` (a softmax
-over 3 keys gives the weights ``a0, a1, a2``), and the residual stream after attention is
-``r2 + b_O + sum_h (a0 O0[h, x] + a1 O1[h, y] + a2 O2[h])`` with small tables
-``O[h, i, t] = value(position i holds token t, head h) @ W_O[h]``. Everything the residual stream feeds
-linearly is folded into the tables: with ``W_cat = [W_in | W_U]`` (d_model, d_mlp + n_out) the tables
-``T = O @ W_cat`` give, in one go, the MLP pre-activations and the direct path to the logits. As the weights
-sum to 1, ``a2 = 1 - a0 - a1`` folds position 2 into the other two tables::
+The model has one layer and no LayerNorm, and its output is read only at position 2 (``=``). So the query
+there is a constant (``r2 = W_E[=] + W_pos[2]``), and the keys and values at positions 0 and 1 are tables over
+the vocabulary. Per head the attention scores are ``s0[x, h]``, ``s1[y, h]`` and a constant ``s2[h]``; with
+``a2 = 1 - a0 - a1`` position 2 folds into the other two tables, and everything the residual stream feeds
+linearly (``W_cat = [W_in | W_U]``) folds into them too (``T[h, i, t] = value(i, t, h) @ W_O[h]``)::
 
     Z[b]   = c + sum_h a0[b,h] (T[h,0,x_b] - T2[h]) + a1[b,h] (T[h,1,y_b] - T2[h])   c = const + sum_h T2[h]
     pre    = Z[:, :d_mlp]            direct = Z[:, d_mlp:]
     logits = relu(pre) @ (W_out @ W_U) + direct + b_out @ W_U
 
-Per example that is a sparse row (the x and y entries of every head) times a small table: a weighted
-embedding-bag sum, several times fewer FLOPs than a full ``HookedTransformer`` forward.
+a weighted embedding-bag sum per example, several times fewer FLOPs than a ``HookedTransformer`` forward.
 
-Every function works on a **leading axis R** of weights: ``w[name]`` is ``(R, ...)`` for the TransformerLens
-parameter ``name`` (R runs of a batched trainer, or R checkpoints of one run). A single model is ``R = 1``:
-:func:`model_weights` returns views of its own ``nn.Parameter`` s, so ``loss.backward()`` fills their ``.grad``
-as a normal forward would. Each run has its own set of input pairs (:class:`Pairs`, padded to a common length
-with a weight of 0). The tables are built with ordinary autograd (they are small); the batch part has a
-hand-written backward (:class:`_WeightedBags`, any R, any device) that uses index structures of the pairs,
-fixed across epochs. It is kept because it beats plain autograd through the same tables (``hand_written=False``,
-the same gradients) by 1.2-1.35x on a CPU, early and late in training, for R = 1 and R = 8
-(``benchmarks/benchmark_last_position_backward.py``). The loss is the package's one loss,
-:func:`~.losses.cross_entropy_per_run` (the batched form of
-:func:`~.losses.cross_entropy_high_precision`), applied to these logits. Every tensor built here lives on the
-weights' device; nothing here changes process-wide settings.
+``w[name]`` is ``(R, ...)`` for the TransformerLens parameter ``name`` (R runs, or R checkpoints of one run);
+:func:`model_weights` gives ``R = 1`` views of a model's own parameters, so ``loss.backward()`` fills their
+``.grad``. Each run has its own pairs (:class:`Pairs`, padded with weight 0). The batch part has a hand-written
+backward (:class:`_WeightedBags`), 1.2-1.35x faster on a CPU than autograd through the same tables
+(``hand_written=False``; ``benchmarks/benchmark_last_position_backward.py``). The loss is
+:func:`~.losses.cross_entropy_per_run`. Nothing here changes process-wide settings.
 
 Reference: Nanda et al. 2023, "Progress measures for grokking via mechanistic interpretability",
 arXiv 2301.05217 (the model); TransformerLens' ``HookedTransformer`` (the weight layout).
@@ -72,21 +56,15 @@ __all__ = [
     "model_logits",
 ]
 
-#: The TransformerLens parameters the last position reads (``w[name]`` is ``(R, ...)`` of that parameter): the
-#: paper's trained ones and TransformerLens' extra biases (zero in the paper model, handled exactly anyway).
+#: The TransformerLens parameters the last position reads (the paper's and TransformerLens' zero biases).
 WEIGHT_NAMES: tuple[str, ...] = PAPER_TRAINABLE + FROZEN_ZERO_BIASES
 
-#: |d loss / d logit| at or below this is set to 0 in the float32 backward. Once a model fits its data, wrong-class
-#: probabilities fall to 1e-35 and below: cast to float32 they become subnormal numbers, which make every matrix
-#: product of the backward several times slower on x86 CPUs (``benchmarks/benchmark_confident_backward.py``).
-#: Such entries are zero for any purpose (float32 gradients carry ~7 significant digits of values >= 1e-12), so
-#: a gradient hook on the logits flushes them, with no process-wide setting (``torch.set_flush_denormal`` would
-#: change the whole process). 0 disables the flush.
+#: |d loss / d logit| at or below this is set to 0 in the float32 backward (a hook; 0 disables it): subnormal
+#: gradients of a fitted model make the backward several times slower on x86 CPUs
+#: (``benchmarks/benchmark_confident_backward.py``), and ``torch.set_flush_denormal`` is process-wide.
 FLUSH_BELOW = 1e-30
 
 
-# ---------------------------------------------------------------------------------------------------------
-# weights
 def check_model(model) -> None:
     """Raise ``ValueError`` unless ``model`` is a ``HookedTransformer`` this module computes exactly: one layer,
     no LayerNorm, ReLU MLP, learned positions, ``n_ctx >= 3``, attention scores scaled by ``sqrt(d_head)``."""
@@ -136,20 +114,11 @@ def _sizes(w: Mapping[str, Tensor]) -> tuple[int, int, int, int]:
     return W_E.shape[0], W_E.shape[1], W_Q.shape[1], W_Q.shape[3]
 
 
-# ---------------------------------------------------------------------------------------------------------
-# inputs
 @dataclass(frozen=True)
 class Pairs:
-    """Input pairs ``[x, y, =]`` per run, padded to a common length ``B``; all tensors on one device.
-
-    Attributes:
-        x, y: ``(R, B)`` first and second tokens (padding: token 0).
-        labels: ``(R, B)`` correct classes (padding: 0), or None (logits only).
-        weight: ``(R, B)`` 1 for a real pair, 0 for padding (in the weights' float dtype when used).
-        lengths: the number of real pairs of each run (they come first in each row), as Python ints.
-        eq_token: the token at the last position (the same everywhere).
-        d_vocab: the vocabulary size the pairs were built for (checked against the weights), or None.
-    """
+    """Input pairs ``[x, y, =]`` per run, padded to a common length ``B`` (all on one device): ``x``, ``y``,
+    ``labels`` (or None) ``(R, B)`` (padding 0); ``weight`` ``(R, B)`` 0 for padding; ``lengths`` the real pairs
+    of each run (first in each row); ``eq_token`` the last token; ``d_vocab`` the vocabulary checked, or None."""
 
     x: Int[Tensor, "R B"]
     y: Int[Tensor, "R B"]
@@ -165,8 +134,7 @@ class Pairs:
         return int(self.x.shape[0])
 
     @property
-    def size(self) -> int:
-        """The padded length B."""
+    def size(self) -> int:  # the padded length B
         return int(self.x.shape[1])
 
     @property
@@ -174,7 +142,6 @@ class Pairs:
         return self.x.device
 
     def to(self, device: torch.device | str) -> "Pairs":
-        """The same pairs on ``device``."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return Pairs(
             move(self.x), move(self.y), move(self.labels), move(self.weight), self.lengths, self.eq_token, self.d_vocab
@@ -200,15 +167,9 @@ class Pairs:
         d_vocab: int | None = None,
         device: torch.device | str | None = None,
     ) -> "Pairs":
-        """Pairs from tokens (rows ``[x, y, =]``, the same last token everywhere).
-
-        Args:
-            tokens: ``(B, 3)`` (one run), ``(R, B, 3)``, or a list of R tensors ``(B_r, 3)`` of different lengths
-                (each run its own pairs: padded to the longest with weight 0).
-            labels: the correct classes, shaped like ``tokens`` without the last axis (None: logits only).
-            d_vocab: if given, token ids are checked to lie in ``[0, d_vocab)``.
-            device: where the tensors go (default: where ``tokens`` are).
-        """
+        """Pairs from tokens: ``(B, 3)`` (one run), ``(R, B, 3)`` or a list of R ``(B_r, 3)`` tensors (padded
+        with weight 0), rows ``[x, y, =]``. ``labels`` are shaped like ``tokens`` without the last axis (None:
+        logits only); ``d_vocab``, if given, bounds the token ids; ``device`` defaults to the tokens'."""
         if isinstance(tokens, Tensor):
             if tokens.ndim == 2:
                 tokens = tokens[None]
@@ -266,14 +227,10 @@ class Pairs:
         return cls(x.expand(n_runs, -1), y.expand(n_runs, -1), None, weight, (p * p,) * n_runs, p, p + 1)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the maths
 @dataclass
 class Tables:
-    """Everything position 2 needs, computed from stacked weights (differentiable).
-
-    Shapes (R runs, V = d_vocab, H = n_heads; ``T[h, i, t] = value(i, t, h) @ W_O[h]``, ``T2[h]`` the same for
-    position 2):
+    """Everything position 2 needs, from stacked weights (differentiable). Shapes (V = d_vocab, H = n_heads;
+    ``T[h, i, t] = value(i, t, h) @ W_O[h]``, ``T2[h]`` the same for position 2):
         scores: (R, 2, V, H) attention score of position 0 / 1 holding token t (divided by sqrt(d_head));
         score_eq: (R, H) score of position 2 on itself;
         folded_pre: (R, H, 2, V, d_mlp) ``(T[h, i, t] - T2[h]) @ W_in`` (position 2 folded in);
@@ -293,13 +250,8 @@ class Tables:
 
 
 def tables(w: Mapping[str, Tensor], eq_token: int, n_out: int | None = None) -> Tables:
-    """The tables of the last position from stacked weights ``w`` (``name -> (R, ...)``).
-
-    Args:
-        eq_token: the token at the last position.
-        n_out: keep the first ``n_out`` output classes (default: all ``d_vocab_out``; the Section 3 engine
-            drops the ``=`` class with ``n_out = p``).
-    """
+    """The tables of the last position from stacked weights ``w`` (``name -> (R, ...)``); ``n_out`` keeps the
+    first ``n_out`` output classes (default: all)."""
     R, V, H, d_head = _sizes(w)
     W_E, W_pos = w["embed.W_E"], w["pos_embed.W_pos"]
     W_Q, W_K, W_V, W_O = (w[f"blocks.0.attn.{n}"] for n in ("W_Q", "W_K", "W_V", "W_O"))
@@ -347,13 +299,11 @@ def tables(w: Mapping[str, Tensor], eq_token: int, n_out: int | None = None) -> 
 
 @dataclass
 class LastPosition:
-    """The last position of R models on their pairs (B per run).
-
-    Attributes:
-        pattern: (R, B, H, 3) attention of ``=`` to positions 0, 1, 2, per head.
-        pre: (R, B, d_mlp) MLP pre-activations.
-        direct: (R, B, n_out) the logits' direct path (everything but the MLP output, incl. ``b_out @ W_U``).
-        w_logit: (R, d_mlp, n_out) ``W_out @ W_U``: logits = ``direct + relu(pre) @ w_logit``.
+    """The last position of R models on their pairs (B per run):
+    pattern: (R, B, H, 3) attention of ``=`` to positions 0, 1, 2, per head.
+    pre: (R, B, d_mlp) MLP pre-activations.
+    direct: (R, B, n_out) the logits' direct path (everything but the MLP output, incl. ``b_out @ W_U``).
+    w_logit: (R, d_mlp, n_out) ``W_out @ W_U``: logits = ``direct + relu(pre) @ w_logit``.
     """
 
     pattern: Tensor
@@ -376,14 +326,9 @@ def _check_pairs(t: Tables, pairs: Pairs) -> None:
 
 @dataclass(frozen=True)
 class _Structures:
-    """Index structures of a :class:`Pairs` for models with H heads and V tokens (fixed across epochs).
-
-    Table rows are numbered ``((r * H + h) * 2 + i) * V + t`` (run r, head h, position i in {0, 1}, token t).
-    ``rows`` (R*B*2H,) holds each example's rows ``[(h0, x), (h0, y), (h1, x), ...]`` (ascending), ``bags`` the
-    start of each example; ``pattern_csr`` the (R*B, R*H*2V) sparsity pattern of the attention weights; the
-    ``by_row_*`` entries group ``rows`` by table row and the ``x_*``/``y_*`` entries group the examples by
-    ``r * V + x`` and ``r * V + y`` (for the backward's segment sums).
-    """
+    """Index structures of a :class:`Pairs` for the backward (fixed across epochs): ``pattern_csr`` the
+    (R*B, R*H*2V) sparsity pattern of the attention weights; ``by_row_*`` group :func:`_rows` by table row,
+    ``x_*``/``y_*`` group the examples by ``r * V + x`` and ``r * V + y`` (segment sums)."""
 
     pattern_csr: Tensor
     by_row_entry: Tensor
@@ -486,9 +431,7 @@ def _bags(t: Tables, pairs: Pairs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 class _WeightedBags(torch.autograd.Function):
-    """``(pre, direct)`` from the tables (:func:`_bags`), with a hand-written backward that uses the pairs' fixed
-    index structures (measured against autograd through the same tables:
-    ``benchmarks/benchmark_last_position_backward.py``)."""
+    """``(pre, direct)`` from the tables (:func:`_bags`), with a backward using the pairs' index structures."""
 
     @staticmethod
     def forward(ctx, scores, score_eq, folded_pre, folded_out, const_pre, const_out, pairs):  # type: ignore[override]
@@ -547,13 +490,8 @@ def _flush_small(grad: Tensor) -> Tensor:
 
 
 def forward(w: Mapping[str, Tensor], pairs: Pairs, n_out: int | None = None) -> LastPosition:
-    """Attention pattern, MLP pre-activations and direct-path logits at the last position (differentiable).
-
-    Args:
-        w: stacked weights ``name -> (R, ...)`` (TransformerLens layout).
-        pairs: R runs of B pairs, on the weights' device.
-        n_out: keep the first ``n_out`` classes (default: all).
-    """
+    """Attention pattern, MLP pre-activations and direct-path logits at the last position (differentiable) of
+    stacked weights ``w`` on R runs of B ``pairs``; ``n_out`` keeps the first ``n_out`` classes (default: all)."""
     t = tables(w, pairs.eq_token, n_out)
     pattern, pre, direct, _ = _bags(t, pairs)
     R, B = pairs.n_runs, pairs.size
@@ -561,8 +499,7 @@ def forward(w: Mapping[str, Tensor], pairs: Pairs, n_out: int | None = None) -> 
 
 
 def _logits(t: Tables, pairs: Pairs, hand_written: bool = True) -> Tensor:
-    """``direct + relu(pre) @ w_logit``; the bag part through :class:`_WeightedBags` when gradients are needed
-    (``hand_written``), the MLP output through autograd either way."""
+    """``direct + relu(pre) @ w_logit`` (via :class:`_WeightedBags` if gradients are needed and ``hand_written``)."""
     inputs = (t.scores, t.score_eq, t.folded_pre, t.folded_out, t.const_pre, t.const_out)
     needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (*inputs, t.w_logit))
     if needs_grad and hand_written:
@@ -586,24 +523,18 @@ def logits(w: Mapping[str, Tensor], pairs: Pairs, n_out: int | None = None) -> F
 def losses(w: Mapping[str, Tensor], pairs: Pairs, *, hand_written: bool = True) -> Float[Tensor, "R"]:
     """Per-run mean float64 cross-entropy over all output classes at the last position (padding excluded).
 
-    Runs are independent: ``losses(w, pairs).sum().backward()`` gives each run's weights the gradient of its
-    own mean loss. Under ``torch.no_grad()`` it only evaluates. ``hand_written=False``: plain autograd through
-    the same tables instead of the hand-written backward (same gradients; for benchmarks and tests).
+    ``losses(w, pairs).sum().backward()`` gives each run's weights the gradient of its own mean loss.
+    ``hand_written=False``: plain autograd through the same tables (same gradients; for benchmarks and tests).
     """
     if pairs.labels is None:
         raise ValueError("these Pairs have no labels; build them with labels to compute a loss")
     out = _logits(tables(w, pairs.eq_token), pairs, hand_written)
-    # the package's one loss, per run on its real pairs (padding is never read), batched over runs
     return cross_entropy_per_run(out, pairs.labels, pairs.lengths)
 
 
 def model_loss(model, pairs: Pairs) -> Float[Tensor, ""]:
-    """Mean float64 cross-entropy at the last position of one model on one run's pairs (``R = 1``).
-
-    Equal (up to float rounding) to ``cross_entropy_high_precision(model(tokens)[:, -1], labels)``; calling
-    ``.backward()`` on it fills the ``.grad`` of the model's parameters with the same gradients, several times
-    faster.
-    """
+    """``cross_entropy_high_precision(model(tokens)[:, -1], labels)`` of one model (``R = 1``), several times faster,
+    up to rounding; ``.backward()`` fills the model's ``.grad``."""
     return losses(model_weights(model), pairs)[0]
 
 

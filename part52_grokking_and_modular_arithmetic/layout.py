@@ -1,34 +1,28 @@
 """Weight layouts: the paper's (released checkpoints, the hub file) and TransformerLens'.
 
-The package works in the TransformerLens layout everywhere; the paper layout exists only at the loading and
-saving boundary (the paper's released checkpoints, Nanda et al. 2023, arXiv 2301.05217):
+The package works in the TransformerLens layout; the paper layout (Nanda et al. 2023, arXiv 2301.05217) exists
+only at the loading and saving boundary. Shapes, paper -> TransformerLens (the other weights are the same):
 
-============================  =================================  ==============================
-name                          paper layout                       TransformerLens layout
-============================  =================================  ==============================
-embed.W_E                     (d_model, d_vocab)                 (d_vocab, d_model)
-pos_embed.W_pos               (n_ctx, d_model)                   (n_ctx, d_model)
-blocks.0.attn.W_Q / W_K / W_V (n_heads, d_head, d_model)         (n_heads, d_model, d_head)
-blocks.0.attn.W_O             (d_model, n_heads * d_head)        (n_heads, d_head, d_model)
-blocks.0.mlp.W_in             (d_mlp, d_model)                   (d_model, d_mlp)
-blocks.0.mlp.W_out            (d_model, d_mlp)                   (d_mlp, d_model)
-blocks.0.mlp.b_in / b_out     (d_mlp) / (d_model)                same
-unembed.W_U                   (d_model, d_vocab_out)             same
-============================  =================================  ==============================
+* ``embed.W_E``: ``(d_model, d_vocab)`` -> ``(d_vocab, d_model)``
+* ``blocks.0.attn.W_Q / W_K / W_V``: ``(n_heads, d_head, d_model)`` -> ``(n_heads, d_model, d_head)``
+* ``blocks.0.attn.W_O``: ``(d_model, n_heads * d_head)`` -> ``(n_heads, d_head, d_model)``
+* ``blocks.0.mlp.W_in`` / ``W_out``: ``(d_mlp, d_model)`` / ``(d_model, d_mlp)``, transposed
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import einops
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, parameter_shapes
+
+if TYPE_CHECKING:  # TransformerLens is loaded by the code that builds models, not to read a run file
+    import transformer_lens
 
 __all__ = [
     "PAPER_KEYS",
@@ -42,31 +36,18 @@ __all__ = [
 #: Keys of a paper-layout state dict: the paper model's parameters, which keep their names in both layouts
 #: (``blocks.0.attn.mask`` is an optional buffer and ignored).
 PAPER_KEYS = PAPER_TRAINABLE
-#: TransformerLens biases the paper model lacks: zero after conversion.
-_ZERO_BIASES = FROZEN_ZERO_BIASES
-
-
-def _missing(state_dict: Mapping[str, Tensor]) -> list[str]:
-    return [k for k in PAPER_KEYS if k not in state_dict]
 
 
 def is_paper_layout(state_dict: Mapping[str, Tensor]) -> bool:
-    """True for a paper-layout state dict, False for a TransformerLens one.
-
-    Decided from shapes: in the paper layout ``W_in`` is ``(d_mlp, d_model)`` and ``W_E`` is
-    ``(d_model, d_vocab)``; TransformerLens stores both transposed and has ``W_O`` as a 3-D tensor.
-    """
-    missing = _missing(state_dict)
-    if missing:
+    """True for a paper-layout state dict, False for a TransformerLens one (whose ``W_O`` is 3-D)."""
+    if missing := [k for k in PAPER_KEYS if k not in state_dict]:
         raise KeyError(
             f"not a state dict of the grokking model: missing {missing}; keys present: {sorted(state_dict)[:20]}"
         )
     return state_dict["blocks.0.attn.W_O"].ndim == 2
 
 
-class _Converter(NamedTuple):
-    """How one weight changes between the layouts (``n_heads`` is the number of attention heads)."""
-
+class _Converter(NamedTuple):  # how one weight changes between the layouts, given n_heads
     to_transformer_lens: Callable[[Tensor, int], Tensor]
     to_paper: Callable[[Tensor, int], Tensor]
 
@@ -79,8 +60,7 @@ _HEADS_OUT = _Converter(
     lambda t, h: einops.rearrange(t, "h e m -> m (h e)").contiguous(),
 )
 
-#: The one table both conversions read: (paper name, TransformerLens name, converter), in the order the
-#: converted state dicts list them. (The paper model's weights keep their names in both layouts.)
+#: The one table both conversions read, in the order of the converted state dicts: (paper name, TL name, converter).
 LAYOUT_TABLE: tuple[tuple[str, str, _Converter], ...] = (
     ("embed.W_E", "embed.W_E", _TRANSPOSE),
     ("pos_embed.W_pos", "pos_embed.W_pos", _SAME),
@@ -97,17 +77,15 @@ LAYOUT_TABLE: tuple[tuple[str, str, _Converter], ...] = (
 
 
 def paper_to_transformer_lens(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Convert a paper-layout state dict to TransformerLens layout (zero attention biases and ``b_U`` added).
-
-    The attention ``mask`` buffer of the paper model is dropped.
-    """
+    """Convert a paper-layout state dict to TransformerLens layout (zero attention biases and ``b_U`` added;
+    the paper model's attention ``mask`` buffer dropped)."""
     if not is_paper_layout(state_dict):
         raise ValueError("state dict is already in TransformerLens layout")
     n_heads, d_head, d_model = state_dict["blocks.0.attn.W_Q"].shape
     out = {tl: convert.to_transformer_lens(state_dict[paper], n_heads) for paper, tl, convert in LAYOUT_TABLE}
     dtype = out["embed.W_E"].dtype
     zero_shapes = {"blocks.0.attn.b_O": (d_model,), "unembed.b_U": (out["unembed.W_U"].shape[1],)}
-    for name in _ZERO_BIASES:
+    for name in FROZEN_ZERO_BIASES:
         out[name] = torch.zeros(zero_shapes.get(name, (n_heads, d_head)), dtype=dtype)
     return out
 
@@ -120,24 +98,22 @@ def paper_shapes(p: int) -> dict[str, tuple[int, ...]]:
 
 
 def transformer_lens_to_paper(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Convert a TransformerLens-layout state dict to the paper layout (the inverse of
-    :func:`paper_to_transformer_lens`). Non-zero attention biases or ``b_U`` cannot be represented in the
-    paper model and raise ``ValueError``."""
+    """Convert a TransformerLens-layout state dict to the paper layout; non-zero attention biases or ``b_U``
+    (which the paper model lacks) raise ``ValueError``."""
     if is_paper_layout(state_dict):
         raise ValueError("state dict is already in the paper layout")
-    for name in _ZERO_BIASES:
+    for name in FROZEN_ZERO_BIASES:
         if name in state_dict and bool(state_dict[name].abs().max() > 0):
             raise ValueError(f"{name} is non-zero; the paper model has no such bias, so it cannot be converted")
     n_heads = state_dict["blocks.0.attn.W_Q"].shape[0]
     return {paper: convert.to_paper(state_dict[tl], n_heads) for paper, tl, convert in LAYOUT_TABLE}
 
 
-def load_in_state_dict(model: HookedTransformer, state_dict: Mapping[str, Tensor]) -> HookedTransformer:
-    """Load a paper-layout **or** TransformerLens-layout state dict into ``model`` (in place) and return it.
-
-    The layout is detected from the shapes; a paper-layout dict is converted at this boundary. Shapes are
-    checked against ``model.cfg`` with an error that names the offending weight.
-    """
+def load_in_state_dict(
+    model: transformer_lens.HookedTransformer, state_dict: Mapping[str, Tensor]
+) -> transformer_lens.HookedTransformer:
+    """Load a paper-layout **or** TransformerLens-layout state dict (detected from the shapes) into ``model``
+    in place and return it; a shape that does not fit ``model.cfg`` is named in the error."""
     sd = paper_to_transformer_lens(state_dict) if is_paper_layout(state_dict) else dict(state_dict)
     own = model.state_dict()
     for name, tensor in sd.items():
@@ -148,7 +124,7 @@ def load_in_state_dict(model: HookedTransformer, state_dict: Mapping[str, Tensor
                 f"{name}: the checkpoint has shape {tuple(tensor.shape)} but the model expects "
                 f"{tuple(own[name].shape)} (is p = {model.cfg.d_vocab - 1} the modulus this checkpoint was trained on?)"
             )
-    for name in _ZERO_BIASES:
+    for name in FROZEN_ZERO_BIASES:
         sd.setdefault(name, torch.zeros_like(own[name]))
     weights = {k: v for k, v in sd.items() if k in own and "attn.mask" not in k and not k.endswith("IGNORE")}
     missing = [k for k in own if k not in weights and not k.endswith(("mask", "IGNORE"))]

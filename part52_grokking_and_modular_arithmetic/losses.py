@@ -1,8 +1,5 @@
-"""The loss, defined once: float64 cross-entropy, and scoring of last-position logits on the split.
-
-float64 matters: in float32 the log-softmax cannot represent losses below ~1e-7, which produces loss spikes
-late in training (Nanda et al. 2023, arXiv 2301.05217).
-"""
+"""The loss, defined once: float64 cross-entropy (float32 cannot represent losses below ~1e-7, which gives late
+loss spikes: Nanda et al. 2023, arXiv 2301.05217), and scoring of last-position logits on the split."""
 
 from __future__ import annotations
 
@@ -19,13 +16,8 @@ Mode = Literal["all", "train", "test"]
 
 
 class _Float64NLL(torch.autograd.Function):
-    """Per-example negative log-likelihood from a float64 log-softmax, with its backward written out.
-
-    Forward, per row: ``nll = log(sum(exp(x - max))) - (x[label] - max)``, all in float64 (as a float64
-    ``log_softmax`` computes it). Backward: ``d logits = (softmax - onehot(label)) * d nll``, from the
-    exponentials the forward kept, cast back to the logits' dtype. One pass fewer each way than autograd through
-    ``log_softmax`` and ``gather`` (about 1.4x on the training batch: ``benchmarks/benchmark_loss_backward.py``).
-    """
+    """Per-example float64 ``nll = log(sum(exp(x - max))) - (x[label] - max)``; backward ``(softmax - onehot) * d
+    nll`` in the logits' dtype. ~1.4x faster than autograd (``benchmarks/benchmark_loss_backward.py``)."""
 
     @staticmethod
     def forward(ctx, logits: Tensor, labels: Tensor) -> Tensor:  # type: ignore[override]
@@ -55,11 +47,8 @@ def _nll_float64(logits: Float[Tensor, "*batch vocab"], labels: Int[Tensor, "*ba
 def cross_entropy_high_precision(
     logits: Float[Tensor, "batch vocab"], labels: Int[Tensor, "batch"]
 ) -> Float[Tensor, ""]:
-    """Mean cross-entropy computed with a float64 log-softmax (returned as a float64 scalar).
-
-    ``logits`` are the last-position logits, one row per example; ``labels`` the correct classes.
-    Gradients flow back to ``logits`` in their own dtype.
-    """
+    """Mean cross-entropy with a float64 log-softmax (a float64 scalar); gradients flow to ``logits`` in their
+    dtype."""
     if logits.ndim != 2:
         raise ValueError(f"logits must have shape (batch, vocab), got {tuple(logits.shape)}")
     if labels.shape != logits.shape[:1]:
@@ -70,9 +59,8 @@ def cross_entropy_high_precision(
 def cross_entropy_per_run(
     logits: Float[Tensor, "runs batch vocab"], labels: Int[Tensor, "runs batch"], lengths: Sequence[int]
 ) -> Float[Tensor, "runs"]:
-    """The same loss for R runs at once: run ``r``'s mean over its first ``lengths[r]`` rows (the rest is
-    padding and is never read), as a float64 ``(R,)`` tensor. Equal, up to rounding, to
-    ``cross_entropy_high_precision(logits[r, :n], labels[r, :n])`` for each run, in one batched kernel chain."""
+    """``cross_entropy_high_precision(logits[r, :lengths[r]], labels[r, :lengths[r]])`` for every run ``r`` at
+    once (padding is never read), as a float64 ``(R,)`` tensor."""
     if logits.ndim != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(
             f"logits must have shape (runs, batch, vocab) and labels (runs, batch); got {tuple(logits.shape)} "
@@ -90,8 +78,7 @@ def cross_entropy_per_run(
 def bias_correct(
     logits: Float[Tensor, "batch vocab"], original_logits: Float[Tensor, "batch vocab"]
 ) -> Float[Tensor, "batch vocab"]:
-    """Add back the batch mean of ``original_logits - logits`` (restores the constant direction a projection
-    removed)."""
+    """Add back the batch mean of ``original_logits - logits`` (the constant direction a projection removed)."""
     if original_logits.shape != logits.shape:
         raise ValueError(f"original_logits must match logits {tuple(logits.shape)}, got {tuple(original_logits.shape)}")
     return logits + (original_logits - logits).mean(0, keepdim=True)
@@ -106,14 +93,9 @@ def score_logits(
     bias_correction: bool = False,
     original_logits: Float[Tensor, "*batch vocab"] | None = None,
 ) -> float:
-    """Loss of last-position logits over **all** p^2 pairs, or only the train / test ones.
-
-    Args:
-        logits: ``(p^2, vocab)`` in ``all_data`` order (batch index ``x*p + y``). A ``(p, p, vocab)`` grid is
-            flattened.
-        mode: ``"all"``, ``"train"`` or ``"test"``; the latter two need ``train_indices``.
-        bias_correction: add back the mean of ``original_logits - logits`` first.
-    """
+    """Loss of ``(p^2, vocab)`` (or ``(p, p, vocab)``) last-position logits, index ``x*p + y``, on all pairs
+    (``mode="all"``) or the ``"train"`` / ``"test"`` ones (needs ``train_indices``); ``bias_correction`` adds back
+    the mean of ``original_logits - logits`` first."""
     if logits.ndim == 3:
         logits = logits.reshape(-1, logits.shape[-1])
     if original_logits is not None and original_logits.ndim == 3:

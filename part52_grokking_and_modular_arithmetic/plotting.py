@@ -1,21 +1,11 @@
-"""Plotly helpers for the chapter's figures.
+"""Plotly helpers for the chapter's figures: each **returns** a ``go.Figure`` (shown only with ``show=True``).
 
-Every helper **returns** a ``plotly.graph_objects.Figure`` and shows nothing unless asked (``show=True``).
-Inputs may be torch tensors (any device, any float dtype, with or without grad), numpy arrays or (nested)
-lists. Shared keyword arguments, where they make sense:
-
-* ``title``, ``xaxis``, ``yaxis``: figure and axis titles; ``log_x`` / ``log_y``: logarithmic axes;
-* ``hover``: one name per point (lines and scatters);
-* ``facet_col`` / ``facet_labels`` / ``facet_name``: split a heatmap into side-by-side panels along a dim;
-* ``animation_frame`` / ``animation_labels`` / ``animation_name``: animate a heatmap along a dim;
-  ``frame_labels`` / ``animation_name``: the slider labels of the animated lines and scatters;
-* ``show``: call ``fig.show()`` before returning; any other keyword goes to ``fig.update_layout``
-  (``width=``, ``height=``, ``template=`` ...).
-
-Animations keep the axis (and colour) ranges fixed over all frames, so the eye sees the data move, not the
-axes. Heatmaps of the modular-arithmetic inputs: a batch index is ``x * p + y``; grids are shown with
-**rows = x** (y-axis titled "x") and **columns = y** (x-axis titled "y"). Nothing here needs the internet:
-plotly.js is bundled with the ``plotly`` package (``fig.to_html`` embeds it by default).
+Inputs may be tensors (any device/dtype, with grad or not), numpy arrays or (nested) lists. Shared keywords:
+``title``, ``xaxis``, ``yaxis``, ``log_x`` / ``log_y``; ``hover`` (one name per point); ``facet_col`` /
+``facet_labels`` / ``facet_name`` and ``animation_frame`` / ``animation_labels`` / ``animation_name`` (split or
+animate a heatmap along a dim); ``frame_labels`` (slider labels of animated lines and scatters); ``show``; any
+other keyword goes to ``fig.update_layout``. Animations keep axis and colour ranges fixed over all frames.
+Input grids (batch index ``x * p + y``) show **rows = x**, **columns = y**. plotly.js is bundled (offline).
 """
 
 from __future__ import annotations
@@ -51,18 +41,13 @@ __all__ = [
     "mark_phases",
 ]
 
-ArrayLike = Tensor | np.ndarray | Sequence[Any]
-"""What every helper accepts as data: a tensor, a numpy array, or a (nested) list/tuple of numbers."""
+ArrayLike = Tensor | np.ndarray | Sequence[Any]  # a tensor, a numpy array, or a (nested) list/tuple of numbers
 
 _COLOURS = qualitative.Plotly
 
 
 def to_numpy(data: ArrayLike | Real) -> np.ndarray:
-    """Convert a tensor / array / (nested) list of numbers or tensors to a numpy array.
-
-    Tensors are detached and moved to the CPU; half-precision tensors are upcast to float32 (numpy has no
-    bfloat16). Ragged lists raise a ``ValueError``.
-    """
+    """A tensor / array / (nested) list as a numpy array (half precision upcast to float32; ragged lists raise)."""
     if isinstance(data, Tensor):
         t = data.detach().cpu()
         return (t.float() if t.dtype in (torch.bfloat16, torch.float16) else t).numpy()
@@ -78,8 +63,7 @@ def to_numpy(data: ArrayLike | Real) -> np.ndarray:
 
 
 def _array(data: ArrayLike, name: str, ndims: tuple[int, ...] | None = None, expected: str = "") -> np.ndarray:
-    """``to_numpy(data)`` (booleans as floats), checked to have one of the ranks in ``ndims`` (``expected``
-    names the shapes in the error)."""
+    """``to_numpy(data)`` (booleans as floats), checked to have one of the ranks ``ndims``."""
     arr = to_numpy(data)
     if ndims is not None and arr.ndim not in ndims:
         raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}")
@@ -87,7 +71,6 @@ def _array(data: ArrayLike, name: str, ndims: tuple[int, ...] | None = None, exp
 
 
 def _labels(values: ArrayLike | None, length: int, name: str) -> list[Any] | None:
-    """A list of ``length`` labels (or None), with a clear error when the length is wrong."""
     if values is None:
         return None
     out = list(values) if isinstance(values, (list, tuple)) else to_numpy(values).tolist()
@@ -107,7 +90,6 @@ def _finish(
     show: bool = False,
     **layout: Any,
 ) -> go.Figure:
-    """Apply the shared figure options (see the module docstring); show the figure if asked; return it."""
     fig.update_layout(title=title or None, **layout)
     for update, axis_title, log in ((fig.update_xaxes, xaxis, log_x), (fig.update_yaxes, yaxis, log_y)):
         update(**({"title_text": axis_title} if axis_title is not None else {}), **({"type": "log"} if log else {}))
@@ -117,8 +99,7 @@ def _finish(
 
 
 def _finite_range(values: np.ndarray, log: bool = False, pad: float = 0.0) -> list[float] | None:
-    """``[low, high]`` of the finite values (log10 units for a log axis), widened by ``pad`` of its span
-    (0.5 each way when flat); None when there is no finite value."""
+    """``[low, high]`` of the finite values (log10 for a log axis) widened by ``pad`` of the span; or None."""
     finite = values[np.isfinite(values)].astype(float)
     if log:
         finite = np.log10(finite[finite > 0])
@@ -156,15 +137,9 @@ def imshow(
     show: bool = False,
     **layout: Any,
 ) -> go.Figure:
-    """Heatmap of a 2-D grid, optionally split into panels and/or animated along extra dims.
-
-    Shapes: ``(rows, cols)``; ``(…, rows, cols, …)`` with exactly one extra dim per ``facet_col`` /
-    ``animation_frame`` (each names the dim of ``data`` it splits along).
-
-    ``x`` labels the columns and ``y`` the rows (one entry each). ``midpoint`` centres a diverging
-    colour scale on that value (see :func:`imshow_div`). The colour range is shared by every panel
-    and frame, so colours are comparable across them.
-    """
+    """Heatmap of a ``(rows, cols)`` grid, plus one extra dim per ``facet_col`` / ``animation_frame`` (panels /
+    frames along that dim). ``x`` / ``y`` label the columns / rows; ``midpoint`` centres a diverging scale. The
+    colour range is shared by every panel and frame."""
     arr = _array(data, "data")
     split = [d for d in (facet_col, animation_frame) if d is not None]
     if any(not -arr.ndim <= d < arr.ndim for d in split):
@@ -219,14 +194,11 @@ def imshow(
 
 
 def imshow_div(data: ArrayLike, *, midpoint: Real = 0.0, **kwargs: Any) -> go.Figure:
-    """:func:`imshow` with a diverging red-white-blue scale centred at ``midpoint`` (0 by default), for signed
-    quantities (weights, Fourier coefficients): white is 0. Same shapes and keywords as :func:`imshow`."""
+    """:func:`imshow` with a diverging red-white-blue scale, white at ``midpoint`` (0), for signed quantities."""
     return imshow(data, midpoint=midpoint, **kwargs)
 
 
 def _grid_heatmap(grid: np.ndarray, facet_col: int | None, animation_frame: int | None, **kwargs: Any) -> go.Figure:
-    """:func:`imshow` of a ``(rows, cols, ...)`` grid whose one extra dim becomes side-by-side panels unless it is
-    animated (``animation_frame=2``)."""
     if grid.ndim == 3 and facet_col is None and animation_frame is None:
         facet_col = 2
     return imshow(grid, facet_col=facet_col, animation_frame=animation_frame, **kwargs)
@@ -243,13 +215,11 @@ def inputs_heatmap(
     aspect: str = "equal",
     **kwargs: Any,
 ) -> go.Figure:
-    """Heatmap of a quantity defined on every input pair (x, y), rows = x, columns = y.
+    """Heatmap of a quantity on every input pair, rows = x, columns = y (batch index ``x * p + y``).
 
-    Shapes: ``(p^2,)`` or ``(p, p)`` for one map; ``(p^2, n)`` or ``(p, p, n)`` for n maps (a head, a
-    neuron…), shown as side-by-side panels unless ``animation_frame=2`` is passed (``facet_col=2`` is
-    the default). ``(p^2, n, m)`` / ``(p, p, n, m)`` need both ``facet_col`` and ``animation_frame``
-    (dims 2 and 3). A batch index is ``x * p + y``. ``p`` is inferred (pass it for odd shapes).
-    Other keywords go to :func:`imshow` (``title``, ``facet_labels``, ``animation_name``, ``midpoint`` …).
+    Shapes: ``(p^2,)`` / ``(p, p)``; ``(p^2, n)`` / ``(p, p, n)`` for n maps (panels, or ``animation_frame=2``);
+    ``(p^2, n, m)`` / ``(p, p, n, m)`` with both ``facet_col`` and ``animation_frame``. ``p`` is inferred
+    unless given. Other keywords go to :func:`imshow`.
     """
     arr = to_numpy(data)
     shape = arr.shape
@@ -276,13 +246,9 @@ def imshow_fourier(
     aspect: str = "equal",
     **kwargs: Any,
 ) -> go.Figure:
-    """Heatmap of a tensor in the 2D Fourier basis, both axes labelled "const", "cos 1", "sin 1", ….
-
-    Shapes: ``(p, p)`` (e.g. the output of ``fft2d``: rows = x's component, cols = y's component) or
-    ``(p, p, n)`` (panels by default, or ``animation_frame=2``), or ``(p, p, n, m)`` with both split
-    dims given. ``p`` (odd) is read from the shape. Diverging colours centred at 0 by default
-    (``midpoint=None`` for a sequential scale). Other keywords go to :func:`imshow`.
-    """
+    """Heatmap in the 2D Fourier basis (axes "const", "cos 1", "sin 1", …): ``(p, p)`` (e.g. ``fft2d``'s output,
+    rows = x's component), ``(p, p, n)`` or ``(p, p, n, m)`` as in :func:`inputs_heatmap`; p odd. Diverging
+    colours at 0 (``midpoint=None``: sequential). Other keywords go to :func:`imshow`."""
     arr = to_numpy(data)
     if arr.ndim < 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] < 3 or arr.shape[0] % 2 == 0:
         raise ValueError(
@@ -306,13 +272,10 @@ def lines(
     mode: str = "lines",
     **options: Any,
 ) -> go.Figure:
-    """Several lines on one plot (e.g. train and test loss against epoch), with a legend.
+    """Several lines on one plot, with a legend: ``ys`` a list of 1-D arrays or a ``(n_lines, n_points)`` array.
 
-    Shapes: ``ys`` is a list of 1-D arrays (lengths may differ) or a 2-D ``(n_lines, n_points)`` array.
-    ``x``: ``None`` (0, 1, 2, …), one ``(n_points,)`` array shared by every line, or a list with one x
-    array per line (for curves sampled at different epochs). ``labels``: one legend name per line.
-    ``hover``: one name per point (lines of equal length only). ``options``: the shared figure options
-    (``title``, ``xaxis``, ``yaxis``, ``log_x``, ``log_y``, ``show``, layout keywords; see the module docstring).
+    ``x``: ``None`` (0, 1, …), one ``(n_points,)`` array for every line, or a list with one per line.
+    ``labels``: legend names. ``hover``: one name per point. ``options``: the shared options (module docstring).
     """
     if isinstance(ys, (list, tuple)):
         series = [_array(y, f"ys[{i}]", (1,), "(n_points,)") for i, y in enumerate(ys)]
@@ -343,17 +306,12 @@ def lines(
 
 
 def line(y: ArrayLike, *, x: ArrayLike | None = None, labels: ArrayLike | None = None, **kwargs: Any) -> go.Figure:
-    """One line from a ``(n_points,)`` array, or one line per row of a ``(n_lines, n_points)`` array.
-
-    ``x``: ``(n_points,)`` x values (default 0, 1, …). ``labels``: legend names for the rows of a 2-D
-    ``y``. Other keywords as in :func:`lines` (``hover``, ``log_y``, ``title``, ``xaxis``, ``yaxis`` …).
-    """
+    """One line from a ``(n_points,)`` array, or one per row of a ``(n_lines, n_points)`` array (:func:`lines`)."""
     arr = _array(y, "y", (1, 2), "(n_points,) or (n_lines, n_points)")
     return lines(arr[None] if arr.ndim == 1 else arr, x=x, labels=labels, **kwargs)
 
 
 def _colour_marker(values: np.ndarray, color_label: str, colorscale: str) -> dict[str, Any]:
-    """Marker settings for numeric colours: one colour scale (fixed to the range of all ``values``) with a bar."""
     low, high = _finite_range(values) or [0.0, 1.0]
     return {"colorscale": colorscale, "cmin": low, "cmax": high, "colorbar": {"title": {"text": color_label}}}
 
@@ -368,12 +326,8 @@ def scatter(
     colorscale: str = "Viridis",
     **options: Any,
 ) -> go.Figure:
-    """Scatter plot of ``(n_points,)`` ``x`` against ``(n_points,)`` ``y``.
-
-    ``color``: a colour name for every point, numbers ``(n_points,)`` (continuous scale with a colour bar
-    titled ``color_label``) or strings ``(n_points,)`` (one legend entry per category).
-    ``hover``: one name per point. ``options``: the shared figure options (see :func:`lines`).
-    """
+    """Scatter plot of ``(n_points,)`` ``x`` against ``(n_points,)`` ``y``. ``color``: one colour name, or
+    ``(n_points,)`` numbers (a colour bar titled ``color_label``) or strings (one legend entry per category)."""
     xs, ys = _array(x, "x", (1,), "(n_points,)"), _array(y, "y", (1,), "(n_points,)")
     if len(xs) != len(ys):
         raise ValueError(f"x and y must have the same length, got {len(xs)} and {len(ys)}")
@@ -409,9 +363,7 @@ def _animated_figure(
     ys: np.ndarray,
     options: Mapping[str, Any],
 ) -> go.Figure:
-    """A figure showing ``frame_traces[0]``, a slider (labelled ``name=label``) stepping through every entry,
-    play / pause buttons and axes pinned to a range covering every frame's ``xs`` / ``ys`` (on log axes where
-    ``options`` ask for them)."""
+    """``frame_traces[0]`` with a slider over every frame, play / pause buttons and axes fixed over all frames."""
     labels = _labels(frame_labels, len(frame_traces), "frame_labels (one per frame)") or range(len(frame_traces))
     still = {"mode": "immediate", "frame": {"duration": 0, "redraw": True}, "transition": {"duration": 0}}
     play = {"frame": {"duration": 150, "redraw": True}, "fromcurrent": True, "transition": {"duration": 0}}
@@ -447,14 +399,9 @@ def animate_multi_lines(
     hover: ArrayLike | None = None,
     **options: Any,
 ) -> go.Figure:
-    """Several lines that change together over frames (a slider steps through them).
-
-    Shapes: a ``(n_lines, n_frames, n_points)`` array, or a list of ``(n_frames, n_points)`` arrays (one per
-    line, all the same shape). ``labels``: legend names (one per line). ``x``: ``(n_points,)`` x values.
-    ``frame_labels``: one slider label per frame (e.g. the checkpoint epochs), read out as
-    ``animation_name=label``. ``hover``: one name per point. Every frame is used. ``options``: the shared
-    figure options (see :func:`lines`); the axis ranges cover every frame.
-    """
+    """Several lines changing together over frames: a ``(n_lines, n_frames, n_points)`` array or a list of
+    ``(n_frames, n_points)`` arrays. ``labels``: one per line; ``x``: ``(n_points,)``; ``frame_labels``: one
+    slider label per frame (e.g. epochs), shown as ``animation_name=label``."""
     if isinstance(data, (list, tuple)):
         arrays = [_array(d, f"data[{i}]", (2,), "(n_frames, n_points)") for i, d in enumerate(data)]
         if len({a.shape for a in arrays}) > 1:
@@ -483,12 +430,8 @@ def animate_multi_lines(
 
 
 def animate_lines(data: ArrayLike, *, label: str | None = None, **kwargs: Any) -> go.Figure:
-    """One line per frame: row ``f`` of a ``(n_frames, n_points)`` array is the line shown at frame ``f``.
-
-    E.g. the Fourier norms of W_E at every checkpoint, with ``frame_labels=epochs, animation_name="epoch"``.
-    Keywords as in :func:`animate_multi_lines` (``x``, ``frame_labels``, ``animation_name``, ``hover``,
-    ``log_y``, ``title`` …); ``label`` names the line in a legend.
-    """
+    """Row ``f`` of a ``(n_frames, n_points)`` array is the line at frame ``f``; ``label`` names it in a legend.
+    Keywords as in :func:`animate_multi_lines`."""
     arr = _array(data, "data", (2,), "(n_frames, n_points)")
     return animate_multi_lines(arr[None], labels=None if label is None else [label], **kwargs)
 
@@ -505,13 +448,8 @@ def animate_scatter(
     colorscale: str = "Viridis",
     **options: Any,
 ) -> go.Figure:
-    """A scatter whose points move over frames; **every** frame and every point is plotted.
-
-    Shapes: ``x``, ``y`` and (numeric) ``color`` are each ``(n_frames, n_points)``, or ``(n_points,)`` to keep
-    them the same in every frame. ``hover``: one name per point. ``frame_labels``: one slider label per
-    frame (e.g. epochs). The axis and colour ranges cover all frames. ``options``: the shared figure options
-    (see :func:`lines`).
-    """
+    """A scatter whose points move over frames: ``x``, ``y`` and (numeric) ``color`` are each
+    ``(n_frames, n_points)``, or ``(n_points,)`` for every frame. ``frame_labels``: one slider label per frame."""
     inputs = {"x": x, "y": y} if color is None else {"x": x, "y": y, "color": color}
     expected = "(n_points,) (the same in every frame) or (n_frames, n_points)"
     arrays = {key: _array(value, key, (1, 2), expected) for key, value in inputs.items()}
@@ -550,13 +488,11 @@ def mark_phases(
     boundaries: bool = True,
     opacity: Real = 0.12,
 ) -> go.Figure:
-    """Mark training phases on a plot whose x-axis is the epoch (e.g. the loss curves). Modifies ``fig``.
+    """Mark training phases on ``fig`` (x-axis = epoch; modified and returned).
 
-    ``phases``: ``(name, start_epoch, end_epoch)`` triples, or a mapping ``name -> (start, end)`` (the paper's
-    mainline run: memorisation 0-1.4k, circuit formation 1.4k-9.4k, cleanup 9.4k-14k epochs; other runs grok
-    at other times). ``shade`` draws a labelled band per phase, ``boundaries`` a dashed vertical line at every
-    phase boundary. Returns ``fig`` for chaining. (Shapes are placed in data units, so for a log x-axis pass
-    epochs > 0.)
+    ``phases``: ``(name, start_epoch, end_epoch)`` triples or a mapping ``name -> (start, end)`` (the paper's
+    run: memorisation 0-1.4k, circuit formation 1.4k-9.4k, cleanup 9.4k-14k). ``shade``: a labelled band per
+    phase; ``boundaries``: dashed lines at the phase boundaries.
     """
     spans = []
     for item in [(name, *span) for name, span in phases.items()] if isinstance(phases, Mapping) else phases:

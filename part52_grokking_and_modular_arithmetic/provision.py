@@ -1,20 +1,10 @@
-"""Provisioning: the checkpoint history ("full run data") of the grokking run, whatever the machine offers.
+"""Provisioning: the checkpoint history of the grokking run, whatever the machine offers. In order:
 
-:func:`load_full_run_data` tries, in order:
-
-1. **a local file**: ``path``, else :func:`default_run_path`. A file there that cannot be used (not a regular
-   file, damaged, truncated, inconsistent) raises :class:`~.checkpoints.CorruptCheckpointError` and is never
-   skipped or deleted; an unfinished run is resumed (with ``allow_training``).
-2. **the Hugging Face hub** (the course's file, ``callummcdougall/grokking_full_run_data``; :mod:`.hub`): a
-   cached copy first, then a download unless ``HF_HUB_OFFLINE=1``; the decision takes at most ``hub_timeout``
-   seconds whatever the hub does, and the reason is reported as it is. A file that fails its checks is removed
-   from the Hugging Face cache and never used.
-3. **local training** with ``train_config`` (default ``TrainConfig()``) into the local path (an interrupted
-   run resumes there), if ``allow_training``; else :class:`ModelUnavailableError` says what was tried.
-
-It returns the run object (:class:`~.run_data.RunData`), checked once; ``run.source`` says where it came from.
-The hub file holds no ``config``: the run object infers its recipe and finds the analysed checkpoint
-(epoch 40,000, index 400).
+1. **a local file** (``path``, else :func:`default_run_path`): one that cannot be used raises
+   :class:`~.checkpoints.CorruptCheckpointError` and is never skipped or deleted; an unfinished run is resumed;
+2. **the Hugging Face hub** (:mod:`.hub`): a cached copy, then a download unless ``HF_HUB_OFFLINE=1``, decided
+   within ``hub_timeout`` seconds; a file that fails its checks is removed from the cache and never used;
+3. **local training** into the local path, if ``allow_training``; else :class:`ModelUnavailableError`.
 """
 
 from __future__ import annotations
@@ -36,7 +26,6 @@ from .hub import (
 
 if TYPE_CHECKING:
     from .run_data import RunData
-
 # `.run_data` (torch) is imported inside the functions that read files: importing this module stays cheap.
 
 __all__ = [
@@ -59,7 +48,7 @@ __all__ = [
 ENV_RUN_PATH = "PART52_RUN_PATH"
 #: Environment variable: the per-user data folder (used when the package does not run from a checkout).
 ENV_HOME = "PART52_GROKKING_HOME"
-#: Name of the per-user data folder (under ``$XDG_DATA_HOME`` or ``~/.local/share``) used outside a checkout.
+#: Name of the per-user data folder, used outside a checkout.
 DATA_DIR_NAME = "part52_grokking_and_modular_arithmetic"
 RUN_FILENAME = "full_run_data.pth"
 
@@ -73,16 +62,14 @@ _FIX_HINT = (
 
 
 def checkout_root() -> Path | None:
-    """The repository root when the package runs from a source checkout (``Grokking/`` and ``pyproject.toml``
-    beside the package folder; an editable install counts), else ``None`` (installed from pip, e.g. on Colab)."""
+    """The repository root in a source checkout (``Grokking/`` and ``pyproject.toml`` beside the package), else None."""
     root = Path(__file__).resolve().parent.parent
     return root if (root / "Grokking").is_dir() and (root / "pyproject.toml").is_file() else None
 
 
 def user_data_dir() -> Path:
-    """The course's per-user data folder (a data folder, not a cache: a trained run costs minutes of CPU):
-    ``$PART52_GROKKING_HOME``, else ``$XDG_DATA_HOME/part52_grokking_and_modular_arithmetic``, else
-    ``~/.local/share/part52_grokking_and_modular_arithmetic``."""
+    """The per-user data folder (not a cache: a trained run costs minutes of CPU): ``$PART52_GROKKING_HOME``,
+    else :data:`DATA_DIR_NAME` under ``$XDG_DATA_HOME`` or ``~/.local/share``."""
     if os.environ.get(ENV_HOME):
         return Path(os.environ[ENV_HOME]).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -90,9 +77,8 @@ def user_data_dir() -> Path:
 
 
 def default_run_path() -> Path:
-    """The local run file, decided when called: ``$PART52_RUN_PATH``; else, in a source checkout
-    (:func:`checkout_root`), ``<checkout>/Grokking/large_files/full_run_data.pth``; else
-    ``<user_data_dir()>/full_run_data.pth``. The ``path`` of :func:`load_full_run_data` (``--out``) overrides it."""
+    """The local run file: ``$PART52_RUN_PATH``; else ``<checkout>/Grokking/large_files/full_run_data.pth`` in a
+    source checkout; else ``<user_data_dir()>/full_run_data.pth``."""
     if os.environ.get(ENV_RUN_PATH):
         return Path(os.environ[ENV_RUN_PATH]).expanduser()
     root = checkout_root()
@@ -100,8 +86,7 @@ def default_run_path() -> Path:
 
 
 def _train(config: TrainConfig, out: Path, progress: bool, why: str, cause: str) -> RunData:
-    """Run the trainer, saying first why and what (``cause`` goes into the run's ``source``); a run file locked by
-    another process is refused before anything is announced (the trainer's own lock stays the guarantee)."""
+    """Run the trainer, saying first why and what (``cause``: for ``source``); refuse a locked file first."""
     from .checkpoints import RunFileLock
     from .run_data import RunData, RunSource
 
@@ -135,26 +120,18 @@ def load_full_run_data(
     hub_timeout: float = DEFAULT_HUB_TIMEOUT,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
 ) -> RunData:
-    """The checkpoint history of the grokking run: a local file, else the hub file, else a local training run.
+    """The checkpoint history of the grokking run (a :class:`~.run_data.RunData`; ``run.source`` says where it
+    came from): a local file, else the hub file, else a local training run.
 
     Args:
         path: local run file (default :func:`default_run_path`); read if it exists, written by training.
-        allow_training: train locally when nothing else is available (else raise :class:`ModelUnavailableError`).
-        repo_id, filename, revision: the hub file (default: the course's file at ``main``).
-        endpoint: hub URL (default ``$HF_ENDPOINT`` or https://huggingface.co).
-        cache_dir: Hugging Face cache folder (default: from ``HF_HUB_CACHE`` / ``HF_HOME``).
-        train_config: the recipe to train with (default ``TrainConfig()``). Another recipe than the hub run's
+        repo_id, filename, revision, endpoint, cache_dir: the hub file (default: the course's, at ``main``).
+        train_config: the recipe to train with (default ``TrainConfig()``); another recipe than the hub run's
             skips the hub; a local file of another recipe raises ``ValueError``.
-        progress: progress bars for the download and the training.
-        hub_timeout: seconds allowed for the whole hub decision; past it, the hub counts as unavailable.
-        stall_timeout: seconds without progress after which a download in progress is abandoned.
+        hub_timeout: seconds allowed for the whole hub decision; stall_timeout: for a download without progress.
 
-    Returns:
-        The run object (:class:`~.run_data.RunData`), checked once; ``run.source`` says where it came from.
-
-    Raises:
-        CorruptCheckpointError: the local file, or the hub file, cannot be used (the message says why).
-        ModelUnavailableError: nothing found and ``allow_training=False``.
+    Raises ``CorruptCheckpointError`` (a file cannot be used) or :class:`ModelUnavailableError` (nothing found
+    and ``allow_training=False``).
     """
     from .checkpoints import CorruptCheckpointError
     from .run_data import HUB_RECIPE, RunData, RunSource
@@ -178,8 +155,7 @@ def load_full_run_data(
                 "run anew, or pass another path)"
             ) from e
         if train_config is not None and run.config_stored:
-            diff = config_differences(run.config, train_config, RECIPE_FIELDS, "train_config")
-            if diff:
+            if diff := config_differences(run.config, train_config, RECIPE_FIELDS, "train_config"):
                 raise ValueError(
                     f"{path} holds a run with a different recipe than train_config ({'; '.join(diff)}). "
                     "Pass another path for this recipe, or move that file away."

@@ -1,16 +1,7 @@
 """The main job: provision the model, run the solutions notebook headless, write a self-contained HTML report.
 
-The options and the output folder are checked first (the model may take minutes to train), then each stage
-is timed and printed: **model** (:func:`.provision.load_full_run_data`: the local file, the hub, or training),
-**execute** (the solutions notebook in a fresh ``python3`` kernel, cwd = the checkout, else the output folder;
-a failing cell stops the job with one line naming the cell, its section and the error, and the notebook as run
-so far is kept as ``<name>.failed.ipynb``), **export** (``grokking_and_modular_arithmetic.html``, which needs
-no network: plotly.js inlined once, each figure a ``<div>`` + ``Plotly.newPlot`` script, every equation MathML
-from ``latex2mathml``, so no MathJax; the executed notebook beside it).
-
-A report already in the folder is moved aside (``*.previous.*``) when the job starts and deleted once the new
-one is written (under a temporary name, then renamed): a report in place is always complete and of the last
-run that succeeded. The notebook is the checkout's (``solutions/``) or the copy shipped in the wheel.
+Arguments are checked first, then each stage is timed: model, execute (a failing cell: one line, the notebook so
+far kept), export (plotly.js inlined, MathML equations). A report in place is always complete (atomic rename).
 """
 
 from __future__ import annotations
@@ -50,27 +41,20 @@ __all__ = [
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 REPORT_NAME = "grokking_and_modular_arithmetic"
-#: the files the main job writes in its output folder (the failed one only when the notebook fails)
 HTML_NAME, EXECUTED_NAME, FAILED_NAME = (f"{REPORT_NAME}{e}" for e in (".html", "_executed.ipynb", ".failed.ipynb"))
-#: cell tag of the notebook's summary cell, whose printed output the main job repeats in the terminal
 SUMMARY_TAG = "summary"
 NOTEBOOK_NAME = f"{REPORT_NAME}_solutions.ipynb"
-#: environment variable telling the notebook kernel which torch device to compute on ("cpu", "cuda", ...)
 ENV_DEVICE = "PART52_DEVICE"
 NOTEBOOK_RELPATH = Path("solutions") / NOTEBOOK_NAME
-#: the package that carries the solutions notebook in a built wheel (``solutions/`` mapped in pyproject.toml)
 NOTEBOOK_PACKAGE = "part52_grokking_and_modular_arithmetic._notebooks"
-#: marker put in front of the inlined plotly.js so checks can find it (and find it only once)
 PLOTLYJS_MARKER = "<!-- plotly.js inlined by part52 report -->"
-#: the ``<div>`` ids of the inlined figures (``plotly-figure-1``, ...) and the call that draws one
 _FIGURE_ID_PREFIX = "plotly-figure-"
 _FIGURE_CALL = re.compile(r'Plotly\.newPlot\(\s*"' + _FIGURE_ID_PREFIX + r'\d+"')
 _REQUIREJS_TAG = re.compile(r"<script[^>]*src=\"[^\"]*require(?:\.min)?\.js\"[^>]*>\s*</script>\s*")
-_CDN_PLOTLY = re.compile(r"<script[^>]*src=\"https?://[^\"]*plotly[^\"]*\"", re.IGNORECASE)
 _REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=\"(?:https?:)?//[^\"]*\"|\bimport\(\s*\"https?://", re.IGNORECASE)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.M)
-#: a TeX command copied verbatim into MathML text (latex2mathml's way of passing over one it does not know)
+#: a TeX command latex2mathml did not know, copied into MathML text
 _LEAKED_COMMAND = re.compile(r">[^<]*?(\\[A-Za-z]+)")
 #: nbconvert's lab template without its MathJax and mermaid loaders (CDN scripts): maths is MathML already.
 _OFFLINE_TEMPLATE = (
@@ -98,8 +82,7 @@ def repo_root() -> Path:
 
 
 def default_solutions_notebook() -> Path:
-    """The solutions notebook: the checkout's ``solutions/`` copy, else the one shipped in the installed package
-    (:data:`NOTEBOOK_PACKAGE`). Raises ``FileNotFoundError`` saying where it looked when neither exists."""
+    """The checkout's ``solutions/`` notebook, else the installed package's; else ``FileNotFoundError``."""
     path = repo_root() / NOTEBOOK_RELPATH
     if path.is_file():
         return path
@@ -121,21 +104,15 @@ def packaged_solutions_notebook() -> Path | None:
         entry = resources.files(NOTEBOOK_PACKAGE) / NOTEBOOK_NAME
     except (ModuleNotFoundError, TypeError):
         return None
-    if not entry.is_file():
-        return None
-    return Path(str(entry))  # installed wheels are unpacked folders: the entry is a real file
+    return Path(str(entry)) if entry.is_file() else None  # installed wheels are unpacked: the entry is a real file
 
 
 def available_devices() -> list[str]:
     """The torch devices this machine can compute on: ``cpu``; ``cuda`` and ``cuda:N`` per visible GPU; ``mps``."""
     import torch
 
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        devices.append("mps")
-    return devices
+    gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return ["cpu"] + (["cuda", *gpus] if gpus else []) + (["mps"] if torch.backends.mps.is_available() else [])
 
 
 def _check_device(device: str | None) -> None:
@@ -144,9 +121,7 @@ def _check_device(device: str | None) -> None:
 
 
 def _device_env(device: str) -> dict[str, str]:
-    """Environment for a notebook kernel that should compute on ``device``: ``$PART52_DEVICE``, and
-    ``CUDA_VISIBLE_DEVICES`` so that a notebook choosing "cuda when available" lands on it (empty for the CPU,
-    the one GPU for ``cuda:N``)."""
+    """Kernel environment for ``device``: ``$PART52_DEVICE`` and a ``CUDA_VISIBLE_DEVICES`` showing only it."""
     env = {ENV_DEVICE: device}
     kind, _, index = device.partition(":")
     if kind == "cpu":
@@ -157,12 +132,8 @@ def _device_env(device: str) -> dict[str, str]:
     return env
 
 
-# ---------------------------------------------------------------------------------------------- execution
-
-
 class NotebookError(RuntimeError):
-    """The notebook stopped: the message names the cell, its section and the error (plain text); ``notebook``
-    is the notebook as run so far."""
+    """The notebook stopped (the message names cell, section and error); ``notebook``: as run so far."""
 
     def __init__(self, message: str, notebook):
         super().__init__(message)
@@ -170,21 +141,16 @@ class NotebookError(RuntimeError):
 
 
 def _failure(nb, index: int | None, e: BaseException) -> str:
-    """Where and why the notebook stopped, in one line without colour codes: ``cell 12 of 80 (section "…"),
-    line 3 `x = basis[67]`: IndexError: …``."""
-    if hasattr(e, "ename"):  # nbclient's CellExecutionError: the exception raised in the cell
-        error = f"{e.ename}: {e.evalue}"
-    else:  # a timeout, the kernel dying or failing to start: the first line says what happened
-        error = (str(e).strip() or type(e).__name__).splitlines()[0]
+    """Where and why the notebook stopped, in one plain line: cell, section, failing line, error."""
+    # nbclient's CellExecutionError names the exception in the cell; else (a timeout, a dead kernel) the first line
+    error = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else (str(e).strip() or type(e).__name__).splitlines()[0]
     error = " ".join(_ANSI.sub("", error).split())[:400]
     if index is None:
         return f"the notebook kernel failed before any cell ran: {error}"
     where = f"cell {index + 1} of {len(nb.cells)}"
-    for cell in reversed(nb.cells[:index]):
-        headings = _HEADING.findall(cell.source) if cell.cell_type == "markdown" else []
-        if headings:
-            where += f' (section "{headings[-1]}")'
-            break
+    headings = [h for cell in nb.cells[:index] if cell.cell_type == "markdown" for h in _HEADING.findall(cell.source)]
+    if headings:
+        where += f' (section "{headings[-1]}")'
     line = re.search(r"^-+>\s*(\d+)\s(.*)$", _ANSI.sub("", getattr(e, "traceback", "") or ""), re.M)
     if line:  # IPython marks the failing line of the cell: "----> 3 x = basis[67]"
         where += f", line {line[1]} `{line[2].strip()}`"
@@ -200,16 +166,8 @@ def execute_notebook(
     allow_errors: bool = False,
     env: dict[str, str] | None = None,
 ):
-    """Execute a notebook headless in a fresh kernel and return the executed ``NotebookNode``.
-
-    Args:
-        cwd: working directory of the kernel (default: the repo root, so relative cache paths resolve).
-        timeout: per-cell timeout in seconds.
-        allow_errors: keep going after a failing cell (errors stay in the outputs) instead of stopping.
-        env: extra environment variables for the kernel (merged into ``os.environ``).
-    Raises :class:`NotebookError` (cell, section, plain error text; the notebook as run so far) when a cell
-    fails or times out or the kernel dies.
-    """
+    """Execute a notebook in a fresh kernel (in ``cwd``, default the checkout; ``env`` added to ``os.environ``;
+    ``timeout`` s per cell) and return it; :class:`NotebookError` when a cell fails or the kernel dies."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -225,8 +183,7 @@ def execute_notebook(
         on_cell_execute=lambda cell, cell_index: started.append(cell_index),
     )
     try:
-        # nbclient passes extra kwargs of async_start_new_kernel on to the kernel manager (env of the process).
-        client.execute(env={**os.environ, **(env or {})})
+        client.execute(env={**os.environ, **(env or {})})  # nbclient hands env on to the kernel's process
     except Exception as e:
         raise NotebookError(_failure(nb, started[-1] if started else None, e), nb) from e
     return nb
@@ -245,72 +202,40 @@ def summary_text(nb, tag: str = SUMMARY_TAG) -> str:
     return "".join(parts)
 
 
-# ---------------------------------------------------------------------------------------------- HTML export
-
-
-def _figure_html(fig_json: dict, div_id: str) -> str:
+def inline_plotly_outputs(nb) -> tuple[Any, int]:
+    """A copy of ``nb`` whose plotly outputs are HTML (div + ``Plotly.newPlot``, needing a global ``Plotly``)
+    instead of JSON, and the figure count. Widget views (no stored state) fall back to their text."""
     import plotly.io as pio
 
-    height = "520px" if not fig_json.get("layout", {}).get("height") else "100%"
-    return pio.to_html(
-        fig_json,
-        include_plotlyjs=False,
-        full_html=False,
-        auto_play=False,  # animations start at their first frame, as in Jupyter
-        validate=False,
-        default_height=height,
-        default_width="100%",
-        div_id=div_id,
-    )
-
-
-def inline_plotly_outputs(nb) -> tuple[Any, int]:
-    """Return a copy of ``nb`` whose plotly outputs are HTML (div + ``Plotly.newPlot``), and the figure count.
-
-    Every output carrying ``application/vnd.plotly.v1+json`` gets a ``text/html`` rendering that needs only a
-    global ``Plotly`` object (the page provides it once); the JSON itself is dropped from the copy. Widget
-    views (progress bars), whose state is not stored, fall back to their text.
-    """
     nb = copy.deepcopy(nb)
     n = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for output in cell.get("outputs", []):
-            data = output.get("data")
-            if not data:
-                continue
-            data.pop(WIDGET_MIME, None)
-            if PLOTLY_MIME in data:
-                fig_json = data.pop(PLOTLY_MIME)
-                if isinstance(fig_json, str):
-                    fig_json = json.loads(fig_json)
-                n += 1
-                data["text/html"] = _figure_html(fig_json, div_id=f"{_FIGURE_ID_PREFIX}{n}")
+    for output in (out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])):
+        data = output.get("data") or {}
+        data.pop(WIDGET_MIME, None)
+        if PLOTLY_MIME in data:
+            fig = data.pop(PLOTLY_MIME)
+            fig = json.loads(fig) if isinstance(fig, str) else fig
+            n += 1
+            data["text/html"] = pio.to_html(
+                fig,
+                include_plotlyjs=False,
+                full_html=False,
+                auto_play=False,  # animations start at their first frame, as in Jupyter
+                validate=False,
+                default_height="100%" if fig.get("layout", {}).get("height") else "520px",
+                default_width="100%",
+                div_id=f"{_FIGURE_ID_PREFIX}{n}",
+            )
     return nb, n
 
 
-def _plotlyjs_head() -> str:
-    from plotly.offline import get_plotlyjs
-
-    return (
-        f"{PLOTLYJS_MARKER}\n"
-        '<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>\n'
-        f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
-    )
-
-
 def latex_to_mathml(tex: str, *, display: bool = False) -> str:
-    """One equation (the TeX between ``$…$``, or ``$$…$$`` with ``display=True``) as a MathML ``<math>`` element.
-
-    Raises ``ValueError`` naming the equation when ``latex2mathml`` cannot convert it.
-    """
+    """One equation (TeX; ``display``: a ``$$…$$`` block) as MathML; ``ValueError`` naming it if unsupported."""
     try:
         from latex2mathml.converter import convert
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(
-            "the offline report converts equations with latex2mathml: "
-            "`pip install part52_grokking_and_modular_arithmetic[notebooks]` (or `pip install latex2mathml`)"
+            "the offline report needs latex2mathml: `pip install part52_grokking_and_modular_arithmetic[notebooks]`"
         ) from e
     try:
         mathml = convert(tex.strip(), display="block" if display else "inline")
@@ -323,10 +248,7 @@ def latex_to_mathml(tex: str, *, display: bool = False) -> str:
 
 
 def _offline_exporter(failed: list[str]):
-    """nbconvert's lab ``HTMLExporter`` with MathML maths and no MathJax/mermaid loaders.
-
-    Equations that cannot be converted are shown as their TeX source in ``<code>`` and appended to ``failed``.
-    """
+    """nbconvert's lab exporter with MathML maths (TeX it cannot convert: shown as code, added to ``failed``)."""
     from html import escape
 
     from jinja2 import DictLoader, pass_context
@@ -373,18 +295,15 @@ def _offline_exporter(failed: list[str]):
 
 
 def notebook_to_offline_html(nb, *, title: str | None = None) -> tuple[str, int]:
-    """Render an executed notebook to one self-contained HTML page; return ``(html, n_figures)``.
+    """An executed notebook as one self-contained HTML page; ``(html, n_figures)``. plotly.js is inlined first in
+    ``<head>`` (so no AMD loader captures it) and require.js (a CDN download) dropped; TeX left over warns."""
+    from plotly.offline import get_plotlyjs
 
-    plotly.js is inlined once at the top of ``<head>`` (before any other script, so no AMD loader can capture
-    it), require.js (unused here, and a CDN download) is dropped, each plotly output is a static div, and every
-    markdown equation is MathML (no MathJax). An equation ``latex2mathml`` cannot convert is shown as TeX source
-    with a warning.
-    """
     nb_html, n_figures = inline_plotly_outputs(nb)
     failed: list[str] = []
-    exporter = _offline_exporter(failed)
-    resources = {"metadata": {"name": title or REPORT_NAME}}
-    body, _ = exporter.from_notebook_node(nb_html, resources=resources)
+    body, _ = _offline_exporter(failed).from_notebook_node(
+        nb_html, resources={"metadata": {"name": title or REPORT_NAME}}
+    )
     if failed:
         warnings.warn(
             f"{len(failed)} equation(s) could not be converted to MathML and are shown as TeX: {failed[:5]}",
@@ -394,27 +313,24 @@ def notebook_to_offline_html(nb, *, title: str | None = None) -> tuple[str, int]
     head = re.search(r"<head[^>]*>", body)
     if head is None:
         raise RuntimeError("nbconvert produced HTML without a <head>; cannot inline plotly.js")
-    body = body[: head.end()] + "\n" + _plotlyjs_head() + body[head.end() :]
-    return body, n_figures
+    plotlyjs = (
+        f"{PLOTLYJS_MARKER}\n"
+        '<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: "local"};</script>\n'
+        f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
+    )
+    return body[: head.end()] + "\n" + plotlyjs + body[head.end() :], n_figures
 
 
 def check_offline_html(html: str, n_figures: int | None = None) -> None:
-    """Raise ``AssertionError`` unless the page inlines plotly.js exactly once, loads no script from the network
-    (no CDN plotly, MathJax or mermaid) and (when given) draws ``n_figures`` figures."""
+    """``AssertionError`` unless the page inlines plotly.js once, loads no remote script and draws ``n_figures``."""
     if html.count(PLOTLYJS_MARKER) != 1 or "plotly.js v" not in html:
         raise AssertionError("plotly.js is not inlined exactly once in the report")
-    if _CDN_PLOTLY.search(html):
-        raise AssertionError("the report loads plotly.js from the network (a CDN <script src=...>)")
-    remote = _REMOTE_SCRIPT.search(html)
-    if remote:
+    if remote := _REMOTE_SCRIPT.search(html):  # a CDN plotly.js, MathJax, mermaid...
         raise AssertionError(f"the report loads a script from the network: {remote.group(0)[:120]!r}")
     if n_figures is not None:
         drawn = len(_FIGURE_CALL.findall(html))  # (not every "Plotly.newPlot(": plotly.js itself may contain it)
         if drawn < n_figures:
             raise AssertionError(f"the report draws {drawn} plotly figures, expected {n_figures}")
-
-
-# ---------------------------------------------------------------------------------------------- main job
 
 
 @contextlib.contextmanager
@@ -441,9 +357,8 @@ def _regular_file(path: Path, *, must_exist: bool = True) -> None:
 
 
 def _writable_folder(path: Path) -> None:
-    """Make ``path`` an existing folder this process can write in, or raise ``OSError`` naming it (a file in
-    the way, a symlink loop, a read-only or unwritable folder). Tried by writing: ``os.access`` misses
-    read-only mounts for root and says nothing of a full disk."""
+    """Make ``path`` a folder this process can write in, else ``OSError`` naming it. Tried by writing:
+    ``os.access`` misses read-only mounts for root."""
     try:
         if not stat.S_ISDIR(os.stat(path).st_mode):
             raise NotADirectoryError(errno.ENOTDIR, "not a folder (a file is in the way)", str(path))
@@ -469,16 +384,13 @@ def _write_then_rename(path: Path, write: Callable[[Path], object]) -> None:
 
 @contextlib.contextmanager
 def _replacing_report(out_dir: Path, log: Callable[[str], None]):
-    """Move the report in ``out_dir`` aside (``*.previous.*``) while the job runs; keep it and say where if the
-    job fails, delete it (and any older one) once the new report is written. A failed notebook is removed."""
+    """Move the report in ``out_dir`` aside (``*.previous.*``) while the job runs: kept if it fails, else deleted."""
     (out_dir / FAILED_NAME).unlink(missing_ok=True)
     current = [out_dir / HTML_NAME, out_dir / EXECUTED_NAME]
     previous = [path.with_name(f"{path.stem}.previous{path.suffix}") for path in current]
-    moved = False
-    for path, old in zip(current, previous, strict=True):
-        if path.exists() or path.is_symlink():
-            os.replace(path, old)
-            moved = True
+    moved = [(path, old) for path, old in zip(current, previous, strict=True) if path.exists() or path.is_symlink()]
+    for path, old in moved:
+        os.replace(path, old)
     if moved:
         log(f"[report] the report already in {out_dir} is moved aside until this one is written: {previous[0].name}")
     try:
@@ -492,8 +404,7 @@ def _replacing_report(out_dir: Path, log: Callable[[str], None]):
 
 
 def _check_arguments(out_dir, notebook, run_path, cell_timeout, device) -> tuple[Path, Path]:
-    """``(out_dir, notebook)`` as paths once every argument of :func:`run_main_job` is valid and ``out_dir`` is
-    a folder it can write in (created); ``ValueError`` or ``OSError`` naming the path otherwise."""
+    """``(out_dir, notebook)`` once :func:`run_main_job`'s arguments are valid; else ``ValueError``/``OSError``."""
     notebook_path = Path(notebook) if notebook is not None else default_solutions_notebook()
     if not cell_timeout > 0:
         raise ValueError(f"cell_timeout (--cell-timeout) must be a number of seconds > 0, got {cell_timeout!r}")
@@ -516,19 +427,9 @@ def run_main_job(
     device: str | None = None,
     log: Callable[[str], None] = print,
 ) -> ReportResult:
-    """Check the arguments, provision the model, execute the notebook and write an offline HTML report.
-
-    Args:
-        out_dir: folder of the report and the executed notebook (created).
-        notebook: the notebook to run (default: :func:`default_solutions_notebook`).
-        run_path: the run file for :func:`.provision.load_full_run_data` and the kernel (``PART52_RUN_PATH``).
-        allow_training: let provisioning train the model when neither a local file nor the hub has it.
-        cell_timeout: per-cell timeout of the notebook run, seconds > 0.
-        device: one of :func:`available_devices`, given to the kernel as ``$PART52_DEVICE`` with a
-            ``CUDA_VISIBLE_DEVICES`` showing only it; ``None``: the notebook's choice (a GPU when there is one).
-    Raises, before any work, ``ValueError`` or ``OSError`` (naming the path) for a bad argument; after it,
-    :class:`NotebookError` or provisioning's errors (the log says where the previous report was moved).
-    """
+    """Check the arguments, provision the model (``run_path``: also the kernel's ``PART52_RUN_PATH``), execute
+    ``notebook`` (on ``device``, one of :func:`available_devices`; ``None``: the notebook's choice) and write an
+    offline HTML report in ``out_dir``. Bad arguments raise ``ValueError``/``OSError`` before any work."""
     import nbformat
 
     from .provision import checkout_root, load_full_run_data
@@ -563,8 +464,7 @@ def run_main_job(
             _write_then_rename(nb_path, lambda tmp: nbformat.write(nb, str(tmp)))
             _write_then_rename(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
     timings["total"] = time.perf_counter() - t_start
-    summary = summary_text(nb)
-    if summary:
+    if summary := summary_text(nb):
         log("[report] summary of the run (from the notebook):\n" + summary.rstrip())
     size = html_path.stat().st_size / 1e6
     log(f"[report] wrote {html_path.resolve()} ({size:.1f} MB, {n_figures} figures, plotly.js inlined)")
@@ -574,8 +474,7 @@ def run_main_job(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``report`` command line (see :func:`run_main_job`): 0 on success, 1 with one line ``error: ...`` on a
-    failure, 2 for a bad option (argparse's usage error, before any work)."""
+    """``report`` command line: 0 on success, 1 with one line ``error: ...``, 2 for a bad option."""
     from .cli import error_line, number_arg
 
     def device_arg(text: str) -> str:
@@ -593,20 +492,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("reports"), help="output folder (default: reports)")
     parser.add_argument("--notebook", type=Path, help="notebook to execute (default: the solutions notebook)")
     parser.add_argument("--run-path", type=Path, help="checkpoint-history file (default: the package default)")
-    parser.add_argument(
-        "--no-training", action="store_true", help="fail instead of training when no model is available"
-    )
+    parser.add_argument("--no-training", action="store_true", help="fail, not train, when no model is available")
     parser.add_argument(
         "--cell-timeout",
         type=number_arg(int, "a whole number of seconds", 0),
         default=1800,
         help="per-cell timeout in seconds (default 1800)",
     )
-    parser.add_argument(
-        "--device",
-        type=device_arg,
-        help="torch device of the notebook's computations, e.g. cpu or cuda (default: the notebook picks)",
-    )
+    parser.add_argument("--device", type=device_arg, help="torch device, e.g. cuda (default: the notebook's choice)")
     args = parser.parse_args(argv)
     given = (("--out-dir", args.out_dir), ("--notebook", args.notebook), ("--run-path", args.run_path))
     paths = {f"{flag} {path}": path for flag, path in given if path is not None}  # error_line names them

@@ -3,19 +3,9 @@
 A run file (our trainer's, or the course's hub file) is a dict with the keys of :data:`FILE_KEYS`. Reading
 one (:meth:`RunData.from_file`, :meth:`RunData.from_dict`, :func:`as_run_data`) checks it in one ordered pass
 — structure, config, split, weights, indices, histories — and yields a :class:`RunData`, which every consumer
-(the notebook, the graders, the Section 3 engine, the command line, the report) takes as it is:
-
-* ``config``: the recipe (:class:`~.config.TrainConfig`), stored in our runs; for the hub file, which stores
-  none, inferred (``config_stored`` False): the paper's recipe (Nanda et al. 2023, arXiv 2301.05217) with
-  ``p`` from the weights and the lengths and intervals from the histories;
-* ``split``: inputs, labels and train/test split of that recipe (:func:`~.data.make_split`, built once);
-* ``state_dicts`` (paper layout), ``epochs``, ``train_losses``, ``test_losses``, ``resume``, ``source`` (a
-  :class:`RunSource`), ``p``, ``status`` (:func:`run_status`), ``analysed_index`` and ``model(i)``.
-
-It also reads like the run-file dict it wraps (``run["state_dicts"]``, ``run.get("config")``), read-only.
-
-    run = RunData.from_file("full_run_data.pth")
-    model = run.model()                    # the analysed checkpoint
+takes as it is. The hub file stores no config: its recipe is inferred (the paper's, Nanda et al. 2023, arXiv
+2301.05217, with ``p`` and the intervals read from the file). A RunData also reads like the run-file dict it
+wraps (``run["state_dicts"]``, ``run.get("config")``), read-only; ``run.model()`` is the analysed checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +15,7 @@ import operator
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 
 import torch
 from torch import Tensor
@@ -33,6 +23,8 @@ from torch import Tensor
 from .checkpoints import CorruptCheckpointError, safe_load
 from .config import ANALYSED_EPOCH, TrainConfig
 from .data import Split
+from .layout import PAPER_KEYS, is_paper_layout, load_in_state_dict, paper_shapes
+from .model import PAPER_TRAINABLE, make_model, parameter_shapes
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -77,17 +69,15 @@ SourceKind = Literal["local", "hub-cache", "hub", "trained", "memory"]
 
 @dataclass(frozen=True)
 class RunSource:
-    """Where a run came from: ``kind`` ``"local"`` (``location``: the file), ``"hub-cache"`` / ``"hub"`` (the
-    course's hub file, cached / downloaded; ``location``: the cached file, ``detail``: ``repo/filename``),
-    ``"trained"`` (``location``: the file; ``detail``: why) or ``"memory"``. ``str()`` is the sentence the
-    course prints, e.g. ``"local file: PATH"``."""
+    """Where a run came from: ``kind`` (``location``: the file; ``detail``: ``repo/filename`` for the hub, why
+    for a trained run). ``str()`` is the sentence the course prints, e.g. ``"local file: PATH"``."""
 
     kind: SourceKind
     location: str = ""
     detail: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in ("local", "hub-cache", "hub", "trained", "memory"):
+        if self.kind not in get_args(SourceKind):
             raise ValueError(f"RunSource kind must be local, hub-cache, hub, trained or memory, got {self.kind!r}")
 
     def __str__(self) -> str:
@@ -102,22 +92,15 @@ class RunSource:
 
 
 class RunStatus(NamedTuple):
-    """Whether a run needs more training. ``state``: ``"finished"``, ``"unfinished"`` or ``"diverged"`` (never
-    to be continued); ``detail``: one line, e.g. ``"200 of 300 epochs done"``."""
+    """Whether a run needs more training (a diverged one is never continued), with a one-line ``detail``."""
 
     state: Literal["finished", "unfinished", "diverged"]
     detail: str
 
 
 def run_status(run: Mapping, config: TrainConfig | None = None) -> RunStatus:
-    """The one decision whether a run (a :class:`RunData` or a checked run-file dict) is finished.
-
-    * a diverged run (``resume["diverged"]``) is ``"diverged"``;
-    * with the trainer's ``resume`` record: its ``finished`` flag, and — when a requested ``config`` is given —
-      stopped early or trained for at least ``config.epochs``;
-    * without one: judged from the stored ``config`` (its length, or its early-stop test loss reached); a file
-      without ``config`` (the hub file) is finished.
-    """
+    """The one decision whether a run (a RunData or a checked dict) is finished: by the trainer's ``resume`` record
+    (and a requested ``config``'s length), else by the stored config; the hub file (no ``config``) is finished."""
     resume, stored = run.get("resume"), run.get("config")
     resume = resume if isinstance(resume, Mapping) else {}
     if resume.get("diverged"):
@@ -138,16 +121,12 @@ def run_status(run: Mapping, config: TrainConfig | None = None) -> RunStatus:
 
 def _p_of(state_dict: Mapping[str, Tensor]) -> int:
     """``p`` from a checkpoint in either layout: the vocabulary is ``p + 1`` (``=`` is token ``p``)."""
-    from .layout import is_paper_layout
-
     w_e = state_dict["embed.W_E"]  # (d_model, d_vocab) in the paper layout, (d_vocab, d_model) in TransformerLens'
     return int(w_e.shape[1] if is_paper_layout(state_dict) else w_e.shape[0]) - 1
 
 
 def infer_config(data: Mapping, p: int | None = None) -> TrainConfig:
-    """The recipe of a run-file dict: its stored ``config``, or — for the hub file — :data:`HUB_RECIPE` with
-    ``p`` from the weights, the length from ``train_losses``, the checkpoint interval from ``epochs`` and the
-    test interval from the number of ``test_losses``."""
+    """The recipe of a run-file dict: its stored ``config``, else (the hub file) :data:`HUB_RECIPE` fitted to it."""
     if isinstance(data.get("config"), Mapping):
         return TrainConfig.from_dict(dict(data["config"]))
     n_epochs, n_test, epochs = len(data["train_losses"]), len(data["test_losses"]), list(data["epochs"])
@@ -164,8 +143,7 @@ def infer_config(data: Mapping, p: int | None = None) -> TrainConfig:
 
 
 def analysed_index_of(epochs: list[int] | Tensor, epoch: int = ANALYSED_EPOCH) -> int:
-    """Index of the checkpoint at ``epoch`` (default 40,000: the model the course analyses), or of the last
-    checkpoint when the run has no such epoch."""
+    """Index of the checkpoint at ``epoch`` (default: the one the course analyses), else of the last one."""
     values = [int(e) for e in epochs]
     if not values:
         raise ValueError("the run holds no checkpoints")
@@ -175,11 +153,7 @@ def analysed_index_of(epochs: list[int] | Tensor, epoch: int = ANALYSED_EPOCH) -
 def model_from_checkpoint(
     state_dicts: list[Mapping[str, Tensor]], index: int, device: str | torch.device = "cpu"
 ) -> HookedTransformer:
-    """Checkpoint ``index`` of ``state_dicts`` (paper or TransformerLens layout) as a ``HookedTransformer`` of
-    the paper's architecture; ``p`` from the weights. ``IndexError`` names the number of checkpoints."""
-    from .layout import load_in_state_dict
-    from .model import make_model
-
+    """Checkpoint ``index`` of ``state_dicts`` (either layout) as the paper's ``HookedTransformer``."""
     try:
         index = operator.index(index)  # ints, numpy and 0-d tensor integers
     except TypeError:
@@ -190,14 +164,12 @@ def model_from_checkpoint(
     return load_in_state_dict(make_model(_p_of(state_dict), seed=None, device=device), state_dict)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the one pass of checks; each raises CorruptCheckpointError with one line starting with `where`
+# ---- the one pass of checks; each raises CorruptCheckpointError with one line starting with `where` ----
 def _fail(where: str, what: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"{where}: {what}")
 
 
 def _check_tensor(t: Any, shape: tuple[int, ...], what: str, where: str) -> None:
-    """A finite float tensor of ``shape``."""
     if not isinstance(t, Tensor) or tuple(t.shape) != shape or not t.is_floating_point():
         got = f"{tuple(t.shape)} of {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
         raise _fail(where, f"{what} must be a float tensor of shape {shape}, got {got}")
@@ -213,7 +185,6 @@ def _check_tensor(t: Any, shape: tuple[int, ...], what: str, where: str) -> None
 
 
 def _check_structure(data: Any, where: str) -> list[int]:
-    """Keys, lengths and epochs; returns the epochs as ints."""
     if not isinstance(data, Mapping):
         raise _fail(where, f"expected a dict with keys {REQUIRED_KEYS}, got {type(data).__name__}")
     if missing := [k for k in REQUIRED_KEYS if k not in data]:
@@ -235,8 +206,7 @@ def _check_structure(data: Any, where: str) -> list[int]:
 
 
 def _check_histories(data: Mapping, config: TrainConfig, epochs: list[int], where: str) -> None:
-    """A run of our trainer: a checkpoint every ``save_every`` epochs (an early stop adds its last epoch) and a
-    test loss every ``test_every``."""
+    # a checkpoint every save_every epochs (an early stop adds its last epoch), a test loss every test_every
     n, n_test = len(data["train_losses"]), -(-len(data["train_losses"]) // config.test_every)
     regular = list(range(0, n, config.save_every))
     if (epochs != regular and epochs[:-1] != regular) or epochs[-1] >= n:
@@ -254,10 +224,7 @@ def _check_histories(data: Mapping, config: TrainConfig, epochs: list[int], wher
 
 
 def _check_resume(resume: Any, p: int, stored: TrainConfig | None, n_train_losses: int, where: str) -> None:
-    """The trainer's ``resume`` record: counters that agree with the histories and the ``stored`` config, and —
-    for an unfinished run — the trained parameters, the optimizer and the scheduler state to continue."""
-    from .model import PAPER_TRAINABLE, parameter_shapes
-
+    """The trainer's ``resume`` record: counters, and for an unfinished run the state to continue."""
     where = f"{where}: resume record"
     if not isinstance(resume, Mapping):
         raise _fail(where, f"must be a dict, got {type(resume).__name__}")
@@ -311,17 +278,8 @@ def _check_resume(resume: Any, p: int, stored: TrainConfig | None, n_train_losse
 
 @dataclass(frozen=True, eq=False)
 class RunData(Mapping):
-    """A checked checkpoint history (see the module docstring). Build it with :meth:`from_file`,
-    :meth:`from_dict` or :func:`as_run_data`, never by hand (the constructor does not check).
-
-    Attributes:
-        config: the recipe (stored, or inferred for the hub file: ``config_stored`` False).
-        split: inputs ``(p^2, 3)``, labels ``(p^2,)``, train/test indices and masks (:class:`~.data.Split`).
-        state_dicts: one paper-layout state dict per checkpoint; epochs: the epoch of each.
-        train_losses: one per epoch; test_losses: one per ``config.test_every`` epochs.
-        resume: the trainer's resume record, or None (hub file).
-        source: where the run came from (:class:`RunSource`); p: the modulus.
-    """
+    """A checked checkpoint history, built by :meth:`from_file`, :meth:`from_dict` or :func:`as_run_data` (the
+    constructor does not check). ``split``: inputs ``(p^2, 3)``, labels ``(p^2,)``, train/test indices, masks."""
 
     config: TrainConfig
     config_stored: bool
@@ -337,12 +295,9 @@ class RunData(Mapping):
 
     @classmethod
     def from_dict(cls, data: Mapping, source: RunSource | None = None, *, p: int | None = None) -> RunData:
-        """Check a run-file dict in one ordered pass and wrap it (no copy). ``p``: the modulus the weights must
-        have (default: read from them). Raises :class:`~.checkpoints.CorruptCheckpointError` (one line, saying
-        what was expected)."""
+        """Check a run-file dict in one ordered pass and wrap it (no copy); ``p``: the modulus the weights must
+        have. Raises :class:`~.checkpoints.CorruptCheckpointError` (one line, saying what was expected)."""
         source = source if source is not None else RunSource("memory")
-        from .layout import PAPER_KEYS, is_paper_layout, paper_shapes
-
         where = source.location or str(source)
         epochs = _check_structure(data, where)
         first = data["state_dicts"][0]
@@ -402,8 +357,7 @@ class RunData(Mapping):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, source: RunSource | None = None, *, p: int | None = None) -> RunData:
-        """Read a run file (verified, weights-only: :func:`~.checkpoints.safe_load`) and check it once.
-        ``source`` defaults to ``RunSource("local", path)``."""
+        """Read a run file (verified, weights-only: :func:`~.checkpoints.safe_load`) and check it once."""
         return cls.from_dict(safe_load(path), source if source is not None else RunSource("local", str(path)), p=p)
 
     def with_source(self, source: RunSource) -> RunData:
@@ -412,8 +366,7 @@ class RunData(Mapping):
 
     @property
     def analysed_index(self) -> int:
-        """The checkpoint the course analyses: epoch 40,000 when present (index 400 of the hub file), else the
-        last one."""
+        """The checkpoint the course analyses: epoch 40,000 when present, else the last one."""
         return analysed_index_of(self.epochs)
 
     @property
@@ -421,22 +374,15 @@ class RunData(Mapping):
         return self.epochs[self.analysed_index]
 
     def model(self, i: int | None = None, device: str | torch.device = "cpu") -> HookedTransformer:
-        """Checkpoint ``i`` (default :attr:`analysed_index`; negative counts from the end) as a
-        ``HookedTransformer`` on ``device``."""
+        """Checkpoint ``i`` (default :attr:`analysed_index`) as a ``HookedTransformer`` on ``device``."""
         return model_from_checkpoint(self.state_dicts, self.analysed_index if i is None else i, device)
 
     @property
-    def source_kind(self) -> str:
-        return self.source.kind
-
-    @property
     def status(self) -> RunStatus:
-        """Finished, unfinished or diverged (:func:`run_status`)."""
         return run_status(self)
 
     @property
     def finished(self) -> bool:
-        """Whether the run needs no more training."""
         return self.status.state == "finished"
 
     # a read-only dict view of the run file
@@ -452,9 +398,6 @@ class RunData(Mapping):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def __contains__(self, key: object) -> bool:
-        return key in FILE_KEYS and key in self._data
-
     __eq__ = object.__eq__  # identity: comparing tensors elementwise has no single truth value
     __hash__ = object.__hash__
 
@@ -467,8 +410,7 @@ class RunData(Mapping):
 
 
 def as_run_data(run: RunData | Mapping | str | os.PathLike, source: RunSource | None = None) -> RunData:
-    """A :class:`RunData` from a RunData (returned as it is), a run-file dict or a run file's path (both
-    checked once)."""
+    """A :class:`RunData` from a RunData (as it is), a run-file dict or a run file's path (checked once)."""
     if isinstance(run, RunData):
         return run
     if isinstance(run, (str, os.PathLike)):
@@ -479,8 +421,7 @@ def as_run_data(run: RunData | Mapping | str | os.PathLike, source: RunSource | 
 
 
 def load_run_data(path: str | os.PathLike, p: int | None = None) -> dict:
-    """Read and check a run file; the plain dict (the trainer's format). For the run object use
-    :meth:`RunData.from_file`."""
+    """Read and check a run file; the plain dict (the trainer's format)."""
     data = safe_load(path)
     RunData.from_dict(data, RunSource("local", str(path)), p=p)
     return data

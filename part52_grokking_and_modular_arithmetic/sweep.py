@@ -1,33 +1,17 @@
 """Sweeps: many training runs over a grid of configurations, split into shards, and a summary of what they show.
 
 A sweep is the product of lists of values (seeds x weight decays x train fractions x learning rates) over one
-base :class:`~.config.TrainConfig`. Every member is written to its own run file (the :mod:`.checkpoints`
-format, exactly what :func:`~.train.train` writes) named after its configuration, e.g.
-``p113_seed0_wd1.0_frac0.3.pth``; the files are self-describing (each stores its ``config``), so no manifest
-is kept, and any folder of run files can be summarised.
+base :class:`~.config.TrainConfig`. Each member is trained by :func:`.train.train_many` into its own run file
+(the format :func:`~.train.train` writes, resumed the same way) named after its configuration, e.g.
+``p113_seed0_wd1.0_frac0.3.pth``; the files store their ``config``, so no manifest is kept.
 
-Sharding: ``shard=(K, N)`` (``--shard K/N`` on the command line, ``0 <= K < N``, numbered from 0 like
-``SLURM_ARRAY_TASK_ID`` with ``--array=0-{N-1}``) runs the members ``i`` of the grid with ``i % N == K``. The
-grid is ordered canonically (each list sorted, then the product), so every machine computes the same grid from
-the same values in any order: the N shards are disjoint, their union is the grid, and their sizes differ by at
-most one. Machines need no coordination, only a shared folder (or copy the files together afterwards).
+``shard=(K, N)`` (``--shard K/N``, numbered from 0 like ``SLURM_ARRAY_TASK_ID`` with ``--array=0-{N-1}``) runs
+the members ``i % N == K`` of the canonically ordered grid: the shards are disjoint, cover the grid, and need
+no coordination, only a shared folder. Per member: finished ones are skipped, unfinished ones continued,
+diverged ones left alone, and a file holding anything else is reported and never overwritten.
 
-Resuming is per member: a member whose file holds a finished run is skipped, an unfinished one is continued,
-a diverged one is left alone (run again with a lower lr into another folder), and a file that holds something
-else (another configuration, a damaged file) is reported and never overwritten.
-
-Members are trained by :func:`.train.train_many` (S runs as one set of batched tensors), which writes and
-resumes each member's file exactly as :func:`~.train.train` does. Before training anything a sweep checks the
-memory of its largest group and the disk room of all its member files, and refuses at once when another process
-is training one of its members.
-
-:func:`sweep_summary` collects every run file under a folder into one table (config, the epoch the test loss
-first falls below ``1e-2``, final losses, key frequencies of the last checkpoint, status) and
-:func:`sweep_figure` draws a phase diagram over two swept axes and the key frequencies per seed.
-
-Memory (``p = 113``): one checkpoint is 0.91 MB (226,816 float32 weights); the default sweep checkpoint
-interval (:data:`SWEEP_SAVE_EVERY`) keeps a 64-run sweep of the default recipe within 4 GB (see
-:func:`~.batched_train.estimate_memory_bytes`).
+:func:`sweep_summary` collects every run file under a folder into one table and :func:`sweep_figure` draws a
+phase diagram over two swept axes and the key frequencies per seed.
 """
 
 from __future__ import annotations
@@ -43,9 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .checkpoints import CorruptCheckpointError
 from .config import TrainConfig, check_field
-from .run_data import load_run_data, run_status
 
 __all__ = [
     "SWEEP_SAVE_EVERY",
@@ -65,9 +47,8 @@ __all__ = [
     "sweep_figure",
 ]
 
-#: Default checkpoint interval (epochs) of a sweep's members: a 64-run sweep of the default recipe (p = 113,
-#: 15,000 epochs) keeps 31 checkpoints of 0.91 MB per run, 1.8 GB in all, and trained as one group by the
-#: batched trainer needs about 2.7 GB, within 4 GB (every 100 epochs: 9.8 GB; see :func:`~.batched_train.estimate_memory_bytes`).
+#: Default checkpoint interval (epochs) of a sweep's members: a 64-run sweep of the default recipe then fits
+#: in 4 GB (every 100 epochs: 9.8 GB; :func:`default_sweep_memory_note`).
 SWEEP_SAVE_EVERY = 500
 
 #: The fields a sweep takes lists of, in the grid's order (the last varies fastest), with their CLI options.
@@ -79,8 +60,7 @@ GROK_THRESHOLD = 1e-2
 _DEFAULT = TrainConfig()
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the grid and its shards
+# --- the grid and its shards
 def sweep_grid(
     base: TrainConfig = TrainConfig(),
     *,
@@ -89,14 +69,9 @@ def sweep_grid(
     frac_trains: Iterable[float] | None = None,
     lrs: Iterable[float] | None = None,
 ) -> list[TrainConfig]:
-    """The configurations of a sweep: ``base`` with every combination of the given values, in a canonical order.
-
-    Each list is validated (non-empty, no repeated value, every value valid for its field: the same checks as
-    :class:`~.config.TrainConfig`) and sorted, then the product is taken with the seed varying fastest, then lr,
-    train fraction and weight decay. So the grid depends only on the *sets* of values: two machines given the
-    same values in another order compute the same grid (and the same shards). A list left as None keeps
-    ``base``'s value.
-    """
+    """``base`` with every combination of the given values (None: ``base``'s value). Each list is validated
+    (non-empty, no repeats, valid for its field) and sorted; the seed varies fastest, then lr, train fraction,
+    weight decay. So the grid (and its shards) depends only on the *sets* of values."""
     lists = {
         "weight_decay": [base.weight_decay] if weight_decays is None else weight_decays,
         "frac_train": [base.frac_train] if frac_trains is None else frac_trains,
@@ -119,8 +94,7 @@ def _checked_values(name: str, values: Iterable) -> list:
         raise ValueError(f"{option} ({name}) needs at least one value, got an empty list")
     for v in values:
         check_field(name, v)
-    kind = int if name == "seed" else float
-    values = [kind(v) for v in values]
+    values = [(int if name == "seed" else float)(v) for v in values]
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
         raise ValueError(
@@ -133,8 +107,7 @@ _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> ``(K, N)``: shard K of N, numbered from 0 (``0 <= K < N``, as ``SLURM_ARRAY_TASK_ID`` with
-    ``#SBATCH --array=0-{N-1}``). ``ValueError`` saying what was expected otherwise."""
+    """``"K/N"`` -> ``(K, N)`` with ``0 <= K < N``; ``ValueError`` saying what was expected otherwise."""
     m = _SHARD_RE.match(str(text))
     if m is None:
         raise ValueError(f"--shard must be K/N with whole numbers 0 <= K < N (e.g. 0/8 ... 7/8), got {text!r}")
@@ -148,9 +121,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_members(grid: Sequence[TrainConfig], k: int, n: int) -> list[TrainConfig]:
-    """The members of shard ``k`` of ``n`` (``0 <= k < n``): every ``n``-th member of ``grid`` from index ``k``.
-    The shards are disjoint, cover the grid, and their sizes differ by at most one (a shard may be empty when
-    ``n`` exceeds the grid's size)."""
+    """Shard ``k`` of ``n`` (``0 <= k < n``): every ``n``-th member of ``grid`` from index ``k`` (may be empty)."""
     for name, value in (("k", k), ("n", n)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"shard {name} must be an integer, got {value!r}")
@@ -165,10 +136,8 @@ def _number(x: float) -> str:
 
 
 def member_filename(config: TrainConfig) -> str:
-    """The file name of a sweep member, derived from its configuration: ``p{p}_seed{seed}_wd{wd}_frac{frac}``,
-    then ``_lr{lr}`` when lr is not the paper's 1e-3, ``_{fn}`` when the task is not ``add``, and ``.pth``;
-    e.g. ``p113_seed0_wd1.0_frac0.3.pth``. Fields not in the name (epochs, intervals, betas, warm-up) are the
-    same for a whole sweep; a member file of another value is reported, never overwritten."""
+    """``p{p}_seed{seed}_wd{wd}_frac{frac}``, then ``_lr{lr}`` when lr is not 1e-3, ``_{fn}`` when fn is not
+    ``add``, and ``.pth``, e.g. ``p113_seed0_wd1.0_frac0.3.pth``."""
     name = f"p{config.p}_seed{config.seed}_wd{_number(config.weight_decay)}_frac{_number(config.frac_train)}"
     if config.lr != _DEFAULT.lr:
         name += f"_lr{_number(config.lr)}"
@@ -177,19 +146,14 @@ def member_filename(config: TrainConfig) -> str:
     return name + ".pth"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the state of a member's file
+# --- the state of a member's file
 def member_state(path: str | os.PathLike, config: TrainConfig) -> tuple[str, str]:
-    """What ``path`` holds for the member ``config``: ``(state, detail)`` with state one of
-
-    * ``"missing"``: no file yet (to train);
-    * ``"unfinished"``: a run of this configuration to continue (or a finished one to extend to more epochs);
-    * ``"finished"``: a finished run of this configuration (skipped);
-    * ``"diverged"``: a run of this configuration that diverged (skipped: continuing it would diverge again);
-    * ``"conflict"``: a file that is not a run of this configuration (another config, not written by the
-      trainer, damaged, a folder): never overwritten; ``detail`` says why.
-    """
-    from .train import load_stored_run  # (torch and TransformerLens: only when members are looked at)
+    """What ``path`` holds for the member ``config``: ``(state, detail)``, state one of ``"missing"``,
+    ``"unfinished"`` (to continue or extend), ``"finished"``, ``"diverged"`` (both skipped) or ``"conflict"``
+    (not a run of this configuration: never overwritten; ``detail`` says why)."""
+    from .checkpoints import CorruptCheckpointError  # (torch and TransformerLens: only when files are read)
+    from .run_data import run_status
+    from .train import load_stored_run
 
     path = Path(path)
     if not path.exists():
@@ -208,8 +172,7 @@ def _first_line(e: BaseException) -> str:
     return text if len(text) <= 160 else text[:160] + "…"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# memory
+# --- memory
 def _checkpoint_bytes(p: int) -> int:
     """One checkpoint (float32 weights) of the model for modulus ``p``: 907,264 bytes at p = 113."""
     from .model import parameter_shapes
@@ -218,8 +181,7 @@ def _checkpoint_bytes(p: int) -> int:
 
 
 def default_sweep_memory_note(n_runs: int = 64) -> str:
-    """One sentence on the memory an ``n_runs``-member sweep of the default recipe (p = 113, 15,000 epochs, a
-    checkpoint every :data:`SWEEP_SAVE_EVERY` epochs) needs, trained as one group by :func:`.train.train_many`."""
+    """One sentence on the memory an ``n_runs``-member sweep of the default recipe needs as one group."""
     from .batched_train import estimate_memory_bytes
 
     config = dataclasses.replace(TrainConfig(), save_every=SWEEP_SAVE_EVERY)
@@ -235,8 +197,7 @@ def default_sweep_memory_note(n_runs: int = 64) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# a sweep
+# --- a sweep
 @dataclasses.dataclass
 class SweepResult:
     """What :func:`run_sweep` did: the members of its shard by state, with their paths."""
@@ -246,11 +207,6 @@ class SweepResult:
     trained: list[Path] = dataclasses.field(default_factory=list)
     skipped: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  #: (path, "finished"/"diverged")
     conflicts: list[tuple[Path, str]] = dataclasses.field(default_factory=list)  #: (path, why it was not touched)
-
-    @property
-    def ok(self) -> bool:
-        """True when no member was left untouched because of a conflicting file."""
-        return not self.conflicts
 
 
 def run_sweep(
@@ -265,14 +221,9 @@ def run_sweep(
     save_interval_s: float = 60.0,
     log: Callable[[str], None] = print,
 ) -> SweepResult:
-    """Train shard ``shard = (K, N)`` of the grid ``configs`` (from :func:`sweep_grid`) into ``out_dir``.
-
-    Each member goes to ``out_dir / member_filename(config)``; finished and diverged members are skipped, files
-    that hold something else are reported in ``SweepResult.conflicts`` and left alone, the rest are trained
-    (continued where a file holds an unfinished run) with :func:`.train.train_many`, ``group_size`` members at a
-    time (default: all of them in one group). ``dry_run``: say what would be done, train nothing.
-    ``log`` receives one line per member and per group.
-    """
+    """Train shard ``shard = (K, N)`` of the grid ``configs`` into ``out_dir`` (see :func:`member_state`), with
+    :func:`.train.train_many`, ``group_size`` members at a time (default: one group). ``dry_run``: only say what
+    would be done. ``log`` receives one line per member and per group."""
     k, n = shard
     members = shard_members(list(configs), k, n)
     names = [member_filename(c) for c in configs]
@@ -347,8 +298,7 @@ def run_sweep(
 
 
 def _refuse_if_running(paths: list[Path]) -> None:
-    """Raise :class:`~.checkpoints.RunFileLockedError` at once if another process is training one of ``paths``
-    (before any file is read: a second identical sweep is refused before it loads the members' files)."""
+    """Raise :class:`~.checkpoints.RunFileLockedError` if another process is training one of ``paths``."""
     from .checkpoints import RunFileLock
 
     for path in paths:
@@ -359,6 +309,8 @@ def _refuse_if_running(paths: list[Path]) -> None:
 
 
 def _one_line(data: dict, config: TrainConfig) -> str:
+    from .run_data import run_status
+
     status = run_status(data).state
     test = data["test_losses"]
     grok = grokking_epoch(test, config.test_every)
@@ -369,11 +321,9 @@ def _one_line(data: dict, config: TrainConfig) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the summary
+# --- the summary
 def grokking_epoch(test_losses: Sequence[float], test_every: int, threshold: float = GROK_THRESHOLD) -> int | None:
-    """The first epoch whose test loss is below ``threshold`` (test losses are recorded every ``test_every``
-    epochs from epoch 0), None if none is."""
+    """The first epoch whose test loss (one every ``test_every`` epochs) is below ``threshold``, else None."""
     for i, loss in enumerate(test_losses):
         if float(loss) < threshold:
             return i * test_every
@@ -389,8 +339,7 @@ _COLUMNS = ("file", *_CONFIG_COLUMNS, *_RESULT_COLUMNS)
 
 @dataclasses.dataclass
 class SweepSummary:
-    """One row per run file found (``rows``, dicts with the keys of :data:`columns`), and the files skipped with
-    the reason (``skipped``: ``(path, why)``)."""
+    """``rows`` (dicts keyed by :data:`columns`) and ``skipped`` files (``(path, why)``)."""
 
     folder: Path
     rows: list[dict]
@@ -403,15 +352,12 @@ class SweepSummary:
         return [f for f in _CONFIG_COLUMNS if len({repr(r[f]) for r in self.rows}) > 1]
 
     def format_table(self) -> str:
-        """The table as text: the swept fields (and seed, weight decay, train fraction), status, grokking
-        epoch, final losses and key frequencies; then the skipped files."""
+        """The table as text (swept fields, seed, wd, train fraction, results), then the skipped files."""
         always = ("seed", "weight_decay", "frac_train")
         shown = ["file"] + [c for c in ("p", "fn", *always, "lr") if c in self.varying() or c in always]
         shown += [c for c in self.varying() if c not in shown] + list(_RESULT_COLUMNS)
-        heads = dict(
-            weight_decay="wd", frac_train="frac", epochs_done="epochs", grok_epoch=f"grok(<{self.threshold:g})"
-        )
-        heads.update(final_train_loss="train loss", final_test_loss="test loss", key_freqs="key frequencies")
+        heads = dict(weight_decay="wd", frac_train="frac", epochs_done="epochs", final_train_loss="train loss")
+        heads.update(final_test_loss="test loss", key_freqs="key frequencies", grok_epoch=f"grok(<{self.threshold:g})")
         cells = [[heads.get(c, c) for c in shown]] + [[_cell(r[c], c) for c in shown] for r in self.rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(shown))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells]
@@ -420,8 +366,7 @@ class SweepSummary:
         lines.append(
             f"{len(self.rows)} run(s) under {self.folder}; {grokked} with a test loss below {self.threshold:g}"
         )
-        for path, why in self.skipped:
-            lines.append(f"skipped {path}: {why}")
+        lines += [f"skipped {path}: {why}" for path, why in self.skipped]
         return "\n".join(lines)
 
     def write_csv(self, path: str | os.PathLike) -> Path:
@@ -431,8 +376,7 @@ class SweepSummary:
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(self.columns)
-            for r in self.rows:
-                writer.writerow([_csv_value(r[c]) for c in self.columns])
+            writer.writerows([_csv_value(r[c]) for c in self.columns] for r in self.rows)
         return path
 
 
@@ -447,16 +391,11 @@ def _cell(value, column: str) -> str:
 
 
 def _csv_value(value):
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return " ".join(map(str, value))
-    return value
+    return "" if value is None else " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 def _key_frequencies_of(data: dict) -> list[int]:
-    """Key frequencies of a run's last checkpoint, with the package's own rule
-    (:func:`~.analysis.key_frequencies`)."""
+    """Key frequencies of a run's last checkpoint (:func:`~.analysis.key_frequencies`)."""
     import torch
 
     from .analysis import key_frequencies
@@ -473,15 +412,13 @@ def sweep_summary(
     key_freqs: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> SweepSummary:
-    """Collect every run file (``*.pth``, recursively) under ``folder`` into one table.
+    """Every run file (``*.pth``, recursively) under ``folder`` as one table; files not written by the trainer
+    are skipped with the reason. A row holds the config fields, ``status``, ``epochs_done``, ``grok_epoch`` (the
+    first epoch whose test loss is below ``threshold``, None if never), the final losses and ``key_freqs`` of the
+    last checkpoint (None when ``key_freqs=False``). Rows are sorted by p, fn, wd, train fraction, lr, seed."""
+    from .checkpoints import CorruptCheckpointError
+    from .run_data import load_run_data, run_status
 
-    Each file is read with :func:`~.run_data.load_run_data` (weights-only, validated); a file that is not a
-    run written by the trainer (unreadable, damaged, no stored config) is skipped with the reason. A row holds
-    the config fields, ``status`` (finished / unfinished / diverged), ``epochs_done``, ``grok_epoch`` (the first
-    epoch whose test loss is below ``threshold``, None if never), the final train and test losses and
-    ``key_freqs``: the key frequencies of the last checkpoint (:func:`~.analysis.key_frequencies`; ``key_freqs=
-    False`` skips them, None in the table). Rows are sorted by p, fn, weight decay, train fraction, lr, seed.
-    """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {folder} to summarise" + (" (it is a file)" if folder.exists() else ""))
@@ -517,27 +454,22 @@ def sweep_summary(
     return SweepSummary(folder=folder, rows=rows, skipped=skipped, threshold=threshold)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the figure
+# --- the figure
 _AXIS_TITLES = {"weight_decay": "weight decay", "frac_train": "train fraction", "lr": "learning rate", "seed": "seed"}
 
 
 def _phase_axes(summary: SweepSummary) -> tuple[str, str]:
-    """(x, y) of the phase diagram: the swept axes among train fraction, weight decay and lr (train fraction
-    on x and weight decay on y by default)."""
+    """(x, y) of the phase diagram: swept axes among train fraction, weight decay, lr, in that order."""
     order = ("frac_train", "weight_decay", "lr")
     chosen = [f for f in order if f in summary.varying()][:2]
     chosen += [f for f in order if f not in chosen][: 2 - len(chosen)]
-    x, y = sorted(chosen, key=order.index)
-    return x, y
+    return tuple(sorted(chosen, key=order.index))
 
 
 def sweep_figure(summary: SweepSummary, *, x: str | None = None, y: str | None = None, show: bool = False):
-    """A plotly figure of a sweep: left, the phase diagram over two swept axes (default: train fraction x weight
-    decay; each cell's colour is the median epoch at which its runs' test loss first fell below the threshold,
-    over the runs that did; text: how many of the cell's runs did; grey "did not grok" where none did); right,
-    the key frequencies of each run's last checkpoint against its seed (one colour per combination of the other
-    swept values; hollow markers: runs that did not grok). Returns the ``go.Figure``."""
+    """A plotly ``go.Figure``: left, the phase diagram over two swept axes (default: train fraction x weight
+    decay; colour: the median grokking epoch of the cell's runs that grokked); right, each run's key frequencies
+    against its seed (hollow: not grokked)."""
     import numpy as np
     import plotly.graph_objects as go
     from plotly.colors import qualitative
@@ -545,15 +477,13 @@ def sweep_figure(summary: SweepSummary, *, x: str | None = None, y: str | None =
 
     if not summary.rows:
         raise ValueError(f"no run files under {summary.folder} to draw")
-    default_x, default_y = _phase_axes(summary)
-    x, y = x or default_x, y or default_y
+    x, y = x or _phase_axes(summary)[0], y or _phase_axes(summary)[1]
     for axis in (x, y):
         if axis not in _AXIS_TITLES or axis == "seed":
             raise ValueError(f"phase-diagram axes must be two of weight_decay, frac_train, lr; got {axis!r}")
     if x == y:
         raise ValueError(f"phase-diagram axes must differ, got {x!r} twice")
-    xs = sorted({r[x] for r in summary.rows})
-    ys = sorted({r[y] for r in summary.rows})
+    xs, ys = sorted({r[x] for r in summary.rows}), sorted({r[y] for r in summary.rows})
     z = np.full((len(ys), len(xs)), np.nan)
     text = [["" for _ in xs] for _ in ys]
     for i, yv in enumerate(ys):
@@ -588,12 +518,8 @@ def sweep_figure(summary: SweepSummary, *, x: str | None = None, y: str | None =
     for gi, (key, rows) in enumerate(groups.items()):
         name = ", ".join(f"{_AXIS_TITLES.get(f, f)} {v:g}" for f, v in zip(others, key, strict=True)) or "runs"
         for grokked in (True, False):
-            pts = [
-                (r["seed"], k, r["file"])
-                for r in rows
-                if (r["grok_epoch"] is not None) == grokked
-                for k in (r["key_freqs"] or [])
-            ]
+            mine = [r for r in rows if (r["grok_epoch"] is not None) == grokked]
+            pts = [(r["seed"], k, r["file"]) for r in mine for k in r["key_freqs"] or []]
             if not pts:
                 continue
             colour, symbol = colours[gi % len(colours)], "circle" if grokked else "circle-open"

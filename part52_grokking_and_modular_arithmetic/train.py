@@ -1,18 +1,15 @@
 """Train the grokking model with the paper's recipe and record its checkpoint history: one run or many at once.
 
 The recipe (Nanda et al. 2023, arXiv 2301.05217; defaults in :class:`~.config.TrainConfig`): the paper's init and
-split (seeded by ``seed``); full batch (one AdamW step per epoch on all training pairs); AdamW (lr 1e-3, weight
-decay 1.0 on every trained parameter, betas (0.9, 0.98), eps 1e-8) with a linear warm-up from lr 0 over 10 steps;
-the float64 cross-entropy over all ``p + 1`` logits at the last position.
+seeded split; full batch AdamW (lr 1e-3, weight decay 1.0, betas (0.9, 0.98)) with a 10-step linear warm-up; the
+float64 cross-entropy over all ``p + 1`` logits at the last position.
 
-One loop (:class:`_Loop`) trains :func:`train` (one run) and :func:`train_many` (many, each to its own file): the
-runs of one ``p`` are the rows of a :class:`~.batched_train.Batch`, stepped together; each keeps its own record
-(:class:`_Run`) and file: ``train_losses[e]`` (measured before epoch ``e``'s update), ``test_losses[i]`` (epoch
-``i * test_every``), ``state_dicts[k]`` (paper layout) at ``epochs[k]`` (every ``save_every`` epochs from 0, the
-weights those epochs' losses were measured at), ``config``, ``train_indices`` and ``resume``: the weights after the
-last update with AdamW's and the warm-up's state in the ``state_dict()`` formats of ``torch.optim.AdamW`` and
-``LambdaLR`` (:func:`make_optimizer` loads them), so a stopped run continues exactly and a finished one can be
-extended. The textbook loop the tests compare against is ``tests/reference/plain_training.py``.
+One loop (:class:`_Loop`) trains :func:`train` (one run) and :func:`train_many` (many): the runs of one ``p`` are
+the rows of a :class:`~.batched_train.Batch`. Each run file holds ``train_losses[e]`` (before epoch ``e``'s
+update), ``test_losses[i]`` (epoch ``i * test_every``), ``state_dicts[k]`` (paper layout) at ``epochs[k]``,
+``config``, ``train_indices`` and ``resume``: the last weights with AdamW's and ``LambdaLR``'s ``state_dict()``
+(:func:`make_optimizer` loads them), so a stopped run continues exactly. The textbook loop the tests compare
+against is ``tests/reference/plain_training.py``.
 """
 
 from __future__ import annotations
@@ -36,13 +33,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from .batched_train import (
-    Batch,
-    estimate_memory_bytes,
-    estimate_run_file_bytes,
-    n_workers,
-    worker_pool,
-)
+from .batched_train import Batch, estimate_memory_bytes, estimate_run_file_bytes, n_workers, worker_pool
 from .checkpoints import (
     CorruptCheckpointError,
     RunFileLock,
@@ -89,13 +80,10 @@ SYNC_EVERY = 100
 _EXTENDABLE = ("epochs",)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the recipe
+# --- the recipe
 def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory (mmap threshold 32 MB, trim threshold 512 MB) instead of
-    returning it at once: every epoch allocates and frees the same tens of MB, and the page faults cost 10-20% of
-    an epoch (``benchmarks/benchmark_allocator.py``). Process-wide, so only the commands and benchmarks call it,
-    never :func:`train`. A no-op outside Linux/glibc; True if the settings were applied."""
+    """Ask glibc to keep freed memory (mmap 32 MB, trim 512 MB thresholds): page faults cost 10-20% of an epoch
+    (``benchmarks/benchmark_allocator.py``). Process-wide: only commands call it. True if applied (Linux only)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -107,8 +95,7 @@ def keep_freed_memory() -> bool:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else the CPU; ``"cpu"``/``"cuda"`` (or a ``torch.device``) as given.
-    Raises ``ValueError`` for an unknown name, and for CUDA on a machine without it."""
+    """``"auto"``: CUDA when available, else the CPU; ``"cpu"``/``"cuda"`` as given; else ``ValueError``."""
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -123,8 +110,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class TrainingData:
-    """Tokens, labels and split of a configuration (on the CPU), and the :class:`~.last_position.Pairs` of both
-    halves on ``device`` (``train_pairs``, ``test_pairs``)."""
+    """A configuration's split, tokens and labels (CPU) and ``train_pairs``/``test_pairs`` on ``device``."""
 
     def __init__(self, config: TrainConfig, device: str | torch.device = "cpu"):
         split = make_split(config.p, config.frac_train, config.seed, config.fn)
@@ -144,18 +130,13 @@ def trained_parameters(model: HookedTransformer) -> list[torch.nn.Parameter]:
 
 def _adamw(params: list[Tensor], config: TrainConfig) -> torch.optim.AdamW:
     kwargs = dict(lr=config.lr, betas=tuple(config.betas), eps=TrainConfig.eps, weight_decay=config.weight_decay)
-    try:  # one fused kernel per tensor (torch >= 2.4 on CPU)
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(params, foreach=True, **kwargs)
+    return torch.optim.AdamW(params, fused=True, **kwargs)  # one fused kernel per tensor (CPU and CUDA)
 
 
 def make_optimizer(
     model: HookedTransformer, config: TrainConfig
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the paper's parameters (weight decay on all of them) and the warm-up schedule
-    (``TrainConfig.warmup_factor``), stepped once per epoch (the first update has lr 0). A run file's
-    ``resume["optimizer"]`` / ``["scheduler"]`` load into them with ``load_state_dict``."""
+    """AdamW over the paper's parameters and the warm-up (``LambdaLR``), stepped once per epoch."""
     optimizer = _adamw(trained_parameters(model), config)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, config.warmup_factor)
 
@@ -176,8 +157,7 @@ def fast_train_step(
 
 
 def _optimizer_state(config: TrainConfig, step: float, last_epoch: float, exp_avg: dict, exp_avg_sq: dict) -> dict:
-    """``make_optimizer(...)[0].state_dict()`` after ``step`` updates with these moments: the parameter group
-    comes from a real AdamW (its keys are those of this torch version), so torch's AdamW loads it."""
+    """``make_optimizer(...)[0].state_dict()`` after ``step`` updates with these moments."""
     group = _adamw([torch.zeros(1) for _ in PAPER_TRAINABLE], config).state_dict()["param_groups"][0]
     group.update(lr=config.lr * config.warmup_factor(last_epoch), initial_lr=config.lr)
     state = {
@@ -185,11 +165,6 @@ def _optimizer_state(config: TrainConfig, step: float, last_epoch: float, exp_av
         for i, name in enumerate(PAPER_TRAINABLE)
     }
     return {"state": state if step > 0 else {}, "param_groups": [group]}
-
-
-def _scheduler_state(config: TrainConfig, last_epoch: float) -> dict:
-    """The public part of ``LambdaLR.state_dict()`` (what ``load_state_dict`` needs to go on from ``last_epoch``)."""
-    return {"base_lrs": [config.lr], "last_epoch": int(last_epoch), "lr_lambdas": [None]}
 
 
 def _flatten(tensors) -> Tensor:
@@ -206,11 +181,9 @@ def _unflatten(flat: Tensor, p: int) -> dict[str, Tensor]:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------
-# failures, said plainly
+# --- failures, said plainly
 class TrainingDivergedError(RuntimeError):
-    """The loss became nan/inf. ``epoch``: where; ``run_data``: the run up to the epoch before it;
-    ``saved_to``: the file that holds it (None if it could not be written)."""
+    """A loss became nan/inf at ``epoch``; ``run_data``: the run before it; ``saved_to``: its file (or None)."""
 
     def __init__(self, message: str, *, epoch: int, run_data: dict, saved_to: Path | None):
         super().__init__(message)
@@ -218,9 +191,8 @@ class TrainingDivergedError(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT (Ctrl-C) or SIGTERM. The message says truthfully what was written:
-    ``saved_to`` is the file (or folder of files) that holds the run (None: nothing was written), ``signum`` the
-    signal; ``members``: ``(path, epochs done)`` of every run."""
+    """Training stopped on SIGINT or SIGTERM (``signum``). ``saved_to``: the file (or folder) that holds the run
+    (None: nothing written); ``members``: ``(path, epochs done)`` of every run."""
 
     def __init__(self, message: str, *, signum: int, saved_to: Path | None, epochs_done: int, members=()):
         super().__init__(message)
@@ -228,8 +200,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class RunNotSavedError(RuntimeError):
-    """Training finished but a run file could not be written. ``run_data`` holds the (first such) run;
-    ``saved_to`` is the fallback file it went to instead (None if that failed too); ``results``: every run's data."""
+    """A run file could not be written: ``run_data``/``saved_to`` (fallback or None) of the first; ``results``."""
 
     def __init__(self, message: str, *, run_data: dict, saved_to: Path | None, results=()):
         super().__init__(message)
@@ -240,11 +211,9 @@ class NotEnoughMemoryError(MemoryError):
     """A configuration whose estimated memory need exceeds what the machine has available."""
 
 
-# ---------------------------------------------------------------------------------------------------------
-# resources, checked before any allocation
+# --- resources, checked before any allocation
 def available_memory_bytes() -> int | None:
-    """Memory available to a new allocation: ``MemAvailable`` of /proc/meminfo (Linux), else the free physical
-    pages from ``os.sysconf``; None where neither is known."""
+    """``MemAvailable`` of /proc/meminfo, else the free pages from ``os.sysconf``, else None."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -259,8 +228,7 @@ def available_memory_bytes() -> int | None:
 
 
 def check_memory(configs: TrainConfig | Sequence[TrainConfig], workers: int | None = None, how: str = "") -> None:
-    """Raise :class:`NotEnoughMemoryError` when :func:`~.batched_train.estimate_memory_bytes` of ``configs``
-    (one run, or runs trained together) exceeds :func:`available_memory_bytes`; ``how``: the advice for many runs."""
+    """Raise :class:`NotEnoughMemoryError` when ``configs`` need more than :func:`available_memory_bytes`."""
     configs = [configs] if isinstance(configs, TrainConfig) else list(configs)
     need, have = estimate_memory_bytes(configs, workers), available_memory_bytes()
     if have is None or need <= have:
@@ -297,10 +265,8 @@ def _free_bytes(folder: Path) -> int | None:
 
 
 def check_disk_room(configs: Sequence[TrainConfig], paths: Sequence[Path], how: str = "") -> None:
-    """Raise :class:`~.checkpoints.RunFileWriteError` (ENOSPC) when the run files of ``configs`` (at ``paths``)
-    together need more room than their disk has: each file at its end (:func:`estimate_run_file_bytes`) less
-    what it holds now, plus 10 % (the margin one run's check, ``check_destination``, keeps too). ``how``: the
-    advice."""
+    """Raise :class:`~.checkpoints.RunFileWriteError` (ENOSPC) when the run files of ``configs`` at ``paths`` need
+    more room than their disk has: each at its end (:func:`estimate_run_file_bytes`) less its size now, +10 %."""
     by_folder: dict[Path, list[tuple[int, int]]] = {}
     for config, path in zip(configs, paths, strict=True):
         try:
@@ -321,11 +287,9 @@ def check_disk_room(configs: Sequence[TrainConfig], paths: Sequence[Path], how: 
             )
 
 
-# ---------------------------------------------------------------------------------------------------------
-# signals: stop at the next epoch boundary, save, then raise
+# --- signals: stop at the next epoch boundary, save, then raise
 def _say(text: str) -> None:
-    """Write to stderr from a signal handler without touching Python's buffered streams (a handler that runs
-    while the progress bar is printing would otherwise hit a re-entrant write)."""
+    """Write to stderr from a signal handler bypassing Python's buffered streams (no re-entrant write)."""
     try:
         os.write(2, text.encode(errors="replace"))
     except OSError:
@@ -337,10 +301,6 @@ class _StopRequest:
 
     def __init__(self, path: Path | None):
         self.path, self.signum, self.saving = path, None, False
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
 
     def handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name
@@ -356,9 +316,7 @@ class _StopRequest:
 
 @contextlib.contextmanager
 def _stop_on_signals(path: Path | None) -> Iterator[_StopRequest]:
-    """While training, SIGINT and SIGTERM set a flag that the loop checks at each epoch boundary (so the file
-    written then matches the weights). Handlers are installed only in the main thread, never over an ignored
-    signal, and the previous ones are restored on exit."""
+    """SIGINT/SIGTERM set a flag checked at each epoch boundary (main thread only; restored on exit)."""
     stop, previous = _StopRequest(path), {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
@@ -374,11 +332,10 @@ def _stop_on_signals(path: Path | None) -> Iterator[_StopRequest]:
             signal.signal(sig, old)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# writing a run file without losing it
+# --- writing a run file without losing it
 class _Saver:
-    """Writes a run to ``path``; keeps training when a periodic write fails, and writes the final record to a
-    fallback folder (default: the temp folder, then the home folder) when ``path`` cannot be written."""
+    """Writes a run to ``path``; a failed periodic write is reported and training goes on; a final record that
+    cannot go to ``path`` goes to a fallback folder (default: the temp folder, then home)."""
 
     def __init__(self, path: Path, stop: _StopRequest, fallback_dirs: list | None):
         self.path, self.stop = path, stop
@@ -411,8 +368,7 @@ class _Saver:
         self.failure, self.saved_done = None, int(data["resume"]["epochs_done"])
 
     def final(self, data: dict) -> Path | None:
-        """Write ``data`` to ``path``, else to ``<fallback dir>/<stem>-rescued-<time><suffix>``; return where it
-        went (None: nowhere; ``failure`` says why ``path`` failed)."""
+        """Write ``data`` to ``path``, else to ``<fallback dir>/<stem>-rescued-<time><suffix>``; return where."""
         try:
             self._write(data, self.path)
             self.failure, self.saved_done = None, int(data["resume"]["epochs_done"])
@@ -420,14 +376,10 @@ class _Saver:
         except RunFileWriteError as e:
             self.failure = str(e)
         name = f"{self.path.stem}-rescued-{time.strftime('%Y%m%d-%H%M%S')}{self.path.suffix or '.pth'}"
-        for folder in self.fallback_dirs:
-            if folder.resolve() == self.path.parent.resolve():
-                continue
-            try:
+        for folder in (d for d in self.fallback_dirs if d.resolve() != self.path.parent.resolve()):
+            with contextlib.suppress(OSError):
                 self._write(data, folder / name)
                 return folder / name
-            except OSError:
-                continue
         return None
 
     def where(self, saved_to: Path | None) -> str:
@@ -439,38 +391,29 @@ class _Saver:
         return f"{self.failure}; no fallback folder could be written either, so nothing was saved"
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the run record
+# --- the run record
 class _Run:
-    """One run: its recipe, file, record (histories and checkpoints, kept in memory) and where it stands.
-
-    ``status``: pending -> training -> finished / stopped (early) / diverged / interrupted, or skipped (its file
-    already held a complete run, returned as ``result``). ``start``/``done``: epochs done when training began /
-    now; ``diverged``: ``(epoch, "train"/"test", the non-finite loss)``.
-    """
+    """One run: its recipe, file, record (in memory) and ``status``: pending -> training -> finished / stopped /
+    diverged / interrupted, or skipped (complete file, returned as ``result``). ``start``/``done``: epochs done at
+    the start / now; ``diverged``: ``(epoch, "train"/"test", the non-finite loss)``."""
 
     def __init__(self, index: int, config: TrainConfig, path: Path | None):
         self.index, self.config, self.path = index, config, path
         self.saver: _Saver | None = None
-        self.status, self.result, self.saved_to, self.existing = "pending", None, None, None
         self.train_indices: Tensor | None = None
-        self.state_dicts: list[dict[str, Tensor]] = []
-        self.epochs: list[int] = []
-        self.train_losses: list[float] = []
-        self.test_losses: list[float] = []
-        self.stopped_early, self.diverged = False, None
-        self.start = self.done = 0
+        self.status, self.result, self.saved_to, self.existing = "pending", None, None, None
+        self.state_dicts, self.epochs, self.train_losses, self.test_losses = [], [], [], []
+        self.stopped_early, self.diverged, self.start, self.done = False, None, 0, 0
         self.elapsed_s, self.t_start = 0.0, time.monotonic()
-        self.last_write = time.monotonic()
+        self.last_write = self.t_start
 
     @property
     def name(self) -> str:
         return str(self.path) if self.path is not None else f"run {self.index}"
 
     def restore(self, data: dict, train_indices: Tensor) -> tuple[Tensor, tuple]:
-        """Continue the stored run ``data``: its histories become this record; returns its ``(N,)`` weights and
-        ``(exp_avg, exp_avg_sq, step, last_epoch)``. Refuses another split (``ValueError``) and a resume record
-        that does not load (:class:`~.checkpoints.CorruptCheckpointError`)."""
+        """Continue the stored run ``data``: returns its ``(N,)`` weights and ``(exp_avg, exp_avg_sq, step,
+        last_epoch)``; ``ValueError`` for another split, ``CorruptCheckpointError`` for a bad resume record."""
         if not torch.equal(torch.as_tensor(data["train_indices"]), train_indices):
             raise ValueError(
                 f"{self.path}: its train_indices differ from the split of this config; refusing to continue it"
@@ -492,10 +435,8 @@ class _Run:
             ) from e
         self.state_dicts = list(data["state_dicts"])
         self.epochs = [int(e) for e in data["epochs"]]
-        self.train_losses = [float(x) for x in data["train_losses"]]
-        self.test_losses = [float(x) for x in data["test_losses"]]
-        self.stopped_early = bool(state["stopped_early"])
-        self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        self.train_losses, self.test_losses = ([float(x) for x in data[k]] for k in ("train_losses", "test_losses"))
+        self.stopped_early, self.elapsed_s = bool(state["stopped_early"]), float(state.get("elapsed_s", 0.0))
         self.start = self.done = int(state["epochs_done"])
         self.saver.saved_done = None if state["finished"] else self.start  # "finished" must be rewritten to extend
         threads = state.get("torch_threads")
@@ -514,9 +455,7 @@ class _Run:
         self.epochs.append(epoch)
 
     def to_data(self, row: dict[str, Tensor]) -> dict:
-        """The run-data dict after ``done`` updates, with the weights and Adam state of its ``row``
-        (:meth:`~.batched_train.Batch.row`). An early-stopped run keeps the records of its last epoch; a diverged
-        one keeps those before the epoch whose loss was not finite, and no resume state (it cannot go on)."""
+        """The run data after ``done`` updates, with ``row``'s weights and Adam state (none when diverged)."""
         config, done = self.config, self.done
         limit = done + 1 if self.stopped_early else done
         keep = [i for i, e in enumerate(self.epochs) if e < limit]
@@ -539,7 +478,7 @@ class _Run:
             resume.update(
                 params=_unflatten(row["params"], config.p),
                 optimizer=_optimizer_state(config, step, last_epoch, *moments),
-                scheduler=_scheduler_state(config, last_epoch),
+                scheduler={"base_lrs": [config.lr], "last_epoch": int(last_epoch), "lr_lambdas": [None]},
             )
         return {
             "state_dicts": [self.state_dicts[i] for i in keep],
@@ -562,11 +501,9 @@ class _Run:
             self.saved_to = self.saver.final(self.result)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# opening a run file
+# --- opening a run file
 def _file_signature(path: Path) -> tuple | None:
-    """``(inode, size, mtime)`` of the run file ``path`` (None: none yet). A folder, a FIFO, a device or a symbolic
-    link loop is refused in one line (:func:`~.checkpoints.check_run_path`)."""
+    """``(inode, size, mtime)`` of ``path`` (None: none yet); a folder, FIFO, device or link loop is refused."""
     try:
         st = check_run_path(path).stat()
     except FileNotFoundError:
@@ -585,9 +522,8 @@ def _short_cause(e: BaseException) -> str:
 
 
 def load_stored_run(path: Path, config: TrainConfig) -> dict:
-    """The run file ``path``, loaded and checked to hold a run of ``config`` that can be returned or continued:
-    :class:`~.checkpoints.CorruptCheckpointError` for a file that does not load, ``ValueError`` for a run of
-    another configuration (or more epochs) or one not written by the trainer."""
+    """The run file ``path``, checked to hold a run of ``config``: ``CorruptCheckpointError`` for a file that does
+    not load, ``ValueError`` for another configuration (or more epochs) or a file not written by the trainer."""
     try:
         data = safe_load(path)
     except CorruptCheckpointError as e:
@@ -621,8 +557,7 @@ def load_stored_run(path: Path, config: TrainConfig) -> dict:
 
 
 def _complete(path: Path, data: dict, config: TrainConfig) -> bool:
-    """Whether the stored run of ``config`` needs no more training; a diverged one raises
-    :class:`TrainingDivergedError` (continuing it would diverge again)."""
+    """Whether the stored run needs no more training (:class:`TrainingDivergedError` if it diverged)."""
     r = data["resume"]
     if r.get("diverged"):
         raise TrainingDivergedError(
@@ -637,9 +572,8 @@ def _complete(path: Path, data: dict, config: TrainConfig) -> bool:
 
 
 def _open(run: _Run, resume: bool, stack: contextlib.ExitStack, who: str) -> None:
-    """Open ``run``'s file: a complete stored run (``resume``) becomes its result, written nowhere (read-only
-    media too); otherwise the folder is checked for room, the lock ``<path>.lock`` is taken (held until ``stack``
-    closes), a killed run's temporary files are removed, and a stored run is kept to continue (``resume``)."""
+    """Open ``run``'s file: a complete stored run (``resume``) becomes its result; otherwise check the room, take
+    the lock ``<path>.lock`` (until ``stack`` closes), remove a killed run's temp files, keep a run to continue."""
     path, config = run.path, run.config
     seen = _file_signature(path)
     existing = load_stored_run(path, config) if seen is not None else None
@@ -667,8 +601,7 @@ def _out_path(out) -> Path | None:
     return path
 
 
-# ---------------------------------------------------------------------------------------------------------
-# the loop: the runs of one p as one Batch, epoch by epoch
+# --- the loop: the runs of one p as one Batch, epoch by epoch
 def _start(runs: list[_Run], device: torch.device, pool) -> Batch:
     """Build the runs' batch: each run's split, and its paper init (seeded) or its stored state to continue."""
     rows, splits, restored = [], [], {}
@@ -689,20 +622,14 @@ def _start(runs: list[_Run], device: torch.device, pool) -> Batch:
 
 
 def _sync_every(device: torch.device) -> int:
-    """Epochs between reads of the results to the host, at most: 1 on the CPU (a read costs nothing there),
-    :data:`SYNC_EVERY` on a GPU (each read waits for the GPU to finish its queue)."""
+    """Most epochs between reads to the host: 1 on the CPU (free there), :data:`SYNC_EVERY` on a GPU."""
     return 1 if device.type == "cpu" else SYNC_EVERY
 
 
 class _Loop:
-    """Trains a :class:`~.batched_train.Batch` (row ``i`` is ``runs[i]``) until each run finishes, stops early
-    or diverges, or a stop is requested; writes each run at its end, periodically, and at an epoch boundary when
-    an exception stops training.
-
-    The stop decisions (divergence, early stop) are taken on the device; the results are read back to the host
-    in blocks (:meth:`read_back`: every epoch on the CPU or with a ``callback``; on a GPU at checkpoint and last
-    epochs and every :data:`SYNC_EVERY` epochs), so a GPU never waits for the host within a block.
-    """
+    """Trains a :class:`~.batched_train.Batch` (row ``i`` is ``runs[i]``) until each run ends or a stop is
+    requested, writing each run at its end, periodically, and when an exception stops training. Stop decisions
+    are taken on the device; results are read back in blocks (:meth:`read_back`), so a GPU never waits."""
 
     def __init__(self, runs: list[_Run], batch: Batch, stop: _StopRequest, save_interval_s: float | int, bar, callback):
         self.runs, self.batch, self.stop, self.bar, self.callback = list(runs), batch, stop, bar, callback
@@ -759,8 +686,7 @@ class _Loop:
         self.finish_all()
 
     def read_back(self, periodic: bool = True) -> None:
-        """Copy the block's results to the host, extend each run's record, write the runs whose write is due,
-        finish the runs that ended and drop them from the batch."""
+        """Copy the block's results to the host into each run's record; write the runs due, finish those ended."""
         if not self.block:
             return
         values = torch.stack(self.block).cpu()  # (T, 6, S): one transfer
@@ -813,12 +739,8 @@ class _Loop:
             r = self.runs[0]
             test = f"{r.test_losses[-1]:.3g}" if r.test_losses else "…"
             self.bar.set_postfix(train=f"{r.train_losses[-1]:.3g}", test=test, refresh=False)
-        elif self.runs:
-            now = sorted(r.train_losses[-1] for r in self.runs if r.train_losses)
-            if now:
-                self.bar.set_postfix(
-                    runs=len(self.runs) - ended, median_train=f"{now[len(now) // 2]:.3g}", refresh=False
-                )
+        elif now := sorted(r.train_losses[-1] for r in self.runs if r.train_losses):
+            self.bar.set_postfix(runs=len(self.runs) - ended, median_train=f"{now[len(now) // 2]:.3g}", refresh=False)
 
     def select(self, keep: list[int]) -> None:
         self.runs = [self.runs[i] for i in keep]
@@ -836,34 +758,22 @@ class _Loop:
 
 
 def _train(
-    configs: Sequence[TrainConfig],
-    outs: Sequence,
-    *,
-    device,
-    resume: bool,
-    progress: bool,
-    save_interval_s: float | int,
-    fallback_dirs,
-    workers: int | None,
-    callback,
-    who: str,
+    configs, outs, *, device, resume, progress, save_interval_s, fallback_dirs, workers, callback, who: str
 ) -> tuple[list[_Run], _StopRequest]:
     """Open every run's file, then train the runs of each ``p`` as one batch; returns the runs and the stop flag."""
     device = resolve_device(device)
     runs = [_Run(i, c, _out_path(o)) for i, (c, o) in enumerate(zip(configs, outs, strict=True))]
     seen: dict[Path, int] = {}
-    for r in runs:
-        if r.path is None:
-            continue
+    with_file = [r for r in runs if r.path is not None]
+    for r in with_file:
         key = Path(os.path.abspath(r.path))
         if key in seen:
             raise ValueError(
                 f"outs[{seen[key]}] and outs[{r.index}] are the same file {r.path}; each run needs its own file"
             )
         seen[key] = r.index
-    for r in runs:
-        if r.path is not None:
-            _file_signature(r.path)  # a folder, a FIFO, a link loop: refused before anything else
+    for r in with_file:
+        _file_signature(r.path)  # a folder, a FIFO, a link loop: refused before anything else
     check_memory(configs, workers)
     paths = [r.path for r in runs if r.path is not None]
     label = paths[0] if len(paths) == 1 else Path(os.path.commonpath([p.parent for p in paths])) if paths else None
@@ -916,7 +826,7 @@ def _interrupted(stop: _StopRequest, runs: list[_Run]) -> TrainingInterrupted:
     trained = [r for r in runs if r.status != "skipped"]
     written = [r for r in trained if r.saved_to is not None and r.saved_to == r.path]
     done = min((r.done for r in trained), default=0)
-    sig = stop.name or "interrupt"
+    sig = signal.Signals(stop.signum).name if stop.signum is not None else "interrupt"
     if len(runs) == 1:
         r = runs[0]
         head = f"{sig}: stopped after {r.done:,} of {r.config.epochs:,} epochs"
@@ -932,13 +842,10 @@ def _interrupted(stop: _StopRequest, runs: list[_Run]) -> TrainingInterrupted:
             tail = f"; {_where(r)}"
     else:
         head = f"{sig}: stopped {len(trained)} run(s) (the least advanced after {done:,} epochs)"
-        tail = (
-            f"; {len(written)} run file(s) hold them; run the same command again to resume"
-            if written
-            else "; nothing was written"
-        )
-        failed = _unsaved(trained)
-        if failed:
+        tail = "; nothing was written"
+        if written:
+            tail = f"; {len(written)} run file(s) hold them; run the same command again to resume"
+        if failed := _unsaved(trained):
             tail += "; not written: " + "; ".join(f"{r.path}: {_where(r)}" for r in failed[:3])
     folders = {r.path if len(runs) == 1 else r.path.parent for r in written}
     return TrainingInterrupted(
@@ -963,37 +870,19 @@ def train(
 ) -> dict:
     """Train a model with ``config`` and return its run data (the :mod:`.checkpoints` format).
 
-    Args:
-        config: the recipe (defaults: the paper's).
-        out: file to write the run to (atomically: the previous file stays valid until the new one replaces it).
-            Written when a checkpoint epoch is reached and at least ``save_interval_s`` seconds have passed since
-            the last write, at the end, and when training stops early (SIGINT/Ctrl-C or SIGTERM, at the next epoch
-            boundary; divergence; an exception at an epoch boundary). None: keep it in memory.
-        resume: if ``out`` holds an unfinished run of the same config, continue it (bit-identical to an
-            uninterrupted run with the same number of torch threads); a finished one is returned as it is; one
-            with fewer epochs is extended. ``False`` trains from scratch and overwrites a run of the same config.
-            A file holding anything else is never overwritten (``ValueError``).
-        progress: show a progress bar (epoch, train loss, test loss).
-        save_interval_s: minimum seconds between writes of ``out`` (0: at every checkpoint).
-        callback: called after every epoch as ``callback(epoch, train_loss, test_loss_or_None)``; an exception it
-            raises stops training (the run is written first, so it can be resumed).
-        fallback_dirs: where the final record goes when ``out`` cannot be written (default: the temp folder,
-            then the home folder).
-        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``; the run file is the same either way.
-            On a GPU the losses are read back in blocks, so a non-finite loss is noticed there (the records after
-            it are dropped as on the CPU).
-
-    Before any work it checks the memory the configuration needs (:class:`NotEnoughMemoryError`) and that
-    ``out`` is a file path in a writable folder with room for it (``ValueError``,
-    :class:`~.checkpoints.RunFileWriteError`); it then holds the lock ``<out>.lock`` while training, so a second
-    run on the same file stops at once (:class:`~.checkpoints.RunFileLockedError`). In the main thread, SIGINT and
-    SIGTERM stop training at the next epoch boundary; the previous handlers are restored on return.
+    ``out``: the file to write the run to (None: memory only), atomically, at checkpoint epochs at least
+    ``save_interval_s`` seconds apart, at the end, and when training stops early (SIGINT/SIGTERM at the next epoch
+    boundary, divergence, an exception). ``resume``: continue an unfinished run of the same config in ``out``
+    (bit-identically with as many torch threads), return a finished one, extend a shorter one; ``False`` overwrites
+    it. Anything else in ``out`` is never overwritten (``ValueError``). ``callback(epoch, train_loss, test_loss or
+    None)`` runs after every epoch. ``fallback_dirs``: where the final record goes when ``out`` cannot be written
+    (default: the temp folder, then home). ``device``: ``"auto"``, ``"cpu"`` or ``"cuda"`` (same file either way).
+    Memory, the path and its room are checked first; ``<out>.lock`` is held while training.
 
     Raises:
         TrainingInterrupted: SIGINT/SIGTERM; the message says what was written where.
         TrainingDivergedError: a loss became nan/inf; the checkpoints before it are written (status "diverged").
-        RunNotSavedError: training finished but ``out`` could not be written (the run is on the exception, and in
-            a fallback file when one could be written).
+        RunNotSavedError: ``out`` could not be written (the run is on the exception, and maybe in a fallback file).
     """
     (run,), stop = _train(
         [config], [out], device=device, resume=resume, progress=progress, save_interval_s=save_interval_s,
@@ -1043,22 +932,13 @@ def train_many(
 ) -> list[dict]:
     """Train every configuration of ``configs`` at once, each to its own file of ``outs``; return their run data.
 
-    The runs of one ``p`` train together as one :class:`~.batched_train.Batch` (groups of different ``p`` one
-    after another); any other field may differ. Each file of ``outs`` (None: keep that run in memory; no two the
-    same) is opened, written and resumed exactly as :func:`train` does with ``out`` (so ``train`` continues a
-    member's file and the other way round). A member that diverges is written with status "diverged" (a note is
-    printed) and the others go on; a diverged stored member is skipped with a note. ``progress``: one bar per
-    group. ``workers``: on the CPU, how many runs are computed side by side, each on its own thread with
-    ``torch.get_num_threads() // workers`` torch threads (default: :func:`~.batched_train.n_workers`).
-
-    Before any work it checks the memory of all runs together (:class:`NotEnoughMemoryError`), each file as
-    ``train`` does, and the room of all files together (:func:`check_disk_room`).
+    The runs of one ``p`` train together as one :class:`~.batched_train.Batch`. Each file of ``outs`` (None: memory
+    only) is handled as ``out`` by :func:`train`. A member that diverges is written with status "diverged" and the
+    others go on. ``workers``: CPU runs computed side by side (default :func:`~.batched_train.n_workers`).
 
     Raises:
-        TrainingInterrupted: SIGINT/SIGTERM: every member that trained is written first (``.members``: the list
-            of ``(path, epochs done)``); running the same call again continues each of them.
-        RunNotSavedError: training finished but some member files could not be written (``.results``: every
-            member's run data; ``saved_to``/``run_data``: those of the first such member).
+        TrainingInterrupted: SIGINT/SIGTERM, every member written first (``.members``: ``(path, epochs done)``).
+        RunNotSavedError: some member files could not be written (``.results``: every member's run data).
     """
     configs, outs = list(configs), list(outs)
     if len(configs) != len(outs):

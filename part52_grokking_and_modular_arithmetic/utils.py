@@ -132,12 +132,8 @@ def test_logits(
     frac_train: float = 0.3,
     seed: int = 0,
 ) -> float:
-    """Loss of last-position logits (``=`` logit dropped) on all / train / test pairs, as in the course.
-
-    ``logits`` has one row per input pair in ``all_data`` order: shape ``(p*p, p)`` (or ``(p, p, p)``); p is
-    read from the last dimension. Labels and split are the run recipe's (``fn``, ``frac_train``, ``seed``;
-    the paper's by default), from :func:`~.data.make_split`.
-    """
+    """Loss of last-position logits (``=`` dropped; ``(p*p, p)`` in ``all_data`` order, or ``(p, p, p)``) on all /
+    train / test pairs; labels and split of the recipe ``fn``, ``frac_train``, ``seed`` (:func:`~.data.make_split`)."""
     p = logits.shape[-1]
     n = logits.shape[0] * (logits.shape[1] if logits.ndim == 3 else 1)
     if n != p * p:
@@ -157,10 +153,8 @@ test_logits.__test__ = False  # not a pytest test, despite its (course) name
 
 
 def load_model(full_run_data: RunData | Mapping, index: int | None = None, device: str = "cpu") -> HookedTransformer:
-    """The checkpoint ``index`` of a run (default: the analysed one, epoch 40,000 of the hub run or the last
-    checkpoint of ours) as a ``HookedTransformer`` with the paper's architecture; p is read from the weights.
-    The same as ``full_run_data.model(index, device)`` for the run object; also takes a plain run dict
-    (``state_dicts`` and ``epochs``)."""
+    """``full_run_data.model(index, device)``: checkpoint ``index`` (default: the analysed one) as a
+    ``HookedTransformer``; also takes a plain run dict (``state_dicts`` and ``epochs``)."""
     if isinstance(full_run_data, RunData):
         return full_run_data.model(index, device)
     state_dicts = full_run_data["state_dicts"]
@@ -190,11 +184,9 @@ _WRAPPERS = (__name__, "beartype", "jaxtyping", "typeguard")
 
 
 def needs(*names: str) -> None:
-    """Check, before a cell's work, that what it builds on is done; else raise :class:`ExerciseNotDone` with one
-    line ("finish `x` above first"). ``names`` are names of the caller's (the notebook's) globals: an exercise
-    function, a variable an exercise computes, or a variable an earlier cell computes. A stub (``None``, or a
-    function that still raises ``NotImplementedError``) is "not finished"; a missing name means its cell has not
-    run. Nothing is called, so a finished exercise's real errors still surface where they happen."""
+    """Raise :class:`ExerciseNotDone` (one line: "finish `x` above first") unless the caller's (notebook's)
+    global ``names`` are done: a stub (``None``, or a function that still raises ``NotImplementedError``) is not
+    finished, a missing name's cell has not run. Nothing is called, so real errors surface where they happen."""
     import inspect
 
     frame = inspect.currentframe().f_back

@@ -24,6 +24,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_collection_modifyitems(items):
+    """A notebook executed by nbmake is a slow test (it needs the trained default model and takes minutes)."""
+    for item in items:
+        if type(item).__name__ == "NotebookItem":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def p113_model():
     """A paper-initialised (untrained) p = 113 model, shared read-only across tests."""

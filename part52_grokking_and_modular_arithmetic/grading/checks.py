@@ -1,9 +1,6 @@
-"""The grader's parts: the decorator every grader wears, the call of the student's function (on copies of its
-arguments, the model restored and a change named), argument checks, and tensor checks and comparisons.
-
-What they guard against is an honest student's mistakes (an argument changed in place, a notebook global read
-instead of an argument, a wrong dtype, shape or convention), not cheating. The student's function runs in the
-calling thread, so Ctrl-C, ``print``, tracebacks and debuggers behave as anywhere else.
+"""The grader's parts: the decorator, the call of the student's function (on copies of its arguments, the model
+restored), argument checks, and tensor checks and comparisons. They guard against an honest student's mistakes,
+not cheating; the function runs in the calling thread, so Ctrl-C, ``print`` and debuggers behave as anywhere else.
 """
 
 from __future__ import annotations
@@ -228,14 +225,10 @@ def check_not_modified(args: tuple, copies: tuple, names: Sequence[str], states:
 
 
 def call(fn: Any, args: tuple, what: str, hints: Sequence[tuple[str, str]] = (), names: Sequence[str] = ()) -> Any:
-    """``fn(*copies of args)`` in this thread, under the notebook's default device and grad mode; the grader has
-    computed its expected answer before.
-
-    NotImplementedError (or a None result) means "not done yet"; a function that changed one of its arguments
-    or the original model fails, saying which (the model is restored); any other error (SystemExit included) is
-    reported with what the function was called on, the first hint of ``hints`` (``(regex, hint)``) that matches
-    its message, and the exception as the cause. KeyboardInterrupt propagates (after the restoring). ``names``
-    name the arguments in messages."""
+    """``fn(*copies of args)`` under the notebook's default device and grad mode. NotImplementedError (or None)
+    means "not done yet"; a changed argument or model fails, saying which (the model is restored); any other error
+    is reported with ``what``, the first matching ``(regex, hint)`` of ``hints`` and the exception as the cause.
+    ``names`` name the arguments in messages."""
     __tracebackhide__ = True  # noqa: F841
     if fn is None:
         raise NotImplementedYet("got None instead of a function")

@@ -319,13 +319,8 @@ def test_fourier_2d_basis_term(fourier_2d_basis_term: Any, p: Any = 113) -> None
             ),
             ("use the rows F[i] and F[j] of the basis (not its columns).", lambda: torch.outer(F[:, i], F[:, j])),
         ]
-        compare(
-            f"fourier_2d_basis_term({i}, {j})",
-            got,
-            torch.outer(F[i], F[j]),
-            mistakes=mistakes,
-            fallback_hint=BASIS_NOTE,
-        )
+        expected = torch.outer(F[i], F[j])
+        compare(f"fourier_2d_basis_term({i}, {j})", got, expected, mistakes=mistakes, fallback_hint=BASIS_NOTE)
 
 
 @grader("fft2d")
@@ -398,13 +393,8 @@ def test_mean_sq_fourier_coefficients(mean_sq_fourier_coefficients: Any, p: Any 
     centred = acts64 - acts64.mean((0, 1), keepdim=True)
     coef, raw_sq = fourier2d(centred), fourier2d(acts64).pow(2)
     grid = "the input is the (p, p, d_mlp) grid of activations: transform its first two axes (x, y) with fft2d."
-    result = call(
-        mean_sq_fourier_coefficients,
-        (acts,),
-        f"neuron_acts_sq of shape {shape_str(acts.shape)}",
-        [("", grid)],
-        ("neuron_acts_sq",),
-    )
+    what = f"neuron_acts_sq of shape {shape_str(acts.shape)}"
+    result = call(mean_sq_fourier_coefficients, (acts,), what, [("", grid)], ("neuron_acts_sq",))
     shape_hints = {
         (p, p, n): "average the squared coefficients over the neurons (the last axis).",
         (n,): "average over the neurons (the last axis), not over the (x, y) grid.",
@@ -444,17 +434,8 @@ def test_mean_sq_fourier_coefficients(mean_sq_fourier_coefficients: Any, p: Any 
     fallback = (
         "it is fft2d of the centred activations, squared, averaged over the neurons (check test_fft2d passes first)."
     )
-    atol = 1e-5 * expected.abs().max().item()
-    compare(
-        "mean_sq_fourier_coefficients",
-        got,
-        expected,
-        atol,
-        1e-4,
-        mistakes,
-        fallback,
-        " (synthetic activations with non-zero means)",
-    )
+    atol, context = 1e-5 * expected.abs().max().item(), " (synthetic activations with non-zero means)"
+    compare("mean_sq_fourier_coefficients", got, expected, atol, 1e-4, mistakes, fallback, context)
 
 
 def _quadratic_fit_cases(p: int) -> list[tuple[str, Tensor, int]]:
@@ -463,21 +444,14 @@ def _quadratic_fit_cases(p: int) -> list[tuple[str, Tensor, int]]:
     n_freqs, F = (p - 1) // 2, basis64(p)
     cases = []
     for k in sorted({42 if n_freqs >= 42 else max(1, n_freqs // 2), n_freqs}):
-        c = F[2 * k - 1]
-        cases.append(
-            (
-                f"the ReLU toy ReLU(0.5/sqrt(p) + c(x) + c(y)), k={k}",
-                torch.relu(0.5 / math.sqrt(p) + c[:, None] + c[None, :]),
-                k,
-            )
-        )
+        c, what = F[2 * k - 1], f"the ReLU toy ReLU(0.5/sqrt(p) + c(x) + c(y)), k={k}"
+        cases.append((what, torch.relu(0.5 / math.sqrt(p) + c[:, None] + c[None, :]), k))
     k = min(14, n_freqs)
     terms = analysis.quadratic_terms(p, k).T.reshape(4, p, p)
     weights = p * torch.tensor([3.0, 0.4, -0.3, 0.5], dtype=torch.float64)  # a mean of 3, waves of amplitude ~0.5
     noise = 0.3 * torch.randn(p, p, generator=generator(8), dtype=torch.float64)
-    cases.append(
-        (f"a seeded random grid with a large mean, k={k}", torch.einsum("t,txy->xy", weights, terms) + noise, k)
-    )
+    values = torch.einsum("t,txy->xy", weights, terms) + noise
+    cases.append((f"a seeded random grid with a large mean, k={k}", values, k))
     return [(what, values.float(), k) for what, values, k in cases]
 
 
