@@ -58,6 +58,12 @@ def test_both_notebooks_open_in_colab_at_their_own_path_on_the_default_branch(no
     assert f"[![Open In Colab]({build.COLAB_BADGE})]({link})" in first.source
 
 
+def test_the_readme_badge_is_built_from_the_same_url():
+    """The README's "Open in Colab" badge opens the exercises notebook of the repository in pyproject.toml."""
+    badge = build.colab_badge(repository_url(), build.DEFAULT_BRANCH, build.EXERCISES)
+    assert badge.startswith("[![Open In Colab]") and badge in (REPO / "README.md").read_text(encoding="utf-8")
+
+
 def test_the_badge_needs_a_github_repository():
     assert "colab.research.google.com/github/org/repo/blob/v1.2/" in build.colab_badge(
         "https://github.com/org/repo.git", "v1.2", build.EXERCISES
