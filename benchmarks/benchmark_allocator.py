@@ -25,9 +25,9 @@ import time
 def child(setting: str, epochs: int, threads: int, p: int) -> None:
     import torch
 
-    from part52_grokking_and_modular_arithmetic.config import TrainConfig
-    from part52_grokking_and_modular_arithmetic.model import make_model
-    from part52_grokking_and_modular_arithmetic.train import (
+    from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+    from part52_grokking_and_modular_arithmetic.runs.model import make_model
+    from part52_grokking_and_modular_arithmetic.training.train import (
         TrainingData,
         fast_train_step,
         keep_freed_memory,

@@ -4,8 +4,8 @@ For each S (default 1, 8, 64) three ways of training S runs of the default recip
 its own split) are timed, one full-batch AdamW epoch each (forward, backward, update; the test-loss evaluation
 is not part of any of them):
 
-* ``batched``: :func:`~part52_grokking_and_modular_arithmetic.train.train_many`'s epoch: the S runs as one
-  set of tensors through :mod:`~part52_grokking_and_modular_arithmetic.last_position` and :class:`BatchedAdamW`;
+* ``batched``: :func:`~part52_grokking_and_modular_arithmetic.training.train.train_many`'s epoch: the S runs as one
+  set of tensors through :mod:`~part52_grokking_and_modular_arithmetic.training.last_position` and :class:`BatchedAdamW`;
 * ``single``: the single-run trainer's epoch (``train()``'s step: last-position loss of one model, backward,
   ``torch.optim.AdamW`` + warm-up) of one run (its cost per run does not depend on S; timed in each row, in
   the same alternating blocks as the others);
@@ -37,18 +37,19 @@ import torch
 from timing import load_average, synchronize  # benchmarks/timing.py (run as python benchmarks/<name>.py)
 from torch.func import functional_call, grad, vmap
 
-from part52_grokking_and_modular_arithmetic import last_position as lp
-from part52_grokking_and_modular_arithmetic.batched_train import (
+from part52_grokking_and_modular_arithmetic.runs.architecture import PAPER_TRAINABLE
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.data import make_split
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.training import last_position as lp
+from part52_grokking_and_modular_arithmetic.training.batched_train import (
     Batch,
     BatchedAdamW,
-    estimate_memory_bytes,
     n_workers,
     worker_pool,
 )
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.data import make_split
-from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
-from part52_grokking_and_modular_arithmetic.train import (
+from part52_grokking_and_modular_arithmetic.training.resources import estimate_memory_bytes
+from part52_grokking_and_modular_arithmetic.training.train import (
     keep_freed_memory,
     make_optimizer,
     resolve_device,
@@ -164,8 +165,8 @@ def measure_memory(sizes: list[int], epochs: int) -> None:
     print(f"{'S':>4} {'peak RSS growth':>16} {'estimate':>10}")
     for S in sizes:
         code = (
-            "import resource, torch; from part52_grokking_and_modular_arithmetic.config import TrainConfig as T;"
-            "from part52_grokking_and_modular_arithmetic.train import train_many;"
+            "import resource, torch; from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig as T;"
+            "from part52_grokking_and_modular_arithmetic.training.train import train_many;"
             f"cs=[T(seed=i, epochs={epochs}, test_every=1) for i in range({S})];"
             "r0=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
             f"train_many(cs, [None]*{S}, device='cpu', progress=False);"

@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from part52_grokking_and_modular_arithmetic import last_position
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.last_position import Pairs, model_loss
-from part52_grokking_and_modular_arithmetic.provision import default_run_path
-from part52_grokking_and_modular_arithmetic.run_data import load_run_data
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels, train_test_split
+from part52_grokking_and_modular_arithmetic.runs.provision import default_run_path
+from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
+from part52_grokking_and_modular_arithmetic.training import last_position
+from part52_grokking_and_modular_arithmetic.training.last_position import Pairs, model_loss
 from part52_grokking_and_modular_arithmetic.utils import load_model
 
 

@@ -1,7 +1,7 @@
 """Benchmark: the batched training-dynamics engine against the naive per-checkpoint loop.
 
 Both compute the same Section-3 metrics for every checkpoint of a run (see
-``part52_grokking_and_modular_arithmetic.dynamics``): the naive loop (the tests' reference,
+``part52_grokking_and_modular_arithmetic.analysis.dynamics``): the naive loop (the tests' reference,
 ``tests/reference/naive_dynamics.py``) loads each checkpoint into a ``HookedTransformer`` and calls
 ``run_with_cache`` on all p^2 inputs; the engine works from the stacked weights. The run is made of paper-init checkpoints with different seeds (timing needs no training), or read
 from a run file with ``--run``. The two are timed alternately in the same process, so the printed ratio
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from part52_grokking_and_modular_arithmetic.dynamics import compute_dynamics
-from part52_grokking_and_modular_arithmetic.layout import transformer_lens_to_paper
-from part52_grokking_and_modular_arithmetic.model import make_model
-from part52_grokking_and_modular_arithmetic.run_data import load_run_data
+from part52_grokking_and_modular_arithmetic.analysis.dynamics import compute_dynamics
+from part52_grokking_and_modular_arithmetic.runs.layout import transformer_lens_to_paper
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' reference implementations
 from reference.naive_dynamics import compute_dynamics_naive  # noqa: E402

@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 _CHILD = """
 import json, statistics, sys, time
 import torch
-from part52_grokking_and_modular_arithmetic import checkpoints
-from part52_grokking_and_modular_arithmetic.run_data import RunData
+from part52_grokking_and_modular_arithmetic.runs import checkpoints
+from part52_grokking_and_modular_arithmetic.runs.run_data import RunData
 path, loads = sys.argv[1], int(sys.argv[2])
 torch.set_num_threads(int(sys.argv[3]))
 RunData.from_file(path)

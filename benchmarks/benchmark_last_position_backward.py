@@ -22,11 +22,11 @@ import time
 import torch
 from timing import synchronize  # benchmarks/timing.py (run as python benchmarks/<name>.py)
 
-from part52_grokking_and_modular_arithmetic import last_position as lp
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.layout import paper_to_transformer_lens
-from part52_grokking_and_modular_arithmetic.provision import default_run_path
-from part52_grokking_and_modular_arithmetic.run_data import load_run_data, validate_run_data
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels, train_test_split
+from part52_grokking_and_modular_arithmetic.runs.layout import paper_to_transformer_lens
+from part52_grokking_and_modular_arithmetic.runs.provision import default_run_path
+from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data, validate_run_data
+from part52_grokking_and_modular_arithmetic.training import last_position as lp
 
 
 def _pairs(p: int, frac: float, n_runs: int, device: str) -> lp.Pairs:

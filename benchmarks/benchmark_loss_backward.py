@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from part52_grokking_and_modular_arithmetic.losses import _nll_float64  # the one per-example loss
-from part52_grokking_and_modular_arithmetic.train import keep_freed_memory
+from part52_grokking_and_modular_arithmetic.training.losses import _nll_float64  # the one per-example loss
+from part52_grokking_and_modular_arithmetic.training.train import keep_freed_memory
 
 
 def autograd_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the
 
 from timing import load_average  # noqa: E402  (benchmarks/timing.py)
 
-from part52_grokking_and_modular_arithmetic.config import TrainConfig  # noqa: E402
-from part52_grokking_and_modular_arithmetic.model import make_model  # noqa: E402
-from part52_grokking_and_modular_arithmetic.train import (  # noqa: E402
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig  # noqa: E402
+from part52_grokking_and_modular_arithmetic.runs.model import make_model  # noqa: E402
+from part52_grokking_and_modular_arithmetic.training.train import (  # noqa: E402
     TrainingData,
     fast_train_step,
     keep_freed_memory,

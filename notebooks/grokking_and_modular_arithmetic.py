@@ -139,7 +139,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from part52_grokking_and_modular_arithmetic import circuit_checks, tests, utils
+from part52_grokking_and_modular_arithmetic import tests, utils
+from part52_grokking_and_modular_arithmetic.analysis import circuit_checks
 
 # TransformerLens 3.x warns at every model construction; that warning is not about your code.
 utils.silence_transformer_lens_deprecation()
@@ -2634,8 +2635,8 @@ print("phases:", ", ".join(f"{name} {start:.0f}-{end:.0f}" for name, start, end 
 
 # %% tags=["bonus-training"]
 utils.needs("key_freqs")  # checked before the training: the comparison at the end uses the main model's
-from part52_grokking_and_modular_arithmetic import train as trainer
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.training import train as trainer
 
 bonus_config = TrainConfig(p=53, seed=1, frac_train=0.7, epochs=3000, stop_at_test_loss=1e-3)
 bonus_path = utils.cache_dir() / f"bonus_p{bonus_config.p}_seed{bonus_config.seed}_frac{bonus_config.frac_train}.pth"
@@ -2693,7 +2694,7 @@ print(
 utils.needs("bonus_run")  # the experiment above first: its model is seed 1 of this sweep
 from collections import Counter
 
-from part52_grokking_and_modular_arithmetic import sweep
+from part52_grokking_and_modular_arithmetic.training import sweep
 
 BIG_SWEEP = device == "cuda"  # a GPU trains the bigger sweep in about the time a CPU needs for the small one
 sweep_configs = sweep.sweep_grid(

@@ -1,5 +1,5 @@
-"""``python -m part52_grokking_and_modular_arithmetic <command>``: see :mod:`.cli`."""
+"""``python -m part52_grokking_and_modular_arithmetic <command>``: see :mod:`.app.cli`."""
 
-from .cli import run
+from .app.cli import run
 
 run()

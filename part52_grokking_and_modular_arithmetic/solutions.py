@@ -19,7 +19,7 @@ against these, in the dtype of its inputs (float32 in the chapter).
 
 from __future__ import annotations
 
-from .analysis import (
+from .analysis.circuit import (
     embed_SVD,
     excl_loss,
     find_neuron_freqs,
@@ -32,7 +32,7 @@ from .analysis import (
     mean_sq_fourier_coefficients,
     relu_quadratic_fit,
 )
-from .fourier import (
+from .analysis.fourier import (
     fft1d,
     fft2d,
     fourier_2d_basis_term,

@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from .analysis import (
+from .analysis.circuit import (
     KEY_CLUSTER_MIN_FRACTION,
     analyse_neurons,
     embed_SVD,
@@ -30,9 +30,8 @@ from .analysis import (
     relu_quadratic_fit,
     sum_difference_shares,
 )
-from .data import make_all_data, make_labels, make_split, train_test_split
-from .dynamics import cache_dir, compute_dynamics
-from .fourier import (
+from .analysis.dynamics import cache_dir, compute_dynamics
+from .analysis.fourier import (
     arrange_by_2d_freqs,
     fft1d,
     fft1d_given_dim,
@@ -44,10 +43,7 @@ from .fourier import (
     project_onto_direction,
     project_onto_frequency,
 )
-from .layout import load_in_state_dict
-from .losses import bias_correct, cross_entropy_high_precision, score_logits
-from .model import make_model_config, silence_transformer_lens_deprecation
-from .plotting import (
+from .analysis.plotting import (
     animate_lines,
     animate_multi_lines,
     animate_scatter,
@@ -60,8 +56,12 @@ from .plotting import (
     mark_phases,
     scatter,
 )
-from .provision import default_run_path, load_full_run_data
-from .run_data import RunData, analysed_index_of, model_from_checkpoint
+from .runs.data import make_all_data, make_labels, make_split, train_test_split
+from .runs.layout import load_in_state_dict
+from .runs.model import make_model_config, silence_transformer_lens_deprecation
+from .runs.provision import default_run_path, load_full_run_data
+from .runs.run_data import RunData, analysed_index_of, model_from_checkpoint
+from .training.losses import bias_correct, cross_entropy_high_precision, score_logits
 
 __all__ = [
     # the run
@@ -133,7 +133,7 @@ def test_logits(
     seed: int = 0,
 ) -> float:
     """Loss of last-position logits (``=`` dropped; ``(p*p, p)`` in ``all_data`` order, or ``(p, p, p)``) on all /
-    train / test pairs; labels and split of the recipe ``fn``, ``frac_train``, ``seed`` (:func:`~.data.make_split`)."""
+    train / test pairs; labels and split of the recipe ``fn``, ``frac_train``, ``seed`` (:func:`~.runs.data.make_split`)."""
     p = logits.shape[-1]
     n = logits.shape[0] * (logits.shape[1] if logits.ndim == 3 else 1)
     if n != p * p:

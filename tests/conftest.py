@@ -13,7 +13,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import pytest  # noqa: E402
 
-from part52_grokking_and_modular_arithmetic.model import silence_transformer_lens_deprecation  # noqa: E402
+from part52_grokking_and_modular_arithmetic.runs.model import silence_transformer_lens_deprecation  # noqa: E402
 
 silence_transformer_lens_deprecation()
 
@@ -25,16 +25,41 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 def pytest_collection_modifyitems(items):
-    """A notebook executed by nbmake is a slow test (it needs the trained default model and takes minutes)."""
+    """A notebook executed by nbmake is a slow test that needs the trained default model (``slow``, ``model``)."""
     for item in items:
         if type(item).__name__ == "NotebookItem":
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.model)
+
+
+#: A run that is not the course's: a small modulus, another seed and split (trains in ~40 s on one thread).
+SMALL_RUN = dict(p=31, seed=1, frac_train=0.8, epochs=2000)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """The path of a finished run of :data:`SMALL_RUN`, trained once per session on one torch thread (a model this
+    small trains fastest so, and a busy machine slows it least)."""
+    import torch
+
+    from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+    from part52_grokking_and_modular_arithmetic.training.train import train
+
+    path = tmp_path_factory.mktemp("small_run") / "run_p31.pth"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.enable_grad():
+            train(TrainConfig(**SMALL_RUN), out=path, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return path
 
 
 @pytest.fixture(scope="session")
 def p113_model():
     """A paper-initialised (untrained) p = 113 model, shared read-only across tests."""
-    from part52_grokking_and_modular_arithmetic.model import make_model
+    from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
     return make_model(113, seed=0)
 
@@ -57,7 +82,7 @@ def model():
     inputs (and a grader's plausible mistakes show)."""
     import torch
 
-    from part52_grokking_and_modular_arithmetic.model import make_model
+    from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
     m = make_model(113, seed=1)
     with torch.no_grad():
@@ -68,7 +93,7 @@ def model():
 @pytest.fixture
 def isolated_paths(tmp_path, monkeypatch):
     """Never read or write the real run file or Hugging Face cache."""
-    from part52_grokking_and_modular_arithmetic import provision
+    from part52_grokking_and_modular_arithmetic.runs import provision
 
     monkeypatch.setenv(provision.ENV_RUN_PATH, str(tmp_path / "local" / "full_run_data.pth"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))

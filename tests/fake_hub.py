@@ -309,10 +309,10 @@ def make_paper_run_data(
     and ``train_indices``, like a run of our trainer."""
     import torch
 
-    from part52_grokking_and_modular_arithmetic.config import TrainConfig
-    from part52_grokking_and_modular_arithmetic.data import train_test_split
-    from part52_grokking_and_modular_arithmetic.layout import transformer_lens_to_paper
-    from part52_grokking_and_modular_arithmetic.model import make_model
+    from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+    from part52_grokking_and_modular_arithmetic.runs.data import train_test_split
+    from part52_grokking_and_modular_arithmetic.runs.layout import transformer_lens_to_paper
+    from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
     state_dicts = []
     for seed in range(n_checkpoints):

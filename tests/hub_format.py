@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from part52_grokking_and_modular_arithmetic.layout import is_paper_layout, transformer_lens_to_paper
+from part52_grokking_and_modular_arithmetic.runs.layout import is_paper_layout, transformer_lens_to_paper
 
 __all__ = ["HUB_EPOCHS", "HUB_SAVE_EVERY", "HUB_TEST_EVERY", "to_hub_format", "same_model_hub_format"]
 
@@ -92,7 +92,7 @@ def default_run_hub_bytes(run_path) -> bytes:
     """``torch.save`` bytes of :func:`to_hub_format` applied to the run file at ``run_path``."""
     import io
 
-    from part52_grokking_and_modular_arithmetic.run_data import load_run_data
+    from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
 
     buf = io.BytesIO()
     torch.save(to_hub_format(load_run_data(run_path)), buf)

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F_nn
 from jaxtyping import TypeCheckError
 
-from part52_grokking_and_modular_arithmetic import analysis as A
 from part52_grokking_and_modular_arithmetic import solutions
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.fourier import fft2d, fourier_basis, per_frequency
-from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic.analysis import circuit as A
+from part52_grokking_and_modular_arithmetic.analysis.fourier import fft2d, fourier_basis, per_frequency
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels, train_test_split
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 from reference.fourier_model import make_fourier_model
 

@@ -10,13 +10,15 @@ import signal
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import batched_train
-from part52_grokking_and_modular_arithmetic import train as trainer
-from part52_grokking_and_modular_arithmetic.batched_train import BatchedAdamW, estimate_memory_bytes
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
-from part52_grokking_and_modular_arithmetic.run_data import load_run_data
-from part52_grokking_and_modular_arithmetic.train import (
+from part52_grokking_and_modular_arithmetic.runs.architecture import PAPER_TRAINABLE
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
+from part52_grokking_and_modular_arithmetic.training import batched_train, resources
+from part52_grokking_and_modular_arithmetic.training import train as trainer
+from part52_grokking_and_modular_arithmetic.training.batched_train import BatchedAdamW
+from part52_grokking_and_modular_arithmetic.training.resources import estimate_memory_bytes
+from part52_grokking_and_modular_arithmetic.training.train import (
     NotEnoughMemoryError,
     TrainingDivergedError,
     TrainingInterrupted,
@@ -126,7 +128,7 @@ def test_each_member_trains_like_a_single_run(singles, tmp_path, device, chunk, 
     checkpoint epochs, split and final weights; its file loads with ``load_run_data`` like any run file.
     Computed one run at a time (in this thread, or side by side on CPU worker threads) or all four together
     (their pair sets padded to the longest)."""
-    monkeypatch.setattr(batched_train, "_CPU_CHUNK_RUNS", chunk)
+    monkeypatch.setattr(resources, "CPU_CHUNK_RUNS", chunk)
     outs = [tmp_path / f"member{i}.pth" for i in range(len(MEMBERS))]
     threads = torch.get_num_threads()
     results = train_many(MEMBERS, outs, device=device, progress=False, workers=workers)
@@ -168,7 +170,7 @@ def test_different_p_are_grouped(tmp_path):
 
 @pytest.mark.slow
 def test_members_match_single_runs_at_p113(monkeypatch):
-    monkeypatch.setattr(batched_train, "_CPU_CHUNK_RUNS", 2)  # both runs in one chunk
+    monkeypatch.setattr(resources, "CPU_CHUNK_RUNS", 2)  # both runs in one chunk
     configs = [TrainConfig(epochs=50, seed=0), TrainConfig(epochs=50, seed=1, weight_decay=0.3, frac_train=0.4)]
     results = train_many(configs, [None, None], device="cpu", progress=False)
     for config, got in zip(configs, results, strict=True):

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import circuit_checks as cc
-from part52_grokking_and_modular_arithmetic.analysis import get_original_logits
-from part52_grokking_and_modular_arithmetic.fourier import fft2d, fourier_basis
-from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic.analysis import circuit_checks as cc
+from part52_grokking_and_modular_arithmetic.analysis.circuit import get_original_logits
+from part52_grokking_and_modular_arithmetic.analysis.fourier import fft2d, fourier_basis
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 from reference.fourier_model import make_fourier_model
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from part52_grokking_and_modular_arithmetic import cli, hub, provision
-from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.run_data import load_run_data
+from part52_grokking_and_modular_arithmetic.app import cli
+from part52_grokking_and_modular_arithmetic.runs import hub, provision
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import atomic_save
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 
@@ -151,7 +152,7 @@ def test_train_passes_the_options_to_the_trainer(tmp_path, monkeypatch, capsys):
         calls.append((config, Path(out), resume, progress))
         return make_paper_run_data(23, n_checkpoints=2, ours=True)
 
-    from part52_grokking_and_modular_arithmetic import train as trainer
+    from part52_grokking_and_modular_arithmetic.training import train as trainer
 
     monkeypatch.setattr(trainer, "train", fake_train)
     argv = [
@@ -234,15 +235,20 @@ def test_train_writes_a_valid_run_file(tmp_path, capsys, one_torch_thread):
 
 
 # ----------------------------------------------------------------------------------------------------------
-def test_report_forwards_its_arguments(monkeypatch):
-    import types
+def test_report_is_a_command_of_the_cli_with_its_options(tmp_path, monkeypatch, capsys):
+    from part52_grokking_and_modular_arithmetic.app import report
 
     seen = []
-    module = types.ModuleType("part52_grokking_and_modular_arithmetic.report")
-    module.main = lambda argv: seen.append(argv) or 0
-    monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.report", module)
-    assert cli.main(["report", "--out-dir", "x", "--no-training", "--help"]) == 0
-    assert seen == [["--out-dir", "x", "--no-training", "--help"]]
+    monkeypatch.setattr(report, "run_main_job", lambda out_dir, **kwargs: seen.append((out_dir, kwargs)))
+    out_dir = tmp_path / "reports"
+    assert cli.main(["report", "--out-dir", str(out_dir), "--no-training", "--cell-timeout", "5"]) == 0
+    assert report.main(["--out-dir", str(out_dir), "--device", "cpu"]) == 0  # report.main is the same command
+    (first_dir, first), (_, second) = seen
+    assert first_dir == out_dir and first["allow_training"] is False and first["cell_timeout"] == 5
+    assert second["allow_training"] is True and second["device"] == "cpu" and second["cell_timeout"] == 1800
+    with pytest.raises(SystemExit) as info:
+        cli.main(["report", "--help"])
+    assert info.value.code == 0 and "--cell-timeout" in capsys.readouterr().out
 
 
 def test_python_dash_m_entry_point():
@@ -273,7 +279,7 @@ def test_fetch_interrupted_while_training_is_reported_without_a_traceback(monkey
     (the message says what was saved; exit status 128 + the signal), not as a traceback."""
     import signal
 
-    from part52_grokking_and_modular_arithmetic.train import TrainingInterrupted
+    from part52_grokking_and_modular_arithmetic.training.train import TrainingInterrupted
 
     def interrupted(*args, **kwargs):
         raise TrainingInterrupted(
@@ -306,13 +312,15 @@ def test_an_os_error_on_a_path_names_the_option(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("PART52_RUN_PATH", str(loop))
     monkeypatch.setattr(provision, "default_run_path", lambda: loop)
-    monkeypatch.setattr("part52_grokking_and_modular_arithmetic.run_data.RunData.from_file", lambda path: open(path))
+    monkeypatch.setattr(
+        "part52_grokking_and_modular_arithmetic.runs.run_data.RunData.from_file", lambda path: open(path)
+    )
     assert cli.main(["info"]) == 1
     assert capsys.readouterr().err == f"error: PART52_RUN_PATH={loop}: Too many levels of symbolic links\n"
 
 
 def test_error_line_keeps_messages_and_lets_bugs_raise(tmp_path, monkeypatch):
-    from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import CorruptCheckpointError
 
     assert cli.error_line(CorruptCheckpointError("x.pth is truncated")) == "x.pth is truncated"
     assert cli.error_line(ValueError("p must be an odd prime")) == "p must be an odd prime"

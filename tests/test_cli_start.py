@@ -36,19 +36,8 @@ print("exit", code, "heavy", sorted({"torch", "transformer_lens", "huggingface_h
         (["report", "--help"], 0),
         (["report", "--cell-timeout", "-1"], 2),
         (["sweep-summary", "--help"], 0),
-        *(
-            pytest.param(
-                argv,
-                code,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="the sweep parser's --save-every help states the memory estimate, and the estimate lives "
-                    "in batched_train, which imports torch (its module level needs it); the torch-free arithmetic "
-                    "must move to a torch-free module first",
-                ),
-            )
-            for argv, code in ((["sweep", "--help"], 0), (["sweep", "--shard", "2/2", "--out-dir", "x"], 2))
-        ),
+        (["sweep", "--help"], 0),
+        (["sweep", "--shard", "2/2", "--out-dir", "x"], 2),
     ],
 )
 def test_help_and_usage_errors_import_nothing_heavy(argv, code):

@@ -1,11 +1,12 @@
 """Colab, simulated: the solutions notebook **alone** in an empty folder, a fresh virtual environment with torch
 and Jupyter (ipykernel + nbclient) but **without** the course package, the hub reachable (the fake hub on
-127.0.0.1 serving a hub-format file made from the default run) — and the notebook runs to the end: its first cell
-pip-installs the package (from ``GROKKING_COURSE_PIP_SPEC``, here a wheel built from this checkout; its
-dependencies come from the package index), the load cell downloads the model.
+127.0.0.1 serving a run file as the course's file) — and the notebook runs to the end: its first cell pip-installs
+the package (from ``GROKKING_COURSE_PIP_SPEC``, here a wheel built from this checkout; its dependencies come from
+the package index), the load cell downloads the model.
 
 Slow (a venv, torch, transformer_lens & co. from pip's cache, a full notebook run). Prints the time of each
-stage. Needs the default run file, like tests/test_hub_notebook.py.
+stage. The file served is the session's small run (``conftest.small_run``, p = 31): what is tested is the fresh
+environment, the install and the download; the notebook on the default model is the nbmake run's.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_hub_notebook import default_hub_bytes, hub_env
+from test_hub_notebook import hub_env
 from test_report import build_wheel
 
-from part52_grokking_and_modular_arithmetic import provision
+from part52_grokking_and_modular_arithmetic.runs import provision
+from part52_grokking_and_modular_arithmetic.runs.run_data import RunData
 
 from fake_hub import FakeHub
 
@@ -71,8 +73,8 @@ def _cell_seconds(cell) -> float:
 
 @pytest.mark.slow
 @pytest.mark.notebook
-def test_solutions_notebook_alone_in_a_fresh_venv_installs_the_package_and_runs(tmp_path, capsys):
-    data = default_hub_bytes()
+def test_solutions_notebook_alone_in_a_fresh_venv_installs_the_package_and_runs(small_run, tmp_path, capsys):
+    data = small_run.read_bytes()
     stages: dict[str, float] = {}
     content = tmp_path / "content"  # Colab's working directory: only the notebook in it
     content.mkdir()
@@ -141,5 +143,7 @@ def test_solutions_notebook_alone_in_a_fresh_venv_installs_the_package_and_runs(
     )
     assert downloads, "the notebook should have downloaded the model from the (fake) hub"
     text = "".join(o.get("text", "") for c in code for o in c.outputs)
-    assert "hub file (downloaded)" in text and "analysing epoch 40000" in text
+    run = RunData.from_file(small_run)
+    analysed = f"analysing epoch {run.epochs[run.analysed_index]}"
+    assert "hub file (downloaded)" in text and f"p = {run.p}" in text and analysed in text
     (tmp_path / "stages.json").write_text(json.dumps(stages))

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import data
+from part52_grokking_and_modular_arithmetic.runs import data
 
 
 def test_all_data_is_row_major_with_equals_token():
@@ -73,7 +73,7 @@ def test_random_task_is_a_fixed_table():
 
 
 def test_make_split_is_the_split_and_labels_of_a_recipe():
-    from part52_grokking_and_modular_arithmetic.config import TrainConfig
+    from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
 
     s = data.make_split(23, 0.5, 2, "subtract")
     train, test = data.train_test_split(23, 0.5, 2)
@@ -89,7 +89,7 @@ def test_make_split_is_the_split_and_labels_of_a_recipe():
 
 # ------------------------------------------------------------------------------------- the recipe (config.py)
 def test_one_prime_check_names_a_factor():
-    from part52_grokking_and_modular_arithmetic.config import check_field, check_odd_prime, is_prime
+    from part52_grokking_and_modular_arithmetic.runs.config import check_field, check_odd_prime, is_prime
 
     primes = [p for p in range(200) if all(p % d for d in range(2, p))][3:]  # the odd primes below 200
     assert [n for n in range(200) if is_prime(n) and n > 2] == primes
@@ -108,7 +108,7 @@ def test_one_prime_check_names_a_factor():
 
 
 def test_recipe_defaults_and_the_same_run_comparison():
-    from part52_grokking_and_modular_arithmetic.config import RECIPE_FIELDS, TrainConfig, config_differences
+    from part52_grokking_and_modular_arithmetic.runs.config import RECIPE_FIELDS, TrainConfig, config_differences
 
     cfg = TrainConfig()
     assert TrainConfig.eps == 1e-8 and "eps" not in cfg.to_dict()  # fixed: part of the recipe, not stored

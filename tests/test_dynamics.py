@@ -22,11 +22,12 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from part52_grokking_and_modular_arithmetic import analysis, data, dynamics
-from part52_grokking_and_modular_arithmetic.dynamics import TrainingDynamics, compute_dynamics, gini
-from part52_grokking_and_modular_arithmetic.fourier import arrange_by_2d_freqs, fft2d, fourier_2d_basis_term
-from part52_grokking_and_modular_arithmetic.layout import load_in_state_dict, transformer_lens_to_paper
-from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic.analysis import circuit, dynamics
+from part52_grokking_and_modular_arithmetic.analysis.dynamics import TrainingDynamics, compute_dynamics, gini
+from part52_grokking_and_modular_arithmetic.analysis.fourier import arrange_by_2d_freqs, fft2d, fourier_2d_basis_term
+from part52_grokking_and_modular_arithmetic.runs import data
+from part52_grokking_and_modular_arithmetic.runs.layout import load_in_state_dict, transformer_lens_to_paper
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 from reference import naive_dynamics as naive
 from reference.fourier_model import make_fourier_model
@@ -179,11 +180,11 @@ def test_agrees_with_per_model_analysis_functions(run23, fast_and_naive_23):
     for i in (0, 3, 4):
         model = model_of(run23["state_dicts"][i], 23)
         expected = torch.tensor(
-            analysis.excl_loss(model, fast.key_freqs, train_indices=train_indices), dtype=torch.float64
+            circuit.excl_loss(model, fast.key_freqs, train_indices=train_indices), dtype=torch.float64
         )
         torch.testing.assert_close(fast.excluded_loss[i], expected, rtol=2e-5, atol=1e-9)
-        torch.testing.assert_close(fast.fourier_embed[i], analysis.fourier_embed(model), rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(fast.embed_singular_values[i], analysis.embed_SVD(model), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(fast.fourier_embed[i], circuit.fourier_embed(model), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(fast.embed_singular_values[i], circuit.embed_SVD(model), rtol=1e-4, atol=1e-6)
 
 
 def test_losses_use_the_runs_split_and_task():
@@ -331,7 +332,7 @@ def test_cache_hit_is_identical_and_a_changed_run_is_recomputed(small_run, tmp_p
 
 
 def test_cache_true_uses_the_cache_folder_not_the_run_files_folder(small_run, tmp_path, monkeypatch):
-    from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import atomic_save
 
     run_file = atomic_save(small_run, tmp_path / "runs" / "run.pth")
     monkeypatch.delenv(dynamics.ENV_CACHE_DIR, raising=False)
@@ -393,13 +394,13 @@ def _can_bind_read_only() -> bool:
 def test_a_read_only_cache_folder_on_a_read_only_mount(small_run, tmp_path):
     """A real read-only file system (a read-only bind mount in a private mount namespace): the result comes
     back with one warning; a cache written there before is read."""
-    from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import atomic_save
 
     run_file, folder = atomic_save(small_run, tmp_path / "run.pth"), tmp_path / "ro"
     folder.mkdir()
     expected = compute_dynamics(small_run, [2, 5, 7], progress=False)
     code = (
-        "import json, sys, warnings, torch; from part52_grokking_and_modular_arithmetic.dynamics import compute_dynamics\n"
+        "import json, sys, warnings, torch; from part52_grokking_and_modular_arithmetic.analysis.dynamics import compute_dynamics\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    d = compute_dynamics(sys.argv[1], [2, 5, 7], cache=sys.argv[2], progress=False)\n"
@@ -432,7 +433,7 @@ def test_corrupt_cache_is_recomputed_with_a_warning(small_run, tmp_path):
 
 
 def test_run_file_path_is_accepted(small_run, tmp_path):
-    from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import atomic_save
 
     atomic_save(small_run, tmp_path / "run.pth")
     from_file = compute_dynamics(tmp_path / "run.pth", [2, 5, 7], stride=2, progress=False)

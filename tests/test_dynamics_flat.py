@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import dynamics
-from part52_grokking_and_modular_arithmetic.dynamics import compute_dynamics
+from part52_grokking_and_modular_arithmetic.analysis import dynamics
+from part52_grokking_and_modular_arithmetic.analysis.dynamics import compute_dynamics
 
 from fake_hub import make_paper_run_data
 

@@ -16,12 +16,12 @@ import pytest
 from test_hub_faults import BUDGET_S, cache_leftovers, decide, hub_files
 from test_provision import FILE, REPO, closed_port, fake_train, hub_online, no_network_beyond_localhost  # noqa: F401
 
-from part52_grokking_and_modular_arithmetic import cli
-from part52_grokking_and_modular_arithmetic import hub as hub_module
-from part52_grokking_and_modular_arithmetic import train as train_module
-from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
+from part52_grokking_and_modular_arithmetic.app import cli
+from part52_grokking_and_modular_arithmetic.runs import hub as hub_module
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import CorruptCheckpointError
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.provision import ModelUnavailableError, load_full_run_data
+from part52_grokking_and_modular_arithmetic.training import train as train_module
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 
@@ -180,7 +180,7 @@ def test_train_out_a_symlink_writes_through_it(tmp_path, capsys):
     link.symlink_to(target)
     assert cli.main([*TINY[:4], "6", *TINY[5:], "--out", str(link)]) == 0  # extend to 6 epochs through the link
     assert link.is_symlink() and link.resolve() == target
-    from part52_grokking_and_modular_arithmetic.run_data import load_run_data
+    from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
 
     assert len(load_run_data(target)["train_losses"]) == 6
 
@@ -311,7 +311,7 @@ def _damaged(runs, kind: str) -> dict:
     ],
 )
 def test_an_inconsistent_run_file_is_refused_in_one_line_and_kept(tmp_path, capsys, runs, kind, words):
-    from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import atomic_save
 
     path = atomic_save(_damaged(runs, kind), tmp_path / "bad.pth")
     before = path.read_bytes()
@@ -341,7 +341,7 @@ def test_resuming_with_another_thread_count_says_so(tmp_path, capsys, runs, monk
 
     import torch
 
-    from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import atomic_save
 
     data = copy.deepcopy(runs[0])
     data["resume"]["torch_threads"] = torch.get_num_threads() + 3
@@ -353,7 +353,7 @@ def test_resuming_with_another_thread_count_says_so(tmp_path, capsys, runs, monk
 
 
 def test_a_second_fetch_on_a_locked_file_says_so_before_announcing_training(tmp_path, capsys, monkeypatch):
-    from part52_grokking_and_modular_arithmetic.checkpoints import RunFileLock, RunFileLockedError
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import RunFileLock, RunFileLockedError
 
     out = tmp_path / "run.pth"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -372,7 +372,7 @@ def test_a_second_fetch_on_a_locked_file_says_so_before_announcing_training(tmp_
 def test_download_out_never_replaces_a_folder_a_foreign_file_or_a_trained_run(
     hub_online, raw, tmp_path, capsys, runs, kind
 ):
-    from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import atomic_save
 
     (tmp_path / "dest").mkdir()
     out = tmp_path / "dest" / "target"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from part52_grokking_and_modular_arithmetic import fourier as F
+from part52_grokking_and_modular_arithmetic.analysis import fourier as F
 
 BAD_INPUT = (ValueError, TypeCheckError)
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import analysis, fourier, solutions
+from part52_grokking_and_modular_arithmetic import solutions
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.losses import score_logits
+from part52_grokking_and_modular_arithmetic.analysis import circuit, fourier
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels, train_test_split
+from part52_grokking_and_modular_arithmetic.training.losses import score_logits
 
 from grader_checks import expect_failure, expect_not_implemented, expect_pass, stub
 from reference.fourier_model import make_fourier_model
@@ -213,7 +214,7 @@ def test_get_trig_sum_directions(capsys):
 
 @pytest.fixture(scope="module")
 def fourier_logits(fourier_model):
-    return fourier_model, analysis.get_original_logits(fourier_model)
+    return fourier_model, circuit.get_original_logits(fourier_model)
 
 
 def excl_loss_variant(known, *, mode="train", directions=("cos", "sin"), train=None):
@@ -225,7 +226,7 @@ def excl_loss_variant(known, *, mode="train", directions=("cos", "sin"), train=N
 
     def excl_loss(model, key_freqs):
         same_model = torch.equal(model.W_E, known[0].W_E) and torch.equal(model.W_U, known[0].W_U)
-        logits = known[1] if same_model else analysis.get_original_logits(model)
+        logits = known[1] if same_model else circuit.get_original_logits(model)
         out = []
         for k in key_freqs:
             cos_dir, sin_dir = (d.flatten() for d in fourier.get_trig_sum_directions(k))
@@ -308,7 +309,7 @@ def test_cache_activations(model, cache, capsys):
 def test_effective_weights(model, capsys):
     g = grader.test_effective_weights
     ref = solutions.get_effective_weights(model)
-    w = analysis.get_course_weights(model)
+    w = circuit.get_course_weights(model)
     expect_pass(lambda: g(*ref, model), "effective_weights", capsys)
     expect_not_implemented(lambda: g(ref.W_logit, None, ref.W_attn, model), "effective_weights", capsys)
     expect_failure(lambda: g(ref.W_logit, ref.W_neur, ref.W_attn * math.sqrt(32), model), "W_attn", "sqrt(d_head)")

@@ -1,4 +1,4 @@
-"""The three restored exercises: the references in analysis.py (functional_form_logits,
+"""The three restored exercises: the references in circuit.py (functional_form_logits,
 mean_sq_fourier_coefficients, fit_quadratic_terms) checked independently, and their graders: each passes the
 reference and a notebook-style float32 answer, names the usual mistakes, and reports a stub as not implemented."""
 
@@ -10,10 +10,11 @@ import einops
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import analysis, fourier, solutions
+from part52_grokking_and_modular_arithmetic import solutions
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
+from part52_grokking_and_modular_arithmetic.analysis import circuit, fourier
 from part52_grokking_and_modular_arithmetic.grading import graders
-from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 from grader_checks import expect_failure, expect_pass, expect_right_answers_pass_and_stub_waits
 from reference.fourier_model import make_fourier_model
@@ -31,7 +32,7 @@ def test_functional_form_logits_matches_a_loop_over_inputs():
     W_neur = torch.randn(n_heads, p, d_mlp, generator=gen, dtype=torch.float64)
     W_logit = torch.randn(d_mlp, p, generator=gen, dtype=torch.float64)
     W_attn = torch.randn(n_heads, p, generator=gen, dtype=torch.float64)
-    got = analysis.functional_form_logits(W_neur, W_logit, W_attn)
+    got = circuit.functional_form_logits(W_neur, W_logit, W_attn)
     assert got.shape == (p * p, p)
     for x in range(p):
         for y in range(p):
@@ -47,43 +48,43 @@ def test_mean_sq_fourier_coefficients_grid_and_flat_forms_agree():
     p = 13
     gen = torch.Generator().manual_seed(1)
     acts = torch.randn(p, p, 5, generator=gen, dtype=torch.float64) + 4.0  # a non-zero mean
-    got = analysis.mean_sq_fourier_coefficients(acts)
+    got = circuit.mean_sq_fourier_coefficients(acts)
     assert got.shape == (p, p)
-    torch.testing.assert_close(got, analysis.mean_sq_fourier_coefficients(acts.reshape(p * p, 5)))
+    torch.testing.assert_close(got, circuit.mean_sq_fourier_coefficients(acts.reshape(p * p, 5)))
     assert got[0, 0].abs() < 1e-12  # centred: no constant term
     # Parseval: the coefficients carry the mean centred sum of squares
     torch.testing.assert_close(got.sum(), (acts - acts.mean((0, 1))).pow(2).sum((0, 1)).mean())
     with pytest.raises((ValueError, TypeError)):  # TypeError: the run-time shape check of the annotations
-        analysis.mean_sq_fourier_coefficients(torch.zeros(p, p + 1, 2))
+        circuit.mean_sq_fourier_coefficients(torch.zeros(p, p + 1, 2))
 
 
 def test_fit_quadratic_terms_reproduces_the_relu_toy():
     c = fourier.fourier_basis(P, dtype=torch.float64)[2 * 42 - 1]
     toy = torch.relu(0.5 / math.sqrt(P) + c[:, None] + c[None, :])
-    coefficients, r2 = analysis.fit_quadratic_terms(toy, 42)
+    coefficients, r2 = circuit.fit_quadratic_terms(toy, 42)
     assert isinstance(r2, float) and coefficients.shape == (4,) and coefficients.is_floating_point()
     assert [round(v, 3) for v in coefficients.tolist()] == [9.190, 6.807, 6.807, 3.566]
     assert round(r2, 3) == 0.966
-    fit = analysis.relu_quadratic_fit(42, P)  # the toy goes through the same fit
+    fit = circuit.relu_quadratic_fit(42, P)  # the toy goes through the same fit
     torch.testing.assert_close(fit.coefficients, coefficients)
     assert fit.r2 == r2 and round(fit.r2_without_quadratic, 3) == 0.849
 
 
 def test_fit_quadratic_terms_recovers_known_coefficients():
     p, k = 13, 4
-    terms = analysis.quadratic_terms(p, k)  # (p^2, 4), orthonormal columns
+    terms = circuit.quadratic_terms(p, k)  # (p^2, 4), orthonormal columns
     torch.testing.assert_close(terms.T @ terms, torch.eye(4, dtype=torch.float64))
     torch.testing.assert_close(
         terms[:, 3].reshape(p, p), fourier.fourier_2d_basis_term(2 * k - 1, 2 * k - 1, p).double()
     )
     true = torch.tensor([5.0, -1.0, 2.0, 0.5], dtype=torch.float64)
-    coefficients, r2 = analysis.fit_quadratic_terms((terms @ true).reshape(p, p), k)
+    coefficients, r2 = circuit.fit_quadratic_terms((terms @ true).reshape(p, p), k)
     torch.testing.assert_close(coefficients, true)
     assert r2 == pytest.approx(1.0)
     with pytest.raises(ValueError, match="constant"):
-        analysis.fit_quadratic_terms(torch.ones(p, p), k)
+        circuit.fit_quadratic_terms(torch.ones(p, p), k)
     with pytest.raises(ValueError, match=r"1 ?\.{2,3} ?6"):
-        analysis.fit_quadratic_terms(torch.randn(p, p), 7)
+        circuit.fit_quadratic_terms(torch.randn(p, p), 7)
 
 
 # ------------------------------------------------------------------------------------------------ functional form
@@ -278,8 +279,8 @@ def test_new_graders_are_listed():
     # the solutions table names only functions that exist
     import re
 
-    from part52_grokking_and_modular_arithmetic import analysis as A
-    from part52_grokking_and_modular_arithmetic import fourier as Fo
+    from part52_grokking_and_modular_arithmetic.analysis import circuit as A
+    from part52_grokking_and_modular_arithmetic.analysis import fourier as Fo
 
     for module, name in re.findall(r":func:`(analysis|fourier)\.(\w+)`", solutions.__doc__):
         assert hasattr({"analysis": A, "fourier": Fo}[module], name), name

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import fourier, solutions, utils
+from part52_grokking_and_modular_arithmetic import solutions, utils
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
-from part52_grokking_and_modular_arithmetic.data import make_all_data, train_test_split
+from part52_grokking_and_modular_arithmetic.analysis import fourier
 from part52_grokking_and_modular_arithmetic.grading import checks
-from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, train_test_split
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 from grader_checks import expect_failure, expect_not_implemented, expect_pass
 from reference.fourier_model import make_fourier_model

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 from test_provision import FILE, REPO, fake_train, hub_online, no_network_beyond_localhost  # noqa: F401 (fixtures)
 
-from part52_grokking_and_modular_arithmetic import cli, provision
-from part52_grokking_and_modular_arithmetic import hub as hub_module
-from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError
-from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
+from part52_grokking_and_modular_arithmetic.app import cli
+from part52_grokking_and_modular_arithmetic.runs import hub as hub_module
+from part52_grokking_and_modular_arithmetic.runs import provision
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import CorruptCheckpointError
+from part52_grokking_and_modular_arithmetic.runs.provision import ModelUnavailableError, load_full_run_data
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 
@@ -233,7 +234,7 @@ def test_process_exits_although_the_download_thread_hangs(tmp_path):
         from fake_hub import FakeHub, make_paper_run_data, to_bytes
         hub = FakeHub({{({REPO!r}, {FILE!r}): b"x" * 100_000}}, hang="body", stall_after=10).start()
         os.environ["HF_ENDPOINT"] = hub.url  # before huggingface_hub is imported: its side requests stay local
-        from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
+        from part52_grokking_and_modular_arithmetic.runs.provision import ModelUnavailableError, load_full_run_data
         try:
             load_full_run_data(allow_training=False, progress=False, hub_timeout=2.0, stall_timeout=1.0)
         except ModelUnavailableError as e:

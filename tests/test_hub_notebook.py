@@ -19,9 +19,9 @@ import nbformat
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import report
-from part52_grokking_and_modular_arithmetic.hub import HUB_FILENAME, HUB_REPO_ID
-from part52_grokking_and_modular_arithmetic.run_data import analysed_index_of, infer_config, validate_run_data
+from part52_grokking_and_modular_arithmetic.app import report
+from part52_grokking_and_modular_arithmetic.runs.hub import HUB_FILENAME, HUB_REPO_ID
+from part52_grokking_and_modular_arithmetic.runs.run_data import analysed_index_of, infer_config, validate_run_data
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 from hub_format import HUB_EPOCHS, default_run_hub_bytes, same_model_hub_format, to_hub_format
@@ -136,6 +136,7 @@ def run_main_job_against_the_fake_hub(tmp_path: Path, data: bytes) -> tuple[str,
 
 
 @pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.notebook
 def test_main_job_downloads_the_hub_file_and_runs_the_notebook(tmp_path):
     log, executed, text, _ = run_main_job_against_the_fake_hub(tmp_path, default_hub_bytes())
@@ -153,13 +154,14 @@ def test_main_job_downloads_the_hub_file_and_runs_the_notebook(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.notebook
 def test_a_released_final_model_runs_the_whole_chapter_with_flat_dynamics(tmp_path):
     """A hub-format file holding one model 500 times (as a released final model would): Section 3 must not
     crash; its progress measures are flat, and the notebook says why."""
     if not DEFAULT_RUN.is_file():
         pytest.skip(f"needs the default run file {DEFAULT_RUN}")
-    from part52_grokking_and_modular_arithmetic.run_data import load_run_data
+    from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
 
     data = to_bytes(same_model_hub_format(load_run_data(DEFAULT_RUN), n_checkpoints=500))
     assert len(data) < 5_000_000  # one model, stored once

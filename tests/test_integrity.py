@@ -16,10 +16,10 @@ import pytest
 import torch
 from test_provision import FILE, REPO, hub_online, no_network_beyond_localhost  # noqa: F401
 
-from part52_grokking_and_modular_arithmetic import cli
-from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError, atomic_save, safe_load
-from part52_grokking_and_modular_arithmetic.provision import load_full_run_data
-from part52_grokking_and_modular_arithmetic.run_data import RunData
+from part52_grokking_and_modular_arithmetic.app import cli
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import CorruptCheckpointError, atomic_save, safe_load
+from part52_grokking_and_modular_arithmetic.runs.provision import load_full_run_data
+from part52_grokking_and_modular_arithmetic.runs.run_data import RunData
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 
@@ -134,7 +134,7 @@ def test_a_path_that_is_no_regular_file_is_named_in_one_line(tmp_path, capsys, k
 
 def test_the_recipe_imports_without_torch():
     code = (
-        "import sys, part52_grokking_and_modular_arithmetic.config as c;"
+        "import sys, part52_grokking_and_modular_arithmetic.runs.config as c;"
         "assert 'torch' not in sys.modules, 'torch was imported';"
         "c.check_field('p', 113); print(c.TASKS)"
     )

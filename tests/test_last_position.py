@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import last_position as lp
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision
-from part52_grokking_and_modular_arithmetic.model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, make_model
+from part52_grokking_and_modular_arithmetic.runs.architecture import FROZEN_ZERO_BIASES, PAPER_TRAINABLE
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels, train_test_split
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.training import last_position as lp
+from part52_grokking_and_modular_arithmetic.training.losses import cross_entropy_high_precision
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

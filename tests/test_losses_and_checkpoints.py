@@ -6,8 +6,9 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from part52_grokking_and_modular_arithmetic import checkpoints, data, layout, losses, run_data
-from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic.runs import checkpoints, data, layout, run_data
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.training import losses
 
 BAD_INPUT = (ValueError, TypeCheckError)
 
@@ -106,8 +107,8 @@ def test_pickled_code_is_refused(tmp_path):
 
 
 def test_run_status_is_one_rule_for_provisioning_the_trainer_sweeps_and_info():
-    from part52_grokking_and_modular_arithmetic.config import TrainConfig
-    from part52_grokking_and_modular_arithmetic.run_data import run_status
+    from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+    from part52_grokking_and_modular_arithmetic.runs.run_data import run_status
 
     losses = {"train_losses": [1.0] * 200, "test_losses": [1.0] * 20}
     assert run_status(dict(losses)) == ("finished", "200 epochs")  # a file without config (the hub file)
@@ -132,7 +133,10 @@ def test_run_status_is_one_rule_for_provisioning_the_trainer_sweeps_and_info():
 
 
 def test_cross_entropy_per_run_is_each_runs_own_mean_and_ignores_padding():
-    from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision, cross_entropy_per_run
+    from part52_grokking_and_modular_arithmetic.training.losses import (
+        cross_entropy_high_precision,
+        cross_entropy_per_run,
+    )
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 7, 5, generator=g)

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import data, layout
-from part52_grokking_and_modular_arithmetic.model import FROZEN_ZERO_BIASES, make_model
+from part52_grokking_and_modular_arithmetic.runs import data, layout
+from part52_grokking_and_modular_arithmetic.runs.architecture import FROZEN_ZERO_BIASES
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 from paper_reference import paper_forward
 
@@ -43,7 +44,7 @@ def test_paper_layout_round_trip_and_same_logits():
 
 
 def test_both_conversions_follow_the_one_table():
-    from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE
+    from part52_grokking_and_modular_arithmetic.runs.architecture import PAPER_TRAINABLE
 
     paper_names = [paper for paper, _, _ in layout.LAYOUT_TABLE]
     assert sorted(paper_names) == sorted(PAPER_TRAINABLE) and len(set(paper_names)) == len(paper_names)
@@ -85,7 +86,7 @@ def test_make_model_leaves_the_warning_filters_alone():
     TransformerLens' deprecation warning for its own construction only)."""
     import warnings
 
-    from part52_grokking_and_modular_arithmetic.model import make_model
+    from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -97,7 +98,7 @@ def test_make_model_leaves_the_warning_filters_alone():
 
 
 def test_weight_shapes_are_derived_from_the_model_config():
-    from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, parameter_shapes
+    from part52_grokking_and_modular_arithmetic.runs.architecture import PAPER_TRAINABLE, parameter_shapes
 
     model = make_model(23, seed=0)
     own = {name: tuple(t.shape) for name, t in model.state_dict().items()}

@@ -1,7 +1,7 @@
 """The course notebook on a run that is not the course's: a small modulus (p = 31), another seed and split.
 
-Slow (``-m slow``): one module-scoped training run (2,000 epochs of p = 31, on one thread) in a temporary folder,
-pointed at with ``PART52_RUN_PATH``; caches go to a temporary ``PART52_CACHE_DIR``.
+Slow (``-m slow``): the session's small run (``conftest.SMALL_RUN``: 2,000 epochs of p = 31, trained once on one
+thread), pointed at with ``PART52_RUN_PATH``; caches go to a temporary ``PART52_CACHE_DIR``.
 
 * the **solutions** notebook runs end to end on it: no index or frequency is hard-coded for p = 113. The two
   Bonus training cells (tagged ``bonus-training``) are left out: they train their own p = 53 models whatever run
@@ -18,32 +18,24 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 from test_notebooks import build  # scripts/build_notebooks.py, loaded as a module
 
-from part52_grokking_and_modular_arithmetic import report
-from part52_grokking_and_modular_arithmetic import train as trainer
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.app import report
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = TrainConfig(p=31, seed=1, frac_train=0.8, epochs=2000)
 STOP_WITHIN_S = 5.0  # a cell that stops for a missing exercise must say so within this many seconds
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebook]
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("small_run")
-    path = folder / "run_p31.pth"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small trains fastest on one thread (and is not slowed by a busy machine)
-    try:
-        with torch.enable_grad():
-            trainer.train(SMALL, out=path, progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return {"PART52_RUN_PATH": str(path), "PART52_CACHE_DIR": str(folder / "cache"), "HF_HUB_OFFLINE": "1"}
+@pytest.fixture
+def small_run_env(small_run) -> dict[str, str]:
+    """The notebook's environment: the small run (conftest.py) as the run file, a fresh analysis cache."""
+    return {
+        "PART52_RUN_PATH": str(small_run),
+        "PART52_CACHE_DIR": str(small_run.parent / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def _execute(path: Path, env: dict[str, str], tmp_path: Path, skip_tag: str | None = None) -> nbformat.NotebookNode:
@@ -70,8 +62,8 @@ def _stdout(nb) -> str:
     return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
-def test_solutions_notebook_runs_on_a_small_p_run(small_run, tmp_path):
-    executed = _execute(build.SOLUTIONS, small_run, tmp_path, skip_tag="bonus-training")
+def test_solutions_notebook_runs_on_a_small_p_run(small_run_env, tmp_path):
+    executed = _execute(build.SOLUTIONS, small_run_env, tmp_path, skip_tag="bonus-training")
     for cell in executed.cells:
         errors = _errors(cell)
         assert not errors, f"cell {cell.id} raised {errors[0].ename}: {errors[0].evalue}\n{cell.source[:300]}"
@@ -80,8 +72,8 @@ def test_solutions_notebook_runs_on_a_small_p_run(small_run, tmp_path):
     assert "✅" in text
 
 
-def test_exercises_notebook_shows_one_line_messages_before_any_exercise_is_done(small_run, tmp_path):
-    executed = _execute(build.EXERCISES, small_run, tmp_path)
+def test_exercises_notebook_shows_one_line_messages_before_any_exercise_is_done(small_run_env, tmp_path):
+    executed = _execute(build.EXERCISES, small_run_env, tmp_path)
     code = [c for c in executed.cells if c.cell_type == "code"]
     stopped = 0
     for cell in code:

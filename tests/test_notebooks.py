@@ -19,8 +19,9 @@ import nbformat
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import report, utils
 from part52_grokking_and_modular_arithmetic import tests as grader
+from part52_grokking_and_modular_arithmetic import utils
+from part52_grokking_and_modular_arithmetic.app import report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -420,7 +421,7 @@ def test_inline_plotly_outputs_leaves_the_original_untouched():
 @pytest.mark.notebook
 def test_run_main_job_on_a_tiny_notebook(tmp_path, monkeypatch):
     """The main job end to end (kernel included) on a two-cell notebook, with provisioning stubbed out."""
-    from part52_grokking_and_modular_arithmetic import provision
+    from part52_grokking_and_modular_arithmetic.runs import provision
 
     nb = nbformat.v4.new_notebook(
         cells=[
@@ -459,12 +460,13 @@ def test_run_main_job_on_a_tiny_notebook(tmp_path, monkeypatch):
 
 
 def _have_cached_model() -> bool:
-    from part52_grokking_and_modular_arithmetic import provision
+    from part52_grokking_and_modular_arithmetic.runs import provision
 
     return provision.default_run_path().is_file()
 
 
 @pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.notebook
 @pytest.mark.skipif(
     not _have_cached_model(), reason="needs the trained model in the local cache (train or download it first)"

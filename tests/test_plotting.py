@@ -8,8 +8,8 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from part52_grokking_and_modular_arithmetic import plotting as P
-from part52_grokking_and_modular_arithmetic.fourier import fourier_basis_names
+from part52_grokking_and_modular_arithmetic.analysis import plotting as P
+from part52_grokking_and_modular_arithmetic.analysis.fourier import fourier_basis_names
 
 BAD_INPUT = (ValueError, TypeCheckError)
 P_SMALL = 7

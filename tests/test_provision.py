@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import hub as hub_module
-from part52_grokking_and_modular_arithmetic import provision
-from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError, atomic_save
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels
-from part52_grokking_and_modular_arithmetic.layout import load_in_state_dict
-from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision
-from part52_grokking_and_modular_arithmetic.model import make_model
-from part52_grokking_and_modular_arithmetic.provision import ModelUnavailableError, load_full_run_data
-from part52_grokking_and_modular_arithmetic.run_data import analysed_index_of, as_run_data, load_run_data
+from part52_grokking_and_modular_arithmetic.runs import hub as hub_module
+from part52_grokking_and_modular_arithmetic.runs import provision
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import CorruptCheckpointError, atomic_save
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels
+from part52_grokking_and_modular_arithmetic.runs.layout import load_in_state_dict
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.runs.provision import ModelUnavailableError, load_full_run_data
+from part52_grokking_and_modular_arithmetic.runs.run_data import analysed_index_of, as_run_data, load_run_data
+from part52_grokking_and_modular_arithmetic.training.losses import cross_entropy_high_precision
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 from paper_reference import paper_forward
@@ -108,12 +108,12 @@ def fake_train(monkeypatch):
 
     recorder = TrainRecorder()
     try:
-        module = importlib.import_module("part52_grokking_and_modular_arithmetic.train")
+        module = importlib.import_module("part52_grokking_and_modular_arithmetic.training.train")
         monkeypatch.setattr(module, "train", recorder)
     except ImportError:  # the trainer is not written yet: provide a stand-in module
-        module = types.ModuleType("part52_grokking_and_modular_arithmetic.train")
+        module = types.ModuleType("part52_grokking_and_modular_arithmetic.training.train")
         module.train = recorder
-        monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.train", module)
+        monkeypatch.setitem(sys.modules, "part52_grokking_and_modular_arithmetic.training.train", module)
     return recorder
 
 
@@ -396,7 +396,7 @@ def test_local_file_comes_first(hub_online, tmp_path):
         assert hub.requests == []
     assert str(got.source) == f"local file: {path}"
     assert got["config"]["p"] == 23
-    from part52_grokking_and_modular_arithmetic.run_data import RunData, RunSource
+    from part52_grokking_and_modular_arithmetic.runs.run_data import RunData, RunSource
 
     assert isinstance(got, RunData) and got.source == RunSource("local", str(path)) and got.config.p == 23
 
@@ -486,7 +486,7 @@ def test_a_diverged_run_is_never_taken_as_complete():
         "train_losses": [1.0],
         "test_losses": [1.0],
     }
-    from part52_grokking_and_modular_arithmetic.run_data import run_status
+    from part52_grokking_and_modular_arithmetic.runs.run_data import run_status
 
     assert run_status(finished).state == "finished"
     assert run_status(diverged) == ("diverged", "diverged at epoch 3 (None)")

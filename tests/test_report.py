@@ -16,7 +16,7 @@ import nbformat
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import report
+from part52_grokking_and_modular_arithmetic.app import report
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "part52_grokking_and_modular_arithmetic"
@@ -146,7 +146,7 @@ def test_the_wheel_ships_the_solutions_notebook_and_report_finds_it(tmp_path):
 
     # outside any checkout: the package imported from the unpacked wheel finds its notebook via importlib.resources
     code = (
-        f"import {PACKAGE} as pkg; from {PACKAGE} import report\n"
+        f"import {PACKAGE} as pkg; from {PACKAGE}.app import report\n"
         "print(pkg.__file__); print(report.default_solutions_notebook())"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
@@ -199,7 +199,7 @@ def test_an_unavailable_device_fails_before_any_work(tmp_path):
 @pytest.fixture
 def model_calls(monkeypatch):
     """Stands in for provisioning (the stage that may train for minutes); lists its calls."""
-    from part52_grokking_and_modular_arithmetic import provision
+    from part52_grokking_and_modular_arithmetic.runs import provision
 
     calls = []
     run = {"state_dicts": [{}], "epochs": [0], "source": "stub"}

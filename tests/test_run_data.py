@@ -3,19 +3,21 @@
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import analysis, dynamics, provision, utils
 from part52_grokking_and_modular_arithmetic import tests as grader
-from part52_grokking_and_modular_arithmetic.checkpoints import CorruptCheckpointError, atomic_save
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.data import (
+from part52_grokking_and_modular_arithmetic import utils
+from part52_grokking_and_modular_arithmetic.analysis import circuit, dynamics
+from part52_grokking_and_modular_arithmetic.runs import provision
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import CorruptCheckpointError, atomic_save
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.data import (
     Split,
     make_all_data,
     make_split,
     task_function,
     train_test_split,
 )
-from part52_grokking_and_modular_arithmetic.model import make_model
-from part52_grokking_and_modular_arithmetic.run_data import (
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.runs.run_data import (
     ANALYSED_EPOCH,
     HUB_RECIPE,
     RunData,
@@ -158,7 +160,7 @@ def test_parsed_once_from_provisioning_to_notebook_grader_engine_and_cli(tmp_pat
     dynamics.compute_dynamics(run, [2, 5], progress=False)
     utils.load_model(run)
     model = make_model(P, seed=0)
-    grader.test_excl_loss(lambda m, k: analysis.excl_loss(m, k), model, [2, 5], run=run)
+    grader.test_excl_loss(lambda m, k: circuit.excl_loss(m, k), model, [2, 5], run=run)
     moved = run.with_source(RunSource("hub-cache", str(path), "org/repo/f.pth"))
     assert moved.source.kind == "hub-cache" and moved.state_dicts is run.state_dicts and moved.split is run.split
     assert parses == splits == [1]
@@ -167,7 +169,7 @@ def test_parsed_once_from_provisioning_to_notebook_grader_engine_and_cli(tmp_pat
 
 
 def test_provisioning_wraps_a_training_run(tmp_path, monkeypatch, ours):
-    import part52_grokking_and_modular_arithmetic.train as trainer
+    import part52_grokking_and_modular_arithmetic.training.train as trainer
 
     monkeypatch.setattr(trainer, "train", lambda config, out, resume, progress: ours)
     run = provision.load_full_run_data(tmp_path / "run.pth", train_config=TrainConfig(p=P, epochs=300), progress=False)
@@ -206,20 +208,20 @@ def test_analysis_and_grader_score_rand_with_the_seed_labels():
     train = train_test_split(P, 0.3, 3)[0]
     seeded = task_function("rand", P, 3)(all_data[:, 0], all_data[:, 1])
     unseeded = task_function("rand", P, 0)(all_data[:, 0], all_data[:, 1])
-    expected = analysis.excl_loss_from_logits(original, key_freqs, train, seeded)
-    wrong = analysis.excl_loss_from_logits(original, key_freqs, train, unseeded)
+    expected = circuit.excl_loss_from_logits(original, key_freqs, train, seeded)
+    wrong = circuit.excl_loss_from_logits(original, key_freqs, train, unseeded)
     assert not torch.allclose(torch.tensor(expected), torch.tensor(wrong), rtol=1e-3)
-    got = analysis.excl_loss(model, key_freqs, fn="rand", seed=3)
+    got = circuit.excl_loss(model, key_freqs, fn="rand", seed=3)
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), rtol=1e-6, atol=0)
-    surgery = analysis.neuron_surgery_losses(model, key_freqs, fn="rand", seed=3)
-    surgery0 = analysis.neuron_surgery_losses(model, key_freqs, fn="rand", seed=0)
+    surgery = circuit.neuron_surgery_losses(model, key_freqs, fn="rand", seed=3)
+    surgery0 = circuit.neuron_surgery_losses(model, key_freqs, fn="rand", seed=0)
     assert surgery["original"] != pytest.approx(surgery0["original"], rel=1e-3)
     # the grader's reference uses the seed's labels: the right answer passes, the seed-0 labels' answer fails
-    seed3 = lambda m, k: analysis.excl_loss(m, k, fn="rand", seed=3)  # noqa: E731
+    seed3 = lambda m, k: circuit.excl_loss(m, k, fn="rand", seed=3)  # noqa: E731
     grader.test_excl_loss(seed3, model, key_freqs, fn="rand", seed=3)  # raises GraderError on a mismatch
     with pytest.raises(grader.GraderError):
         grader.test_excl_loss(
-            lambda m, k: analysis.excl_loss(m, k, fn="rand", seed=0), model, key_freqs, fn="rand", seed=3
+            lambda m, k: circuit.excl_loss(m, k, fn="rand", seed=0), model, key_freqs, fn="rand", seed=3
         )
 
 
@@ -230,7 +232,7 @@ def test_grader_takes_the_recipe_from_the_run(ours, tmp_path):
     rand3 = _rand_run(ours, 3)
     path = tmp_path / "rand3.pth"
     atomic_save(rand3, path)
-    right = lambda m, k: analysis.excl_loss(m, k, fn="rand", seed=3)  # noqa: E731
+    right = lambda m, k: circuit.excl_loss(m, k, fn="rand", seed=3)  # noqa: E731
     for run in (RunData.from_dict(rand3), rand3, path):
         grader.test_excl_loss(right, model, [2, 5], run=run)
     with pytest.raises(grader.GraderError, match="p = 29"):

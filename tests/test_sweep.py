@@ -18,15 +18,18 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import cli, provision, sweep, utils
 from part52_grokking_and_modular_arithmetic import tests as grader  # never import the test_* names directly
-from part52_grokking_and_modular_arithmetic.analysis import fourier_embed, key_frequencies
-from part52_grokking_and_modular_arithmetic.batched_train import estimate_memory_bytes
-from part52_grokking_and_modular_arithmetic.checkpoints import atomic_save
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.layout import transformer_lens_to_paper
-from part52_grokking_and_modular_arithmetic.run_data import as_run_data, load_run_data, run_status
-from part52_grokking_and_modular_arithmetic.train import train
+from part52_grokking_and_modular_arithmetic import utils
+from part52_grokking_and_modular_arithmetic.analysis.circuit import fourier_embed, key_frequencies
+from part52_grokking_and_modular_arithmetic.app import cli
+from part52_grokking_and_modular_arithmetic.runs import provision
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import atomic_save
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.layout import transformer_lens_to_paper
+from part52_grokking_and_modular_arithmetic.runs.run_data import as_run_data, load_run_data, run_status
+from part52_grokking_and_modular_arithmetic.training import resources, sweep
+from part52_grokking_and_modular_arithmetic.training.resources import estimate_memory_bytes
+from part52_grokking_and_modular_arithmetic.training.train import train
 
 from reference.fourier_model import make_fourier_model
 
@@ -325,7 +328,7 @@ def test_sweep_memory_of_64_default_runs_fits_in_4_gb():
     configs = [dataclasses.replace(TrainConfig(), save_every=sweep.SWEEP_SAVE_EVERY)] * 64
     assert estimate_memory_bytes(configs) <= 4e9
     # one checkpoint: 226,816 float32 weights at p = 113
-    assert sweep._checkpoint_bytes(113) == 4 * 226_816
+    assert resources.checkpoint_bytes(113) == 4 * 226_816
     with_100 = [dataclasses.replace(TrainConfig(), save_every=100)] * 64
     assert estimate_memory_bytes(with_100) > estimate_memory_bytes(configs)
 
@@ -511,8 +514,8 @@ def test_loaders_analysis_and_grader_accept_a_member_file(swept, isolated_paths)
 def test_a_sweep_without_disk_room_for_its_whole_grid_is_refused_before_training(tmp_path, monkeypatch, capsys):
     import collections
 
-    from part52_grokking_and_modular_arithmetic import train as trainer
-    from part52_grokking_and_modular_arithmetic.batched_train import estimate_run_file_bytes
+    from part52_grokking_and_modular_arithmetic.training import train as trainer
+    from part52_grokking_and_modular_arithmetic.training.resources import estimate_run_file_bytes
 
     each = estimate_run_file_bytes(base())
     usage = collections.namedtuple("usage", "total used free")
@@ -526,7 +529,7 @@ def test_a_sweep_without_disk_room_for_its_whole_grid_is_refused_before_training
 
 
 def test_a_second_sweep_on_the_same_members_is_refused_at_once(tmp_path, monkeypatch, capsys):
-    from part52_grokking_and_modular_arithmetic.checkpoints import RunFileLock
+    from part52_grokking_and_modular_arithmetic.runs.checkpoints import RunFileLock
 
     out = tmp_path / "runs"
     out.mkdir()

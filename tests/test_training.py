@@ -10,19 +10,20 @@ import math
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic.checkpoints import (
+from part52_grokking_and_modular_arithmetic.runs.architecture import PAPER_TRAINABLE
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import (
     CorruptCheckpointError,
     atomic_save,
     safe_load,
 )
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.last_position import model_logits
-from part52_grokking_and_modular_arithmetic.layout import PAPER_KEYS, is_paper_layout, load_in_state_dict
-from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision
-from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
-from part52_grokking_and_modular_arithmetic.run_data import validate_run_data
-from part52_grokking_and_modular_arithmetic.train import (
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels, train_test_split
+from part52_grokking_and_modular_arithmetic.runs.layout import PAPER_KEYS, is_paper_layout, load_in_state_dict
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.runs.run_data import validate_run_data
+from part52_grokking_and_modular_arithmetic.training.last_position import model_logits
+from part52_grokking_and_modular_arithmetic.training.losses import cross_entropy_high_precision
+from part52_grokking_and_modular_arithmetic.training.train import (
     TrainingData,
     fast_train_step,
     make_optimizer,
@@ -157,6 +158,7 @@ def test_steps_agree_on_one_epoch():
         torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # a training run to generalisation: ~40 s
 def test_small_config_generalises_to_full_test_accuracy():
     run = train(SMALL, progress=False)
     model = make_model(SMALL.p, seed=SMALL.seed)
@@ -350,7 +352,7 @@ def test_progress_bar_can_be_silenced(capsys):
 def test_train_leaves_the_allocator_alone(monkeypatch):
     """train() is a library call (e.g. in a student's kernel): it must not tune glibc's allocator; only the
     commands and benchmarks opt in to keep_freed_memory()."""
-    import part52_grokking_and_modular_arithmetic.train as trainer
+    import part52_grokking_and_modular_arithmetic.training.train as trainer
 
     def refuse():
         raise AssertionError("train() called keep_freed_memory()")
@@ -361,7 +363,7 @@ def test_train_leaves_the_allocator_alone(monkeypatch):
 
 
 def test_device_names_are_checked():
-    from part52_grokking_and_modular_arithmetic.train import resolve_device
+    from part52_grokking_and_modular_arithmetic.training.train import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
@@ -394,7 +396,7 @@ def test_training_on_cuda_follows_the_cpu_run_and_writes_the_same_format(tmp_pat
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_a_diverging_run_on_cuda_keeps_the_records_before_it():
     """On the GPU losses are read back in blocks; a non-finite loss is still reported at its own epoch."""
-    from part52_grokking_and_modular_arithmetic.train import TrainingDivergedError
+    from part52_grokking_and_modular_arithmetic.training.train import TrainingDivergedError
 
     with pytest.raises(TrainingDivergedError) as info:
         train(dataclasses.replace(TINY, lr=1e6, epochs=200), progress=False, device="cuda")
@@ -405,7 +407,7 @@ def test_a_diverging_run_on_cuda_keeps_the_records_before_it():
 
 
 def test_train_command_rejects_cuda_without_a_gpu(tmp_path, capsys):
-    from part52_grokking_and_modular_arithmetic import cli
+    from part52_grokking_and_modular_arithmetic.app import cli
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

@@ -26,9 +26,9 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
-from part52_grokking_and_modular_arithmetic import checkpoints, cli
-from part52_grokking_and_modular_arithmetic import train as trainer
-from part52_grokking_and_modular_arithmetic.checkpoints import (
+from part52_grokking_and_modular_arithmetic.app import cli
+from part52_grokking_and_modular_arithmetic.runs import checkpoints
+from part52_grokking_and_modular_arithmetic.runs.checkpoints import (
     CorruptCheckpointError,
     RunFileLock,
     RunFileLockedError,
@@ -36,15 +36,15 @@ from part52_grokking_and_modular_arithmetic.checkpoints import (
     atomic_save,
     safe_load,
 )
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.run_data import load_run_data
-from part52_grokking_and_modular_arithmetic.train import (
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
+from part52_grokking_and_modular_arithmetic.training import train as trainer
+from part52_grokking_and_modular_arithmetic.training.resources import estimate_memory_bytes, estimate_run_file_bytes
+from part52_grokking_and_modular_arithmetic.training.train import (
     NotEnoughMemoryError,
     RunNotSavedError,
     TrainingDivergedError,
     TrainingInterrupted,
-    estimate_memory_bytes,
-    estimate_run_file_bytes,
     train,
 )
 
@@ -200,7 +200,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from part52_grokking_and_modular_arithmetic.checkpoints import RunFileLock;"
+            "import sys, time; from part52_grokking_and_modular_arithmetic.runs.checkpoints import RunFileLock;"
             f"RunFileLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(120)",
         ],
         stdout=subprocess.PIPE,
@@ -225,7 +225,7 @@ def test_temporary_files_of_killed_runs_are_removed(tmp_path):
             sys.executable,
             "-c",
             "import os, signal; from pathlib import Path;"
-            "from part52_grokking_and_modular_arithmetic.checkpoints import temp_path;"
+            "from part52_grokking_and_modular_arithmetic.runs.checkpoints import temp_path;"
             f"t = temp_path(Path({str(out)!r})); t.write_bytes(b'x' * 10**6); print(t.name, flush=True);"
             "os.kill(os.getpid(), signal.SIGKILL)",
         ],
@@ -366,6 +366,28 @@ def test_ctrl_c_while_saving_lets_the_save_finish(tmp_path, monkeypatch, capfd):
     assert "still writing" in capfd.readouterr().err
     data = load_run_data(out)
     assert data["resume"]["epochs_done"] == e.epochs_done == FAST.save_every
+
+
+def test_a_command_ignores_later_signals_once_a_signal_stopped_training(tmp_path, monkeypatch):
+    """The command line calls exit_after_stop(): after the first Ctrl-C its process only reports and exits, so a
+    second Ctrl-C cannot interrupt the report (a library caller gets its own handlers back: the test above)."""
+    monkeypatch.setattr(trainer, "_EXIT_AFTER_STOP", False)  # restored after the test
+    trainer.exit_after_stop()
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def ctrl_c(epoch, *_):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)
+
+    try:
+        with pytest.raises(TrainingInterrupted):
+            train(FAST, tmp_path / "run.pth", progress=False, callback=ctrl_c)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGINT)  # ignored: no KeyboardInterrupt
+        time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
 
 
 def test_an_interrupt_before_the_first_epoch_writes_nothing_and_says_so(tmp_path, monkeypatch):

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from part52_grokking_and_modular_arithmetic import layout, utils
-from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic import utils
+from part52_grokking_and_modular_arithmetic.runs import layout
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 COURSE_NAMES = [
     "make_fourier_basis",

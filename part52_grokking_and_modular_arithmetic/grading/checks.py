@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 
-from .. import analysis, fourier
-from ..config import check_odd_prime
-from ..data import make_all_data
+from ..analysis import circuit, fourier
+from ..runs.config import check_odd_prime
+from ..runs.data import make_all_data
 
 ATOL = 1e-4
 RTOL = 1e-4
@@ -342,7 +342,7 @@ def check_model(model: Any) -> int:
     if any(t.device.type == "meta" for t in model.parameters()):
         raise GraderError(f"expected the model with its weights, got a model on the meta device (shapes only): {load}")
     try:
-        p = check_p(analysis.infer_p(model))
+        p = check_p(circuit.infer_p(model))
     except (ValueError, GraderError) as e:
         raise GraderError(f"model (p = model.cfg.d_vocab - 1): {e}") from None
     check_finite("the model's weights are", dict(model.named_parameters()))
@@ -387,8 +387,8 @@ def check_train_indices(train_indices: Any, p: int) -> Tensor:
 
 def run_recipe(run: Any, p: int) -> tuple[str, float, int]:
     """``(fn, frac_train, seed)`` of the run the model comes from (a RunData, a run dict or a file path)."""
-    from ..checkpoints import CorruptCheckpointError
-    from ..run_data import as_run_data
+    from ..runs.checkpoints import CorruptCheckpointError
+    from ..runs.run_data import as_run_data
 
     try:
         cfg = as_run_data(run).config

@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import analysis, fourier
-from ..config import TASKS
-from ..data import make_split, train_test_split
-from ..losses import score_logits
+from ..analysis import circuit, fourier
+from ..runs.config import TASKS
+from ..runs.data import make_split, train_test_split
+from ..training.losses import score_logits
 from .checks import (
     GraderError,
     basis64,
@@ -80,7 +80,7 @@ def test_cache_activations(attn_mat: Any, neuron_acts_post: Any, neuron_acts_pre
     the cache they came from (``model.run_with_cache(all_data)``), or the model (then every p^2 input is run)."""
     cache = cache_from(cache_or_model)
     require_values(attn_mat=attn_mat, neuron_acts_post=neuron_acts_post, neuron_acts_pre=neuron_acts_pre)
-    expected = analysis.key_activations_from_cache(cache)
+    expected = circuit.key_activations_from_cache(cache)
     pattern, post, pre = (cache[name, 0].detach().cpu() for name in ("pattern", "post", "pre"))
     (batch, n_heads, n_ctx), d_mlp, dtype = expected.attn_mat.shape, post.shape[-1], post.dtype
     attn_hints = {
@@ -123,8 +123,8 @@ def test_effective_weights(W_logit: Any, W_neur: Any, W_attn: Any, model: Any) -
     """Check ``W_logit`` (d_mlp, p), ``W_neur`` (n_heads, p, d_mlp) and ``W_attn`` (n_heads, p) of ``model``."""
     check_model(model)
     require_values(W_logit=W_logit, W_neur=W_neur, W_attn=W_attn)
-    w = analysis.get_course_weights(model)
-    expected = analysis.get_effective_weights(w)
+    w = circuit.get_course_weights(model)
+    expected = circuit.get_effective_weights(w)
     p, d_mlp, (n_heads, _, d_head), dtype = w.p, w.W_in.shape[-1], w.W_Q.shape, w.W_E.dtype
     full_W_E = f"use W_E without the = row (W_E[:-1], {p} rows), not the full embedding."
     logit_hints = {
@@ -173,7 +173,7 @@ def _functional_form_mistakes(
     n_heads, p = W_attn.shape
     diff = W_attn[:, :, None] - W_attn[:, None, :]  # (h, x, y): score of x minus score of y
     alpha = diff.sigmoid()
-    form = lambda a: analysis.functional_form_from_attention(W_neur, W_logit, a)  # noqa: E731
+    form = lambda a: circuit.functional_form_from_attention(W_neur, W_logit, a)  # noqa: E731
 
     def mixed(h: int | None = None) -> Tensor:  # (x, y, d_mlp) pre-activations, of one head or summed over heads
         a, W = (alpha, W_neur) if h is None else (alpha[h : h + 1], W_neur[h : h + 1])
@@ -214,7 +214,7 @@ def test_functional_form_logits(functional_form_logits: Any, model: Any) -> None
     p)`` on the effective weights of ``model`` and on seeded random weights of the same shapes (with larger
     attention scores, so that every use of ``W_attn`` shows)."""
     p = check_model(model)
-    weights = analysis.get_effective_weights(model)
+    weights = circuit.get_effective_weights(model)
     W_neur, W_logit, W_attn = (t.detach().cpu().float() for t in (weights.W_neur, weights.W_logit, weights.W_attn))
     n_heads, _, d_mlp = W_neur.shape
     gen = generator(6)
@@ -236,7 +236,7 @@ def test_functional_form_logits(functional_form_logits: Any, model: Any) -> None
         ("seeded random weights of the same shapes", random_weights),
     ]:
         a64 = tuple(t.double() for t in args)
-        expected = analysis.functional_form_logits(*a64)
+        expected = circuit.functional_form_logits(*a64)
         result = call(functional_form_logits, args, what, [("", hint)], ("W_neur", "W_logit", "W_attn"))
         got = check_tensor(f"functional_form_logits ({what})", result, (p * p, p), torch.float32, shape_hints)
         atol = 1e-5 * expected.abs().max().item()
@@ -388,7 +388,7 @@ def test_mean_sq_fourier_coefficients(mean_sq_fourier_coefficients: Any, p: Any 
         torch.einsum("ijn,ix,jy->xyn", coeffs, F, F) + 0.5 + torch.rand(n, generator=gen, dtype=torch.float64)
     ).float()
     acts64 = acts.double()
-    expected = analysis.mean_sq_fourier_coefficients(acts64)
+    expected = circuit.mean_sq_fourier_coefficients(acts64)
     fourier2d = lambda t: torch.einsum("xyn,ix,jy->ijn", t, F, F)  # noqa: E731
     centred = acts64 - acts64.mean((0, 1), keepdim=True)
     coef, raw_sq = fourier2d(centred), fourier2d(acts64).pow(2)
@@ -447,7 +447,7 @@ def _quadratic_fit_cases(p: int) -> list[tuple[str, Tensor, int]]:
         c, what = F[2 * k - 1], f"the ReLU toy ReLU(0.5/sqrt(p) + c(x) + c(y)), k={k}"
         cases.append((what, torch.relu(0.5 / math.sqrt(p) + c[:, None] + c[None, :]), k))
     k = min(14, n_freqs)
-    terms = analysis.quadratic_terms(p, k).T.reshape(4, p, p)
+    terms = circuit.quadratic_terms(p, k).T.reshape(4, p, p)
     weights = p * torch.tensor([3.0, 0.4, -0.3, 0.5], dtype=torch.float64)  # a mean of 3, waves of amplitude ~0.5
     noise = 0.3 * torch.randn(p, p, generator=generator(8), dtype=torch.float64)
     values = torch.einsum("t,txy->xy", weights, terms) + noise
@@ -470,7 +470,7 @@ def test_fit_quadratic_terms(fit_quadratic_terms: Any, p: Any = 113) -> None:
     }
     for what, values, k in _quadratic_fit_cases(p):
         y = values.double().flatten()
-        exp_coef, exp_r2 = analysis.fit_quadratic_terms(values.double(), k)
+        exp_coef, exp_r2 = circuit.fit_quadratic_terms(values.double(), k)
         coefficients, r2 = _pair(
             call(fit_quadratic_terms, (values, k), what, names=("values", "k")), what, "coefficients, r2"
         )
@@ -509,7 +509,7 @@ def test_fit_quadratic_terms(fit_quadratic_terms: Any, p: Any = 113) -> None:
         compare(
             "coefficients", got_coef, exp_coef, 1e-4 * exp_coef.abs().max().item(), 1e-4, mistakes, context=f" ({what})"
         )
-        ss_res = (y - analysis.quadratic_terms(p, k) @ exp_coef).pow(2).sum().item()
+        ss_res = (y - circuit.quadratic_terms(p, k) @ exp_coef).pow(2).sum().item()
         ss_tot = (y - y.mean()).pow(2).sum().item()
         r2_of = lambda value: torch.tensor([value], dtype=torch.float64)  # noqa: E731
         not_r2 = "return r2 = 1 - SS_res / SS_tot, not"
@@ -534,7 +534,7 @@ def test_find_neuron_freqs(find_neuron_freqs: Any, p: Any = 113) -> None:
     p = check_p(p)
     acts = _synthetic_fourier_neuron_acts(p)
     n, acts64 = acts.shape[-1], acts.double()
-    exp_freqs, exp_frac = analysis.find_neuron_freqs(acts)
+    exp_freqs, exp_frac = circuit.find_neuron_freqs(acts)
     what = f"a synthetic fourier_neuron_acts of shape {shape_str(acts.shape)}"
     result = call(find_neuron_freqs, (acts,), what, names=("fourier_neuron_acts",))
     freqs, frac = _pair(result, "find_neuron_freqs", "neuron_freqs, neuron_frac_explained")
@@ -746,7 +746,7 @@ def test_excl_loss(
         with torch.no_grad():
             full = m(split.all_data.to(m.cfg.device))[:, -1].detach().cpu()
         return full, torch.tensor(
-            analysis.excl_loss_from_logits(full[:, :p], key_freqs, train, split.labels), dtype=torch.float64
+            circuit.excl_loss_from_logits(full[:, :p], key_freqs, train, split.labels), dtype=torch.float64
         )
 
     full, expected = expected_for(model)

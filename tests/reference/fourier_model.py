@@ -10,7 +10,7 @@ import math
 import torch
 from transformer_lens import HookedTransformer
 
-from part52_grokking_and_modular_arithmetic.model import make_model
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ Everything a bug could hide in is written again here from the definitions (Nanda
 
 Only the model and the loading of weights are shared: each checkpoint goes into a TransformerLens
 ``HookedTransformer`` (``model.make_model`` + ``layout.load_in_state_dict``; the parameter names are
-``model.PAPER_TRAINABLE``) and ``run_with_cache`` runs on all ``p^2`` inputs.
+``architecture.PAPER_TRAINABLE``) and ``run_with_cache`` runs on all ``p^2`` inputs.
 The result is a ``dynamics.TrainingDynamics`` (the engine's result type), so the two compare field by field.
 """
 
@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from part52_grokking_and_modular_arithmetic.dynamics import TrainingDynamics
-from part52_grokking_and_modular_arithmetic.layout import load_in_state_dict
-from part52_grokking_and_modular_arithmetic.model import PAPER_TRAINABLE, make_model
+from part52_grokking_and_modular_arithmetic.analysis.dynamics import TrainingDynamics
+from part52_grokking_and_modular_arithmetic.runs.architecture import PAPER_TRAINABLE
+from part52_grokking_and_modular_arithmetic.runs.layout import load_in_state_dict
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
 
 #: The paper model's parameters, in the order of ``TrainingDynamics.param_names``.
 PAPER_PARAMETERS = PAPER_TRAINABLE

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from part52_grokking_and_modular_arithmetic.config import TrainConfig
-from part52_grokking_and_modular_arithmetic.data import make_all_data, make_labels, train_test_split
-from part52_grokking_and_modular_arithmetic.losses import cross_entropy_high_precision
-from part52_grokking_and_modular_arithmetic.model import make_model
-from part52_grokking_and_modular_arithmetic.train import make_optimizer
+from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
+from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels, train_test_split
+from part52_grokking_and_modular_arithmetic.runs.model import make_model
+from part52_grokking_and_modular_arithmetic.training.losses import cross_entropy_high_precision
+from part52_grokking_and_modular_arithmetic.training.train import make_optimizer
 
 __all__ = ["plain_hooked_transformer_step", "plain_train", "train_split_tokens"]
 

@@ -19,7 +19,7 @@ import einops
 import torch
 from torch import Tensor
 
-from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, parameter_shapes
+from .architecture import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, parameter_shapes
 
 if TYPE_CHECKING:  # TransformerLens is loaded by the code that builds models, not to read a run file
     import transformer_lens
@@ -92,7 +92,7 @@ def paper_to_transformer_lens(state_dict: Mapping[str, Tensor]) -> dict[str, Ten
 
 @functools.lru_cache(maxsize=16)
 def paper_shapes(p: int) -> dict[str, tuple[int, ...]]:
-    """The paper-layout shape of each weight for modulus ``p`` (:func:`.model.parameter_shapes`, converted)."""
+    """The paper-layout shape of each weight for modulus ``p`` (:func:`.architecture.parameter_shapes`, converted)."""
     meta = {name: torch.empty(shape, device="meta") for name, shape in parameter_shapes(p).items()}
     return {name: tuple(t.shape) for name, t in transformer_lens_to_paper(meta).items()}
 

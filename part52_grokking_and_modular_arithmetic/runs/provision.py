@@ -63,7 +63,7 @@ _FIX_HINT = (
 
 def checkout_root() -> Path | None:
     """The repository root in a source checkout (``Grokking/`` and ``pyproject.toml`` beside the package), else None."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # runs/ -> the package -> the checkout
     return root if (root / "Grokking").is_dir() and (root / "pyproject.toml").is_file() else None
 
 
@@ -99,7 +99,7 @@ def _train(config: TrainConfig, out: Path, progress: bool, why: str, cause: str)
         "[provision] This takes a while on a CPU; if it is interrupted, the same call resumes from the last checkpoint.",
         flush=True,
     )
-    from .train import train  # imported late: the trainer is only needed on this path
+    from ..training.train import train  # imported late: the trainer is only needed on this path
 
     return RunData.from_dict(
         train(config, out=out, resume=True, progress=progress), RunSource("trained", str(out), cause)

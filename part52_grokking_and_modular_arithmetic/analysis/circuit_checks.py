@@ -12,7 +12,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from .analysis import centred_grid, functional_form_logits, get_effective_weights, infer_p
+from .circuit import centred_grid, functional_form_logits, get_effective_weights, infer_p
 from .fourier import check_frequencies, fft1d, per_frequency
 
 __all__ = [

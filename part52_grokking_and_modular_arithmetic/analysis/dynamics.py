@@ -1,7 +1,7 @@
 """Progress measures over every checkpoint of a training run (course Section 3), computed fast and cached.
 
 Instead of one ``run_with_cache`` per checkpoint, :func:`compute_dynamics` stacks a chunk of checkpoints and
-computes only what the metrics need: the last position's activations (:mod:`.last_position`), and each
+computes only what the metrics need: the last position's activations (:mod:`..training.last_position`), and each
 neuron's 3x3 Fourier blocks from four marginal sums (over ``y``, over ``x``, along ``x + y`` and ``x - y``:
 the ``{cos k, sin k}^2`` part spans ``cos/sin(w_k(x +- y))``), ``O(p^2 d_mlp)`` instead of a full ``fft2d``.
 Checked against ``tests/reference/naive_dynamics.py``. With ``cache=True`` the result is kept in
@@ -31,8 +31,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import last_position
-from .checkpoints import CorruptCheckpointError, atomic_save, safe_load
+from ..runs.checkpoints import CorruptCheckpointError, atomic_save, safe_load
+from ..runs.layout import PAPER_KEYS, paper_to_transformer_lens
+from ..runs.run_data import RunData, as_run_data
+from ..training import last_position
+from ..training.losses import bias_correct, cross_entropy_high_precision
 from .fourier import (
     check_frequencies,
     fft1d,
@@ -42,9 +45,6 @@ from .fourier import (
     per_frequency,
     trig_directions_matrix,
 )
-from .layout import PAPER_KEYS, paper_to_transformer_lens
-from .losses import bias_correct, cross_entropy_high_precision
-from .run_data import RunData, as_run_data
 
 __all__ = ["ENV_CACHE_DIR", "TrainingDynamics", "cache_dir", "compute_dynamics", "gini"]
 
@@ -429,7 +429,7 @@ def compute_dynamics(
     """Every Section-3 progress measure for the checkpoints of a run, as a :class:`TrainingDynamics` (CPU).
 
     Args:
-        run_data: a :class:`~.run_data.RunData`, a run-data dict or the path of a run file.
+        run_data: a :class:`~..runs.run_data.RunData`, a run-data dict or the path of a run file.
         key_freqs: the key frequencies, fixed once from the final (analysed) model.
         cache: ``True``: read from / write (atomically) to :func:`cache_dir`; a folder: there; ``False``: none.
             An unwritable cache warns in one line and the result is still returned.

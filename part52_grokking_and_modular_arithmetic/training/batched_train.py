@@ -19,12 +19,13 @@ from jaxtyping import Float
 from torch import Tensor
 from torch.optim.adamw import adamw
 
+from ..runs.architecture import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, parameter_shapes
+from ..runs.config import TrainConfig
+from ..runs.data import Split
 from . import last_position as lp
-from .config import TrainConfig
-from .data import Split
-from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE, parameter_shapes
+from .resources import activation_bytes_per_run, chunk_runs, cpu_workers
 
-__all__ = ["BatchedAdamW", "Batch", "worker_pool", "n_workers", "estimate_run_file_bytes", "estimate_memory_bytes"]
+__all__ = ["BatchedAdamW", "Batch", "worker_pool", "n_workers"]
 
 
 # --- the optimizer
@@ -146,81 +147,12 @@ class BatchedAdamW:
         self._work = None
 
 
-# --- resources, estimated before any allocation
-#: torch.save overhead per tensor (pickle record, zip entry, alignment), bytes: a generous estimate.
-_TENSOR_OVERHEAD = 1024
-#: Memory the process grows by besides the runs' state, activations and histories (models, allocator caches).
-_FIXED_BYTES = 64 * 2**20
-#: Activations computed at once on the CPU (one chunk per worker thread) at most this many bytes by default
-#: (10 runs at p = 113), so that a 64-run sweep of the default recipe fits in 4 GB on any number of cores.
-_CPU_CHUNK_BYTES = 768 * 2**20
-#: Runs per chunk on the CPU: one run's working set (~10 MB at p = 113) stays in cache (ms per run-epoch at
-#: chunks of 1 / 2 / 8 runs, 1 thread: 35.1 / 39.2 / 48.5); the cores compute one-run chunks side by side.
-_CPU_CHUNK_RUNS = 1
-
-
-def _n_params(p: int) -> int:
-    return sum(math.prod(s) for s in parameter_shapes(p).values())
-
-
-def estimate_run_file_bytes(config: TrainConfig) -> int:
-    """Size of the run file of ``config`` at its end: checkpoints, resume record, loss histories, split."""
-    per_checkpoint = 4 * _n_params(config.p) + _TENSOR_OVERHEAD * len(PAPER_TRAINABLE)
-    n_checkpoints = math.ceil(config.epochs / config.save_every) + 1  # +1: an early stop adds its epoch
-    histories = 12 * (config.epochs + math.ceil(config.epochs / config.test_every))  # pickled floats
-    n_train = math.ceil(config.frac_train * config.p**2)
-    return (n_checkpoints + 3) * per_checkpoint + histories + 8 * n_train + 64 * 1024
-
-
-def _activation_bytes_per_run(config: TrainConfig) -> int:
-    """Peak memory of one run's forward + backward on its train pairs, or of its test evaluation: per pair the Z
-    rows, ReLU output, float32/float64 logits with log-softmax and gradients, attention; plus the run's tables."""
-    p, d_mlp = config.p, 512
-    n_out, d = p + 1, d_mlp + p + 1
-    n_train = int(config.frac_train * p * p)
-    per_train_pair = 4 * (3 * d + 2 * d_mlp + 4 * n_out + 24) + 8 * (4 * n_out) + 8 * 16
-    per_test_pair = 4 * (d + 2 * n_out) + 8 * (2 * n_out) + 8 * 16
-    return max(n_train * per_train_pair, (p * p - n_train) * per_test_pair) + 4 * 6 * (4 * 2 * n_out * d)
-
-
-def _chunk_runs(per_run_bytes: int, n_runs: int, device: torch.device) -> int:
-    """Runs computed together: on a GPU all that fit half its free memory; on the CPU :data:`_CPU_CHUNK_RUNS`."""
-    budget, most = _CPU_CHUNK_BYTES, _CPU_CHUNK_RUNS
-    if device.type == "cuda":
-        budget, most = torch.cuda.mem_get_info(device)[0] // 2, n_runs
-    return max(1, min(n_runs, most, budget // max(per_run_bytes, 1)))
-
-
 def n_workers(configs: Sequence[TrainConfig], device: torch.device, workers: int | None = None) -> int:
-    """CPU worker threads for runs of one ``p``: ``workers``, at most one per chunk; by default torch's thread
-    count, as long as the chunks computed at once stay within :data:`_CPU_CHUNK_BYTES`. 1 on a GPU."""
+    """CPU worker threads for runs of one ``p`` (:func:`~.resources.cpu_workers` with torch's thread count); 1 on a
+    GPU."""
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if device.type != "cpu":
-        return 1
-    per_run = max(_activation_bytes_per_run(c) for c in configs)
-    chunk = _chunk_runs(per_run, len(configs), device)
-    if workers is None:
-        workers = min(torch.get_num_threads(), max(1, _CPU_CHUNK_BYTES // (chunk * per_run)))
-    return max(1, min(-(-len(configs) // chunk), workers))
-
-
-def estimate_memory_bytes(configs: TrainConfig | Sequence[TrainConfig], workers: int | None = None) -> int:
-    """Memory training ``configs`` (one, or runs trained together) needs, estimated before allocating anything:
-    every run's record (:func:`estimate_run_file_bytes`) plus one serialised copy, per ``p`` the batched state and
-    the activations of the runs computed at once (``workers``, default :func:`n_workers`), and a fixed 64 MB."""
-    configs = [configs] if isinstance(configs, TrainConfig) else list(configs)
-    if not configs:
-        return 0
-    files = [estimate_run_file_bytes(c) for c in configs]
-    training = 0
-    for p in {c.p for c in configs}:
-        group = [c for c in configs if c.p == p]
-        per_run = max(_activation_bytes_per_run(c) for c in group)
-        cpu = torch.device("cpu")
-        at_once = min(_chunk_runs(per_run, len(group), cpu) * n_workers(group, cpu, workers), len(group))
-        training = max(training, len(group) * 8 * 4 * _n_params(p) + at_once * per_run)
-    return sum(files) + max(files) + _FIXED_BYTES + training
+    return 1 if device.type != "cpu" else cpu_workers(configs, torch.get_num_threads(), workers)
 
 
 @contextlib.contextmanager
@@ -242,7 +174,7 @@ def worker_pool(n: int) -> Iterator[ThreadPoolExecutor | None]:
 
 # --- S runs of one p as one set of tensors
 class Batch:
-    """Weights ``P`` ``(S, N)`` (row ``i``: run ``i``'s :data:`~.model.PAPER_TRAINABLE` parameters, flattened),
+    """Weights ``P`` ``(S, N)`` (row ``i``: run ``i``'s :data:`~..runs.architecture.PAPER_TRAINABLE` parameters, flattened),
     gradients ``G``, :class:`BatchedAdamW` ``opt`` and input pairs of S runs of one ``p`` on ``device``."""
 
     def __init__(
@@ -282,7 +214,8 @@ class Batch:
     def _rechunk(self) -> None:
         """Split the runs into chunks computed together, each with its own pairs (built once)."""
         S = self.n_runs
-        self.chunk = _chunk_runs(max(_activation_bytes_per_run(c) for c in self.configs), S, self.device)
+        gpu_free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        self.chunk = chunk_runs(max(activation_bytes_per_run(c) for c in self.configs), S, gpu_free)
         self.bounds = [(a, min(a + self.chunk, S)) for a in range(0, S, self.chunk)]
 
         def part(pairs: lp.Pairs, a: int, b: int) -> lp.Pairs:

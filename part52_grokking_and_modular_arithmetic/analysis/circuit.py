@@ -17,7 +17,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import ActivationCache, HookedTransformer
 
-from .data import make_all_data, make_split
+from ..runs.data import make_all_data, make_split
+from ..training.losses import cross_entropy_high_precision, score_logits
 from .fourier import (
     arrange_by_2d_freqs,
     check_frequencies,
@@ -26,7 +27,6 @@ from .fourier import (
     project_onto_frequency,
     trig_directions_matrix,
 )
-from .losses import cross_entropy_high_precision, score_logits
 
 __all__ = [
     "CLUSTER_THRESHOLD",
@@ -526,7 +526,7 @@ def excl_loss(
     directions from the last-position logits (``=`` dropped) over all p^2 inputs (float64 cross-entropy, no
     bias correction — which would change nothing: those directions have zero mean over the inputs).
     Train pairs: ``train_indices``, else the split of ``frac_train`` / ``seed``; labels of task ``fn`` (``seed``
-    draws the ``rand`` table) — both from :func:`~.data.make_split`."""
+    draws the ``rand`` table) — both from :func:`~..runs.data.make_split`."""
     original = get_original_logits(model)
     split = make_split(_p_from_logits(original), frac_train, seed, fn)
     if train_indices is None:

@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..runs.architecture import FROZEN_ZERO_BIASES, PAPER_TRAINABLE
 from .losses import cross_entropy_per_run
-from .model import FROZEN_ZERO_BIASES, PAPER_TRAINABLE
 
 __all__ = [
     "WEIGHT_NAMES",

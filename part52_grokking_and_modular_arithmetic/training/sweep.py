@@ -1,7 +1,7 @@
 """Sweeps: many training runs over a grid of configurations, split into shards, and a summary of what they show.
 
 A sweep is the product of lists of values (seeds x weight decays x train fractions x learning rates) over one
-base :class:`~.config.TrainConfig`. Each member is trained by :func:`.train.train_many` into its own run file
+base :class:`~..runs.config.TrainConfig`. Each member is trained by :func:`.train.train_many` into its own run file
 (the format :func:`~.train.train` writes, resumed the same way) named after its configuration, e.g.
 ``p113_seed0_wd1.0_frac0.3.pth``; the files store their ``config``, so no manifest is kept.
 
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .config import TrainConfig, check_field
+from ..runs.config import TrainConfig, check_field
 
 __all__ = [
     "SWEEP_SAVE_EVERY",
@@ -151,8 +151,8 @@ def member_state(path: str | os.PathLike, config: TrainConfig) -> tuple[str, str
     """What ``path`` holds for the member ``config``: ``(state, detail)``, state one of ``"missing"``,
     ``"unfinished"`` (to continue or extend), ``"finished"``, ``"diverged"`` (both skipped) or ``"conflict"``
     (not a run of this configuration: never overwritten; ``detail`` says why)."""
-    from .checkpoints import CorruptCheckpointError  # (torch and TransformerLens: only when files are read)
-    from .run_data import run_status
+    from ..runs.checkpoints import CorruptCheckpointError  # (torch and TransformerLens: only when files are read)
+    from ..runs.run_data import run_status
     from .train import load_stored_run
 
     path = Path(path)
@@ -173,22 +173,15 @@ def _first_line(e: BaseException) -> str:
 
 
 # --- memory
-def _checkpoint_bytes(p: int) -> int:
-    """One checkpoint (float32 weights) of the model for modulus ``p``: 907,264 bytes at p = 113."""
-    from .model import parameter_shapes
-
-    return 4 * sum(math.prod(s) for s in parameter_shapes(p).values())
-
-
 def default_sweep_memory_note(n_runs: int = 64) -> str:
     """One sentence on the memory an ``n_runs``-member sweep of the default recipe needs as one group."""
-    from .batched_train import estimate_memory_bytes
+    from .resources import checkpoint_bytes, estimate_memory_bytes
 
     config = dataclasses.replace(TrainConfig(), save_every=SWEEP_SAVE_EVERY)
     need = estimate_memory_bytes([config] * n_runs)
-    history = n_runs * (math.ceil(config.epochs / config.save_every) + 1) * _checkpoint_bytes(config.p)
+    history = n_runs * (math.ceil(config.epochs / config.save_every) + 1) * checkpoint_bytes(config.p)
     head = f"a {n_runs}-run sweep of the default recipe (p = {config.p}, {config.epochs:,} epochs)"
-    each = f"{_checkpoint_bytes(config.p) / 1e6:.2f} MB per checkpoint"
+    each = f"{checkpoint_bytes(config.p) / 1e6:.2f} MB per checkpoint"
     every_100 = estimate_memory_bytes([dataclasses.replace(config, save_every=100)] * n_runs)
     return (
         f"{head} then needs about {need / 1e9:.1f} GB trained as one group, {history / 1e9:.2f} GB of it checkpoints "
@@ -270,7 +263,8 @@ def run_sweep(
         if todo:
             log(f"[sweep] dry run: {len(todo)} member(s) would be trained (batched); nothing was trained")
         return result
-    from .train import check_disk_room, check_memory, estimate_memory_bytes, train_many
+    from .resources import estimate_memory_bytes
+    from .train import check_disk_room, check_memory, train_many
 
     size = group_size or len(todo)
     groups = [todo[i : i + size] for i in range(0, len(todo), size)]
@@ -298,8 +292,8 @@ def run_sweep(
 
 
 def _refuse_if_running(paths: list[Path]) -> None:
-    """Raise :class:`~.checkpoints.RunFileLockedError` if another process is training one of ``paths``."""
-    from .checkpoints import RunFileLock
+    """Raise :class:`~..runs.checkpoints.RunFileLockedError` if another process is training one of ``paths``."""
+    from ..runs.checkpoints import RunFileLock
 
     for path in paths:
         lock = RunFileLock(path)
@@ -309,7 +303,7 @@ def _refuse_if_running(paths: list[Path]) -> None:
 
 
 def _one_line(data: dict, config: TrainConfig) -> str:
-    from .run_data import run_status
+    from ..runs.run_data import run_status
 
     status = run_status(data).state
     test = data["test_losses"]
@@ -398,8 +392,8 @@ def _key_frequencies_of(data: dict) -> list[int]:
     """Key frequencies of a run's last checkpoint (:func:`~.analysis.key_frequencies`)."""
     import torch
 
-    from .analysis import key_frequencies
-    from .utils import load_model
+    from ..analysis.circuit import key_frequencies
+    from ..utils import load_model
 
     with torch.inference_mode():
         return key_frequencies(load_model(data, -1))
@@ -416,8 +410,8 @@ def sweep_summary(
     are skipped with the reason. A row holds the config fields, ``status``, ``epochs_done``, ``grok_epoch`` (the
     first epoch whose test loss is below ``threshold``, None if never), the final losses and ``key_freqs`` of the
     last checkpoint (None when ``key_freqs=False``). Rows are sorted by p, fn, wd, train fraction, lr, seed."""
-    from .checkpoints import CorruptCheckpointError
-    from .run_data import load_run_data, run_status
+    from ..runs.checkpoints import CorruptCheckpointError
+    from ..runs.run_data import load_run_data, run_status
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():

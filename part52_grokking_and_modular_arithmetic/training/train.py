@@ -1,6 +1,6 @@
 """Train the grokking model with the paper's recipe and record its checkpoint history: one run or many at once.
 
-The recipe (Nanda et al. 2023, arXiv 2301.05217; defaults in :class:`~.config.TrainConfig`): the paper's init and
+The recipe (Nanda et al. 2023, arXiv 2301.05217; defaults in :class:`~..runs.config.TrainConfig`): the paper's init and
 seeded split; full batch AdamW (lr 1e-3, weight decay 1.0, betas (0.9, 0.98)) with a 10-step linear warm-up; the
 float64 cross-entropy over all ``p + 1`` logits at the last position.
 
@@ -33,8 +33,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from .batched_train import Batch, estimate_memory_bytes, estimate_run_file_bytes, n_workers, worker_pool
-from .checkpoints import (
+from ..runs.architecture import PAPER_TRAINABLE, parameter_shapes
+from ..runs.checkpoints import (
     CorruptCheckpointError,
     RunFileLock,
     RunFileWriteError,
@@ -45,17 +45,20 @@ from .checkpoints import (
     remove_stale_temp_files,
     safe_load,
 )
-from .config import TrainConfig
-from .data import make_split
+from ..runs.config import TrainConfig
+from ..runs.data import make_split
+from ..runs.layout import transformer_lens_to_paper
+from ..runs.model import make_model
+from ..runs.run_data import RESUME_FORMAT_VERSION, run_status, validate_run_data
+from .batched_train import Batch, n_workers, worker_pool
 from .last_position import Pairs, model_loss
-from .layout import transformer_lens_to_paper
-from .model import PAPER_TRAINABLE, make_model, parameter_shapes
-from .run_data import RESUME_FORMAT_VERSION, run_status, validate_run_data
+from .resources import estimate_memory_bytes, estimate_run_file_bytes
 
 __all__ = [
     "train",
     "train_many",
     "keep_freed_memory",
+    "exit_after_stop",
     "make_optimizer",
     "trained_parameters",
     "fast_train_step",
@@ -65,8 +68,6 @@ __all__ = [
     "TrainingInterrupted",
     "RunNotSavedError",
     "NotEnoughMemoryError",
-    "estimate_run_file_bytes",
-    "estimate_memory_bytes",
     "available_memory_bytes",
     "check_memory",
     "check_disk_room",
@@ -92,6 +93,17 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 512 << 20))
     except (OSError, AttributeError):
         return False
+
+
+#: Set by :func:`exit_after_stop`: SIGINT/SIGTERM stay ignored once a signal has stopped training.
+_EXIT_AFTER_STOP = False
+
+
+def exit_after_stop() -> None:
+    """For a command that owns its process: once SIGINT/SIGTERM has stopped training, later signals are ignored
+    while the process reports what was saved and exits (a library caller gets its own handlers back instead)."""
+    global _EXIT_AFTER_STOP
+    _EXIT_AFTER_STOP = True
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -123,7 +135,7 @@ class TrainingData:
 
 
 def trained_parameters(model: HookedTransformer) -> list[torch.nn.Parameter]:
-    """The 11 parameters the paper trains (``model.PAPER_TRAINABLE``, in that order)."""
+    """The 11 parameters the paper trains (``architecture.PAPER_TRAINABLE``, in that order)."""
     params = dict(model.named_parameters())
     return [params[name] for name in PAPER_TRAINABLE]
 
@@ -265,7 +277,7 @@ def _free_bytes(folder: Path) -> int | None:
 
 
 def check_disk_room(configs: Sequence[TrainConfig], paths: Sequence[Path], how: str = "") -> None:
-    """Raise :class:`~.checkpoints.RunFileWriteError` (ENOSPC) when the run files of ``configs`` at ``paths`` need
+    """Raise :class:`~..runs.checkpoints.RunFileWriteError` (ENOSPC) when the run files of ``configs`` at ``paths`` need
     more room than their disk has: each at its end (:func:`estimate_run_file_bytes`) less its size now, +10 %."""
     by_folder: dict[Path, list[tuple[int, int]]] = {}
     for config, path in zip(configs, paths, strict=True):
@@ -329,7 +341,7 @@ def _stop_on_signals(path: Path | None) -> Iterator[_StopRequest]:
         yield stop
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            signal.signal(sig, signal.SIG_IGN if stop.signum is not None and _EXIT_AFTER_STOP else old)
 
 
 # --- writing a run file without losing it
@@ -868,7 +880,7 @@ def train(
     fallback_dirs: list[str | os.PathLike] | None = None,
     device: str | torch.device = "auto",
 ) -> dict:
-    """Train a model with ``config`` and return its run data (the :mod:`.checkpoints` format).
+    """Train a model with ``config`` and return its run data (the :mod:`..runs.checkpoints` format).
 
     ``out``: the file to write the run to (None: memory only), atomically, at checkpoint epochs at least
     ``save_interval_s`` seconds apart, at the end, and when training stops early (SIGINT/SIGTERM at the next epoch

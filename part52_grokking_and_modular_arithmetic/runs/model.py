@@ -5,50 +5,23 @@ TransformerLens is imported inside the functions that build models, so reading a
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from typing import TYPE_CHECKING
 
 import torch
 
+from .architecture import ARCHITECTURE, FROZEN_ZERO_BIASES, PAPER_TRAINABLE
+
 if TYPE_CHECKING:
     import transformer_lens
 
 __all__ = [
     "make_model_config",
-    "parameter_shapes",
     "make_model",
     "paper_init_",
-    "PAPER_TRAINABLE",
-    "FROZEN_ZERO_BIASES",
     "silence_transformer_lens_deprecation",
 ]
-
-#: TransformerLens parameter names that exist in the paper model (trained and weight-decayed).
-PAPER_TRAINABLE = (
-    "embed.W_E",
-    "pos_embed.W_pos",
-    "blocks.0.attn.W_Q",
-    "blocks.0.attn.W_K",
-    "blocks.0.attn.W_V",
-    "blocks.0.attn.W_O",
-    "blocks.0.mlp.W_in",
-    "blocks.0.mlp.b_in",
-    "blocks.0.mlp.W_out",
-    "blocks.0.mlp.b_out",
-    "unembed.W_U",
-)
-#: TransformerLens biases the paper model does not have: zero and frozen.
-FROZEN_ZERO_BIASES = (
-    "blocks.0.attn.b_Q",
-    "blocks.0.attn.b_K",
-    "blocks.0.attn.b_V",
-    "blocks.0.attn.b_O",
-    "unembed.b_U",
-)
-#: The paper's architecture: 1 layer, 4 heads of 32, d_model 128, d_mlp 512, 3 positions ``[x, y, =]``.
-ARCHITECTURE = dict(n_layers=1, n_heads=4, d_model=128, d_head=32, d_mlp=512, n_ctx=3)
 
 #: The message of the deprecation warning TransformerLens 3.x gives at every ``HookedTransformer`` construction.
 _TL_DEPRECATION = r"HookedTransformer is deprecated"
@@ -77,17 +50,6 @@ def make_model_config(
         device=str(device),
         seed=seed,
     )
-
-
-@functools.lru_cache(maxsize=16)
-def parameter_shapes(p: int) -> dict[str, tuple[int, ...]]:
-    """The TransformerLens-layout shape of each of the paper's parameters (:data:`PAPER_TRAINABLE`) for modulus
-    ``p``, from :data:`ARCHITECTURE` (TransformerLens' shapes; a test compares them with a built model)."""
-    a = ARCHITECTURE
-    h, m, e, mlp, v = a["n_heads"], a["d_model"], a["d_head"], a["d_mlp"], p + 1
-    qkv = (h, m, e)
-    shapes = [(v, m), (a["n_ctx"], m), qkv, qkv, qkv, (h, e, m), (m, mlp), (mlp,), (mlp, m), (m,), (m, v)]
-    return dict(zip(PAPER_TRAINABLE, shapes, strict=True))
 
 
 @torch.no_grad()

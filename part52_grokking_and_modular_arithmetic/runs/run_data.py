@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args
 import torch
 from torch import Tensor
 
+from .architecture import PAPER_TRAINABLE, parameter_shapes
 from .checkpoints import CorruptCheckpointError, safe_load
 from .config import ANALYSED_EPOCH, TrainConfig
 from .data import Split
 from .layout import PAPER_KEYS, is_paper_layout, load_in_state_dict, paper_shapes
-from .model import PAPER_TRAINABLE, make_model, parameter_shapes
+from .model import make_model
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer

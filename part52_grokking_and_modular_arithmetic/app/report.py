@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cli import Command, number_arg
+
 __all__ = [
     "PLOTLY_MIME",
     "ReportResult",
@@ -77,8 +79,8 @@ class ReportResult:
 
 
 def repo_root() -> Path:
-    """The checkout this package lives in (the parent of the package folder)."""
-    return Path(__file__).resolve().parents[1]
+    """The checkout this package lives in (the folder holding the package folder)."""
+    return Path(__file__).resolve().parents[2]  # app/ -> the package -> the checkout
 
 
 def default_solutions_notebook() -> Path:
@@ -432,7 +434,7 @@ def run_main_job(
     offline HTML report in ``out_dir``. Bad arguments raise ``ValueError``/``OSError`` before any work."""
     import nbformat
 
-    from .provision import checkout_root, load_full_run_data
+    from ..runs.provision import checkout_root, load_full_run_data
 
     out_dir, notebook_path = _check_arguments(out_dir, notebook, run_path, cell_timeout, device)
     env = {"PART52_RUN_PATH": str(Path(run_path).resolve())} if run_path is not None else {}
@@ -473,10 +475,7 @@ def run_main_job(
     return ReportResult(html_path, nb_path, timings, n_figures, model_source=source, summary=summary)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``report`` command line: 0 on success, 1 with one line ``error: ...``, 2 for a bad option."""
-    from .cli import error_line, number_arg
-
+def _add_report_options(parser: argparse.ArgumentParser) -> None:
     def device_arg(text: str) -> str:
         try:
             _check_device(text)
@@ -484,10 +483,9 @@ def main(argv: list[str] | None = None) -> int:
             raise argparse.ArgumentTypeError(str(e)) from None
         return text
 
-    parser = argparse.ArgumentParser(
-        prog="python -m part52_grokking_and_modular_arithmetic report",
-        description="Provision the model, execute the solutions notebook and write an offline HTML report. "
-        "The options and the output folder are checked before anything else.",
+    parser.description = (
+        "Provision the model, execute the solutions notebook and write an offline HTML report. The options and the "
+        "output folder are checked before anything else."
     )
     parser.add_argument("--out-dir", type=Path, default=Path("reports"), help="output folder (default: reports)")
     parser.add_argument("--notebook", type=Path, help="notebook to execute (default: the solutions notebook)")
@@ -500,29 +498,39 @@ def main(argv: list[str] | None = None) -> int:
         help="per-cell timeout in seconds (default 1800)",
     )
     parser.add_argument("--device", type=device_arg, help="torch device, e.g. cuda (default: the notebook's choice)")
-    args = parser.parse_args(argv)
-    given = (("--out-dir", args.out_dir), ("--notebook", args.notebook), ("--run-path", args.run_path))
-    paths = {f"{flag} {path}": path for flag, path in given if path is not None}  # error_line names them
-    try:
-        _check_arguments(args.out_dir, args.notebook, args.run_path, args.cell_timeout, args.device)
-        from .train import keep_freed_memory  # (a slow import: after the checks)
 
-        keep_freed_memory()  # the command owns its process and may train the model: the allocator setting speeds it up
-        run_main_job(
-            args.out_dir,
-            notebook=args.notebook,
-            run_path=args.run_path,
-            allow_training=not args.no_training,
-            cell_timeout=args.cell_timeout,
-            device=args.device,
-        )
-    except Exception as e:
-        line = error_line(e, paths)
-        if line is None:
-            raise
-        print(f"error: {line}", file=sys.stderr)
-        return 1
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    _check_arguments(args.out_dir, args.notebook, args.run_path, args.cell_timeout, args.device)
+    from ..training.train import exit_after_stop, keep_freed_memory  # (a slow import: after the checks)
+
+    keep_freed_memory()  # the command owns its process and may train the model: the allocator setting speeds it up
+
+    exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
+    run_main_job(
+        args.out_dir,
+        notebook=args.notebook,
+        run_path=args.run_path,
+        allow_training=not args.no_training,
+        cell_timeout=args.cell_timeout,
+        device=args.device,
+    )
     return 0
+
+
+COMMANDS = {
+    "report": Command(
+        "the main job: the solutions notebook as an offline HTML report", _add_report_options, _cmd_report
+    )
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``report`` command line (``python -m part52_grokking_and_modular_arithmetic report ...``): 0 on success, 1
+    with one line ``error: ...``, 2 for a bad option."""
+    from .cli import main as cli_main
+
+    return cli_main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
