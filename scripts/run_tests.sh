@@ -30,7 +30,7 @@ echo "[tests] chain 1 (log shown when it ends): the default model, then the test
         exit 1
     fi
     echo "[tests] model ready after $(($(date +%s) - start)) s"
-    .venv/bin/python -m pytest tests --nbmake solutions --nbmake-timeout=900 -m model "$@"
+    .venv/bin/python -m pytest tests --nbmake solutions --nbmake-timeout=900 -m model --durations=5 "$@"
 ) >"$logs/chain1.log" 2>&1 &
 chain1=$!
 
@@ -42,7 +42,7 @@ fi
 echo "[tests] the non-slow tests"
 .venv/bin/python -m pytest tests -m "not slow" "$@" || status=1
 echo "[tests] the slow tests that do not need the default model"
-.venv/bin/python -m pytest tests -m "slow and not model" "$@" || status=1
+.venv/bin/python -m pytest tests -m "slow and not model" --durations=10 "$@" || status=1
 
 echo "[tests] waiting for chain 1 ($(($(date +%s) - start)) s so far)"
 wait "$chain1" || status=1

@@ -54,7 +54,7 @@ print("[lowest] floors:", ", ".join(f"{n}=={v}" for n, v in sorted(pins.items())
 EOF
 
 echo "[lowest] installing the package with every dependency at its floor"
-"$PY" -m pip install --quiet --disable-pip-version-check --constraint "$constraints" -e ".[test,notebooks]" \
+"$PY" -m pip install --quiet --no-compile --disable-pip-version-check --constraint "$constraints" -e ".[test,notebooks]" \
     2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # what pip actually installed must be the floors (a constraint it could not honour would have failed above)
 "$PY" - "$constraints" <<'EOF'

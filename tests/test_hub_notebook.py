@@ -3,8 +3,9 @@ epochs, analysed at epoch 40,000), made from a real training run, served by the 
 through the main job (``python -m part52_grokking_and_modular_arithmetic report``) and the solutions notebook,
 with an empty Hugging Face cache and no local run file, so the model must be downloaded.
 
-Fast: the conversion to the hub format. Slow: the main job (needs the default run file
-``Grokking/large_files/full_run_data.pth``, which ``scripts/run_tests.sh`` provides before pytest runs).
+Fast: the conversion to the hub format. Slow: the main job on the session's small run (``conftest.small_run``,
+p = 31) in the hub's format, and on one model stored 500 times (a released final model); the notebook on the
+default model is the nbmake run's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from test_notebook_any_run import without_cells_tagged
 
 from part52_grokking_and_modular_arithmetic.app import report
 from part52_grokking_and_modular_arithmetic.runs.hub import HUB_FILENAME, HUB_REPO_ID
@@ -25,9 +27,6 @@ from part52_grokking_and_modular_arithmetic.runs.run_data import analysed_index_
 
 from fake_hub import FakeHub, make_paper_run_data, to_bytes
 from hub_format import HUB_EPOCHS, default_run_hub_bytes, same_model_hub_format, to_hub_format
-
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_RUN = REPO / "Grokking" / "large_files" / "full_run_data.pth"
 
 
 def hub_env(tmp_path: Path, hub_url: str) -> dict[str, str]:
@@ -46,12 +45,6 @@ def hub_env(tmp_path: Path, hub_url: str) -> dict[str, str]:
         TQDM_DISABLE="1",
     )
     return env
-
-
-def default_hub_bytes() -> bytes:
-    if not DEFAULT_RUN.is_file():
-        pytest.skip(f"needs the default run file {DEFAULT_RUN} (scripts/run_tests.sh obtains it before pytest)")
-    return default_run_hub_bytes(DEFAULT_RUN)
 
 
 # ------------------------------------------------------------------------------------------ the hub format
@@ -98,8 +91,11 @@ def test_same_model_file_is_hub_format():
 # ------------------------------------------------------------------------------------------ end to end
 
 
-def run_main_job_against_the_fake_hub(tmp_path: Path, data: bytes) -> tuple[str, nbformat.NotebookNode, str, dict]:
-    """Serve ``data`` as the course's hub file and run the main job in a fresh process that must download it.
+def run_main_job_against_the_fake_hub(
+    tmp_path: Path, data: bytes, notebook: Path | None = None
+) -> tuple[str, nbformat.NotebookNode, str, dict]:
+    """Serve ``data`` as the course's hub file and run the main job (on ``notebook``, default the solutions
+    notebook) in a fresh process that must download it.
 
     Returns ``(log, executed notebook, its printed text, environment)``; fails with the log when the job fails
     or the hub saw no download.
@@ -119,6 +115,7 @@ def run_main_job_against_the_fake_hub(tmp_path: Path, data: bytes) -> tuple[str,
             "cpu",
             "--cell-timeout",
             "1200",
+            *(["--notebook", str(notebook)] if notebook is not None else []),
         ]
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=2400)
         log = proc.stdout + proc.stderr
@@ -136,10 +133,12 @@ def run_main_job_against_the_fake_hub(tmp_path: Path, data: bytes) -> tuple[str,
 
 
 @pytest.mark.slow
-@pytest.mark.model
 @pytest.mark.notebook
-def test_main_job_downloads_the_hub_file_and_runs_the_notebook(tmp_path):
-    log, executed, text, _ = run_main_job_against_the_fake_hub(tmp_path, default_hub_bytes())
+def test_main_job_downloads_the_hub_file_and_runs_the_notebook(small_run, tmp_path):
+    """The main job (``report``) against the fake hub serving the session's small run in the hub's format (500
+    checkpoints, no stored recipe); the notebook less its Bonus training cells (the nbmake run covers them)."""
+    notebook = without_cells_tagged(report.default_solutions_notebook(), "bonus-training", tmp_path)
+    log, executed, text, _ = run_main_job_against_the_fake_hub(tmp_path, default_run_hub_bytes(small_run), notebook)
     print(log[-3000:])
     assert "500 checkpoints up to epoch 49900 (hub file (downloaded)" in log, log[-3000:]
     assert "analysing epoch 40000" in text
@@ -154,18 +153,17 @@ def test_main_job_downloads_the_hub_file_and_runs_the_notebook(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.model
 @pytest.mark.notebook
-def test_a_released_final_model_runs_the_whole_chapter_with_flat_dynamics(tmp_path):
-    """A hub-format file holding one model 500 times (as a released final model would): Section 3 must not
-    crash; its progress measures are flat, and the notebook says why."""
-    if not DEFAULT_RUN.is_file():
-        pytest.skip(f"needs the default run file {DEFAULT_RUN}")
+def test_a_released_final_model_runs_the_whole_chapter_with_flat_dynamics(small_run, tmp_path):
+    """A hub-format file holding one model 500 times (as a released final model would; here the session's small
+    run's, p = 31): Section 3 must not crash; its progress measures are flat, and the notebook says why. The
+    Bonus training cells are left out (they train their own models whatever is loaded)."""
     from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
 
-    data = to_bytes(same_model_hub_format(load_run_data(DEFAULT_RUN), n_checkpoints=500))
+    data = to_bytes(same_model_hub_format(load_run_data(small_run), n_checkpoints=500))
     assert len(data) < 5_000_000  # one model, stored once
-    _, _, text, _ = run_main_job_against_the_fake_hub(tmp_path, data)
+    notebook = without_cells_tagged(report.default_solutions_notebook(), "bonus-training", tmp_path)
+    _, _, text, _ = run_main_job_against_the_fake_hub(tmp_path, data, notebook=notebook)
     assert "analysing epoch 40000" in text
     assert "analysed checkpoints hold the same weights" in text  # the note of compute_dynamics (a UserWarning)
     assert "no training phases" in text  # the notebook's own note in Section 3

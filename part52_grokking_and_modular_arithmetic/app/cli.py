@@ -114,10 +114,12 @@ def _given_paths(args: argparse.Namespace) -> dict[str, object]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command in ``argv``; the exit status (0, 1 an error, 2 bad arguments, 128 + signal interrupted)."""
+def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
+    """Run the command in ``argv``; the exit status (0, 1 an error, 2 bad arguments, 128 + signal interrupted).
+    ``owns_process``: the process exits after it (:func:`run`), so process-wide settings may change."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(only=argv[0] if argv and argv[0] in commands() else "").parse_args(argv)
+    args.owns_process = owns_process
     try:
         return commands()[args.command].run(args)
     except KeyboardInterrupt as e:
@@ -140,7 +142,7 @@ def run() -> None:
     import signal
 
     try:
-        status = main()
+        status = main(owns_process=True)
     except KeyboardInterrupt:  # a repeated Ctrl-C after the trainer had handed the signals back: no traceback
         print("\nInterrupted.", file=sys.stderr)
         status = 128 + signal.SIGINT

@@ -506,7 +506,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     keep_freed_memory()  # the command owns its process and may train the model: the allocator setting speeds it up
 
-    exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
+    if args.owns_process:  # the command line itself, not cli.main() called from Python
+        exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
     run_main_job(
         args.out_dir,
         notebook=args.notebook,

@@ -13,6 +13,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import no_type_check
 
 import torch
 from jaxtyping import Float
@@ -100,6 +101,7 @@ class BatchedAdamW:
         t = step.clamp(min=1)
         bias1, bias2_sqrt = 1 - self.beta1**t, (1 - self.beta2**t).sqrt()
 
+        @no_type_check  # per-call closure: not re-instrumented by the tests' type checker at each call
         def col(v: Tensor) -> Tensor:
             return v.to(params.dtype)[:, None]
 
@@ -122,6 +124,7 @@ class BatchedAdamW:
         lrs, steps, wds = self.scheduled_lr().tolist(), self.step_count.tolist(), self.weight_decay.tolist()
         beta1s, beta2s = self.beta1.tolist(), self.beta2.tolist()
 
+        @no_type_check  # per-call closure: not re-instrumented by the tests' type checker at each call
         def update(r: int) -> None:
             step = torch.tensor(steps[r], dtype=torch.float32)  # incremented by the kernel, as AdamW's state
             adamw(
@@ -260,6 +263,7 @@ class Batch:
         """float64 test loss of every run at the current weights."""
 
         @torch.no_grad()  # (a decorator: grad mode is per thread)
+        @no_type_check  # per-call closure: not re-instrumented by the tests' type checker at each call
         def compute(a: int, b: int, pairs: lp.Pairs) -> Tensor:
             return lp.losses(self._weights(a, b, leaves=False)[0], pairs)
 
@@ -268,6 +272,7 @@ class Batch:
     def train_losses_and_grads(self) -> Float[Tensor, "S"]:
         """float64 train loss of every run; their gradients go to ``G`` (rows ``a:b`` by chunk ``a:b`` alone)."""
 
+        @no_type_check  # per-call closure: not re-instrumented by the tests' type checker at each call
         def compute(a: int, b: int, pairs: lp.Pairs) -> Tensor:
             w, leaves = self._weights(a, b, leaves=True)
             loss = lp.losses(w, pairs)

@@ -179,7 +179,8 @@ def _cmd_train(args) -> int:
     device = resolve_device(args.device)
     print(f"Training {config} on {device} -> {out}", flush=True)
     keep_freed_memory()  # this command owns its process: the allocator setting speeds up every epoch
-    exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
+    if args.owns_process:  # the command line itself, not cli.main() called from Python
+        exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
     data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet, device=device)
     print(f"Wrote {out}")
     print(format_info(data))
@@ -202,7 +203,8 @@ def _cmd_sweep(args) -> int:
 
         keep_freed_memory()  # like `train`: this command owns its process, and the setting speeds up every epoch
 
-        exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
+        if args.owns_process:  # the command line itself, not cli.main() called from Python
+            exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
     result = run_sweep(
         grid,
         args.out_dir,

@@ -30,6 +30,7 @@ import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import no_type_check
 
 import torch
 import torch.nn.functional as F
@@ -278,6 +279,7 @@ def tables(w: Mapping[str, Tensor], eq_token: int, n_out: int | None = None) -> 
     # the residual stream at position 2 if every head attended to position 2 alone
     resid_eq = r2 + b_O[:, None, :] + torch.bmm(value_eq, w_o)  # (R, 1, d_model)
 
+    @no_type_check  # per-call closure: not re-instrumented by the tests' type checker at each call
     def fold(w_next: Tensor) -> tuple[Tensor, Tensor]:
         """(R, H, 2, V, n) tables ``(T - T2[h]) @ w_next`` and (R, n) ``(r2 + b_O + sum_h T2[h]) @ w_next``."""
         wo_next = torch.bmm(w_o, w_next).view(R, H, d_head, -1)  # (R, H, d_head, n)
@@ -421,6 +423,7 @@ def _bags(t: Tables, pairs: Pairs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     pattern = torch.softmax(s, dim=0)  # (3, R, B, H)
     weights = pattern[:2].permute(1, 2, 3, 0).reshape(-1)  # [a0[r, b, h], a1[r, b, h]] in `rows` order
 
+    @no_type_check  # per-call closure: not re-instrumented by the tests' type checker at each call
     def bag(table: Tensor, const: Tensor) -> Tensor:
         n = table.shape[-1]
         z = F.embedding_bag(rows, table.reshape(-1, n), bags, mode="sum", per_sample_weights=weights)
@@ -456,6 +459,7 @@ class _WeightedBags(torch.autograd.Function):
         # table gradients A^T @ d: per table row, the weighted sum of the rows of the examples that use it
         entry_weights = weights[st.by_row_entry]
 
+        @no_type_check  # per-call closure: not re-instrumented by the tests' type checker at each call
         def table_grad(d: Tensor) -> Tensor:
             return F.embedding_bag(
                 st.by_row_example, d, st.by_row_offsets[:-1], mode="sum", per_sample_weights=entry_weights
