@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Run the non-slow tests that exercise the libraries once with the LOWEST versions pyproject.toml declares, so that
-# every floor there is true. Left out: the three files that test only the package's own bookkeeping on torch
-# alone (torch is not pinned here): fault handling of the trainer (signals, disks, locks), the hub red-team cases
-# (test_hub_faults.py covers the hub client here) and the batched trainer's bookkeeping; they run in .venv.
+# Run the tests that exercise the libraries' APIs once with the LOWEST versions pyproject.toml declares, so that
+# every floor there is true: TransformerLens (model, layouts, hooks and caches, the last-position autograd),
+# einops / jaxtyping / beartype (every annotated call is checked), plotly, huggingface_hub (the hub client and its
+# faults), nbformat / nbclient / nbconvert / jupytext / latex2mathml / ipykernel (notebooks and the report), tqdm
+# and torch's archive format. The rest of the suite tests the package's own logic; it runs in .venv (latest
+# versions). Set LOWEST_TESTS to choose other test files.
 #
 # A separate virtual environment (.venv-lowest, git-ignored; VENV=... to move it) gets torch the way
 # scripts/setup.sh installs it (torch is the one dependency not pinned to its floor: its CPU build comes from
@@ -76,6 +78,8 @@ print(f"[lowest] installed at the floors; torch {torch.__version__}")
 EOF
 echo "[lowest] environment ready after $(( $(date +%s) - start )) s"
 
-OWN_LOGIC=(test_training_faults.py test_fault_redteam.py test_batched_train.py)
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m pytest tests -m "not slow" -q "${OWN_LOGIC[@]/#/--ignore=tests/}" "$@"
+LOWEST_TESTS=${LOWEST_TESTS:-"test_model_and_layout test_last_position test_analysis test_fourier test_dynamics test_plotting test_hub_faults test_report test_notebooks test_run_data test_integrity"}
+files=()
+for name in $LOWEST_TESTS; do files+=("tests/$name.py"); done
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" -m pytest "${files[@]}" -m "not slow" -q "$@"
 echo "[lowest] total $(( $(date +%s) - start )) s"

@@ -1,11 +1,7 @@
-"""The course notebook on a run that is not the course's: a small modulus (p = 31), another seed and split.
+"""The exercises notebook on a run that is not the course's: the session's small run (``conftest.SMALL_RUN``: p = 31,
+another seed, split and lr, trained once on one thread), pointed at with ``PART52_RUN_PATH``; caches go to a
+temporary ``PART52_CACHE_DIR``. (The solutions notebook on it: the main-job test of ``test_hub_notebook.py``.)
 
-Slow (``-m slow``): the session's small run (``conftest.SMALL_RUN``: 2,000 epochs of p = 31, trained once on one
-thread), pointed at with ``PART52_RUN_PATH``; caches go to a temporary ``PART52_CACHE_DIR``.
-
-* the **solutions** notebook runs end to end on it: no index or frequency is hard-coded for p = 113. The two
-  Bonus training cells (tagged ``bonus-training``) are left out: they train their own p = 53 models whatever run
-  is loaded, and the nbmake run of the solutions notebook covers them.
 * the **exercises** notebook, run top to bottom before any exercise is filled in, shows one-line messages and
   no tracebacks: every error is :class:`~part52_grokking_and_modular_arithmetic.utils.ExerciseNotDone`, and a
   cell that stops for a missing exercise does so within a few seconds (before any expensive work).
@@ -63,20 +59,6 @@ def _seconds(cell) -> float:
     start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
     parse = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
     return (parse(end) - parse(start)).total_seconds() if start and end else 0.0
-
-
-def _stdout(nb) -> str:
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-
-
-def test_solutions_notebook_runs_on_a_small_p_run(small_run_env, tmp_path):
-    executed = _execute(build.SOLUTIONS, small_run_env, tmp_path, skip_tag="bonus-training")
-    for cell in executed.cells:
-        errors = _errors(cell)
-        assert not errors, f"cell {cell.id} raised {errors[0].ename}: {errors[0].evalue}\n{cell.source[:300]}"
-    text = _stdout(executed)
-    assert "p = 31" in text and "analysed checkpoint" in text  # the summary ran, on the small run
-    assert "✅" in text
 
 
 def test_exercises_notebook_shows_one_line_messages_before_any_exercise_is_done(small_run_env, tmp_path):

@@ -20,7 +20,7 @@ from part52_grokking_and_modular_arithmetic.runs.config import TrainConfig
 from part52_grokking_and_modular_arithmetic.runs.data import make_all_data, make_labels, train_test_split
 from part52_grokking_and_modular_arithmetic.runs.layout import PAPER_KEYS, is_paper_layout, load_in_state_dict
 from part52_grokking_and_modular_arithmetic.runs.model import make_model
-from part52_grokking_and_modular_arithmetic.runs.run_data import validate_run_data
+from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data, validate_run_data
 from part52_grokking_and_modular_arithmetic.training.last_position import model_logits
 from part52_grokking_and_modular_arithmetic.training.losses import cross_entropy_high_precision
 from part52_grokking_and_modular_arithmetic.training.train import (
@@ -32,9 +32,6 @@ from part52_grokking_and_modular_arithmetic.training.train import (
 
 from reference.plain_training import plain_hooked_transformer_step, plain_train
 
-#: A configuration small enough for CI that still memorises, then generalises (p = 31, half the pairs, lr 3e-3):
-#: train loss < 1e-2 after ~50 epochs, test loss < 0.1 after ~650 and < 1e-3 after ~950.
-SMALL = TrainConfig(p=31, frac_train=0.5, lr=3e-3, epochs=2000, save_every=100, test_every=10, stop_at_test_loss=1e-3)
 #: A short run for the bookkeeping tests.
 TINY = TrainConfig(p=23, frac_train=0.5, epochs=60, save_every=20, test_every=10)
 
@@ -158,9 +155,10 @@ def test_steps_agree_on_one_epoch():
         torch.testing.assert_close(pb, pa, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.slow  # a training run to generalisation: ~40 s
-def test_small_config_generalises_to_full_test_accuracy():
-    run = train(SMALL, progress=False)
+@pytest.mark.slow  # the session's small run (conftest.SMALL_RUN), trained once for the notebook tests too
+def test_small_config_generalises_to_full_test_accuracy(small_run):
+    run = load_run_data(small_run)
+    SMALL = TrainConfig.from_dict(run["config"])
     model = make_model(SMALL.p, seed=SMALL.seed)
     load_in_state_dict(model, _final_params(run))
     all_data = make_all_data(SMALL.p)
