@@ -170,6 +170,9 @@ def execute_notebook(
 ):
     """Execute a notebook in a fresh kernel (in ``cwd``, default the checkout; ``env`` added to ``os.environ``;
     ``timeout`` s per cell) and return it; :class:`NotebookError` when a cell fails or the kernel dies."""
+    # debugpy (imported with ipykernel, here and in the kernel) may print a "frozen modules" warning into the
+    # command's output: a headless run needs no debugger check
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     import nbformat
     from nbclient import NotebookClient
 
