@@ -120,7 +120,7 @@ def test_info_defaults_to_the_run_path_and_reports_bad_files(tmp_path, capsys):
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"garbage")
     assert cli.main(["info", str(bad)]) == 1
-    assert "not a readable torch checkpoint" in capsys.readouterr().err
+    assert "not a readable torch checkpoint: it is neither a zip archive nor a pickle" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------

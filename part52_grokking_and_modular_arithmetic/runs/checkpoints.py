@@ -158,8 +158,11 @@ def safe_load(path: str | os.PathLike) -> Any:
     except CorruptCheckpointError:
         raise
     except Exception as e:  # torch raises several types for bad zips / pickles
+        with open(path, "rb") as f:
+            head = f.read(1)  # a zip archive starts with "P", a pickle (torch's legacy format) with 0x80
+        why = _why(e) if head in (b"", b"P", b"\x80") else "it is neither a zip archive nor a pickle (text? HTML?)"
         raise CorruptCheckpointError(
-            f"{path} ({path.stat().st_size:,} bytes) is not a readable torch checkpoint: {_why(e)}"
+            f"{path} ({path.stat().st_size:,} bytes) is not a readable torch checkpoint: {why}"
         ) from e
     if not zipped:
         raise CorruptCheckpointError(
