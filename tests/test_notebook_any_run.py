@@ -35,19 +35,18 @@ def small_run_env(small_run) -> dict[str, str]:
     }
 
 
-def without_cells_tagged(path: Path, tag: str | None, folder: Path) -> Path:
+def without_cells_tagged(path: Path, tag: str, folder: Path) -> Path:
     """A copy of the notebook at ``path`` in ``folder`` without the cells tagged ``tag`` (e.g. ``bonus-training``:
     the Bonus cells train their own p = 53 models whatever run is loaded; the nbmake run covers them)."""
     nb = nbformat.read(str(path), as_version=4)
-    nb.cells = [c for c in nb.cells if tag is None or tag not in c.metadata.get("tags", [])]
+    nb.cells = [c for c in nb.cells if tag not in c.metadata.get("tags", [])]
     trimmed = folder / path.name
     nbformat.write(nb, str(trimmed))
     return trimmed
 
 
-def _execute(path: Path, env: dict[str, str], tmp_path: Path, skip_tag: str | None = None) -> nbformat.NotebookNode:
-    trimmed = without_cells_tagged(path, skip_tag, tmp_path)
-    return report.execute_notebook(trimmed, cwd=tmp_path, timeout=600, allow_errors=True, env=env)
+def _execute(path: Path, env: dict[str, str], tmp_path: Path) -> nbformat.NotebookNode:
+    return report.execute_notebook(path, cwd=tmp_path, timeout=600, allow_errors=True, env=env)
 
 
 def _errors(cell) -> list:

@@ -508,7 +508,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from ..training.train import exit_after_stop, keep_freed_memory  # (a slow import: after the checks)
 
     keep_freed_memory()  # the command owns its process and may train the model: the allocator setting speeds it up
-
     if args.owns_process:  # the command line itself, not cli.main() called from Python
         exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
     run_main_job(
