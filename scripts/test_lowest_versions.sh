@@ -11,7 +11,7 @@
 # the machine), then the package with its test and notebook extras, every other direct dependency pinned
 # to its declared floor: each `name>=X` of [project] dependencies and of the extras becomes `name==X` in a
 # pip constraints file (a requirement without a floor is an error: every dependency must declare one).
-# Dependencies of dependencies are left to pip. Extra arguments go to pytest.
+# Dependencies of dependencies are left to the installer (uv, else pip). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,8 +56,12 @@ print("[lowest] floors:", ", ".join(f"{n}=={v}" for n, v in sorted(pins.items())
 EOF
 
 echo "[lowest] installing the package with every dependency at its floor"
-"$PY" -m pip install --quiet --no-compile --disable-pip-version-check --constraint "$constraints" -e ".[test,notebooks]" \
-    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+if [ -x "$VENV/bin/uv" ] && [ "${NO_UV:-0}" != 1 ]; then  # as in scripts/setup.sh: uv where it could be had
+    INSTALL=("$VENV/bin/uv" pip install --quiet --python "$PY")
+else
+    INSTALL=("$PY" -m pip install --quiet --no-compile --disable-pip-version-check)
+fi
+"${INSTALL[@]}" -c "$constraints" -e ".[test,notebooks]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # what pip actually installed must be the floors (a constraint it could not honour would have failed above)
 "$PY" - "$constraints" <<'EOF'
 import sys
