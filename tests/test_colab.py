@@ -1,5 +1,6 @@
-"""Colab, simulated: the solutions notebook **alone** in an empty folder, a fresh virtual environment with torch
-and Jupyter (ipykernel + nbclient) but **without** the course package, the hub reachable (the fake hub on
+"""Colab, simulated: the solutions notebook **alone** in an empty folder, a fresh virtual environment with torch,
+Jupyter (ipykernel + nbclient) and the libraries Colab ships (:data:`COLAB_LIBRARIES`) but **without** the
+course package, the hub reachable (the fake hub on
 127.0.0.1 serving a run file as the course's file) — and the notebook runs to the end: its first cell pip-installs
 the package (from ``GROKKING_COURSE_PIP_SPEC``, here a wheel built from this checkout; its dependencies come from
 the package index), the load cell downloads the model.
@@ -34,6 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 SOLUTIONS = REPO / "solutions" / "grokking_and_modular_arithmetic_solutions.ipynb"
 TORCH_SPEC = os.environ.get("TORCH_SPEC", "torch==2.13.0")  # the CPU wheel scripts/setup.sh uses
 PACKAGE = "part52_grokking_and_modular_arithmetic"
+#: Libraries a Colab runtime has before any install, which the package needs too (the notebook's install cell
+#: adds TransformerLens and the rest).
+COLAB_LIBRARIES = ("numpy", "pandas", "plotly", "tqdm", "huggingface_hub", "transformers")
 
 # Run by the fresh venv's python: execute the notebook in a `python3` kernel of that same venv
 # (jupyter_client starts the kernel with the interpreter that runs nbclient).
@@ -88,7 +92,13 @@ def test_solutions_notebook_alone_in_a_fresh_venv_installs_the_package_and_runs(
     pip = [str(python), "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check"]
     stages["venv"] = _run([sys.executable, "-m", "venv", str(venv)], timeout=300, env=base_env)
     stages["torch install"] = _run([*pip, TORCH_SPEC], timeout=900, env=base_env)
-    stages["jupyter install"] = _run([*pip, "ipykernel", "nbclient", "nbformat"], timeout=600, env=base_env)
+    # what Colab ships besides torch: Jupyter and, among others, these libraries the course needs (uv installs
+    # them where the test environment has it, as fast as it can: this is set-up, not what is under test)
+    uv = Path(sys.executable).with_name("uv")
+    preinstall = [str(uv), "pip", "install", "--quiet", "--python", str(python)] if uv.is_file() else pip
+    stages["colab's libraries"] = _run(
+        [*preinstall, "ipykernel", "nbclient", "nbformat", *COLAB_LIBRARIES], timeout=600, env=base_env
+    )
     probe = subprocess.run(
         [str(python), "-c", f"import {PACKAGE}"], capture_output=True, text=True, cwd=content, env=base_env
     )

@@ -369,10 +369,11 @@ def test_ctrl_c_while_saving_lets_the_save_finish(tmp_path, monkeypatch, capfd):
 
 
 def test_a_command_ignores_later_signals_once_a_signal_stopped_training(tmp_path, monkeypatch):
-    """The command line calls exit_after_stop(): after the first Ctrl-C its process only reports and exits, so a
-    second Ctrl-C cannot interrupt the report (a library caller gets its own handlers back: the test above)."""
+    """The command line calls command_process(owns_process=True): after the first Ctrl-C its process only reports
+    and exits, so a second Ctrl-C cannot interrupt the report (a library caller gets its own handlers back: the
+    test above)."""
     monkeypatch.setattr(trainer, "_EXIT_AFTER_STOP", False)  # restored after the test
-    trainer.exit_after_stop()
+    trainer.command_process(owns_process=True)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
     def ctrl_c(epoch, *_):

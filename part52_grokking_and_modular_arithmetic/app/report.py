@@ -505,11 +505,9 @@ def _add_report_options(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     _check_arguments(args.out_dir, args.notebook, args.run_path, args.cell_timeout, args.device)
-    from ..training.train import exit_after_stop, keep_freed_memory  # (a slow import: after the checks)
+    from ..training.train import command_process  # (a slow import: after the checks)
 
-    keep_freed_memory()  # the command owns its process and may train the model: the allocator setting speeds it up
-    if args.owns_process:  # the command line itself, not cli.main() called from Python
-        exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
+    command_process(args.owns_process)  # it may train the model
     run_main_job(
         args.out_dir,
         notebook=args.notebook,

@@ -65,12 +65,10 @@ def _cmd_download(args) -> int:
 def _cmd_fetch(args) -> int:
     import time
 
-    from ..training.train import exit_after_stop, keep_freed_memory
+    from ..training.train import command_process
     from .provision import load_full_run_data
 
-    keep_freed_memory()  # this command owns its process (it may train): the allocator setting speeds up every epoch
-    if args.owns_process:  # the command line itself, not cli.main() called from Python
-        exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
+    command_process(args.owns_process)  # it may train
     start = time.perf_counter()
     data = load_full_run_data(args.out, allow_training=not args.no_training, progress=not args.quiet)
     print(f"Run data ready in {time.perf_counter() - start:.1f} s ({data.source})")

@@ -172,15 +172,13 @@ def _add_sweep_summary_options(ss) -> None:
 def _cmd_train(args) -> int:
     from ..runs.commands import format_info
     from ..runs.provision import default_run_path
-    from .train import exit_after_stop, keep_freed_memory, resolve_device, train
+    from .train import command_process, resolve_device, train
 
     config = _recipe(args, [field for field, *_ in _RECIPE_OPTIONS])
     out = args.out if args.out is not None else default_run_path()
     device = resolve_device(args.device)
     print(f"Training {config} on {device} -> {out}", flush=True)
-    keep_freed_memory()  # this command owns its process: the allocator setting speeds up every epoch
-    if args.owns_process:  # the command line itself, not cli.main() called from Python
-        exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
+    command_process(args.owns_process)
     data = train(config, out=out, resume=not args.no_resume, progress=not args.quiet, device=device)
     print(f"Wrote {out}")
     print(format_info(data))
@@ -199,12 +197,9 @@ def _cmd_sweep(args) -> int:
         print(f"{PROG} sweep: error: {e}", file=sys.stderr)
         return 2
     if not args.dry_run:
-        from .train import exit_after_stop, keep_freed_memory
+        from .train import command_process
 
-        keep_freed_memory()  # like `train`: this command owns its process, and the setting speeds up every epoch
-
-        if args.owns_process:  # the command line itself, not cli.main() called from Python
-            exit_after_stop()  # a second Ctrl-C while the command reports and exits is ignored
+        command_process(args.owns_process)
     result = run_sweep(
         grid,
         args.out_dir,

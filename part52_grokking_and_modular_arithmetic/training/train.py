@@ -58,7 +58,7 @@ __all__ = [
     "train",
     "train_many",
     "keep_freed_memory",
-    "exit_after_stop",
+    "command_process",
     "make_optimizer",
     "trained_parameters",
     "fast_train_step",
@@ -95,15 +95,17 @@ def keep_freed_memory() -> bool:
         return False
 
 
-#: Set by :func:`exit_after_stop`: SIGINT/SIGTERM stay ignored once a signal has stopped training.
+#: Set by :func:`command_process`: SIGINT/SIGTERM stay ignored once a signal has stopped training.
 _EXIT_AFTER_STOP = False
 
 
-def exit_after_stop() -> None:
-    """For a command that owns its process: once SIGINT/SIGTERM has stopped training, later signals are ignored
-    while the process reports what was saved and exits (a library caller gets its own handlers back instead)."""
+def command_process(owns_process: bool) -> None:
+    """Set up a command that may train: :func:`keep_freed_memory`; and if the command line owns the process (not
+    ``cli.main()`` called from Python), SIGINT/SIGTERM stay ignored once a signal has stopped training, while the
+    process reports what was saved and exits (a library caller gets its own handlers back instead)."""
     global _EXIT_AFTER_STOP
-    _EXIT_AFTER_STOP = True
+    keep_freed_memory()
+    _EXIT_AFTER_STOP = _EXIT_AFTER_STOP or owns_process
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
