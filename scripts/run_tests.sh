@@ -13,12 +13,13 @@
 # No test of chain 2 reads the default model, so none sees it half-trained.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
 bash scripts/setup.sh
+echo "[tests] set up in $(($(date +%s) - start)) s"
 export PYTHONUNBUFFERED=1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # in a log (CI) a progress bar every 10 s is plenty
 [ -t 2 ] || export TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}
-start=$(date +%s)
 logs=$(mktemp -d)
 echo "[tests] ruff: lint and format checks"
 .venv/bin/ruff check .
