@@ -35,7 +35,7 @@ echo "[tests] chain 1 (log shown when it ends): the default model, then the test
     .venv/bin/python -m pytest tests --nbmake solutions --nbmake-timeout=900 -m model --durations=5 "$@"
 ) >"$logs/chain1.log" 2>&1 &
 chain1=$!
-# Chain 1 is the longer one (~7 min of training, then the notebook): chain 2 yields to it wherever it runs more
+# Chain 1 is the longer one (8-10 min of training, then the notebook): chain 2 yields to it wherever it runs more
 # than one process at a time (pytest and a notebook kernel, pip, a command under test), so that the training keeps
 # its core. Chain 1 was started before this line and keeps the default priority.
 renice -n 10 -p $$ >/dev/null || true

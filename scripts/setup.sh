@@ -31,7 +31,7 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if tuple(map(int, torch.__version__
 fi
 
 # The rest goes through uv when pip can fetch it: it resolves and installs the dependencies ~6x faster than pip
-# (7 s against 40 s here, measured). Without it (offline, say) pip does it all. torch stays with pip above:
+# (7 s against 40 s here, measured). Without it (offline, say), or if it fails, pip does it all. torch stays with pip above:
 # uv reads no pip configuration, so it would not find a CPU wheel kept on disk (pip's find-links).
 if [ ! -x "$VENV/bin/uv" ] && [ "${NO_UV:-0}" != 1 ]; then
     "${PIP[@]}" uv >/dev/null 2>&1 || echo "[setup] uv is not available; installing with pip"
@@ -46,5 +46,9 @@ if [ "${SETUP_ONLY_TORCH:-0}" = 1 ]; then
 fi
 
 echo "[setup] installing part52_grokking_and_modular_arithmetic[test,notebooks] (editable)"
-"${INSTALL[@]}" -e ".[test,notebooks]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+if ! "${INSTALL[@]}" -e ".[test,notebooks]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); then
+    [ "${INSTALL[0]}" != "$VENV/bin/uv" ] && exit 1
+    echo "[setup] uv could not install it (it reads no pip configuration: a private index?); trying pip"
+    "${PIP[@]}" -e ".[test,notebooks]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+fi
 "$PY" -c "import torch, transformer_lens; print(f'[setup] ok: torch {torch.__version__}, python', __import__('sys').version.split()[0])" 2>/dev/null

@@ -1,9 +1,9 @@
 """Colab, simulated: the solutions notebook **alone** in an empty folder, a fresh virtual environment with torch,
 Jupyter (ipykernel + nbclient) and the libraries Colab ships (:data:`COLAB_LIBRARIES`) but **without** the
-course package, the hub reachable (the fake hub on
-127.0.0.1 serving a run file as the course's file) — and the notebook runs to the end: its first cell pip-installs
-the package (from ``GROKKING_COURSE_PIP_SPEC``, here a wheel built from this checkout; its dependencies come from
-the package index), the load cell downloads the model.
+course package, the hub reachable (the fake hub on 127.0.0.1 serving a run file as the course's file) — and the
+notebook runs to the end: its first cell pip-installs the package (from ``GROKKING_COURSE_PIP_SPEC``, here a
+wheel built from this checkout; the rest of its dependencies come from the package index), the load cell
+downloads the model.
 
 Slow (a venv, torch, transformer_lens & co. from pip's cache, a full notebook run). Prints the time of each
 stage. The file served is the session's small run (``conftest.small_run``, p = 31): what is tested is the fresh
