@@ -96,15 +96,15 @@ def test_same_model_file_is_hub_format():
 # ------------------------------------------------------------------------------------------ end to end
 
 
-def run_main_job_against_the_fake_hub(
-    tmp_path: Path, data: bytes, notebook: Path | None = None
-) -> tuple[str, nbformat.NotebookNode, str, dict]:
-    """Serve ``data`` as the course's hub file and run the main job (on ``notebook``, default the solutions
-    notebook) in a fresh process that must download it.
+def run_main_job_against_the_fake_hub(tmp_path: Path, data: bytes) -> tuple[str, nbformat.NotebookNode, str, dict]:
+    """Serve ``data`` as the course's hub file and run the main job in a fresh process that must download it, on
+    the solutions notebook less its Bonus training cells (they train their own p = 53 models whatever is loaded;
+    the nbmake run covers them).
 
     Returns ``(log, executed notebook, its printed text, environment)``; fails with the log when the job fails
     or the hub saw no download.
     """
+    notebook = without_cells_tagged(report.default_solutions_notebook(), "bonus-training", tmp_path)
     with FakeHub({(HUB_REPO_ID, HUB_FILENAME): data}) as hub:
         env = hub_env(tmp_path, hub.url)
         out_dir = tmp_path / "reports"
@@ -120,7 +120,8 @@ def run_main_job_against_the_fake_hub(
             "cpu",
             "--cell-timeout",
             "1200",
-            *(["--notebook", str(notebook)] if notebook is not None else []),
+            "--notebook",
+            str(notebook),
         ]
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=2400)
         log = proc.stdout + proc.stderr
@@ -141,12 +142,10 @@ def run_main_job_against_the_fake_hub(
 @pytest.mark.notebook
 def test_main_job_downloads_the_hub_file_and_runs_the_notebook(small_run, tmp_path):
     """The main job (``report``) against the fake hub serving the session's small run (``conftest.SMALL_RUN``: p =
-    31, another seed, split and lr, stopped early), the notebook less its Bonus training cells (they train their own
-    p = 53 models whatever is loaded; the nbmake run covers them): the notebook runs for any run, with no index or
-    frequency hard-coded for p = 113, and its graders pass."""
+    31, another seed, split and lr, stopped early): the notebook runs for any run, with no index or frequency
+    hard-coded for p = 113, and its graders pass."""
     run = RunData.from_file(small_run)
-    notebook = without_cells_tagged(report.default_solutions_notebook(), "bonus-training", tmp_path)
-    log, executed, text, _ = run_main_job_against_the_fake_hub(tmp_path, small_run.read_bytes(), notebook)
+    log, executed, text, _ = run_main_job_against_the_fake_hub(tmp_path, small_run.read_bytes())
     print(log[-3000:])
     assert f"checkpoints up to epoch {run.epochs[-1]} (hub file (downloaded)" in log, log[-3000:]
     assert f"p = {run.p}" in text and f"analysing epoch {run.epochs[run.analysed_index]}" in text
@@ -165,14 +164,12 @@ def test_main_job_downloads_the_hub_file_and_runs_the_notebook(small_run, tmp_pa
 @pytest.mark.notebook
 def test_a_released_final_model_runs_the_whole_chapter_with_flat_dynamics(small_run, tmp_path):
     """A hub-format file holding one model 500 times (as a released final model would; here the session's small
-    run's, p = 31): Section 3 must not crash; its progress measures are flat, and the notebook says why. The
-    Bonus training cells are left out (they train their own models whatever is loaded)."""
+    run's, p = 31): Section 3 must not crash; its progress measures are flat, and the notebook says why."""
     from part52_grokking_and_modular_arithmetic.runs.run_data import load_run_data
 
     data = to_bytes(same_model_hub_format(load_run_data(small_run), n_checkpoints=500))
     assert len(data) < 5_000_000  # one model, stored once
-    notebook = without_cells_tagged(report.default_solutions_notebook(), "bonus-training", tmp_path)
-    _, _, text, _ = run_main_job_against_the_fake_hub(tmp_path, data, notebook=notebook)
+    _, _, text, _ = run_main_job_against_the_fake_hub(tmp_path, data)
     assert "analysing epoch 40000" in text
     assert "analysed checkpoints hold the same weights" in text  # the note of compute_dynamics (a UserWarning)
     assert "no training phases" in text  # the notebook's own note in Section 3
