@@ -56,12 +56,7 @@ print("[lowest] floors:", ", ".join(f"{n}=={v}" for n, v in sorted(pins.items())
 EOF
 
 echo "[lowest] installing the package with every dependency at its floor"
-PIP=("$PY" -m pip install --quiet --no-compile --disable-pip-version-check)
-# as in scripts/setup.sh: uv where it could be had, pip if it is not there or fails
-if ! { [ -x "$VENV/bin/uv" ] && [ "${NO_UV:-0}" != 1 ] \
-    && "$VENV/bin/uv" pip install --quiet --python "$PY" -c "$constraints" -e ".[test,notebooks]"; }; then
-    "${PIP[@]}" -c "$constraints" -e ".[test,notebooks]" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
-fi
+SETUP_CONSTRAINTS="$constraints" bash scripts/setup.sh  # the same installer as .venv's (uv, else pip)
 # what was installed must be the floors (a constraint the installer could not honour would have failed above)
 "$PY" - "$constraints" <<'EOF'
 import sys
